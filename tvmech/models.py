@@ -173,7 +173,7 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
     """Wrap a Hugging Face causal LM in TransformerLens (``TransformerBridge`` by default)."""
     if wrapper not in WRAPPERS:
         raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
-    hf_model = hf_model.to(dtype=dtype).eval()
+    hf_model = hf_model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if wrapper == "hooked":
@@ -192,7 +192,7 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
         model = TransformerBridge.boot_transformers(
             name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
-    model.eval()
+    model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
