@@ -10,12 +10,12 @@ def test_zero_and_k_shot_prompts():
     task = tv.builtin_task("antonym")
     sp = task.splits(0)
     zero = tv.make_prompts(task, sp.test[:3], 0)
-    assert [p.text for p in zero] == [f"{e.input} ->" for e in sp.test[:3]]
+    assert [p.text for p in zero] == [f"Q: {e.input}\nA:" for e in sp.test[:3]]
     five = tv.make_prompts(task, sp.test[:3], 5, sp.train, seed=1)
     for p, q in zip(five, sp.test[:3]):
-        lines = p.text.split("\n")
-        assert len(lines) == 6 and lines[-1] == f"{q.input} ->"
-        assert all(" -> " in ln for ln in lines[:5]) and f"{q.input} ->" not in lines[:5]
+        blocks = p.text.split("\n\n")
+        assert len(blocks) == 6 and blocks[-1] == f"Q: {q.input}\nA:"
+        assert all("\nA: " in b for b in blocks[:5]) and f"Q: {q.input}\n" not in blocks[:5]
     assert five == tv.make_prompts(task, sp.test[:3], 5, sp.train, seed=1)
 
 

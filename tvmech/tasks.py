@@ -32,9 +32,9 @@ class Template:
     query of the test input, and the label is the continuation ``answer.format(output=y)``.
     """
 
-    query: str = "{input} ->"
+    query: str = "Q: {input}\nA:"
     answer: str = " {output}"
-    separator: str = "\n"
+    separator: str = "\n\n"
     instruction: str = ""
 
     def demo(self, ex: Example) -> str:

@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+
+import tvmech as tv
+from tvmech.learn import LTVConfig, TrainingDiverged, learn_layer_sweep, learn_task_vector
+from tvmech.vectors import TaskVector
+
+TASK = tv.builtin_task("capitalize")
+SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)
+CFG = LTVConfig(steps=12, batch_size=8, eval_every=4, lr=1e-2)
+
+
+def test_save_load_roundtrip_is_bit_exact(tiny, tmp_path):
+    vec = TaskVector.for_model(tiny, torch.randn(2, 1, 64), (0, 2), task="t", method="ltv", metrics={"acc": 0.5})
+    vec.save(tmp_path / "v")
+    back = TaskVector.load(tmp_path / "v", tiny)
+    assert torch.equal(back.vectors, vec.vectors) and back.layers == (0, 2) and back.metrics == {"acc": 0.5}
+    assert (tmp_path / "v.safetensors").is_file() and (tmp_path / "v.json").is_file()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        vec.save(tmp_path / "v")
+
+
+def test_loading_onto_another_model_fails(tiny, tmp_path):
+    from conftest import char_tokenizer, tiny_hf
+    from tvmech.models import wrap
+
+    tok = char_tokenizer()
+    other = wrap(tiny_hf(d_model=32, vocab=len(tok)), tok, "other")
+    TaskVector.for_model(tiny, torch.randn(1, 1, 64), (1,)).save(tmp_path / "v")
+    with pytest.raises(ValueError, match="d_model 64; the model has 32"):
+        TaskVector.load(tmp_path / "v", other)
+
+
+def test_ltv_training_lowers_the_loss_and_records_its_curve(tiny):
+    vec = learn_task_vector(tiny, SMALL, layers=(1,), config=CFG, progress=False)
+    assert vec.vectors.shape == (1, 1, 64) and len(vec.curve) == 12
+    first, last = vec.curve[0]["loss"], vec.curve[-1]["loss"]
+    assert last < first
+    assert math.isfinite(vec.metrics["best_val_loss"]) and vec.method == "ltv"
+
+
+def test_layer_sweep_matches_per_layer_loop(tiny):
+    sweep = learn_layer_sweep(tiny, SMALL, (0, 2), config=CFG, progress=False)
+    for layer, vec in zip((0, 2), sweep):
+        alone = learn_task_vector(tiny, SMALL, layers=(layer,), config=CFG, progress=False)
+        assert vec.layers == (layer,)
+        assert torch.allclose(vec.vectors, alone.vectors, atol=1e-4), layer
+
+
+def test_scale_aware_lr_uses_the_residual_norm(tiny):
+    a = learn_task_vector(tiny, SMALL, layers=(1,), config=LTVConfig(steps=1, lr=1e-3), progress=False)
+    b = learn_task_vector(tiny, SMALL, layers=(1,), config=LTVConfig.paper(steps=1), progress=False)
+    assert b.metrics["lr_effective"] == 1e-3 and a.metrics["lr_effective"] > 1e-3
+
+
+def test_nan_stops_training_and_keeps_last_good(tiny):
+    cfg = LTVConfig(steps=5, batch_size=4, lr=float("1e30"), lr_unit="absolute", eval_every=100)
+    with pytest.raises(TrainingDiverged, match="at step") as err:
+        learn_task_vector(tiny, SMALL, layers=(1,), config=cfg, progress=False)
+    assert err.value.last_good and all(torch.isfinite(v.vectors).all() for v in err.value.last_good)
+
+
+def test_empty_training_split_and_bad_config(tiny):
+    with pytest.raises(ValueError, match="training split is empty"):
+        learn_task_vector(tiny, SMALL, train=(), layers=(1,), config=CFG, progress=False)
+    with pytest.raises(ValueError, match="lr_unit 'bogus'"):
+        LTVConfig(lr_unit="bogus")
+    with pytest.raises(ValueError, match="layer 7 is out of range"):
+        learn_task_vector(tiny, SMALL, layers=(7,), config=CFG, progress=False)
+
+
+def test_vanilla_tv_is_icl_minus_zero_shot_mean(tiny):
+    from tvmech.extract import mean_query_state, vanilla_task_vector
+
+    sp = SMALL.splits(0)
+    add = vanilla_task_vector(tiny, SMALL, 1, k=2, n=6)
+    rep = vanilla_task_vector(tiny, SMALL, 1, k=2, n=6, mode="replace")
+    zs = mean_query_state(tiny, SMALL, tv.make_prompts(SMALL, sp.train[:6], 0), 1)
+    assert torch.allclose(rep.vectors[0, 0] - zs, add.vectors[0, 0], atol=1e-5)
+    assert add.mode == "add" and rep.mode == "replace" and add.layers == (1,)
