@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from ..baseline import icl_accuracy
+from ..learn import LTVConfig
+from ..sweep import layer_sweep
 from ..models import load_model
 from ..tasks import BUILTIN, builtin_tasks
 from . import plots
@@ -45,7 +47,21 @@ def step_icl(ctx: dict, args: argparse.Namespace) -> None:
     print(f"icl_accuracy: {', '.join(str(p) for p in paths.values() if p)}")
 
 
-STEPS: dict[str, Callable[[dict, argparse.Namespace], None]] = {"icl": step_icl}
+def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
+    settings = {"tasks": args.tasks, "layers": args.sweep_layers, "ltv_steps": args.ltv_steps, "k": 5,
+                "n_test": args.n_test, "seed": args.seed, "model": ctx["model_name"]}
+    rows = _cached_rows(args.out / "layer_sweep.json", settings, args.force)
+    if rows is None:
+        cfg = LTVConfig(steps=args.ltv_steps, seed=args.seed)
+        rows = layer_sweep(ctx["model"](), builtin_tasks(tuple(args.tasks)), args.sweep_layers, config=cfg,
+                           n_test=args.n_test, seed=args.seed)
+    meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
+    paths = save_figure(plots.layer_sweep_figure(rows, ctx["model_name"]), args.out, "layer_sweep", rows, meta,
+                        png=not args.no_png)
+    print(f"layer_sweep: {', '.join(str(p) for p in paths.values() if p)}")
+
+
+STEPS: dict[str, Callable[[dict, argparse.Namespace], None]] = {"icl": step_icl, "sweep": step_sweep}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tasks to include (default: all built-in)")
     p.add_argument("--n-test", type=int, default=None, help="cap on test queries per task (default: whole test split)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep-layers", type=int, nargs="+", default=list(range(0, 30, 3)),
+                   help="injection layers of the layer sweep (default: every 3rd)")
+    p.add_argument("--ltv-steps", type=int, default=150, help="training steps per learned task vector")
     p.add_argument("--model", default=None, help="model source (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--force", action="store_true", help="recompute even where saved numbers match the settings")
