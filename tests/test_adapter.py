@@ -67,3 +67,23 @@ def test_layer_and_hook_point_validation(tiny):
     assert ad.hook_name(2, "resid_post") == "blocks.2.hook_resid_post"
     with pytest.raises(TypeError, match="TransformerLens model"):
         tv.adapt(torch.nn.Linear(2, 2))
+
+
+def test_patching_hook_z_changes_the_output(tiny):
+    """Writing to the per-head z activation propagates (needed for head ablation and function vectors)."""
+    ad = tv.adapt(tiny)
+    tokens = torch.randint(2, 90, (2, 6))
+    name = ad.act_name(1, "z")
+
+    def kill_head0(z, hook):
+        z = z.clone()
+        z[:, :, 0] = 0
+        return z
+
+    with torch.no_grad():
+        base = ad.residual(tokens, ad.n_layers)
+        with ad.hooks([(name, kill_head0)]):
+            patched = ad.residual(tokens, ad.n_layers)
+    assert not torch.allclose(base, patched, atol=1e-4)
+    with pytest.raises(ValueError, match="activation 'q' is not known"):
+        ad.act_name(0, "q")

@@ -31,6 +31,15 @@ from torch import Tensor
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
 HOOK_POINTS = ("resid_pre", "resid_post")
+# activation hooks shared by TransformerBridge (as aliases) and HookedTransformer, relative to blocks.{l}
+ACTIVATIONS = {
+    "z": "attn.hook_z",  # [batch, pos, n_heads, d_head], per-head attention-weighted values
+    "pattern": "attn.hook_pattern",  # [batch, n_heads, query_pos, key_pos]
+    "attn_out": "hook_attn_out",  # [batch, pos, d_model]
+    "mlp_out": "hook_mlp_out",  # [batch, pos, d_model]
+    "resid_mid": "hook_resid_mid",  # [batch, pos, d_model]
+    "ln1": "ln1.hook_normalized",  # attention input after the norm (before its weight in the bridge)
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,13 @@ class Adapter:
         if point not in HOOK_POINTS:
             raise ValueError(f"hook point {point!r} is not supported; valid: {', '.join(HOOK_POINTS)}")
         return f"blocks.{layer}.hook_{point}"
+
+    def act_name(self, layer: int, which: str) -> str:
+        """Hook name of an activation inside block ``layer`` (keys of ``ACTIVATIONS``)."""
+        self.check_layer(layer)
+        if which not in ACTIVATIONS:
+            raise ValueError(f"activation {which!r} is not known; valid: {', '.join(ACTIVATIONS)}")
+        return f"blocks.{layer}.{ACTIVATIONS[which]}"
 
     def check_layer(self, layer: int, *, allow_final: bool = False) -> int:
         top = self.n_layers if allow_final else self.n_layers - 1
