@@ -33,14 +33,14 @@ def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, mon
         raise AssertionError("the model should not be loaded")
 
     monkeypatch.setattr(run, "load_model", no_model)
-    assert run.main(["--out", str(tmp_path), "--tasks", "antonym", "--n-test", "3", "--no-png"]) == 0
+    assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]) == 0
     assert (tmp_path / "icl_accuracy.html").is_file()
     with pytest.raises(AssertionError, match="should not be loaded"):
-        run.main(["--out", str(tmp_path), "--tasks", "antonym", "--n-test", "3", "--no-png", "--force"])
+        run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png", "--force"])
 
 
 @pytest.mark.slow
 def test_figures_script_end_to_end(tmp_path):
-    assert run.main(["--out", str(tmp_path), "--tasks", "capitalize", "--n-test", "4", "--no-png"]) == 0
+    assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]) == 0
     rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
     assert [r["k"] for r in rows] == [0, 1, 2, 5, 10] and all(r["n"] == 4 for r in rows)

@@ -80,3 +80,49 @@ def test_vanilla_tv_is_icl_minus_zero_shot_mean(tiny):
     zs = mean_query_state(tiny, SMALL, tv.make_prompts(SMALL, sp.train[:6], 0), 1)
     assert torch.allclose(rep.vectors[0, 0] - zs, add.vectors[0, 0], atol=1e-5)
     assert add.mode == "add" and rep.mode == "replace" and add.layers == (1,)
+
+
+def test_function_vector_heads_and_indirect_effect_definition(tiny):
+    """The batched CIE equals patching one head by hand; the FV is the sum of the top heads' outputs."""
+    from tvmech.function_vectors import function_vector, function_vector_heads, indirect_effects, mean_head_z
+    from tvmech.prompts import encode
+
+    ad = tv.adapt(tiny)
+    sp = SMALL.splits(0)
+    prompts = tv.make_prompts(SMALL, sp.train[:3], 2, sp.train, seed=1, shuffle_labels=True)
+    z_mean = mean_head_z(tiny, SMALL, tv.make_prompts(SMALL, sp.train[:3], 2, sp.train))
+    cie = indirect_effects(tiny, SMALL, prompts, z_mean)
+    b = encode(ad.tokenizer, SMALL, prompts)
+    rows = torch.arange(len(b))
+
+    def prob(hooks):
+        with torch.no_grad(), ad.hooks(hooks):
+            out = ad.unembed(ad.residual(b.tokens, ad.n_layers)[rows, b.query_pos])
+        return torch.softmax(out, -1)[rows, b.label_first]
+
+    def patch(z, hook=None):
+        z = z.clone()
+        z[rows, b.query_pos, 3] = z_mean[1, 3]
+        return z
+
+    manual = (prob([(ad.act_name(1, "z"), patch)]) - prob([])).mean()
+    assert torch.allclose(cie[1, 3], manual, atol=1e-5)
+    heads = function_vector_heads(tiny, SMALL, k=2, n_prompts=3)
+    fv = function_vector(tiny, SMALL, 1, heads, n_heads=2)
+    expected = sum(heads.outputs[l, h] for l, h in heads.top(2))
+    assert torch.allclose(fv.vectors[0, 0], expected) and fv.metrics["heads"] == heads.top(2)
+    with pytest.raises(ValueError, match="n_heads must be in 1..12"):
+        function_vector(tiny, SMALL, 1, heads, n_heads=0)
+
+
+def test_shuffled_labels_keep_inputs_and_permute_outputs():
+    sp = TASK.splits(0)
+    plain = tv.make_prompts(TASK, sp.test[:5], 4, sp.train, seed=3)
+    shuf = tv.make_prompts(TASK, sp.test[:5], 4, sp.train, seed=3, shuffle_labels=True)
+    for a, b in zip(plain, shuf):
+        qa = [blk.split("\n")[0] for blk in a.text.split("\n\n")]
+        qb = [blk.split("\n")[0] for blk in b.text.split("\n\n")]
+        aa = sorted(blk.split("\n")[1] for blk in a.text.split("\n\n")[:-1])
+        ab = sorted(blk.split("\n")[1] for blk in b.text.split("\n\n")[:-1])
+        assert qa == qb and aa == ab
+    assert any(a.text != b.text for a, b in zip(plain, shuf))

@@ -30,20 +30,25 @@ class Prompt:
 
 
 def make_prompts(task: Task, queries: Sequence[Example], k: int, demos: Sequence[Example] = (),
-                 seed: int = 0) -> list[Prompt]:
+                 seed: int = 0, shuffle_labels: bool = False) -> list[Prompt]:
     """One prompt per query with ``k`` demonstrations drawn (seeded) from ``demos``.
 
-    A query's own input is never among its demonstrations.
+    A query's own input is never among its demonstrations. ``shuffle_labels`` permutes the outputs
+    among the chosen demonstrations (the label-shuffled prompts of Todd et al. 2024).
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     if k and len({d.input for d in demos}) - 1 < k:
         raise ValueError(f"k={k} demonstrations requested but only {len(demos)} are available for task {task.name!r}")
-    rng = random.Random(seed)
+    rng, label_rng = random.Random(seed), random.Random(f"{seed}-labels")
     out = []
     for q in queries:
         pool = [d for d in demos if d.input != q.input]
         chosen = rng.sample(pool, k) if k else []
+        if shuffle_labels:
+            outs = [d.output for d in chosen]
+            label_rng.shuffle(outs)
+            chosen = [Example(d.input, o) for d, o in zip(chosen, outs)]
         out.append(Prompt(task.template.prompt(chosen, q.input), q.output, q.input, k))
     return out
 
