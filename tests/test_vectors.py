@@ -126,3 +126,15 @@ def test_shuffled_labels_keep_inputs_and_permute_outputs():
         ab = sorted(blk.split("\n")[1] for blk in b.text.split("\n\n")[:-1])
         assert qa == qb and aa == ab
     assert any(a.text != b.text for a, b in zip(plain, shuf))
+
+
+def test_robustness_configurations_train_and_evaluate(tiny):
+    from tvmech.robustness import configurations, robustness_table
+
+    confs = configurations(3, mid=1, k=2)
+    assert len(confs) == 6 and confs["every 4th layer, positions -5..-1"]["layers"] == (0,)
+    rows = robustness_table(tiny, [SMALL], mid=1, k=2, config=LTVConfig(steps=2, batch_size=4), n_test=4,
+                            progress=False)
+    assert [r["configuration"] for r in rows] == list(confs)
+    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 4 for r in rows)
+    assert [r["n_vectors"] for r in rows] == [1, 1, 5, 1, 5, 1]

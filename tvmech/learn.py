@@ -50,6 +50,7 @@ class LTVConfig:
     eval_every: int = 25
     patience: int | None = None  # evaluations without validation improvement before stopping
     seed: int = 0
+    k: int = 0  # demonstrations in the training prompts (0: zero-shot, the paper's setting)
 
     def __post_init__(self) -> None:
         if self.lr_unit not in ("resid_norm", "absolute"):
@@ -79,10 +80,12 @@ class _Data:
     batch: Batch
 
 
-def _prepare(ad: Adapter, task: Task, examples: Sequence[Example], start: int, first_token_only: bool) -> _Data:
+def _prepare(ad: Adapter, task: Task, examples: Sequence[Example], start: int, first_token_only: bool,
+             k: int = 0, demos: Sequence[Example] = (), seed: int = 0) -> _Data:
     if not examples:
         raise ValueError(f"task {task.name!r}: the training split is empty")
-    batch = encode(ad.tokenizer, task, make_prompts(task, examples, 0), with_labels=True).to(ad.device)
+    prompts = make_prompts(task, examples, k, demos, seed=seed)
+    batch = encode(ad.tokenizer, task, prompts, with_labels=True).to(ad.device)
     if first_token_only:
         keep = torch.zeros_like(batch.targets, dtype=torch.bool)
         keep[torch.arange(len(batch)), batch.query_pos] = True
@@ -149,8 +152,8 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
         for layer in ls:
             ad.hook_name(layer, point)
     start = min(min(ls) for ls in layer_groups)
-    data = _prepare(ad, task, train, start, cfg.first_token_only)
-    vdata = _prepare(ad, task, val, start, cfg.first_token_only) if val else None
+    data = _prepare(ad, task, train, start, cfg.first_token_only, cfg.k, train, cfg.seed)
+    vdata = _prepare(ad, task, val, start, cfg.first_token_only, cfg.k, train, cfg.seed) if val else None
     resolve_positions(positions, data.batch.query_pos, data.batch.tokens.shape[1])  # fail early on bad positions
     gen = torch.Generator().manual_seed(cfg.seed)
     params, lrs = [], []

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from .evaluate import evaluate
 from .extract import vanilla_task_vector
+from .function_vectors import function_vector, function_vector_heads
 from .learn import LTVConfig, learn_layer_sweep
 from .tasks import Task
 
@@ -18,7 +19,8 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
     """One record per (task, method, layer): ``task, method, layer, accuracy, n``.
 
     Methods: ``ltv`` (all layers trained together, see :func:`learn_layer_sweep`), ``vanilla``
-    (:func:`vanilla_task_vector` from k-shot prompts), and the references ``zero_shot`` and
+    (:func:`vanilla_task_vector` from k-shot prompts), ``fv`` (:func:`function_vector`, top-10 heads
+    by causal indirect effect, the same vector placed at each layer), and the references ``zero_shot`` and
     ``icl_{k}shot`` (``layer`` is ``None`` for those).
     """
     rows: list[dict] = []
@@ -29,9 +31,11 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
             r = evaluate(model, task, test, kk, sp.train, seed=seed)
             rows.append({"task": task.name, "method": method, "layer": None, "accuracy": r.accuracy, "n": r.n})
         ltvs = learn_layer_sweep(model, task, layers, sp.train, sp.val, config=config, progress=progress)
+        heads = function_vector_heads(model, task, k=k, seed=seed)
         for layer, vec in zip(layers, ltvs):
-            for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed))):
+            for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed)),
+                              ("fv", function_vector(model, task, layer, heads, k=k, seed=seed))):
                 r = evaluate(model, task, test, 0, hooks_for=v.hooks_for(model))
                 rows.append({"task": task.name, "method": method, "layer": layer, "accuracy": r.accuracy,
-                             "n": r.n, "norm": float(v.vectors.norm())})
+                             "n": r.n, "norm": float(v.vectors.norm()), "cie_seconds": v.metrics.get("cie_seconds")})
     return rows

@@ -54,3 +54,48 @@ def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
                       + (f" — {model_name}" if model_name else ""), xaxis_title="injection layer (hook_resid_pre)",
                       yaxis_title="test accuracy", yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900, height=550)
     return fig
+
+
+def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols: int = 5) -> go.Figure:
+    """Small multiples: accuracy per injection layer for each task and method, references dashed."""
+    from plotly.subplots import make_subplots
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    n_rows = -(-len(tasks) // cols)
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=tasks, shared_yaxes=True,
+                        horizontal_spacing=0.03, vertical_spacing=0.12)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for t, task in enumerate(tasks):
+        row, col = t // cols + 1, t % cols + 1
+        for i, method in enumerate(methods):
+            mine = sorted((r for r in rows if r["task"] == task and r["method"] == method),
+                          key=lambda r: -1 if r["layer"] is None else r["layer"])
+            if mine and mine[0]["layer"] is None:
+                x, y, dash = [min(r["layer"] for r in rows if r["layer"] is not None),
+                              max(r["layer"] for r in rows if r["layer"] is not None)], [mine[0]["accuracy"]] * 2, "dash"
+            else:
+                x, y, dash = [r["layer"] for r in mine], [r["accuracy"] for r in mine], "solid"
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=method, legendgroup=method, showlegend=t == 0,
+                                     line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
+                                     hovertemplate=f"{task} {method}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"),
+                          row=row, col=col)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_layout(title="Layer sweep per task" + (f" — {model_name}" if model_name else ""),
+                      template="plotly_white", width=1400, height=330 * n_rows)
+    return fig
+
+
+def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None = None) -> go.Figure:
+    """Mean LTV accuracy over tasks for each injection configuration (bars), references dashed."""
+    confs = list(dict.fromkeys(r["configuration"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    mean = [sum(r["accuracy"] for r in rows if r["configuration"] == c) / len(tasks) for c in confs]
+    detail = ["<br>".join(f"{r['task']}: {r['accuracy']:.2f}" for r in rows if r["configuration"] == c) for c in confs]
+    fig = go.Figure(go.Bar(x=confs, y=mean, text=[f"{m:.2f}" for m in mean], textposition="outside",
+                           customdata=detail, marker_color=PALETTE[0],
+                           hovertemplate="%{x}<br>mean %{y:.3f}<br>%{customdata}<extra></extra>"))
+    for j, (name, value) in enumerate((references or {}).items()):
+        fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 1]), annotation_text=f"{name} {value:.2f}")
+    fig.update_layout(title=f"LTV robustness: mean test accuracy over {len(tasks)} tasks", yaxis=dict(range=[0, 1.05]),
+                      yaxis_title="test accuracy", template="plotly_white", width=1000, height=550)
+    return fig

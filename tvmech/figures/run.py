@@ -18,6 +18,7 @@ import torch
 
 from ..baseline import icl_accuracy
 from ..learn import LTVConfig
+from ..robustness import robustness_table
 from ..sweep import layer_sweep
 from ..models import load_model
 from ..tasks import BUILTIN, builtin_tasks
@@ -49,6 +50,7 @@ def step_icl(ctx: dict, args: argparse.Namespace) -> None:
 
 def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "layers": args.sweep_layers, "ltv_steps": args.ltv_steps, "k": 5,
+                "methods": ["ltv", "vanilla", "fv"],
                 "n_test": args.n_test, "seed": args.seed, "model": ctx["model_name"]}
     rows = _cached_rows(args.out / "layer_sweep.json", settings, args.force)
     if rows is None:
@@ -56,12 +58,36 @@ def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
         rows = layer_sweep(ctx["model"](), builtin_tasks(tuple(args.tasks)), args.sweep_layers, config=cfg,
                            n_test=args.n_test, seed=args.seed)
     meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
-    paths = save_figure(plots.layer_sweep_figure(rows, ctx["model_name"]), args.out, "layer_sweep", rows, meta,
-                        png=not args.no_png)
-    print(f"layer_sweep: {', '.join(str(p) for p in paths.values() if p)}")
+    paths = [*save_figure(plots.layer_sweep_figure(rows, ctx["model_name"]), args.out, "layer_sweep", rows, meta,
+                          png=not args.no_png).values(),
+             *save_figure(plots.layer_sweep_by_task_figure(rows, ctx["model_name"]), args.out,
+                          "layer_sweep_by_task", png=not args.no_png).values()]
+    print(f"layer_sweep: {', '.join(str(p) for p in paths if p)}")
 
 
-STEPS: dict[str, Callable[[dict, argparse.Namespace], None]] = {"icl": step_icl, "sweep": step_sweep}
+def step_robustness(ctx: dict, args: argparse.Namespace) -> None:
+    settings = {"tasks": args.tasks, "ltv_steps": args.ltv_steps, "k": 5, "n_test": args.n_test, "seed": args.seed,
+                "model": ctx["model_name"]}
+    rows = _cached_rows(args.out / "robustness.json", settings, args.force)
+    if rows is None:
+        rows = robustness_table(ctx["model"](), builtin_tasks(tuple(args.tasks)),
+                                config=LTVConfig(steps=args.ltv_steps, seed=args.seed), n_test=args.n_test)
+    refs = {}
+    sweep = args.out / "layer_sweep.json"
+    if sweep.is_file():  # reference lines from the sweep's zero-shot and ICL rows, when present
+        srows = json.loads(sweep.read_text())["rows"]
+        for m in ("zero_shot", "icl_5shot"):
+            vals = [r["accuracy"] for r in srows if r["method"] == m and r["task"] in args.tasks]
+            if vals:
+                refs[m] = sum(vals) / len(vals)
+    meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
+    paths = save_figure(plots.robustness_figure(rows, refs), args.out, "robustness", rows, meta, png=not args.no_png)
+    print(f"robustness: {', '.join(str(p) for p in paths.values() if p)}")
+
+
+STEPS: dict[str, Callable[[dict, argparse.Namespace], None]] = {
+    "icl": step_icl, "sweep": step_sweep, "robustness": step_robustness,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
