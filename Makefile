@@ -4,6 +4,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup figures test test-fast clean-venv
 

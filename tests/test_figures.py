@@ -44,3 +44,19 @@ def test_figures_script_end_to_end(tmp_path):
     assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]) == 0
     rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
     assert [r["k"] for r in rows] == [0, 1, 2, 5, 10] and all(r["n"] == 4 for r in rows)
+
+
+def test_per_task_rows_resume_after_an_interruption(tmp_path):
+    calls = []
+
+    def compute(task):
+        calls.append(task)
+        if task == "c" and len(calls) == 3:
+            raise KeyboardInterrupt
+        return [{"task": task, "value": len(calls)}]
+
+    with pytest.raises(KeyboardInterrupt):
+        run._per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
+    rows = run._per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
+    assert calls == ["a", "b", "c", "c"] and [r["task"] for r in rows] == ["a", "b", "c"]
+    assert not (tmp_path / "x.partial.json").exists()

@@ -201,7 +201,7 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
         opt.step()
         record = {"step": step, "loss": float(losses.detach().mean())}
         if G == 1:
-            record["norm"] = float(params[0].norm())
+            record["norm"] = float(params[0].detach().norm())
         if vdata is not None and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
             with torch.no_grad():
                 vl = group_losses(vdata, torch.arange(len(val), device=ad.device))
