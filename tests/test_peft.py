@@ -138,7 +138,8 @@ def test_ltv_here_is_learn_task_vector(tiny):
     run = train_peft(tiny, SMALL, "ltv", layer=1, steps=6, batch_size=8, lr=1e-2, val=())
     vec = learn_task_vector(tiny, SMALL, val=(), layers=(1,), config=LTVConfig(steps=6, batch_size=8, lr=1e-2),
                             progress=False)
-    assert torch.allclose(run["params"]["vector"], vec.vectors, atol=1e-5)
+    # learn.py trains θ = norm · φ, this module θ itself: the same Adam steps up to Adam's eps term
+    assert torch.allclose(run["params"]["vector"], vec.vectors, atol=1e-3, rtol=1e-4)
     assert run["lr"] == pytest.approx(vec.metrics["lr_effective"])
 
 

@@ -138,3 +138,17 @@ def test_robustness_configurations_train_and_evaluate(tiny):
     assert [r["configuration"] for r in rows] == list(confs)
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 4 for r in rows)
     assert [r["n_vectors"] for r in rows] == [1, 1, 5, 1, 5, 1]
+
+
+def test_multi_layer_vectors_get_their_own_layers_step_size(tiny):
+    """Each layer's step size is lr x that layer's query residual norm, not the lowest layer's."""
+    from tvmech.learn import _prepare, _query_norm
+
+    ad = tv.adapt(tiny)
+    vec = learn_task_vector(tiny, SMALL, layers=(0, 2), config=LTVConfig(steps=3, lr=1e-3), progress=False)
+    data = _prepare(ad, SMALL, SMALL.splits(0).train, 0, False)
+    expected = [1e-3 * _query_norm(ad, data, 0, layer) for layer in (0, 2)]
+    assert vec.metrics["lr_per_layer"] == pytest.approx(expected, rel=1e-4)
+    assert expected[1] > 2 * expected[0]  # the embedding scale is far below the upper layers'
+    moved = vec.vectors.norm(dim=-1).flatten()
+    assert moved[1] > moved[0]  # the upper vector moved further, in proportion to its layer's scale

@@ -11,7 +11,8 @@ Step size. Adam moves each coordinate by about ``lr`` per step, so how far θ ca
 hundred steps is set by ``lr``, while how far it must travel is set by the residual norm at the
 injection layer (about 90 at layer 5, 150 at layer 15 and 450 at layer 25 on SmolLM2-135M). The
 default therefore measures ``lr`` in units of that norm: step = ``lr × mean‖h_l[q]‖`` (3e-4 × 150 ≈
-0.045 at layer 15). ``LTVConfig.paper()`` restores the paper's absolute lr 1e-3 with weight decay 0.01.
+0.045 at layer 15); with several layers, each layer's vector gets its own layer's norm (the vectors are
+trained as θ = norm ⊙ φ with Adam on φ). ``LTVConfig.paper()`` restores the paper's absolute lr 1e-3 with weight decay 0.01.
 
 Efficiency. The frozen blocks below the lowest injection layer run once, without gradients, for all
 training prompts; each step runs only the remaining blocks and computes logits only at the label
@@ -156,26 +157,37 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     vdata = _prepare(ad, task, val, start, cfg.first_token_only, cfg.k, train, cfg.seed) if val else None
     resolve_positions(positions, data.batch.query_pos, data.batch.tokens.shape[1])  # fail early on bad positions
     gen = torch.Generator().manual_seed(cfg.seed)
-    params, lrs = [], []
+    # θ = scale ⊙ φ: Adam steps φ by ~lr, so each layer's vector moves by ~lr x that layer's residual norm
+    params, scales = [], []
     for ls in layer_groups:
-        unit = _query_norm(ad, data, start, min(ls) + (point == "resid_post")) if cfg.lr_unit == "resid_norm" else 1.0
+        if cfg.lr_unit == "resid_norm":
+            norms = torch.tensor([_query_norm(ad, data, start, l + (point == "resid_post")) for l in ls])
+        else:
+            norms = torch.ones(len(ls))
+        scale = norms.mean().view(1, 1, 1) if shared else norms.view(-1, 1, 1)
         shape = (1, 1, ad.d_model) if shared else (len(ls), len(positions), ad.d_model)
-        init = torch.zeros(shape) if cfg.init == "zeros" else (torch.rand(shape, generator=gen) * 2 - 1) * cfg.init_scale * unit
+        init = torch.zeros(shape) if cfg.init == "zeros" else (torch.rand(shape, generator=gen) * 2 - 1) * cfg.init_scale
         params.append(init.to(ad.device, ad.dtype).requires_grad_(True))
-        lrs.append(cfg.lr * unit)
-    opt = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], weight_decay=cfg.weight_decay)
+        scales.append(scale.to(ad.device, ad.dtype))
+    # decoupled weight decay on φ scaled so that θ decays by lr x norm x wd per step, as with a plain θ
+    opt = torch.optim.AdamW([{"params": [p], "lr": cfg.lr, "weight_decay": cfg.weight_decay * float(sc.mean())}
+                             for p, sc in zip(params, scales)])
+
+    def vectors() -> list[Tensor]:
+        return [p * sc for p, sc in zip(params, scales)]
+
     G, B, N = len(layer_groups), min(cfg.batch_size, len(train)), len(train)
 
     def group_losses(d: _Data, idx: Tensor) -> Tensor:
         resid, batch = _rows(d, idx, G)
-        hooks = _group_hooks(ad, params, layer_groups, positions, point, len(idx), batch.query_pos)
+        hooks = _group_hooks(ad, vectors(), layer_groups, positions, point, len(idx), batch.query_pos)
         return _row_nll(ad, resid, batch, start, hooks).view(G, len(idx)).mean(1)
 
     def snapshot(tensors: list[Tensor]) -> list[TaskVector]:
         return [TaskVector.for_model(ad, p.detach().clone(), ls, positions, point=point, task=task.name,
                                      method="ltv", config=asdict(cfg)) for p, ls in zip(tensors, layer_groups)]
 
-    best = [p.detach().clone() for p in params]
+    best = [v.detach().clone() for v in vectors()]
     last_good = best
     best_val = [math.inf] * G
     stale = [0] * G
@@ -195,20 +207,20 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
             bad = [layer_groups[g] for g in range(G) if not finite[g]]
             raise TrainingDiverged(f"loss became {losses.tolist()} at step {step} (layers {bad}); "
                                    "the last good vectors are in .last_good", snapshot(last_good))
-        last_good = [p.detach().clone() for p in params]
+        last_good = [v.detach().clone() for v in vectors()]
         opt.zero_grad()
         losses.sum().backward()
         opt.step()
         record = {"step": step, "loss": float(losses.detach().mean())}
         if G == 1:
-            record["norm"] = float(params[0].detach().norm())
+            record["norm"] = float(vectors()[0].detach().norm())
         if vdata is not None and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
             with torch.no_grad():
                 vl = group_losses(vdata, torch.arange(len(val), device=ad.device))
             record["val_loss"] = float(vl.mean())
             for g in range(G):
                 if vl[g] < best_val[g]:
-                    best_val[g], best[g], stale[g] = float(vl[g]), params[g].detach().clone(), 0
+                    best_val[g], best[g], stale[g] = float(vl[g]), (params[g] * scales[g]).detach().clone(), 0
                 else:
                     stale[g] += 1
         curve.append(record)
@@ -216,12 +228,14 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
         if cfg.patience is not None and all(s >= cfg.patience for s in stale):
             break
     if vdata is None:
-        best = [p.detach().clone() for p in params]
+        best = [v.detach().clone() for v in vectors()]
     out = snapshot(best)
     for g, tv in enumerate(out):
         tv.curve = [{"step": r["step"], "loss": r["loss"]} | ({"val_loss": r["val_loss"]} if "val_loss" in r else {})
                     for r in curve]
-        tv.metrics = {"best_val_loss": best_val[g], "steps_run": len(curve), "lr_effective": lrs[g],
+        step_sizes = [cfg.lr * float(x) for x in scales[g].flatten()]
+        tv.metrics = {"best_val_loss": best_val[g], "steps_run": len(curve), "lr_effective": step_sizes[0],
+                      "lr_per_layer": step_sizes,
                       "norm": float(tv.vectors.norm())}
     return out
 
