@@ -4,8 +4,9 @@ All three methods keep the model frozen, train on *zero-shot* prompts with the L
 :mod:`tvmech.learn` (label NLL averaged over each row's label tokens, then over rows), with AdamW
 (weight decay 0.01) on the same seeded sequence of batches, and are scored on zero-shot test prompts.
 
-* ``ltv``: ``h_l[q] += θ`` at the query position, ``θ ∈ R^{d_model}`` (exactly :func:`learn_task_vector`'s
-  step; lr = ``lr_ltv × mean‖h_l[q]‖``, the scale-aware rule).
+* ``ltv``: ``h_l[q] += θ`` at the query position, ``θ ∈ R^{d_model}``, lr = ``lr_ltv × mean‖h_l[q]‖``
+  (the scale-aware rule; :func:`learn_task_vector`'s steps, which it takes on φ = θ / norm: equal up to
+  Adam's eps).
 * ``prefix`` (prefix tuning with one virtual token): ``p ∈ R^{d_model}`` is prepended to the residual
   stream entering block 0, ``x' = [p; x_0 ... x_{T-1}]``, and all blocks run on ``T + 1`` positions.
   Real token ``t`` moves to position ``t + 1`` (its rotary phase included), so the query position and
@@ -179,33 +180,28 @@ def lora_hooks(model, layer: int, a: Float[Tensor, " n_heads_d_head"], b: Float[
 
 
 # ----------------------------------------------------------------------------- measurement
-class SavedTensorBytes:
-    """Context manager counting the bytes autograd saves for backward (each storage once).
+class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: ``.bytes`` sums the storages autograd saves for backward, each counted once.
 
-    Storages in ``exclude`` (e.g. the model's parameters) are not counted. Works on any device.
+    Storages of ``exclude`` (e.g. the model's parameters) are not counted. Works on any device.
     """
 
     def __init__(self, exclude: Sequence[Tensor] = ()):
         self.skip = {t.untyped_storage().data_ptr() for t in exclude}
-        self.seen: set[int] = set()
         self.bytes = 0
+        super().__init__(self._pack, lambda t: t)
 
     def _pack(self, t: Tensor) -> Tensor:
         if t.layout == torch.strided and t.device.type != "meta":
             s = t.untyped_storage()
-            key = s.data_ptr()
-            if key not in self.skip and key not in self.seen:
-                self.seen.add(key)
+            if s.data_ptr() not in self.skip:
+                self.skip.add(s.data_ptr())
                 self.bytes += s.nbytes()
         return t
 
     def __enter__(self) -> SavedTensorBytes:
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._ctx.__enter__()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc) -> None:
-        self._ctx.__exit__(*exc)
 
 
 def _sync(device: torch.device) -> None:
@@ -275,7 +271,7 @@ def train_peft(model, task: Task, method: str, *, layer: int = 15, steps: int = 
 
     ``lr`` defaults to ``DEFAULT_LR[method]``; LoRA's ``a`` is drawn with seed ``seed + 1``. Batches are
     drawn as in :func:`learn_task_vector` (same seed, same order), so every method sees the same batches
-    and ``ltv`` here equals ``learn_task_vector(..., val=())``.
+    and ``ltv`` here matches ``learn_task_vector(..., val=())`` (up to Adam's eps).
     """
     ad = _check(model, [method], layer, steps, batch_size)
     lr = DEFAULT_LR[method] if lr is None else lr
