@@ -27,7 +27,7 @@ def test_save_figure_writes_html_data_and_table(tmp_path):
 
 def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, monkeypatch):
     settings = {"tasks": ["antonym"], "ks": [0, 1, 2, 5, 10], "n_test": 3, "seed": 0, "model": "SmolLM2-135M-Instruct"}
-    (tmp_path / "icl_accuracy.json").write_text(json.dumps({"meta": {"settings": settings}, "rows": ROWS}))
+    (tmp_path / "icl_accuracy.json").write_text(json.dumps({"meta": {"settings": settings, "device": "gpu-x"}, "rows": ROWS}))
 
     def no_model(*a, **k):
         raise AssertionError("the model should not be loaded")
@@ -35,6 +35,7 @@ def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, mon
     monkeypatch.setattr(run, "load_model", no_model)
     assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]) == 0
     assert (tmp_path / "icl_accuracy.html").is_file()
+    assert json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]["device"] == "gpu-x"  # provenance kept
     with pytest.raises(AssertionError, match="should not be loaded"):
         run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png", "--force"])
 

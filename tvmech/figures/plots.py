@@ -85,7 +85,8 @@ def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols:
     return fig
 
 
-def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None = None) -> go.Figure:
+def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None = None,
+                      note: str | None = None) -> go.Figure:
     """Mean LTV accuracy over tasks for each injection configuration (bars), references dashed."""
     confs = list(dict.fromkeys(r["configuration"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -96,6 +97,9 @@ def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None 
                            hovertemplate="%{x}<br>mean %{y:.3f}<br>%{customdata}<extra></extra>"))
     for j, (name, value) in enumerate((references or {}).items()):
         fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 1]), annotation_text=f"{name} {value:.2f}")
-    fig.update_layout(title=f"LTV robustness: mean test accuracy over {len(tasks)} tasks", yaxis=dict(range=[0, 1.05]),
+    title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks"
+    if note:
+        title += f"<br><sup>{note}</sup>"
+    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]),
                       yaxis_title="test accuracy", template="plotly_white", width=1000, height=550)
     return fig

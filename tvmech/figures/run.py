@@ -32,11 +32,12 @@ from .export import save_figure
 log = logging.getLogger("tvmech.figures")
 
 
-def _cached_rows(path: Path, settings: dict, force: bool) -> list[dict] | None:
+def _cached(path: Path, settings: dict, force: bool) -> dict | None:
+    """Saved ``{"meta", "rows"}`` for these settings (the meta keeps the device and date of the run)."""
     if force or not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return data["rows"] if data.get("meta", {}).get("settings") == settings else None
+    return data if data.get("meta", {}).get("settings") == settings else None
 
 
 def _per_task_rows(path: Path, settings: dict, tasks: list[str], compute: Callable[[str], list[dict]]) -> list[dict]:
@@ -59,12 +60,12 @@ def _per_task_rows(path: Path, settings: dict, tasks: list[str], compute: Callab
 def step_icl(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "ks": [0, 1, 2, 5, 10], "n_test": args.n_test, "seed": args.seed,
                 "model": ctx["model_name"]}
-    rows = _cached_rows(args.out / "icl_accuracy.json", settings, args.force)
+    cached = _cached(args.out / "icl_accuracy.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     if rows is None:
         tasks = builtin_tasks(tuple(args.tasks))
         rows = icl_accuracy(ctx["model"](), tasks, settings["ks"], n_test=args.n_test, seed=args.seed)
     fig = plots.icl_accuracy_figure(rows, ctx["model_name"])
-    meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
     paths = save_figure(fig, args.out, "icl_accuracy", rows, meta, png=not args.no_png)
     print(f"icl_accuracy: {', '.join(str(p) for p in paths.values() if p)}")
 
@@ -73,12 +74,12 @@ def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "layers": args.sweep_layers, "ltv_steps": args.ltv_steps, "k": 5,
                 "methods": ["ltv", "vanilla", "fv"],
                 "n_test": args.n_test, "seed": args.seed, "model": ctx["model_name"]}
-    rows = _cached_rows(args.out / "layer_sweep.json", settings, args.force)
+    cached = _cached(args.out / "layer_sweep.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     if rows is None:
         cfg = LTVConfig(steps=args.ltv_steps, seed=args.seed)
         rows = _per_task_rows(args.out / "layer_sweep.json", settings, args.tasks, lambda t: layer_sweep(
             ctx["model"](), builtin_tasks((t,)), args.sweep_layers, config=cfg, n_test=args.n_test, seed=args.seed))
-    meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
     paths = [*save_figure(plots.layer_sweep_figure(rows, ctx["model_name"]), args.out, "layer_sweep", rows, meta,
                           png=not args.no_png).values(),
              *save_figure(plots.layer_sweep_by_task_figure(rows, ctx["model_name"]), args.out,
@@ -89,7 +90,8 @@ def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
 def step_robustness(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "ltv_steps": args.ltv_steps, "k": 5, "n_test": args.n_test, "seed": args.seed,
                 "model": ctx["model_name"]}
-    rows = _cached_rows(args.out / "robustness.json", settings, args.force)
+    cached = _cached(args.out / "robustness.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     if rows is None:
         cfg = LTVConfig(steps=args.ltv_steps, seed=args.seed)
         rows = _per_task_rows(args.out / "robustness.json", settings, args.tasks, lambda t: robustness_table(
@@ -102,8 +104,8 @@ def step_robustness(ctx: dict, args: argparse.Namespace) -> None:
             vals = [r["accuracy"] for r in srows if r["method"] == m and r["task"] in args.tasks]
             if vals:
                 refs[m] = sum(vals) / len(vals)
-    meta = {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
-    paths = save_figure(plots.robustness_figure(rows, refs), args.out, "robustness", rows, meta, png=not args.no_png)
+    paths = save_figure(plots.robustness_figure(rows, refs, meta.get("note")), args.out, "robustness", rows, meta,
+                        png=not args.no_png)
     print(f"robustness: {', '.join(str(p) for p in paths.values() if p)}")
 
 
@@ -132,7 +134,8 @@ def step_geometry(ctx: dict, args: argparse.Namespace) -> None:
     layer = args.geometry_layer
     settings = {"tasks": args.tasks, "layer": layer, "ltv_steps": args.ltv_steps, "n_test": args.n_test,
                 "seed": args.seed, "model": ctx["model_name"]}
-    rows = _cached_rows(args.out / "task_transfer.json", settings, args.force)
+    cached = _cached(args.out / "task_transfer.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     vecs = layer_vectors(ctx, args, args.tasks, layer)
     names, cos = cosine_matrix(vecs)
     if rows is None:
@@ -140,9 +143,9 @@ def step_geometry(ctx: dict, args: argparse.Namespace) -> None:
         rows = transfer_matrix(ctx["model"](), vecs, tasks, n_test=args.n_test, seed=args.seed)
     cos_rows = [{"task_a": a, "task_b": b, "cosine": float(cos[i, j])} for i, a in enumerate(names) for j, b in enumerate(names)]
     paths = [*save_figure(geometry_plots.cosine_heatmap(names, cos, model_name=ctx["model_name"]), args.out,
-                          "task_cosine", cos_rows, _meta(ctx, settings), png=not args.no_png).values(),
+                          "task_cosine", cos_rows, meta, png=not args.no_png).values(),
              *save_figure(geometry_plots.transfer_heatmap(rows, model_name=ctx["model_name"]), args.out,
-                          "task_transfer", rows, _meta(ctx, settings), png=not args.no_png).values()]
+                          "task_transfer", rows, meta, png=not args.no_png).values()]
     print(f"geometry: {', '.join(str(p) for p in paths if p)}")
 
 
@@ -150,24 +153,26 @@ def step_composition(ctx: dict, args: argparse.Namespace) -> None:
     layer = args.geometry_layer
     settings = {"layer": layer, "ltv_steps": args.ltv_steps, "k": 5, "seed": args.seed, "model": ctx["model_name"],
                 "scoring": "exact_match"}  # first-token scoring cannot tell 'mar'(quis) from 'mar'(quise)
-    rows = _cached_rows(args.out / "composition.json", settings, args.force)
+    cached = _cached(args.out / "composition.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     if rows is None:
         vecs = layer_vectors(ctx, args, ["english_french", "masculine_feminine"], layer)
         rows = composition_experiment(ctx["model"](), vecs["english_french"], vecs["masculine_feminine"], k=5,
                                       seed=args.seed, scoring="exact_match")
     paths = save_figure(geometry_plots.composition_bars(rows, model_name=ctx["model_name"]), args.out, "composition",
-                        rows, _meta(ctx, settings), png=not args.no_png)
+                        rows, meta, png=not args.no_png)
     print(f"composition: {', '.join(str(p) for p in paths.values() if p)}")
 
 
 def step_peft(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"task": "sentiment", "layer": args.geometry_layer, "steps": args.ltv_steps, "seed": args.seed,
                 "model": ctx["model_name"]}
-    rows = _cached_rows(args.out / "peft.json", settings, args.force)
+    cached = _cached(args.out / "peft.json", settings, args.force)
+    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
     if rows is None:
         rows = compare_peft(ctx["model"](), builtin_tasks(("sentiment",))[0], layer=args.geometry_layer,
                             steps=args.ltv_steps, seed=args.seed)
-    paths = save_figure(peft_plots.peft_figure(rows, ctx["model_name"]), args.out, "peft", rows, _meta(ctx, settings),
+    paths = save_figure(peft_plots.peft_figure(rows, ctx["model_name"]), args.out, "peft", rows, meta,
                         png=not args.no_png)
     print(f"peft: {', '.join(str(p) for p in paths.values() if p)}")
 
