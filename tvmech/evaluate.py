@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .adapter import Adapter, HookFn, adapt
-from .prompts import Batch, Prompt, batches, label_set_ids, make_prompts
+from .prompts import Batch, Prompt, batches, encode, label_set_ids, make_prompts
 from .tasks import SCORING_MODES, Example, Task
 
 HooksFor = Callable[[Batch], Sequence[tuple[str, HookFn]]]
@@ -104,8 +104,6 @@ def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: S
 
 def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n d_vocab"]:
     """Log-probabilities at each prompt's query position, in the order given (one padded batch)."""
-    from .prompts import encode
-
     batch = encode(adapt(model).tokenizer, task, prompts)
     with torch.no_grad():
         return torch.log_softmax(query_logits(model, batch).float(), -1).cpu()

@@ -32,12 +32,14 @@ from .export import save_figure
 log = logging.getLogger("tvmech.figures")
 
 
-def _cached(path: Path, settings: dict, force: bool) -> dict | None:
-    """Saved ``{"meta", "rows"}`` for these settings (the meta keeps the device and date of the run)."""
-    if force or not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return data if data.get("meta", {}).get("settings") == settings else None
+def _cached(path: Path, settings: dict, force: bool, ctx: dict) -> tuple[list[dict] | None, dict]:
+    """Saved rows and meta for these settings (the meta keeps the device and date of the run that
+    computed them); ``(None, fresh meta)`` when there are none."""
+    if not force and path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("meta", {}).get("settings") == settings:
+            return data["rows"], data["meta"]
+    return None, _meta(ctx, settings)
 
 
 def _per_task_rows(path: Path, settings: dict, tasks: list[str], compute: Callable[[str], list[dict]]) -> list[dict]:
@@ -60,8 +62,7 @@ def _per_task_rows(path: Path, settings: dict, tasks: list[str], compute: Callab
 def step_icl(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "ks": [0, 1, 2, 5, 10], "n_test": args.n_test, "seed": args.seed,
                 "model": ctx["model_name"]}
-    cached = _cached(args.out / "icl_accuracy.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "icl_accuracy.json", settings, args.force, ctx)
     if rows is None:
         tasks = builtin_tasks(tuple(args.tasks))
         rows = icl_accuracy(ctx["model"](), tasks, settings["ks"], n_test=args.n_test, seed=args.seed)
@@ -74,8 +75,7 @@ def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "layers": args.sweep_layers, "ltv_steps": args.ltv_steps, "k": 5,
                 "methods": ["ltv", "vanilla", "fv"],
                 "n_test": args.n_test, "seed": args.seed, "model": ctx["model_name"]}
-    cached = _cached(args.out / "layer_sweep.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "layer_sweep.json", settings, args.force, ctx)
     if rows is None:
         cfg = LTVConfig(steps=args.ltv_steps, seed=args.seed)
         rows = _per_task_rows(args.out / "layer_sweep.json", settings, args.tasks, lambda t: layer_sweep(
@@ -90,8 +90,7 @@ def step_sweep(ctx: dict, args: argparse.Namespace) -> None:
 def step_robustness(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"tasks": args.tasks, "ltv_steps": args.ltv_steps, "k": 5, "n_test": args.n_test, "seed": args.seed,
                 "model": ctx["model_name"]}
-    cached = _cached(args.out / "robustness.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "robustness.json", settings, args.force, ctx)
     if rows is None:
         cfg = LTVConfig(steps=args.ltv_steps, seed=args.seed)
         rows = _per_task_rows(args.out / "robustness.json", settings, args.tasks, lambda t: robustness_table(
@@ -134,8 +133,7 @@ def step_geometry(ctx: dict, args: argparse.Namespace) -> None:
     layer = args.geometry_layer
     settings = {"tasks": args.tasks, "layer": layer, "ltv_steps": args.ltv_steps, "n_test": args.n_test,
                 "seed": args.seed, "model": ctx["model_name"]}
-    cached = _cached(args.out / "task_transfer.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "task_transfer.json", settings, args.force, ctx)
     vecs = layer_vectors(ctx, args, args.tasks, layer)
     names, cos = cosine_matrix(vecs)
     if rows is None:
@@ -153,8 +151,7 @@ def step_composition(ctx: dict, args: argparse.Namespace) -> None:
     layer = args.geometry_layer
     settings = {"layer": layer, "ltv_steps": args.ltv_steps, "k": 5, "seed": args.seed, "model": ctx["model_name"],
                 "scoring": "exact_match"}  # first-token scoring cannot tell 'mar'(quis) from 'mar'(quise)
-    cached = _cached(args.out / "composition.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "composition.json", settings, args.force, ctx)
     if rows is None:
         vecs = layer_vectors(ctx, args, ["english_french", "masculine_feminine"], layer)
         rows = composition_experiment(ctx["model"](), vecs["english_french"], vecs["masculine_feminine"], k=5,
@@ -167,8 +164,7 @@ def step_composition(ctx: dict, args: argparse.Namespace) -> None:
 def step_peft(ctx: dict, args: argparse.Namespace) -> None:
     settings = {"task": "sentiment", "layer": args.geometry_layer, "steps": args.ltv_steps, "seed": args.seed,
                 "model": ctx["model_name"]}
-    cached = _cached(args.out / "peft.json", settings, args.force)
-    rows, meta = (cached["rows"], cached["meta"]) if cached else (None, _meta(ctx, settings))
+    rows, meta = _cached(args.out / "peft.json", settings, args.force, ctx)
     if rows is None:
         rows = compare_peft(ctx["model"](), builtin_tasks(("sentiment",))[0], layer=args.geometry_layer,
                             steps=args.ltv_steps, seed=args.seed)
