@@ -3,7 +3,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from tvmech.figures import plots, run
+from tvmech.figures import cache, plots, run
 from tvmech.figures.export import save_figure
 
 ROWS = [{"task": t, "k": k, "accuracy": a, "n": 10, "scoring": "first_token"}
@@ -57,7 +57,7 @@ def test_per_task_rows_resume_after_an_interruption(tmp_path):
         return [{"task": task, "value": len(calls)}]
 
     with pytest.raises(KeyboardInterrupt):
-        run._per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
-    rows = run._per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
+        cache.per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
+    rows = cache.per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
     assert calls == ["a", "b", "c", "c"] and [r["task"] for r in rows] == ["a", "b", "c"]
     assert not (tmp_path / "x.partial.json").exists()

@@ -1,0 +1,3 @@
+"""Figure steps (placeholder until filled in)."""
+
+STEPS: dict = {}
