@@ -8,15 +8,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from ..io import write_json
 from ..learn import LTVConfig, learn_task_vector
 from ..tasks import builtin_tasks
 from ..vectors import TaskVector
 
 
+def describe_device(device: str) -> str:
+    """``'cpu'``, or the accelerator's name with the torch device, e.g. ``'NVIDIA H100 80GB HBM3 (cuda)'``."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} ({device})"
+    return str(device)
+
+
 def meta(ctx: dict, settings: dict) -> dict:
     """What a figure's JSON records besides its rows: the settings, the device and the date of the run."""
-    return {"settings": settings, "device": ctx["device"], "date": time.strftime("%Y-%m-%d")}
+    return {"settings": settings, "device": describe_device(ctx["device"]), "date": time.strftime("%Y-%m-%d")}
 
 
 def cached(path: Path, settings: dict, force: bool, ctx: dict) -> tuple[list[dict] | None, dict]:

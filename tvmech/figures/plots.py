@@ -100,6 +100,6 @@ def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None 
     title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks"
     if note:
         title += f"<br><sup>{note}</sup>"
-    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]),
+    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150),
                       yaxis_title="test accuracy", template="plotly_white", width=1000, height=550)
     return fig
