@@ -87,3 +87,20 @@ def test_patching_hook_z_changes_the_output(tiny):
     assert not torch.allclose(base, patched, atol=1e-4)
     with pytest.raises(ValueError, match="activation 'q' is not known"):
         ad.act_name(0, "q")
+
+
+def test_residual_fires_block_zero_hooks_once_like_a_full_forward(tiny):
+    ad = tv.adapt(tiny)
+    tokens = torch.randint(2, 60, (2, 7))
+    calls = []
+
+    def add_one(x, hook):
+        calls.append(hook.name)
+        return x + 1.0
+
+    with ad.hooks([(ad.hook_name(0), add_one)]):
+        via_adapter = ad.unembed(ad.residual(tokens, ad.n_layers))
+        full = tiny(tokens)
+    assert len(calls) == 2  # once per pass
+    torch.testing.assert_close(via_adapter, full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ad.embed(tokens), tiny(tokens, stop_at_layer=0))

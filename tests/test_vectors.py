@@ -152,3 +152,13 @@ def test_multi_layer_vectors_get_their_own_layers_step_size(tiny):
     assert expected[1] > 2 * expected[0]  # the embedding scale is far below the upper layers'
     moved = vec.vectors.norm(dim=-1).flatten()
     assert moved[1] > moved[0]  # the upper vector moved further, in proportion to its layer's scale
+
+
+def test_robustness_subset_of_configurations_and_bad_name(tiny):
+    from tvmech.robustness import robustness_table
+
+    kw = dict(mid=1, k=2, config=LTVConfig(steps=2, batch_size=4), n_test=4, progress=False)
+    rows = robustness_table(tiny, [SMALL], names=["layer 1, 4th token"], **kw)
+    assert [r["configuration"] for r in rows] == ["layer 1, 4th token"]
+    with pytest.raises(ValueError, match="every 3rd layer.*valid"):
+        robustness_table(tiny, [SMALL], names=["every 3rd layer"], **kw)

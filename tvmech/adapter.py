@@ -135,7 +135,21 @@ class Adapter:
         tokens = tokens.to(self.device)
         if not self.is_bridge:
             return self.model(tokens, stop_at_layer=layer)
-        return self.run_blocks(self.model(tokens, stop_at_layer=0), 0, layer)
+        return self.run_blocks(self.embed(tokens), 0, layer)
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        """The input of block 0 (token + learned position embeddings where the model has them).
+
+        Unlike ``model(tokens, stop_at_layer=0)`` on the bridge, this does not fire block 0's input
+        hooks, so that ``run_blocks(embed(t), 0, l)`` fires each hook exactly once.
+        """
+        tokens = tokens.to(self.device)
+        if not self.is_bridge:
+            return self.model(tokens, stop_at_layer=0)
+        h = self.model.embed(tokens)
+        if getattr(self.cfg, "positional_embedding_type", None) == "standard":
+            h = h + self.model.pos_embed(tokens)
+        return h
 
     def run_blocks(
         self, resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None
@@ -170,6 +184,11 @@ class Adapter:
         if rotary is not None:
             kwargs["position_embeddings"] = rotary(resid, position_ids)
         return kwargs
+
+    def input_norm(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x``: the values of
+        head h are ``input_norm(l, resid) @ W_V[l, h]``."""
+        return self.model.blocks[self.check_layer(layer)].ln1(x)
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm then unembedding: the logit lens applied to any residual-stream vector."""

@@ -29,13 +29,20 @@ def configurations(n_layers: int, mid: int | None = None, k: int = 5) -> dict[st
 
 
 def robustness_table(model, tasks: Sequence[Task], *, mid: int | None = None, k: int = 5,
-                     config: LTVConfig = LTVConfig(), n_test: int | None = None, progress: bool = True) -> list[dict]:
+                     config: LTVConfig = LTVConfig(), n_test: int | None = None, names: Sequence[str] | None = None,
+                     progress: bool = True) -> list[dict]:
     """One record per (task, configuration): ``task, configuration, accuracy, n, n_vectors``.
 
     Each configuration's LTV (one vector per layer x position site) is trained on prompts with that
-    configuration's number of demonstrations and tested on the same kind of prompt.
+    configuration's number of demonstrations and tested on the same kind of prompt. ``names`` picks
+    some of the :func:`configurations` (default: all six).
     """
     confs = configurations(adapt(model).n_layers, mid, k)
+    if names is not None:
+        unknown = [n for n in names if n not in confs]
+        if unknown or not names:
+            raise ValueError(f"unknown robustness configuration(s) {unknown or list(names)}; valid: {list(confs)}")
+        confs = {n: confs[n] for n in names}
     rows = []
     bar = tqdm(total=len(tasks) * len(confs), desc="robustness", disable=not progress)
     for task in tasks:
