@@ -1,0 +1,157 @@
+"""Figures for the logit lens, the linear map W_TV(l) and its polar decomposition: data in, Figure out.
+
+No computation happens here: the rows come from :mod:`tvmech.lens`, :mod:`tvmech.linear_map` and
+:mod:`tvmech.polar` (assembled by ``tvmech.figures.steps_linear``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .plots import PALETTE
+
+
+def _title(text: str, model_name: str) -> str:
+    return text + (f" — {model_name}" if model_name else "")
+
+
+def lens_heatmap(rows: Sequence[dict], model_name: str = "") -> go.Figure:
+    """Two heatmaps over layers (x) for every (task, condition) (y): logit-lens accuracy and task alignment.
+
+    ``rows``: :func:`tvmech.lens.lens_conditions` records. Hovering a cell shows the top tokens of the
+    lens distribution averaged over the prompts, the accuracy, ``p(correct)`` and both alignments.
+    """
+    keys = list(dict.fromkeys((r["task"], r["condition"]) for r in rows))
+    layers = sorted({r["layer"] for r in rows})
+    cell = {(r["task"], r["condition"], r["layer"]): r for r in rows}
+    labels = [f"{t} · {c}" for t, c in keys]
+    final = max(layers)
+    x = [str(l) if l < final else f"{l} (out)" for l in layers]
+
+    def grid(field):
+        return [[cell[(t, c, l)][field] if (t, c, l) in cell else None for l in layers] for t, c in keys]
+
+    hover = [[(f"<b>{t} · {c}</b><br>layer {l}<br>accuracy {cell[(t, c, l)]['accuracy']:.2f}"
+               f" · p(correct) {cell[(t, c, l)]['p_correct']:.3f}<br>task alignment {cell[(t, c, l)]['task_alignment']:.3f}"
+               f" · label alignment {cell[(t, c, l)]['label_alignment']:.3f}<br>top tokens: "
+               + cell[(t, c, l)]["top_tokens"].replace("<", "&lt;")) if (t, c, l) in cell else ""
+              for l in layers] for t, c in keys]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.07,
+                        subplot_titles=["logit-lens accuracy (label's first token is the argmax)",
+                                        "task alignment cos(h, ū)"])
+    fig.add_trace(go.Heatmap(z=grid("accuracy"), x=x, y=labels, zmin=0, zmax=1, colorscale="Viridis",
+                             text=hover, hoverinfo="text", colorbar=dict(title="acc", x=0.465, len=0.9, thickness=14)), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=grid("task_alignment"), x=x, y=labels, colorscale="RdBu", reversescale=True, zmid=0,
+                             text=hover, hoverinfo="text", colorbar=dict(title="cos", len=0.9, thickness=14)), row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="layer (residual entering the block; last = final stream)")
+    fig.update_layout(title=_title("Logit lens at the query position: zero-shot, ICL and TV-injected", model_name),
+                      template="plotly_white", width=1500, height=180 + 24 * len(keys))
+    return fig
+
+
+def _by_task(rows: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(r["task"] for r in rows))
+
+
+def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
+    """Left: accuracy per injection layer of θ at layer l (solid), W θ at the final stream (dashed) and the
+    logit lens of h_l + θ (dotted), one colour per task, zero-shot as grey dashes. Right: fit quality
+    (held-out R² and ‖J − W‖_F/‖J‖_F)."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=["accuracy: θ at layer l vs W_TV(l) θ at the final stream",
+                                        "fit quality: held-out R² (solid), ‖J − W‖/‖J‖ (dotted)"])
+    for i, task in enumerate(_by_task(rows)):
+        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        x = [r["layer"] for r in mine]
+        color = PALETTE[i % len(PALETTE)]
+        for key, name, dash in (("acc_original", "θ at layer l", "solid"),
+                                ("acc_reconstructed", "W θ at final stream", "dash"),
+                                ("lens_acc_layer", "lens of h_l + θ", "dot")):
+            fig.add_trace(go.Scatter(x=x, y=[r[key] for r in mine], mode="lines+markers", name=f"{task}: {name}",
+                                     legendgroup=task, line=dict(color=color, dash=dash),
+                                     hovertemplate=f"{task}<br>{name}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[mine[0]["acc_zero_shot"]] * len(x), mode="lines", name=f"{task}: zero-shot",
+                                 legendgroup=task, line=dict(color="gray", dash="dash", width=1), showlegend=False,
+                                 hovertemplate=f"{task} zero-shot %{{y:.3f}}<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[r["r2_heldout"] for r in mine], mode="lines+markers", legendgroup=task,
+                                 name=f"{task}: R²", line=dict(color=color), showlegend=False,
+                                 hovertemplate=f"{task}<br>layer %{{x}}<br>held-out R² %{{y:.3f}}<extra></extra>"),
+                      row=1, col=2)
+        if all("jac_rel_frobenius" in r for r in mine):
+            fig.add_trace(go.Scatter(x=x, y=[r["jac_rel_frobenius"] for r in mine], mode="lines+markers",
+                                     legendgroup=task, name=f"{task}: ‖J−W‖/‖J‖", line=dict(color=color, dash="dot"),
+                                     showlegend=False,
+                                     hovertemplate=f"{task}<br>layer %{{x}}<br>‖J−W‖/‖J‖ %{{y:.3f}}<extra></extra>"),
+                          row=1, col=2)
+    fig.update_yaxes(range=[0, 1.02], title_text="test accuracy", row=1, col=1)
+    fig.update_xaxes(title_text="injection layer l")
+    fig.update_layout(title=_title("Reconstructed task vector: the linear map W_TV(l) in place of the layers", model_name),
+                      template="plotly_white", width=1400, height=560)
+    return fig
+
+
+TRANSITION_PANELS = (  # (key, panel title)
+    ("rotation_distance", "rotation ‖Q − I‖_F / √d (√2 ≈ random)"),
+    ("cos_theta_qtheta", "cos(θ, Qθ)"),
+    ("gain", "gain ‖Σθ‖ / ‖θ‖"),
+    ("sv_1", "top singular values σ1 (solid), σ5 (dotted)"),
+)
+
+
+def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
+    """The rotation-to-scaling transition: four panels over the injection layer, one line per task."""
+    fig = make_subplots(rows=1, cols=len(TRANSITION_PANELS), subplot_titles=[t for _, t in TRANSITION_PANELS],
+                        horizontal_spacing=0.06)
+    for i, task in enumerate(_by_task(rows)):
+        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        x = [r["layer"] for r in mine]
+        color = PALETTE[i % len(PALETTE)]
+        for col, (key, title) in enumerate(TRANSITION_PANELS, start=1):
+            fig.add_trace(go.Scatter(x=x, y=[r[key] for r in mine], mode="lines+markers", name=task, legendgroup=task,
+                                     showlegend=col == 1, line=dict(color=color),
+                                     hovertemplate=f"{task}<br>layer %{{x}}<br>{key} %{{y:.3f}}<extra></extra>"),
+                          row=1, col=col)
+        if all("sv_5" in r for r in mine):
+            fig.add_trace(go.Scatter(x=x, y=[r["sv_5"] for r in mine], mode="lines+markers", legendgroup=task,
+                                     showlegend=False, line=dict(color=color, dash="dot"), name=f"{task} σ5",
+                                     hovertemplate=f"{task}<br>layer %{{x}}<br>σ5 %{{y:.3f}}<extra></extra>"),
+                          row=1, col=4)
+    fig.update_yaxes(range=[0, 2.05], row=1, col=1)
+    fig.update_yaxes(range=[-1.05, 1.05], row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_yaxes(type="log", row=1, col=4)
+    fig.update_xaxes(title_text="injection layer l")
+    fig.update_layout(title=_title("Rotation vs scaling: polar decomposition W_TV(l) = Q Σ", model_name),
+                      template="plotly_white", width=1500, height=480)
+    return fig
+
+
+def alignment_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
+    """Alignment with the task's mean label direction ū of θ (before rotation, dotted), Qθ (after the
+    rotation, solid) and Wθ (dashed) per injection layer; hovering shows the tokens each decodes to."""
+    fig = go.Figure()
+    for i, task in enumerate(_by_task(rows)):
+        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        x = [r["layer"] for r in mine]
+        color = PALETTE[i % len(PALETTE)]
+        for v, name, dash in (("theta", "θ", "dot"), ("qtheta", "Qθ", "solid"), ("wtheta", "Wθ", "dash")):
+            hover = [f"<b>{task}</b> · {name} at layer {r['layer']}<br>cos(·, ū) {r[f'align_{v}']:.3f}, "
+                     f"max over labels {r[f'align_max_{v}']:.3f}<br>tokens: "
+                     + r[f"tokens_{v}"].replace("<", "&lt;") for r in mine]
+            fig.add_trace(go.Scatter(x=x, y=[r[f"align_{v}"] for r in mine], mode="lines+markers",
+                                     name=f"{task}: {name}", legendgroup=task, line=dict(color=color, dash=dash),
+                                     hovertext=hover, hoverinfo="text"))
+    fig.add_hline(y=0, line=dict(color="gray", width=1))
+    fig.update_layout(title=_title("Alignment with the label unembeddings before (θ) and after (Qθ) the rotation",
+                                   model_name),
+                      xaxis_title="injection layer l", yaxis_title="cos(v, ū)  (ū: mean label direction)",
+                      template="plotly_white", width=1000, height=560)
+    return fig
+
+
+__all__ = ["lens_heatmap", "reconstruction_figure", "transition_figure", "alignment_figure"]
