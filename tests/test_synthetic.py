@@ -1,0 +1,169 @@
+"""Synthetic ICL (issue 6): tasks and formats, the model's hook points, training with the TVP-loss,
+checkpoints and resumption, analyses, bad input. All on tiny models trained on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tvmech import Injection
+from tvmech.synthetic import (ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, cluster_sharpness,
+                              offset_text_task, train, tv_prompting)
+from tvmech.synthetic.analysis import mean_error, robustness, vector_geometry
+from tvmech.synthetic.tasks import ARROW, VALUE0
+
+TINY = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, seed=0)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", ["offset", "linear", "sinusoid"])
+def test_sampler_is_seeded_and_follows_its_rule(name):
+    task = SyntheticTask(name)
+    a, b = task.sample(8, 3, gen(1)), task.sample(8, 3, gen(1))
+    assert torch.equal(a.xs, b.xs) and torch.equal(a.ys, b.ys)
+    assert not torch.equal(a.xs, task.sample(8, 3, gen(2)).xs)
+    if name == "offset":
+        assert torch.equal(a.ys, (a.xs + a.params.long()) % task.n_values)
+    elif name == "linear":
+        assert torch.allclose(a.ys, torch.einsum("bnd,bd->bn", a.xs, a.params), atol=1e-5)
+    else:
+        p = a.params
+        assert torch.allclose(a.ys, p[:, :1] * torch.sin(p[:, 1:2] * a.xs[..., 0] + p[:, 2:3]), atol=1e-5)
+
+
+def test_label_noise_spares_the_query_and_ood_moves_it():
+    task = SyntheticTask("offset", n_values=16, n_offsets=8)
+    b = task.sample(512, 5, gen(), label_noise=1.0)
+    assert torch.equal(b.ys[:, -1], b.clean_ys[:, -1])
+    assert (b.ys[:, :-1] != b.clean_ys[:, :-1]).float().mean() > 0.8  # 15/16 of random labels differ
+    o = task.sample(512, 5, gen(), ood=True)
+    assert (o.xs[:, :-1] < 8).all() and (o.xs[:, -1] >= 8).all()
+
+
+def test_discrete_format_matches_the_text_task_for_tvmech_tools():
+    task = SyntheticTask("offset", n_values=16, n_offsets=8)
+    model = SyntheticModel(task, TINY)
+    b = task.sample(1, 2, gen(), params=task.fixed_params(3, 1))
+    seq = task.sequence(b)
+    text = offset_text_task(task, 3)
+    demos = [text.examples[int(x)] for x in b.xs[0, :-1]]
+    prompt = text.template.prompt(demos, str(int(b.xs[0, -1])))
+    ids = model.bridge.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids == seq[0].tolist() and seq[0, -1] == ARROW
+    assert seq[0, task.pred_positions(3)[:-1] + 1].tolist() == (b.ys[0, :-1] + VALUE0).tolist()
+
+
+@pytest.mark.parametrize("name", ["offset", "linear"])
+def test_block_hooks_fire_so_injection_works(name):
+    task = SyntheticTask(name)
+    model = SyntheticModel(task, TINY)
+    seq = task.sequence(task.sample(4, 2, gen()))
+    base = model(seq)
+    seen = []
+    with model.adapter.hooks([(model.adapter.hook_name(1), lambda x, hook=None: seen.append(x.shape))]):
+        model(seq)
+    assert seen == [torch.Size([4, seq.shape[1], 32])]
+    v = torch.randn(32) * 5
+    with Injection.single(v, 1, position=-1).apply(model.bridge):
+        injected = model(seq)
+    assert torch.allclose(injected[:, :-1], base[:, :-1], atol=1e-5)  # causal: earlier positions untouched
+    assert not torch.allclose(injected[:, -1], base[:, -1], atol=1e-3)
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    task = SyntheticTask("linear", dim=3)
+    cfg = TrainConfig(steps=6, batch_size=8, tvp_weight=0.5, tvp_layer=1, n_demos=3, log_every=1, seed=3)
+    straight = train(SyntheticModel(task, TINY), cfg, progress=False)
+    half = TrainConfig(**{**cfg.__dict__, "steps": 3})
+    train(SyntheticModel(task, TINY), half, checkpoint=tmp_path / "ck", progress=False)
+    resumed = train(SyntheticModel(task, ModelConfig(**{**TINY.__dict__, "seed": 9})), cfg,
+                    checkpoint=tmp_path / "ck", resume=True, progress=False)
+    for (k, a), b in zip(straight.model.named_tensors().items(), resumed.model.named_tensors().values()):
+        assert torch.equal(a, b), k
+    assert resumed.curve == straight.curve and len(resumed.curve) == 6
+    loaded, meta = SyntheticModel.load(tmp_path / "ck")
+    seq = task.sequence(task.sample(2, 2, gen()))
+    assert meta["step"] == 6 and torch.equal(loaded(seq), resumed.model(seq))
+    with pytest.raises(ValueError, match="differs"):
+        train(SyntheticModel(task, TINY), TrainConfig(**{**cfg.__dict__, "lr": 0.5}), checkpoint=tmp_path / "ck",
+              resume=True, progress=False)
+
+
+def test_tvp_loss_makes_task_vector_prompting_work_at_the_prescribed_layer():
+    """The test that fails if the TVP-loss did nothing: same seed, budget and data, only λ differs."""
+    task = SyntheticTask("offset", n_values=16, n_offsets=8)
+    mcfg = ModelConfig(n_layers=3, d_model=48, n_heads=4, d_mlp=96, seed=0)
+    errs, icl = {}, {}
+    for lam in (0.0, 1.0):
+        cfg = TrainConfig(steps=300, batch_size=32, lr=2e-3, tvp_weight=lam, tvp_layer=2, n_demos=4, seed=0)
+        model = train(SyntheticModel(task, mcfg), cfg, progress=False).model
+        rows = tv_prompting(model, [2], n=256, n_demos=4, seed=1)
+        errs[lam], icl[lam] = mean_error(rows, "task_vector", 2), mean_error(rows, "icl")
+        random_err = mean_error(rows, "random", 2)
+    print("task-vector prompting error at layer 2:", errs, "ICL error:", icl)
+    assert errs[1.0] < errs[0.0] - 0.2
+    assert errs[1.0] < random_err - 0.2  # the vector carries the task, not just any state
+
+
+def test_cluster_sharpness_is_one_for_perfect_clusters_and_small_for_noise():
+    cls = torch.arange(4).repeat_interleave(25)
+    centers = torch.randn(4, 16) * 10
+    assert cluster_sharpness(centers[cls], cls) == pytest.approx(1.0)
+    assert cluster_sharpness(torch.randn(100, 16, generator=gen()), cls) < 0.1
+    assert 0.5 < cluster_sharpness(centers[cls] + torch.randn(100, 16, generator=gen()), cls) < 1.0
+
+
+def test_analyses_return_one_row_per_method_and_layer():
+    task = SyntheticTask("sinusoid")
+    model = SyntheticModel(task, TINY)
+    rows = tv_prompting(model, n=16, n_demos=2)
+    assert {(r["method"], r["layer"]) for r in rows} == {("icl", None), ("zero_shot", None)} | {
+        (m, l) for m in ("task_vector", "shuffled", "random") for l in (0, 1)}
+    points, scores = vector_geometry(model, [1], n=16, n_demos=2)
+    assert len(points) == 16 and [s["layer"] for s in scores] == [1]
+    rob = robustness({"m": model}, 1, n=16, n_demos=2)
+    assert [r["condition"] for r in rob] == ["clean", "label_noise_0.25", "label_noise_0.5", "ood_query"]
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="unknown synthetic task 'regression'.*offset, linear, sinusoid"):
+        SyntheticTask("regression")
+    with pytest.raises(ValueError, match="λ must be a finite number >= 0, got -0.5"):
+        TrainConfig(tvp_weight=-0.5)
+    with pytest.raises(ValueError, match="at least one complete example.*n_demos=0"):
+        TrainConfig(n_demos=0)
+    with pytest.raises(ValueError, match="at least one complete example"):
+        SyntheticTask("linear").sample(4, 0)
+    with pytest.raises(ValueError, match="tvp_layer 2 is out of range for a 2-layer model: valid layers are 0..1"):
+        train(SyntheticModel(SyntheticTask("offset"), TINY), TrainConfig(steps=1, tvp_layer=2), progress=False)
+    with pytest.raises(ValueError, match="tvp_mode"):
+        TrainConfig(tvp_mode="swap")
+    with pytest.raises(FileNotFoundError, match="checkpoint.json"):
+        SyntheticModel.load("/nonexistent/dir")
+
+
+def test_figures_step_trains_saves_and_then_redraws_without_training(tmp_path, monkeypatch):
+    from tvmech.figures import run, steps_synthetic
+
+    tiny = {"tasks": {"offset": {"n_values": 8, "n_offsets": 4}},
+            "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32},
+            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "tvp_weight": 1.0, "tvp_layer": 1, "n_demos": 2,
+                      "log_every": 2}, "n_eval": 8, "ltv_steps": 2}
+    monkeypatch.setitem(steps_synthetic.PRESETS, "quick", tiny)
+    monkeypatch.setenv("TVMECH_CACHE", str(tmp_path / "cache"))
+    argv = ["--out", str(tmp_path), "--only", "synthetic", "--synthetic-preset", "quick", "--no-png"]
+    assert run.main(argv) == 0
+    names = sorted(p.name for p in tmp_path.glob("synthetic_offset_*.json"))
+    assert names == [f"synthetic_offset_{f}.json" for f in sorted(steps_synthetic.FIGURES)]
+    assert (tmp_path / "synthetic" / "quick" / "offset" / "tvp" / "model.safetensors").is_file()
+
+    def no_training(*a, **k):
+        raise AssertionError("saved models and numbers should be reused")
+
+    monkeypatch.setattr(steps_synthetic, "train", no_training)
+    assert run.main(argv) == 0  # redraw only
+    with pytest.raises(AssertionError, match="should be reused"):
+        run.main(argv + ["--force"])

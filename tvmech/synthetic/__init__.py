@@ -1,0 +1,20 @@
+"""Synthetic in-context learning: small transformers trained from scratch, the task-vector prompting
+loss (TVP-loss), and the emergence of task vectors (Yang et al. 2025, arXiv 2501.09240).
+
+* :mod:`.tasks`: the tasks (``offset``, ``linear``, ``sinusoid``), seeded samplers, prompt formats;
+* :mod:`.model`: :class:`SyntheticModel`, a TransformerLens bridge (+ read-in/read-out), checkpoints;
+* :mod:`.train`: ICL loss + λ · TVP-loss, Adam, resumable;
+* :mod:`.analysis`: task-vector prompting per layer, PCA and cluster sharpness, robustness, learned vs
+  extracted vectors.
+"""
+
+from .analysis import (CONDITIONS, cluster_sharpness, context_vectors, learned_vs_extracted, pca_2d,
+                       query_only_errors, robustness, tv_prompting, vector_geometry)
+from .model import ModelConfig, SyntheticModel
+from .tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
+from .train import TrainConfig, TrainResult, losses, train, train_new
+
+__all__ = ["CONDITIONS", "cluster_sharpness", "context_vectors", "learned_vs_extracted", "pca_2d",
+           "query_only_errors", "robustness", "tv_prompting", "vector_geometry", "ModelConfig", "SyntheticModel",
+           "TASKS", "SyntheticBatch", "SyntheticTask", "offset_text_task", "offset_tokenizer", "TrainConfig",
+           "TrainResult", "losses", "train", "train_new"]
