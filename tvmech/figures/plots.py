@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -99,7 +100,7 @@ def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None 
         fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 1]), annotation_text=f"{name} {value:.2f}")
     title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks"
     if note:
-        title += f"<br><sup>{note}</sup>"
-    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150),
+        title += "".join(f"<br><sup>{line}</sup>" for line in textwrap.wrap(note, 150))
+    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150, t=130),
                       yaxis_title="test accuracy", template="plotly_white", width=1000, height=550)
     return fig
