@@ -214,6 +214,13 @@ class Adapter:
         return self.model.W_U
 
 
+def factored_matrix() -> type:
+    """TransformerLens's ``FactoredMatrix`` class (exported at the top level of TransformerLens 2.x-4.x)."""
+    from transformer_lens import FactoredMatrix
+
+    return FactoredMatrix
+
+
 def adapt(model: Any) -> Adapter:
     """Wrap a TransformerLens model (bridge or ``HookedTransformer``) or pass an Adapter through."""
     if isinstance(model, Adapter):

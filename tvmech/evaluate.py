@@ -32,6 +32,14 @@ class EvalResult:
     predictions: list[str] = field(repr=False)
 
 
+def resolve_scoring(task: Task, scoring: str | None = None) -> str:
+    """``scoring``, or the task's own when ``None``; raises if it is not a known scoring mode."""
+    scoring = scoring or task.scoring
+    if scoring not in SCORING_MODES:
+        raise ValueError(f"scoring {scoring!r} is not valid; choose one of {SCORING_MODES}")
+    return scoring
+
+
 def final_residual(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch seq d_model"]:
     """Final residual stream (before the final norm) of a batch, with optional batch-aware hooks."""
     ad = adapt(model)
@@ -74,9 +82,7 @@ def score_batch(model, task: Task, batch: Batch, scoring: str,
 def evaluate_prompts(model, task: Task, prompts: Sequence[Prompt], *, scoring: str | None = None,
                      batch_size: int = 16, hooks_for: HooksFor | None = None, progress: bool = False) -> EvalResult:
     """Accuracy of ``model`` on ready-made prompts."""
-    scoring = scoring or task.scoring
-    if scoring not in SCORING_MODES:
-        raise ValueError(f"scoring {scoring!r} is not valid; choose one of {SCORING_MODES}")
+    scoring = resolve_scoring(task, scoring)
     ad = adapt(model)
     correct = [False] * len(prompts)
     preds = [""] * len(prompts)
@@ -110,4 +116,4 @@ def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
 
 
 __all__ = ["EvalResult", "evaluate", "evaluate_prompts", "score_batch", "query_logits", "final_residual",
-           "last_logprobs", "Adapter"]
+           "resolve_scoring", "last_logprobs", "Adapter"]

@@ -143,9 +143,9 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
     out = torch.zeros(len(heads), B)
     with torch.no_grad():
         h, inputs = ad.residual(batch.tokens, 0), []
-        for l in range(ad.n_layers):  # input of each block in the θ-run (before θ for l <= layer_tv)
-            inputs.append(h)
-            with ad.hooks(vec.hooks_for(ad)(batch)):
+        with ad.hooks(vec.hooks_for(ad)(batch)):
+            for l in range(ad.n_layers):  # input of each block in the θ-run (before θ for l <= layer_tv)
+                inputs.append(h)
                 h = ad.run_blocks(h, l, l + 1)
         p = torch.softmax(ad.unembed(h[rows, batch.query_pos]).float(), -1)[rows, batch.label_first]
         layers = sorted({l for l, _ in heads})

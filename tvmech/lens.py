@@ -41,6 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import adapt
+from .ov import single_site
 from .prompts import Prompt, batches, label_ids, make_prompts
 from .tasks import Example, Task
 from .vectors import TaskVector
@@ -176,11 +177,10 @@ def lens_metrics(model, task: Task, prompts: Sequence[Prompt], vector: TaskVecto
         raise ValueError("lens_metrics needs at least one prompt")
     inj: tuple[Tensor, int] | tuple[None, None] = (None, None)
     if vector is not None:
-        if len(vector.layers) != 1 or vector.positions != (-1,) or vector.point != "resid_pre" or vector.mode != "add":
-            raise ValueError(f"lens_metrics takes a vector added at one layer's resid_pre at the query (position -1); "
-                             f"got layers {vector.layers}, positions {vector.positions}, {vector.point}, {vector.mode}")
-        vector.check_model(ad)
-        inj = (vector.vectors.reshape(-1, ad.d_model)[0], vector.layers[0])
+        layer, pos = single_site(ad, vector)
+        if pos != -1:
+            raise ValueError(f"lens_metrics takes a vector added at the query (position -1); got position {pos}")
+        inj = (vector.vectors.reshape(-1, ad.d_model)[0], layer)
     dirs = label_directions(ad, task)
     L = ad.n_layers + 1
     correct, p_correct, t_align, l_align = (torch.zeros(L, dtype=torch.float64) for _ in range(4))
@@ -228,12 +228,12 @@ def decode_vector_rows(model, vectors: dict[int, Float[Tensor, " d_model"]], tas
     ad = adapt(model)
     if not vectors:
         raise ValueError("decode_vector_rows needs at least one vector")
-    direction = task_direction(ad, task)
-    labels = set(label_first_tokens(ad, task))
+    dirs = label_directions(ad, task)
+    labels = set(dirs.tokens)
     layers = sorted(vectors)
     stacked = torch.stack([vectors[l].reshape(-1) for l in layers])
     decoded = decode(ad, stacked, k)
-    align = alignment(stacked, direction)
+    align = alignment(stacked, dirs.mean)
     return [{"task": task.name, "layer": l, "top_tokens": dec.text(), "label_in_top_k": bool(labels & set(dec.ids)),
              "task_alignment": float(a)} for l, dec, a in zip(layers, decoded, align)]
 

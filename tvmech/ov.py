@@ -45,22 +45,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .adapter import Adapter, HookFn, adapt
-from .evaluate import score_batch
+from .adapter import Adapter, HookFn, adapt, factored_matrix
+from .evaluate import resolve_scoring, score_batch
 from .inject import resolve_positions
 from .prompts import Batch, batches, make_prompts
-from .tasks import SCORING_MODES, Example, Task
+from .tasks import Example, Task
 from .vectors import TaskVector
 
 REINJECT = ("final", "layerwise")
 SOURCES = ("ov", "mlp", "attn", "attn_mlp")
-
-
-def factored_matrix() -> type:
-    """TransformerLens's ``FactoredMatrix`` class (exported at the top level of TransformerLens 2.x-4.x)."""
-    from transformer_lens import FactoredMatrix
-
-    return FactoredMatrix
 
 
 def check_head(model, layer: int, head: int) -> tuple[int, int]:
@@ -271,9 +264,7 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
     ad = adapt(model)
     layer, _ = single_site(ad, vec)
     recs = DEFAULT_RECONSTRUCTIONS if reconstructions is None else reconstructions
-    scoring = scoring or task.scoring
-    if scoring not in SCORING_MODES:
-        raise ValueError(f"scoring {scoring!r} is not valid; choose one of {SCORING_MODES}")
+    scoring = resolve_scoring(task, scoring)
     if not queries:
         raise ValueError(f"task {task.name!r}: no queries to evaluate")
     prompts = make_prompts(task, queries, 0)

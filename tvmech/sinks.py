@@ -23,10 +23,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .adapter import HookFn, adapt
-from .heads import Head, check_heads, mean_std
+from .heads import Head, _batch, check_heads, mean_std
 from .inject import resolve_positions
 from .ov import single_site
-from .prompts import Prompt, encode
+from .prompts import Prompt
 from .tasks import Task
 from .vectors import TaskVector
 
@@ -72,9 +72,7 @@ def attention_stats(model, task: Task, prompts: Sequence[Prompt], vec: TaskVecto
     ad = adapt(model)
     threshold = check_threshold(threshold)
     pos = single_site(ad, vec)[1] if vec is not None else -1
-    if not prompts:
-        raise ValueError(f"task {task.name!r}: no prompts")
-    batch = encode(ad.tokenizer, task, prompts).to(ad.device)
+    batch = _batch(ad, task, prompts)
     B, T = batch.tokens.shape
     rows, q = torch.arange(B, device=ad.device), batch.query_pos
     p = resolve_positions((pos,), q, T)[:, 0]
@@ -90,12 +88,10 @@ def attention_stats(model, task: Task, prompts: Sequence[Prompt], vec: TaskVecto
                                       1 - (a * named[:, None]).sum(-1)], 0)  # [4, B, H]
         return hook
 
-    with torch.no_grad():
-        h0 = ad.residual(batch.tokens, 0)
-        hooks = (vec.hooks_for(ad)(batch) if vec is not None else []) + [(ad.act_name(l, "pattern"), grab(l))
-                                                                        for l in range(ad.n_layers)]
-        with ad.hooks(hooks):
-            ad.run_blocks(h0, 0)
+    hooks = (vec.hooks_for(ad)(batch) if vec is not None else []) + [(ad.act_name(l, "pattern"), grab(l))
+                                                                    for l in range(ad.n_layers)]
+    with torch.no_grad(), ad.hooks(hooks):
+        ad.residual(batch.tokens, ad.n_layers)
     s = torch.stack([got[l] for l in range(ad.n_layers)], 2).cpu()  # [4, B, L, H]
     first, self_, inj, rest = s.mean(1)
     return AttentionStats(first, self_, inj, rest, (s[0] > threshold).float().mean(0), threshold, B)

@@ -3,11 +3,11 @@ rows are taken here; all numbers come from the steps in ``steps_mechanism``."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from ..heads import mean_std
 from .plots import PALETTE
 
 METHOD_LABELS = {
@@ -30,10 +30,7 @@ def _mean(values: Sequence[float]) -> float:
 
 def _std(values: Sequence[float]) -> float:
     values = list(values)
-    if len(values) < 2:
-        return 0.0
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return mean_std(values)[1] if values else 0.0
 
 
 def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:

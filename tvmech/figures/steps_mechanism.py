@@ -81,12 +81,12 @@ def _head_rows(ctx: dict, args: argparse.Namespace, name: str, vec) -> list[dict
     return rows + [{"part": "ablation", **r} for r in ablations]
 
 
-def _key_sets(ctx: dict, args: argparse.Namespace) -> dict[str, list[tuple[int, int]]]:
-    """Key heads per task: from the key_heads step's saved scores when their settings match, else computed."""
+def _key_sets(ctx: dict, args: argparse.Namespace, vecs: dict) -> dict[str, list[tuple[int, int]]]:
+    """Key heads per task: from the key_heads step's saved scores when their settings match, else computed
+    with the LTVs ``vecs``."""
     saved, _ = cached(args.out / "key_heads_layers.json", _heads_settings(ctx, args), args.force, ctx)
     if saved is not None and {r["task"] for r in saved} >= set(args.tasks):
         return {t: [(r["layer"], r["head"]) for r in saved if r["task"] == t and r["key"]] for t in args.tasks}
-    vecs = layer_vectors(ctx, args, args.tasks, args.mech_layer)
     out = {}
     for name in args.tasks:
         task, _, score_prompts = _data(args, name)
@@ -126,7 +126,7 @@ def step_sinks(ctx: dict, args: argparse.Namespace) -> None:
     rows, meta = cached(path, settings, args.force, ctx)
     if rows is None:
         vecs = layer_vectors(ctx, args, args.tasks, args.mech_layer)
-        keys = _key_sets(ctx, args)
+        keys = _key_sets(ctx, args, vecs)
         rows = []
         for name in args.tasks:
             model = ctx["model"]()
