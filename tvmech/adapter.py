@@ -192,7 +192,11 @@ class Adapter:
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm then unembedding: the logit lens applied to any residual-stream vector."""
-        return self.model.unembed(self.model.ln_final(resid))
+        return self.model.unembed(self.final_norm(resid))
+
+    def final_norm(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The final norm (``ln_final``) applied to residual-stream vectors."""
+        return self.model.ln_final(resid)
 
     # ----------------------------------------------------------------- weights
     def _expand_kv(self, w: Tensor) -> Tensor:

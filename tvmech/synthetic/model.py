@@ -122,7 +122,7 @@ class SyntheticModel(nn.Module):
             from .tasks import VALUE0
 
             return self.adapter.unembed(resid)[..., VALUE0:]
-        return self.read_out(self.bridge.ln_final(resid)).squeeze(-1)
+        return self.read_out(self.adapter.final_norm(resid)).squeeze(-1)
 
     def forward(self, inputs: Tensor, hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_model"]:
         """Final residual stream (before the final norm) of a prompt, with optional forward hooks."""
