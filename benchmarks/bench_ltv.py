@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import tvmech as tv
-from tvmech.inject import Injection
-from tvmech.learn import LTVConfig, learn_task_vector
-from tvmech.prompts import encode
+from tvmech.interventions.injection import Injection
+from tvmech.methods.learned import LTVConfig, learn_task_vector
+from tvmech.data.prompts import encode
 
 
 def naive_steps(model, task, layer: int, steps: int, batch_size: int, lr: float) -> float:

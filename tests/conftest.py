@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.models import wrap
+from tvmech.core.models import wrap
 
 torch.set_num_threads(2)
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from .evaluate import evaluate
-from .extract import vanilla_task_vector
-from .function_vectors import function_vector, function_vector_heads
-from .learn import LTVConfig, learn_layer_sweep
-from .tasks import Task
+from tvmech.analysis.evaluation import evaluate
+from tvmech.methods.vanilla import vanilla_task_vector
+from tvmech.methods.function_vectors import function_vector, function_vector_heads
+from tvmech.methods.learned import LTVConfig, learn_layer_sweep
+from tvmech.data.tasks import Task
 
 
 def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: LTVConfig = LTVConfig(),

@@ -1,3 +1,3 @@
-from .run import main
+from tvmech.figures.run import main
 
 raise SystemExit(main())

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..io import write_json
-from ..learn import LTVConfig, learn_task_vector
-from ..tasks import builtin_tasks
-from ..vectors import TaskVector
+from tvmech.core.io import write_json
+from tvmech.methods.learned import LTVConfig, learn_task_vector
+from tvmech.data.tasks import builtin_tasks
+from tvmech.interventions.task_vector import TaskVector
 
 
 def describe_device(device: str) -> str:

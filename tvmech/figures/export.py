@@ -11,7 +11,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from ..io import atomic_write_bytes, atomic_write_text
+from tvmech.core.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 PNG_HINT = "PNG export needs Chrome or Chromium for kaleido: `apt-get install chromium` (Debian) or `plotly_get_chrome`"

@@ -1,7 +1,7 @@
 """Figures for the logit lens, the linear map W_TV(l) and its polar decomposition: data in, Figure out.
 
-No computation happens here: the rows come from :mod:`tvmech.lens`, :mod:`tvmech.linear_map` and
-:mod:`tvmech.polar` (assembled by ``tvmech.figures.steps_linear``).
+No computation happens here: the rows come from :mod:`tvmech.analysis.lens`, :mod:`tvmech.analysis.linear_map` and
+:mod:`tvmech.analysis.polar` (assembled by ``tvmech.figures.steps_linear``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .plots import PALETTE
+from tvmech.figures.plots import PALETTE
 
 
 def _title(text: str, model_name: str) -> str:
@@ -21,7 +21,7 @@ def _title(text: str, model_name: str) -> str:
 def lens_heatmap(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Two heatmaps over layers (x) for every (task, condition) (y): logit-lens accuracy and task alignment.
 
-    ``rows``: :func:`tvmech.lens.lens_conditions` records. Hovering a cell shows the top tokens of the
+    ``rows``: :func:`tvmech.analysis.lens.lens_conditions` records. Hovering a cell shows the top tokens of the
     lens distribution averaged over the prompts, the accuracy, ``p(correct)`` and both alignments.
     """
     keys = list(dict.fromkeys((r["task"], r["condition"]) for r in rows))

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from ..heads import mean_std
-from .plots import PALETTE
+from tvmech.analysis.heads import mean_std
+from tvmech.figures.plots import PALETTE
 
 METHOD_LABELS = {
     "zero_shot": "zero-shot", "ltv": "full LTV", "ov": "OV reconstruction", "ov_layerwise": "OV, layer by layer",

@@ -1,4 +1,4 @@
-"""Figure for :func:`tvmech.peft.compare_peft`: data in, ``plotly.graph_objects.Figure`` out. No computation."""
+"""Figure for :func:`tvmech.methods.peft.compare_peft`: data in, ``plotly.graph_objects.Figure`` out. No computation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .plots import PALETTE
+from tvmech.figures.plots import PALETTE
 
 PANELS = (  # (key, subplot title, scale applied to the value, number format)
     ("accuracy", "test accuracy", 1.0, ".3f"),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import load_model
-from ..tasks import BUILTIN
+from tvmech.core.models import load_model
+from tvmech.data.tasks import BUILTIN
 
 log = logging.getLogger("tvmech.figures")
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..lens import lens_conditions
-from ..linear_map import MapConfig, compare_maps, exact_jacobian, fit_prompts, fit_tv_map, reconstruction_report
-from ..polar import polar_report
-from ..tasks import BUILTIN, builtin_tasks
-from . import lens_plots
-from .cache import cached, layer_vectors, per_task_rows
-from .export import save_figure
+from tvmech.analysis.lens import lens_conditions
+from tvmech.analysis.linear_map import MapConfig, compare_maps, exact_jacobian, fit_prompts, fit_tv_map, reconstruction_report
+from tvmech.analysis.polar import polar_report
+from tvmech.data.tasks import BUILTIN, builtin_tasks
+from tvmech.figures import lens_plots
+from tvmech.figures.cache import cached, layer_vectors, per_task_rows
+from tvmech.figures.export import save_figure
 
 
 def step_lens(ctx: dict, args: argparse.Namespace) -> None:

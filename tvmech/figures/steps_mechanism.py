@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..function_vectors import mean_head_z
-from ..heads import ablation_effects, key_heads, key_vs_random, random_head_sets, spearman, taylor_scores
-from ..ov import reconstruction_accuracy
-from ..prompts import make_prompts
-from ..sinks import attention_stats, check_threshold, compare_sets
-from ..tasks import builtin_task
-from . import mechanism_plots as mp
-from .cache import cached, layer_vectors, per_task_rows
-from .export import save_figure
+from tvmech.methods.function_vectors import mean_head_z
+from tvmech.analysis.heads import ablation_effects, key_heads, key_vs_random, random_head_sets, spearman, taylor_scores
+from tvmech.analysis.ov import reconstruction_accuracy
+from tvmech.data.prompts import make_prompts
+from tvmech.analysis.sinks import attention_stats, check_threshold, compare_sets
+from tvmech.data.tasks import builtin_task
+from tvmech.figures import mechanism_plots as mp
+from tvmech.figures.cache import cached, layer_vectors, per_task_rows
+from tvmech.figures.export import save_figure
 
 
 def _settings(ctx: dict, args: argparse.Namespace, **extra) -> dict:

@@ -16,12 +16,12 @@ import json
 import shutil
 from dataclasses import asdict
 
-from ..io import cache_root
-from ..synthetic import (ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, learned_vs_extracted, robustness,
+from tvmech.core.io import cache_root
+from tvmech.synthetic import (ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, learned_vs_extracted, robustness,
                          train, tv_prompting, vector_geometry)
-from . import synthetic_plots as sp
-from .cache import cached
-from .export import save_figure
+from tvmech.figures import synthetic_plots as sp
+from tvmech.figures.cache import cached
+from tvmech.figures.export import save_figure
 
 PRESETS: dict[str, dict] = {
     "quick": {

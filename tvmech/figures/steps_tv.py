@@ -7,16 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..baseline import icl_accuracy
-from ..geometry import composition_experiment, cosine_matrix, transfer_matrix
-from ..learn import LTVConfig
-from ..peft import compare_peft
-from ..robustness import robustness_table
-from ..sweep import layer_sweep
-from ..tasks import builtin_tasks
-from . import geometry_plots, peft_plots, plots
-from .cache import cached, layer_vectors, per_task_rows
-from .export import save_figure
+from tvmech.experiments.icl import icl_accuracy
+from tvmech.analysis.geometry import composition_experiment, cosine_matrix, transfer_matrix
+from tvmech.methods.learned import LTVConfig
+from tvmech.methods.peft import compare_peft
+from tvmech.experiments.robustness import robustness_table
+from tvmech.sweep import layer_sweep
+from tvmech.data.tasks import builtin_tasks
+from tvmech.figures import geometry_plots, peft_plots, plots
+from tvmech.figures.cache import cached, layer_vectors, per_task_rows
+from tvmech.figures.export import save_figure
 
 
 def step_icl(ctx: dict, args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """Figures of the synthetic-ICL experiments (:mod:`tvmech.synthetic`): data in, ``go.Figure`` out.
 
-No computation happens here: rows come from :mod:`tvmech.synthetic.train` (loss curves) and
+No computation happens here: rows come from :mod:`tvmech.synthetic.training` (loss curves) and
 :mod:`tvmech.synthetic.analysis`. Every builder takes rows with a ``model`` key (``vanilla``, ``tvp``).
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .plots import PALETTE
+from tvmech.figures.plots import PALETTE
 
 MODEL_COLORS = {"vanilla": PALETTE[0], "tvp": PALETTE[1]}
 MODEL_NAMES = {"vanilla": "vanilla (λ = 0)", "tvp": "TVP-loss"}

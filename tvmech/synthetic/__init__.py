@@ -8,11 +8,11 @@ loss (TVP-loss), and the emergence of task vectors (Yang et al. 2025, arXiv 2501
   extracted vectors.
 """
 
-from .analysis import (CONDITIONS, cluster_sharpness, context_vectors, learned_vs_extracted, pca_2d,
+from tvmech.synthetic.analysis import (CONDITIONS, cluster_sharpness, context_vectors, learned_vs_extracted, pca_2d,
                        query_only_errors, robustness, tv_prompting, vector_geometry)
-from .model import ModelConfig, SyntheticModel
-from .tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
-from .train import TrainConfig, TrainResult, losses, train, train_new
+from tvmech.synthetic.model import ModelConfig, SyntheticModel
+from tvmech.synthetic.tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
+from tvmech.synthetic.training import TrainConfig, TrainResult, losses, train, train_new
 
 __all__ = ["CONDITIONS", "cluster_sharpness", "context_vectors", "learned_vs_extracted", "pca_2d",
            "query_only_errors", "robustness", "tv_prompting", "vector_geometry", "ModelConfig", "SyntheticModel",

@@ -29,9 +29,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .model import SyntheticModel
-from .tasks import SyntheticBatch, SyntheticTask, offset_text_task
-from .train import capture_hook, patch_hook
+from tvmech.synthetic.model import SyntheticModel
+from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, offset_text_task
+from tvmech.synthetic.training import capture_hook, patch_hook
 
 Y_VAR = {"linear": 1.0, "sinusoid": 0.875}
 
@@ -158,15 +158,15 @@ def robustness(models: dict[str, SyntheticModel], layer: int, *, n: int = 256, n
 def learned_vs_extracted(model: SyntheticModel, layer: int, ks: Sequence[int], *, n_demos: int = 6, seed: int = 0,
                          ltv_steps: int = 200, ltv_lr: float = 1e-2, progress: bool = False) -> list[dict]:
     """Discrete task only. For each offset ``k``: zero-shot accuracy on held-out queries with a Learned
-    Task Vector (``tvmech.learn``, added at ``layer``, trained on the other half of the inputs), with
-    Hendel's mean extracted vector (``tvmech.extract``, replace), with per-prompt extracted vectors, and
+    Task Vector (``tvmech.methods.learned``, added at ``layer``, trained on the other half of the inputs), with
+    Hendel's mean extracted vector (``tvmech.methods.vanilla``, replace), with per-prompt extracted vectors, and
     without a vector; plus the cosine between the LTV and the additive vanilla task vector.
 
     Rows ``{k, method, accuracy, n, cosine_ltv_vanilla}``.
     """
-    from ..evaluate import evaluate
-    from ..extract import vanilla_task_vector
-    from ..learn import LTVConfig, learn_task_vector
+    from tvmech.analysis.evaluation import evaluate
+    from tvmech.methods.vanilla import vanilla_task_vector
+    from tvmech.methods.learned import LTVConfig, learn_task_vector
 
     task, bridge = model.task, model.bridge
     if not task.discrete:

@@ -1,7 +1,7 @@
 """A small transformer trained from scratch on a synthetic task, kept a TransformerLens model.
 
 The core is a Llama-architecture Hugging Face model built from a config and wrapped by
-:func:`tvmech.models.wrap` into a ``TransformerBridge``, so every tvmech tool (the adapter, hook names,
+:func:`tvmech.core.models.wrap` into a ``TransformerBridge``, so every tvmech tool (the adapter, hook names,
 :class:`tvmech.Injection`, the logit lens, OV weights) works on ``model.bridge``.
 
 * Discrete task: ordinary token ids through the bridge's embedding and unembedding (a word-level
@@ -28,9 +28,9 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from ..adapter import Adapter, HookFn, adapt
-from ..io import atomic_write_bytes, write_json
-from .tasks import SyntheticTask, offset_tokenizer
+from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.core.io import atomic_write_bytes, write_json
+from tvmech.synthetic.tasks import SyntheticTask, offset_tokenizer
 
 FORMAT = "tvmech.SyntheticCheckpoint/1"
 
@@ -59,7 +59,7 @@ class SyntheticModel(nn.Module):
         super().__init__()
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        from ..models import wrap
+        from tvmech.core.models import wrap
 
         self.task, self.config = task, config
         torch.manual_seed(config.seed)
@@ -119,7 +119,7 @@ class SyntheticModel(nn.Module):
     def head(self, resid: Float[Tensor, "... d_model"]) -> Tensor:
         """Predictions from final residuals: logits over the value tokens (``[..., V]``), or a scalar."""
         if self.task.discrete:
-            from .tasks import VALUE0
+            from tvmech.synthetic.tasks import VALUE0
 
             return self.adapter.unembed(resid)[..., VALUE0:]
         return self.read_out(self.adapter.final_norm(resid)).squeeze(-1)

@@ -235,7 +235,7 @@ def offset_tokenizer(n_values: int):
 def offset_text_task(task: SyntheticTask, k: int):
     """The offset task with a fixed ``k`` as a text :class:`tvmech.Task` (one example per input value),
     so that tvmech's prompt, evaluation, extraction and LTV tools apply to a discrete synthetic model."""
-    from ..tasks import Example, Task, Template
+    from tvmech.data.tasks import Example, Task, Template
 
     if not task.discrete:
         raise ValueError(f"only the discrete task has a text form; {task.name!r} is continuous")

@@ -1,0 +1,120 @@
+import math
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+import tvmech as tv
+from tvmech.figures import geometry_plots as gp
+from tvmech.analysis.geometry import compose, composition_experiment, composition_task, cosine_matrix, transfer_matrix
+from tvmech.interventions.task_vector import TaskVector
+
+WORDS = [w.input for w in tv.builtin_task("capitalize").examples[:30]]
+
+
+def _tv(v, layers=(1,), positions=(-1,), **kw):
+    v = torch.as_tensor(v, dtype=torch.float32)
+    return TaskVector(v.reshape(len(layers), len(positions), -1), tuple(layers), tuple(positions), **kw)
+
+
+def test_cosine_matrix_of_known_vectors():
+    e1, e2 = torch.eye(4)[0], torch.eye(4)[1]
+    names, c = cosine_matrix({"a": _tv(e1), "b": _tv(3 * e1), "c": _tv(e2), "d": _tv(-2 * e1), "e": _tv(e1 + e2)})
+    assert names == ["a", "b", "c", "d", "e"] and c.shape == (5, 5)
+    assert torch.allclose(c, c.T) and torch.allclose(c.diagonal(), torch.ones(5))
+    assert c[0, 1] == pytest.approx(1) and c[0, 2] == pytest.approx(0) and c[0, 3] == pytest.approx(-1)
+    assert c[0, 4] == pytest.approx(1 / math.sqrt(2), abs=1e-6) and c[2, 4] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+
+
+def test_cosine_matrix_flattens_all_sites_and_flags_zero_vectors():
+    a = torch.randn(2, 3, 8)
+    _, c = cosine_matrix({"a": _tv(a, (0, 2), (-3, -2, -1)), "b": _tv(a.flip(0), (0, 2), (-3, -2, -1))})
+    expect = torch.nn.functional.cosine_similarity(a.reshape(-1), a.flip(0).reshape(-1), dim=0)
+    assert c[0, 1] == pytest.approx(float(expect), abs=1e-6)
+    _, z = cosine_matrix({"a": _tv(torch.ones(4)), "zero": _tv(torch.zeros(4))})
+    assert z[0, 0] == 1 and math.isnan(z[0, 1]) and math.isnan(z[1, 1])
+    with pytest.raises(ValueError, match="same shape"):
+        cosine_matrix({"a": _tv(torch.ones(4)), "b": _tv(torch.ones(8))})
+
+
+def test_compose_sums_with_weights_and_rejects_mismatches():
+    a, b = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    va, vb = _tv(a, (3, 5), task="english_french"), _tv(b, (3, 5), task="masculine_feminine")
+    s = compose(va, vb)
+    assert torch.allclose(s.vectors, a + b) and s.layers == (3, 5) and s.task == "english_french+masculine_feminine"
+    assert torch.allclose(compose(va, vb, weights=(0.5, -2.0)).vectors, 0.5 * a - 2 * b)
+    with pytest.raises(ValueError, match="different layers"):
+        compose(va, _tv(b, (3, 6)))
+    with pytest.raises(ValueError, match="different positions"):
+        compose(_tv(torch.randn(1, 2, 8), (3,), (-2, -1)), _tv(torch.randn(1, 2, 8), (3,), (-3, -1)))
+    with pytest.raises(ValueError, match="additive"):
+        compose(va, _tv(b, (3, 5), mode="replace"))
+
+
+def _push(tiny, char: str, layer: int = 2, scale: float = 400.0) -> TaskVector:
+    """A vector that makes the tiny model predict ``char``: its unembedding direction, scaled up."""
+    ad = tv.adapt(tiny)
+    (tok,) = ad.tokenizer(char, add_special_tokens=False)["input_ids"]
+    w = ad.W_U[:, tok].detach().float()
+    return TaskVector.for_model(tiny, (scale * w / w.norm())[None, None], (layer,), task=char)
+
+
+def test_transfer_matrix_matches_direct_evaluation(tiny):
+    # A: half the labels start with "x"; B (its own template): every label starts with "z".
+    a = tv.Task("A", tuple(tv.Example(w, ("x" if i % 2 else "q") + w) for i, w in enumerate(WORDS)),
+                tv.Template(answer="{output}"))
+    b = tv.Task("B", tuple(tv.Example(w, "z" + w) for w in WORDS), tv.Template("In: {input}\nOut:", answer="{output}"))
+    vectors, tasks = {"A": _push(tiny, "x"), "B": _push(tiny, "z")}, {"A": a, "B": b}
+    rows = transfer_matrix(tiny, vectors, tasks, n_test=8, seed=3)
+    assert [(r["train_task"], r["test_task"]) for r in rows] == [("A", "A"), ("B", "A"), ("A", "B"), ("B", "B")]
+    acc = {(r["train_task"], r["test_task"]): r["accuracy"] for r in rows}
+    assert all(r["n"] == 8 for r in rows)
+    for name in ("A", "B"):
+        test = tasks[name].splits(3).test[:8]
+        direct = tv.evaluate(tiny, tasks[name], test, hooks_for=vectors[name].hooks_for(tiny)).accuracy
+        assert acc[(name, name)] == direct
+    share_x = sum(e.output.startswith("x") for e in a.splits(3).test[:8]) / 8
+    assert acc[("A", "A")] == share_x and 0 < share_x < 1  # the seeded test split is the one used
+    assert acc[("B", "B")] == 1 and acc[("A", "B")] == 0 and acc[("B", "A")] == 0
+
+
+def test_composition_task_loads():
+    task = composition_task()
+    inputs = [e.input for e in task.examples]
+    assert len(inputs) >= 40 and len(set(inputs)) == len(inputs)
+    assert task.template == tv.Template() and task.scoring == "first_token"
+    pairs = {e.input: e.output for e in task.examples}
+    assert pairs["king"] == "reine" and pairs["brother"] == "sœur" and pairs["father"] == "mère"
+    assert all(" " not in e.input and " " not in e.output for e in task.examples)
+    assert len(task.splits(0, (0.3, 0.1, 0.6)).test) >= 25
+
+
+def test_composition_experiment_runs_every_method(tiny):
+    task = tv.Task("comp", tuple(tv.Example(w, "z" + w) for w in WORDS), tv.Template(answer="{output}"))
+    zero = TaskVector.for_model(tiny, torch.zeros(1, 1, 64), (2,))
+    rows = composition_experiment(tiny, _push(tiny, "z"), zero, task, n_test=6, k=2)
+    assert [r["method"] for r in rows] == ["zero_shot", "english_french LTV", "masculine_feminine LTV",
+                                           "sum of both", "icl_2shot"]
+    acc = {r["method"]: r["accuracy"] for r in rows}
+    assert acc["english_french LTV"] == 1 and acc["sum of both"] == 1 and all(r["n"] == 6 for r in rows)
+    assert acc["masculine_feminine LTV"] == acc["zero_shot"]  # a zero vector changes nothing
+    exact = composition_experiment(tiny, _push(tiny, "z"), zero, task, n_test=6, k=2, scoring="exact_match")
+    assert {r["scoring"] for r in exact} == {"exact_match"} and exact[1]["accuracy"] == 0  # "z" alone is not "zword"
+
+
+def test_figure_builders():
+    names, c = cosine_matrix({n: _tv(torch.randn(6)) for n in "abc"})
+    fig = gp.cosine_heatmap(names, c)
+    assert isinstance(fig, go.Figure) and len(fig.data[0].z) == 3 and all(len(r) == 3 for r in fig.data[0].z)
+    assert list(fig.data[0].x) == names and fig.data[0].text[1][1] == "1.00"
+    with pytest.raises(ValueError, match="3x3"):
+        gp.cosine_heatmap(names, c[:2])
+    rows = [{"train_task": a, "test_task": b, "accuracy": 0.1 * i, "n": 5}
+            for i, (a, b) in enumerate((a, b) for b in "xyz" for a in "xy")]
+    t = gp.transfer_heatmap(rows)
+    assert list(t.data[0].y) == ["x", "y"] and list(t.data[0].x) == ["x", "y", "z"]
+    assert len(t.data[0].z) == 2 and all(len(r) == 3 for r in t.data[0].z)
+    assert t.data[0].z[1][2] == pytest.approx(0.5) and t.data[0].text[1][2] == "0.50"
+    comp = [{"method": m, "accuracy": a, "n": 30} for m, a in (("zero_shot", 0.0), ("sum of both", 0.4))]
+    bars = gp.composition_bars(comp)
+    assert list(bars.data[0].x) == ["zero_shot", "sum of both"] and list(bars.data[0].y) == [0.0, 0.4]

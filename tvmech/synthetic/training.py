@@ -1,0 +1,190 @@
+"""Training a synthetic model from scratch: ICL loss plus the task-vector prompting loss (TVP-loss).
+
+For a batch of prompts ``x_1 y_1 … x_n y_n x_q y_q`` (one task per prompt) and a second query
+``x'`` of the same task:
+
+* ICL loss: ``L_icl = mean_i ℓ(f(prefix up to x_i), y_i)`` over every example, demonstrations and
+  query (cross-entropy over the values for the discrete task, squared error for continuous ones);
+* TVP-loss: the residual stream entering block ``l`` (``blocks.{l}.hook_resid_pre``) at the query
+  position of the context pass, ``θ = h_l(prompt)[q]``, is injected into a separate forward pass that
+  holds only the query ``x'`` at its query position: ``mode="replace"`` (default, Hendel-style
+  patching) sets ``h_l(x')[q'] = θ``, ``mode="add"`` sets ``h_l(x')[q'] += θ``. Then
+  ``L_tvp = ℓ(f(x' ; h_l[q'] ← θ), y')``. Gradients flow into both passes, so the context pass learns
+  to write the task at layer ``l`` and the query pass learns to read it there.
+* ``L = L_icl + λ L_tvp`` (``λ = 0``: a vanilla model; ``L_tvp`` is still logged, without gradient).
+
+Adam; each step's batch comes from a generator seeded with ``(seed, step)``, so a run resumed from a
+checkpoint (weights + Adam moments) continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tvmech.core.adapter import HookFn
+from tvmech.synthetic.model import ModelConfig, SyntheticModel
+from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, check_n_demos
+
+MODES = ("replace", "add")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    tvp_weight: float = 0.0  # λ
+    tvp_layer: int = 2  # the prescribed layer: blocks.{l}.hook_resid_pre
+    tvp_mode: str = "replace"
+    n_demos: int = 6
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        if not (self.tvp_weight >= 0 and math.isfinite(self.tvp_weight)):
+            raise ValueError(f"the TVP-loss weight λ must be a finite number >= 0, got {self.tvp_weight}")
+        if self.tvp_mode not in MODES:
+            raise ValueError(f"tvp_mode {self.tvp_mode!r} is not valid; choose one of {MODES}")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ValueError(f"steps >= 0, batch_size >= 1, lr > 0, log_every >= 1 are required: {self}")
+        check_n_demos(self.n_demos)
+
+    def check_layer(self, model: SyntheticModel) -> None:
+        if not isinstance(self.tvp_layer, int) or not 0 <= self.tvp_layer < model.n_layers:
+            raise ValueError(f"tvp_layer {self.tvp_layer!r} is out of range for a {model.n_layers}-layer model: "
+                             f"valid layers are 0..{model.n_layers - 1}")
+
+
+@dataclass
+class TrainResult:
+    model: SyntheticModel
+    curve: list[dict] = field(default_factory=list)
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------- hooks
+def capture_hook(store: dict, key, position: int) -> HookFn:
+    """Hook that keeps ``x[:, position]`` (in the autograd graph) in ``store[key]``."""
+    def hook(x: Tensor, hook=None) -> None:
+        store[key] = x[:, position]
+    return hook
+
+
+def patch_hook(vectors: Tensor, position: int, mode: str = "replace") -> HookFn:
+    """Hook writing row ``b``'s own vector at ``position``: replace ``x[b, p] = v_b`` or add ``x[b, p] += v_b``."""
+    def hook(x: Tensor, hook=None) -> Tensor:
+        v = vectors.to(x.dtype)
+        x = x.clone()
+        x[:, position] = v if mode == "replace" else x[:, position] + v
+        return x
+    return hook
+
+
+# ----------------------------------------------------------------- losses
+def prediction_loss(task: SyntheticTask, pred: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy over the values (discrete) or squared error (continuous), averaged."""
+    if task.discrete:
+        return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1).long())
+    return F.mse_loss(pred.float(), target.float())
+
+
+def losses(model: SyntheticModel, batch: SyntheticBatch, tvp_query: SyntheticBatch, layer: int,
+           mode: str = "replace", tvp_grad: bool = True) -> tuple[Tensor, Tensor]:
+    """``(L_icl, L_tvp)`` of a batch (see the module docstring); ``tvp_query`` holds one example per row."""
+    task, ad = model.task, model.adapter
+    seq = task.sequence(batch, with_query_label=True)
+    pos = task.pred_positions(batch.ys.shape[1])
+    store: dict = {}
+    final = model(seq, [(ad.hook_name(layer), capture_hook(store, "theta", int(pos[-1])))])
+    icl = prediction_loss(task, model.head(final[:, pos.to(final.device)]), batch.ys.to(final.device))
+    theta = store["theta"] if tvp_grad else store["theta"].detach()
+    with torch.set_grad_enabled(tvp_grad and torch.is_grad_enabled()):
+        q_seq = task.query_sequence(tvp_query)
+        q_pos = int(task.pred_positions(1)[-1])
+        q_final = model(q_seq, [(ad.hook_name(layer), patch_hook(theta, q_pos, mode))])
+        tvp = prediction_loss(task, model.head(q_final[:, q_pos]), tvp_query.ys[:, -1].to(q_final.device))
+    return icl, tvp
+
+
+def step_batches(task: SyntheticTask, cfg: TrainConfig, step: int) -> tuple[SyntheticBatch, SyntheticBatch]:
+    """The batch of ``step`` and its TVP queries (same task parameters), seeded by ``(seed, step)``."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    batch = task.sample(cfg.batch_size, cfg.n_demos, g)
+    query = task.sample(cfg.batch_size, 0 + 1, g, params=batch.params)
+    query = SyntheticBatch(query.xs[:, -1:], query.ys[:, -1:], query.params, query.clean_ys[:, -1:])
+    return batch, query
+
+
+# ----------------------------------------------------------------- training
+def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | None = None, save_every: int = 0,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``model`` in place for ``cfg.steps`` steps and return it with its loss curve.
+
+    ``checkpoint``: directory written every ``save_every`` steps (if > 0) and at the end. ``resume``:
+    continue from the checkpoint there (weights, Adam moments, step, curve), which must have been
+    written with the same training config except ``steps``.
+    """
+    cfg.check_layer(model)
+    task, device = model.task, model.device
+    model.trainable(True)
+    opt = torch.optim.Adam(list(model.named_tensors().values()), lr=cfg.lr)
+    start, curve = 0, []
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint directory")
+        saved, meta = SyntheticModel.load(checkpoint, device)
+        same = {k: v for k, v in asdict(cfg).items() if k != "steps"}
+        theirs = {k: v for k, v in meta.get("train", {}).items() if k != "steps"}
+        if same != theirs:
+            raise ValueError(f"{checkpoint} was trained with {theirs}, which differs from {same}")
+        with torch.no_grad():
+            for (k, p), q in zip(model.named_tensors().items(), saved.named_tensors().values()):
+                p.copy_(q)
+        model.load_optimizer_state(checkpoint, opt)
+        start, curve = int(meta["step"]), list(meta.get("curve", []))
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            model.save(checkpoint, optimizer=opt, state={"train": asdict(cfg), "step": step, "curve": curve})
+
+    bar = tqdm(range(start, cfg.steps), desc=f"train {task.name} λ={cfg.tvp_weight} L{cfg.tvp_layer}",
+               disable=not progress, leave=False)
+    acc = {"icl": 0.0, "tvp": 0.0, "n": 0}
+    for step in bar:
+        batch, query = step_batches(task, cfg, step)
+        icl, tvp = losses(model, batch.to(device), query.to(device), cfg.tvp_layer, cfg.tvp_mode,
+                          tvp_grad=cfg.tvp_weight > 0)
+        loss = icl + cfg.tvp_weight * tvp if cfg.tvp_weight > 0 else icl
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"the loss became {float(loss)} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(list(model.named_tensors().values()), cfg.grad_clip)
+        opt.step()
+        acc["icl"] += float(icl.detach())
+        acc["tvp"] += float(tvp.detach())
+        acc["n"] += 1
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            rec = {"step": step + 1, "icl_loss": acc["icl"] / acc["n"], "tvp_loss": acc["tvp"] / acc["n"]}
+            curve.append(rec)
+            acc = {"icl": 0.0, "tvp": 0.0, "n": 0}
+            bar.set_postfix(icl=f"{rec['icl_loss']:.3f}", tvp=f"{rec['tvp_loss']:.3f}")
+        if save_every and (step + 1) % save_every == 0:
+            save(step + 1)
+    save(cfg.steps)
+    model.trainable(False)
+    return TrainResult(model, curve, cfg)
+
+
+def train_new(task: SyntheticTask, model_config: ModelConfig, cfg: TrainConfig, **kw) -> TrainResult:
+    """Build a fresh model (seeded by ``model_config.seed``) and train it."""
+    return train(SyntheticModel(task, model_config), cfg, **kw)
