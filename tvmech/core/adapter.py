@@ -138,18 +138,31 @@ class Adapter:
         return self.run_blocks(self.embed(tokens), 0, layer)
 
     def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        """The input of block 0 (token + learned position embeddings where the model has them).
+        """The input of block 0, exactly as the Hugging Face model computes it (token embeddings, learned
+        position embeddings, embedding scales: whatever the architecture does before its first layer).
 
-        Unlike ``model(tokens, stop_at_layer=0)`` on the bridge, this does not fire block 0's input
-        hooks, so that ``run_blocks(embed(t), 0, l)`` fires each hook exactly once.
+        Block 0's hooks do not fire here, so that ``run_blocks(embed(t), 0, l)`` fires each hook once.
         """
         tokens = tokens.to(self.device)
         if not self.is_bridge:
             return self.model(tokens, stop_at_layer=0)
-        h = self.model.embed(tokens)
-        if getattr(self.cfg, "positional_embedding_type", None) == "standard":
-            h = h + self.model.pos_embed(tokens)
-        return h
+        args, _ = _record_layer_calls(self.model, tokens)[0]
+        return args[0]
+
+    def layer_kwargs(self, layer: int, seq_len: int) -> tuple[tuple, dict[str, Any]]:
+        """The arguments (besides the hidden states) that the Hugging Face model passes to decoder layer
+        ``layer`` for an unpadded sequence of ``seq_len`` tokens: causal / sliding-window masks, rotary
+        embeddings, position ids. Recorded from the model's own forward, with batch size 1, and kept per
+        (length, device, dtype), so architectures need no hand-built inputs."""
+        key = (seq_len, str(self.device), str(self.dtype))
+        cache = self.model.__dict__.setdefault("_tvmech_layer_kwargs", {})
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            tokens = torch.zeros(1, seq_len, dtype=torch.long, device=self.device)
+            with torch.no_grad():
+                cache[key] = [(args[1:], kw) for args, kw in _record_layer_calls(self.model, tokens)]
+        return cache[key][layer]
 
     def run_blocks(
         self, resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None
@@ -157,7 +170,8 @@ class Adapter:
         """Run blocks ``start .. stop-1`` on ``resid`` (the input of block ``start``).
 
         Hook points inside those blocks fire as in a full forward pass. Only the blocks in the
-        slice are computed, which is what makes suffix-only training cheap.
+        slice are computed, which is what makes suffix-only training cheap. Each block gets the
+        arguments the Hugging Face model itself would pass it (:meth:`layer_kwargs`).
         """
         stop = self.n_layers if stop is None else stop
         self.check_layer(start, allow_final=True)
@@ -167,23 +181,50 @@ class Adapter:
         if not self.is_bridge:
             return self.model(resid, start_at_layer=start, stop_at_layer=stop)
         batch, pos, _ = resid.shape
-        kwargs = self._block_kwargs(resid, batch, pos)
         h = resid
         for layer in range(start, stop):
-            out = self.model.blocks[layer](h, **kwargs)
+            args, kwargs = self.layer_kwargs(layer, pos)
+            out = self.model.blocks[layer](h, *_batched(args, batch), **_batched(kwargs, batch))
             h = out[0] if isinstance(out, tuple) else out
         return h
 
-    def _block_kwargs(self, resid: Tensor, batch: int, pos: int) -> dict[str, Any]:
-        """Arguments a Hugging Face decoder layer expects: causal mask and rotary embeddings."""
-        mask = torch.full((pos, pos), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype)
-        mask = mask.triu(1)[None, None].expand(batch, 1, pos, pos)
-        position_ids = torch.arange(pos, device=resid.device)[None].expand(batch, pos)
-        kwargs: dict[str, Any] = {"attention_mask": mask, "position_ids": position_ids}
-        rotary = getattr(getattr(self.model.original_model, "model", None), "rotary_emb", None)
-        if rotary is not None:
-            kwargs["position_embeddings"] = rotary(resid, position_ids)
-        return kwargs
+    @contextlib.contextmanager
+    def native(self) -> Iterator[Any]:
+        """The wrapped Hugging Face model with the bridge's components taken out for the duration of the
+        block (yielded): plain PyTorch modules, so that Hugging Face's own KV-cache decoding runs as
+        Hugging Face wrote it. TransformerLens hooks do not fire inside."""
+        if not self.is_bridge:
+            raise TypeError("native() needs a TransformerBridge (the HookedTransformer has no Hugging Face model)")
+        swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+        def strip(module: torch.nn.Module) -> None:
+            for name, child in list(module.named_children()):
+                original = getattr(child, "original_component", None) if _is_bridge_component(child) else None
+                if original is not None:
+                    swaps.append((module, name, child))
+                    module._modules[name] = original
+                    strip(original)
+                else:
+                    strip(child)
+
+        hf = self.model.original_model
+        strip(hf)
+        try:
+            yield hf
+        finally:
+            for module, name, child in reversed(swaps):
+                module._modules[name] = child
+
+    def native_module(self, layer: int, part: str) -> torch.nn.Module:
+        """The Hugging Face module behind block ``layer`` (``"block"``), its attention (``"attn"``), its
+        MLP (``"mlp"``) or its attention output projection (``"o"``): what :meth:`native` exposes."""
+        block = self.model.blocks[self.check_layer(layer)]
+        component = {"block": block, "attn": getattr(block, "attn", None), "mlp": getattr(block, "mlp", None)}.get(part)
+        if part == "o":
+            component = getattr(getattr(block, "attn", None), "o", None)
+        if component is None:
+            raise ValueError(f"block {layer} has no {part!r} component; valid parts: block, attn, mlp, o")
+        return getattr(component, "original_component", None) or component
 
     def input_norm(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x``: the values of
@@ -191,8 +232,12 @@ class Adapter:
         return self.model.blocks[self.check_layer(layer)].ln1(x)
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-        """Final norm then unembedding: the logit lens applied to any residual-stream vector."""
-        return self.model.unembed(self.final_norm(resid))
+        """Final norm then unembedding (and the final logit soft-cap of models that have one, as in
+        Gemma-2): the logit lens applied to any residual-stream vector."""
+        logits = self.model.unembed(self.final_norm(resid))
+        cap = getattr(getattr(self.model, "original_model", None), "config", None)
+        cap = getattr(cap, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def final_norm(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """The final norm (``ln_final``) applied to residual-stream vectors."""
@@ -216,6 +261,106 @@ class Adapter:
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
         return self.model.W_U
+
+
+class _Recorded(Exception):
+    """Raised by the last recorder: everything after the decoder layers is skipped."""
+
+
+def _record_layer_calls(model: Any, tokens: Tensor) -> list[tuple[tuple, dict[str, Any]]]:
+    """``(args, kwargs)`` of every decoder-layer call in a forward pass of ``tokens`` through the
+    Hugging Face model, with the layers themselves skipped (each passes its input on unchanged; the
+    last stops the pass): the embedding and the per-layer masks and rotary embeddings, nothing else."""
+    blocks = list(model.blocks)
+    calls: list[Any] = [None] * len(blocks)
+
+    def recorder(i: int) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if not args:
+                args, kwargs = (kwargs.pop("hidden_states"),), kwargs
+            calls[i] = (args, kwargs)
+            if i == len(blocks) - 1:
+                raise _Recorded
+            return args[0]
+        return forward
+
+    for i, block in enumerate(blocks):  # an instance attribute, set past the bridge's attribute passthrough
+        object.__setattr__(block, "forward", recorder(i))
+    try:
+        model.original_model(input_ids=tokens, use_cache=False)
+    except _Recorded:
+        pass
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)
+    if any(c is None for c in calls):
+        raise RuntimeError("the Hugging Face forward did not call every decoder layer once; "
+                           "this architecture's layer loop is not supported by the suffix path")
+    return calls
+
+
+def _batched(value: Any, batch: int) -> Any:
+    """Expand tensors recorded with batch size 1 (masks, rotary tables, position ids) to ``batch`` rows."""
+    if isinstance(value, Tensor):
+        return value.expand(batch, *value.shape[1:]) if value.ndim >= 2 and value.shape[0] == 1 else value
+    if isinstance(value, tuple):
+        return tuple(_batched(v, batch) for v in value)
+    if isinstance(value, dict):
+        return {k: _batched(v, batch) for k, v in value.items()}
+    return value
+
+
+def _is_bridge_component(module: Any) -> bool:
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    return isinstance(module, GeneralizedComponent)
+
+
+def official_model_names() -> list[str]:
+    """The model names TransformerLens knows (they need the Hugging Face hub to load)."""
+    try:
+        from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
+    except ImportError:  # TransformerLens 3.x
+        from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+    return list(OFFICIAL_MODEL_NAMES)
+
+
+def supported_architectures() -> list[str]:
+    """Hugging Face architecture class names that ``TransformerBridge`` can wrap."""
+    from transformer_lens.factories import architecture_adapter_factory
+
+    return sorted(architecture_adapter_factory.SUPPORTED_ARCHITECTURES)
+
+
+def boot(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device, dtype: torch.dtype,
+         wrapper: str = "bridge") -> Any:
+    """Wrap a Hugging Face causal LM in TransformerLens: ``TransformerBridge`` (``wrapper="bridge"``) or,
+    on TransformerLens 3.x, ``HookedTransformer`` (``"hooked"``).
+
+    Raises:
+        ValueError: the bridge cannot wrap this architecture (the message lists those it can).
+    """
+    if wrapper == "hooked":
+        try:
+            from transformer_lens import HookedTransformer
+        except ImportError:
+            raise RuntimeError(
+                "wrapper='hooked' needs TransformerLens 3.x (4.x removed HookedTransformer); use wrapper='bridge'"
+            ) from None
+        return HookedTransformer.from_pretrained_no_processing(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
+        )
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        return TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=device,
+                                                   dtype=dtype)
+    except ValueError as e:
+        if "supported architecture" not in str(e):
+            raise
+        arch = ", ".join(getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__])
+        raise ValueError(f"TransformerBridge cannot wrap {arch}; it supports: {', '.join(supported_architectures())}"
+                         ) from None
 
 
 def factored_matrix() -> type:

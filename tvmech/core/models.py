@@ -8,6 +8,7 @@ in a cache directory keyed by the file's hash and the library versions; later lo
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib.metadata as md
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tvmech.core.adapter import boot, official_model_names
 from tvmech.core.io import atomic_dir, cache_root
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -118,12 +120,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def official_model_names() -> list[str]:
-    try:
-        from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
-    except ImportError:  # TransformerLens 3.x
-        from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
-    return list(OFFICIAL_MODEL_NAMES)
 
 
 def _load_hub(name: str) -> tuple[Any, Any]:
@@ -174,24 +170,12 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
     if wrapper not in WRAPPERS:
         raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    tokenizer = copy.deepcopy(tokenizer)  # TransformerLens edits the tokenizer it is given
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if wrapper == "hooked":
-        try:
-            from transformer_lens import HookedTransformer
-        except ImportError:
-            raise ModelNotAvailable(
-                "wrapper='hooked' needs TransformerLens 3.x (4.x removed HookedTransformer); use wrapper='bridge'"
-            ) from None
-        model = HookedTransformer.from_pretrained_no_processing(
-            name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
-        )
-    else:
-        from transformer_lens.model_bridge import TransformerBridge
-
-        model = TransformerBridge.boot_transformers(
-            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-        )
+    if not getattr(hf_model.config, "architectures", None):  # GGUF and from_config models carry none
+        hf_model.config.architectures = [type(hf_model).__name__]
+    model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
