@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter, HookFn, adapt, factored_matrix
 from tvmech.analysis.evaluation import resolve_scoring, score_batch
-from tvmech.interventions.injection import resolve_positions
+from tvmech.interventions.sites import resolve_positions
 from tvmech.data.prompts import Batch, batches, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.task_vector import TaskVector

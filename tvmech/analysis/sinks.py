@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tvmech.core.adapter import HookFn, adapt
 from tvmech.analysis.heads import Head, _batch, check_heads, mean_std
-from tvmech.interventions.injection import resolve_positions
+from tvmech.interventions.sites import resolve_positions
 from tvmech.analysis.ov import single_site
 from tvmech.data.prompts import Prompt
 from tvmech.data.tasks import Task

@@ -1,1 +1,22 @@
-"""interventions."""
+"""The only code that writes into a forward pass: sites, the engine, and its interventions.
+
+* :mod:`.sites`: points (``resid_pre`` ...), positions relative to the query, the batch :class:`Context`;
+* :mod:`.engine`: :class:`Intervention` (``writes`` -> TransformerLens hooks / PyTorch module hooks), ``Compose``;
+* :mod:`.injection`: :class:`Injection` (add / replace vectors, shared, per site, per row, per row group);
+* :mod:`.heads`: :class:`HeadPatch` (per-head ``z`` patch, zero and mean ablation);
+* :mod:`.capture`: :class:`Capture` (read activations);
+* :mod:`.task_vector`: :class:`TaskVector` (vectors + provenance, safetensors + JSON);
+* :mod:`.generate`: greedy generation with and without a KV cache.
+"""
+
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import Compose, Intervention, Write, compose, native_hooks, site_name
+from tvmech.interventions.generate import Generation, generate
+from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.injection import Injection
+from tvmech.interventions.sites import POINTS, Context, Mode, Point, resolve_positions
+from tvmech.interventions.task_vector import TaskVector
+
+__all__ = ["Capture", "Compose", "Intervention", "Write", "compose", "native_hooks", "site_name", "Generation",
+           "generate", "HeadPatch", "Injection", "POINTS", "Context", "Mode", "Point", "resolve_positions",
+           "TaskVector"]

@@ -1,57 +1,42 @@
-"""Adding vectors to the residual stream at chosen layers and positions.
+"""Adding vectors to (or writing them over) the residual stream at chosen layers, points and positions.
 
-An :class:`Injection` holds one vector per (layer, position) site, or one vector shared by all sites,
-and turns into TransformerLens forward hooks on ``blocks.{l}.hook_resid_pre`` (or ``hook_resid_post``).
+An :class:`Injection` holds one vector per (layer, position) site, one vector shared by all sites, or
+one vector per batch row and site, and acts at ``blocks.{l}.hook_resid_pre`` (default),
+``hook_resid_post``, ``hook_attn_out`` or ``hook_mlp_out``. ``mode="add"`` computes ``h[b, p] + v``;
+``mode="replace"`` sets ``h[b, p] = v``. ``rows=(start, stop)`` restricts it to a slice of the batch
+(one row group of a batched sweep, where each group carries its own vector).
 
-Positions: a negative position counts back from each prompt's own query token (``-1`` is the query
-token itself, ``-2`` the token before it), so it is robust to right padding when the batch's query
-positions are given; a non-negative position is an absolute token index. Without query positions,
-the last token of the sequence is the query token (right for unpadded prompts and for generation).
-
-``mode="add"`` computes ``h[b, p] + v``; ``mode="replace"`` sets ``h[b, p] = v``.
+Positions follow :mod:`tvmech.interventions.sites` (negative: relative to each row's query token).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.core.adapter import HookFn, adapt
-
-MODES = ("add", "replace")
-
-
-def resolve_positions(positions: Sequence[int], query_pos: Int[Tensor, " batch"], seq_len: int) -> Int[Tensor, "batch n_pos"]:
-    """Absolute token index of every (row, position): ``q + 1 + p`` for ``p < 0``, ``p`` otherwise."""
-    pos = torch.tensor(list(positions), device=query_pos.device)
-    idx = torch.where(pos < 0, query_pos[:, None] + 1 + pos[None], pos[None].expand(len(query_pos), -1))
-    bad = (idx < 0) | (idx > query_pos[:, None])
-    if bad.any():
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"position {positions[col]} is out of range for prompt {row}, whose query token is at index "
-            f"{int(query_pos[row])}: valid positions are -{int(query_pos[row]) + 1}..-1 or 0..{int(query_pos[row])}"
-        )
-    return idx
+from tvmech.core.adapter import Adapter, adapt
+from tvmech.interventions.engine import Intervention, Write
+from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Mode, Point, check_mode, check_point, local_targets
 
 
 @dataclass
-class Injection:
+class Injection(Intervention):
     """Vectors for (layer, position) sites; ``vectors[i, j]`` goes to ``layers[i]``, ``positions[j]``.
 
-    A shared vector has shape ``[1, 1, d_model]`` and is used at every site.
+    Shapes of ``vectors``: ``[n_layers, n_positions, d_model]``; ``[1, 1, d_model]`` (one vector shared by
+    every site); ``[d_model]`` (one site); or ``[n_rows, n_layers, n_positions, d_model]`` (a vector per
+    batch row, ``n_rows`` = the rows the injection covers).
     """
 
-    vectors: Float[Tensor, "n_layers n_positions d_model"]
+    vectors: Float[Tensor, "... d_model"]
     layers: tuple[int, ...]
     positions: tuple[int, ...] = (-1,)
-    point: str = "resid_pre"
-    mode: str = "add"
+    point: Point = "resid_pre"
+    mode: Mode = "add"
+    rows: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.layers, self.positions = tuple(self.layers), tuple(self.positions)
@@ -61,67 +46,68 @@ class Injection:
             raise ValueError("an injection needs at least one layer and one position")
         if len(set(self.layers)) != len(self.layers) or len(set(self.positions)) != len(self.positions):
             raise ValueError(f"layers {self.layers} and positions {self.positions} must not repeat")
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} is not valid; choose one of {MODES}")
-        shape = tuple(self.vectors.shape[:2])
-        if shape not in ((1, 1), (len(self.layers), len(self.positions))):
+        check_mode(self.mode)
+        check_point(self.point, RESIDUAL_POINTS)
+        sites = (len(self.layers), len(self.positions))
+        shape = tuple(self.vectors.shape)
+        ok = shape[-3:-1] == sites if self.per_row else shape[:2] in ((1, 1), sites)
+        if not ok or self.vectors.ndim not in (3, 4):
             raise ValueError(
-                f"vectors of shape {tuple(self.vectors.shape)} do not fit {len(self.layers)} layers x "
-                f"{len(self.positions)} positions: expected [{len(self.layers)}, {len(self.positions)}, d_model] "
-                "or [1, 1, d_model] (shared)"
+                f"vectors of shape {shape} do not fit {sites[0]} layers x {sites[1]} positions: expected "
+                f"[{sites[0]}, {sites[1]}, d_model], [1, 1, d_model] (shared) or "
+                f"[n_rows, {sites[0]}, {sites[1]}, d_model] (one per row)"
             )
+        if self.rows is not None and not 0 <= self.rows[0] < self.rows[1]:
+            raise ValueError(f"rows {self.rows} is not a valid (start, stop) slice of the batch")
 
     @classmethod
     def single(cls, vector: Float[Tensor, " d_model"], layer: int, position: int = -1, **kw) -> Injection:
+        """One vector at one (layer, position) site."""
         return cls(vector[None, None], (layer,), (position,), **kw)
 
     @property
+    def per_row(self) -> bool:
+        return self.vectors.ndim == 4
+
+    @property
     def shared(self) -> bool:
-        return self.vectors.shape[:2] == (1, 1) and len(self.layers) * len(self.positions) > 1
+        return not self.per_row and self.vectors.shape[:2] == (1, 1) and len(self.layers) * len(self.positions) > 1
 
     def vector_at(self, i: int) -> Float[Tensor, "n_positions d_model"]:
+        """The vectors of layer ``layers[i]``, one per position (not for per-row injections)."""
         v = self.vectors[0 if self.vectors.shape[0] == 1 else i]
         return v.expand(len(self.positions), -1)
 
-    def check(self, model) -> None:
+    def check(self, model) -> Adapter:
         ad = adapt(model)
         if self.vectors.shape[-1] != ad.d_model:
             raise ValueError(f"vector size {self.vectors.shape[-1]} does not match the model's d_model {ad.d_model}")
         for layer in self.layers:
-            ad.hook_name(layer, self.point)
+            ad.check_layer(layer)
+        return ad
 
-    def hooks(self, model, query_pos: Int[Tensor, " batch"] | int | None = None) -> list[tuple[str, HookFn]]:
-        """Forward hooks for ``run_with_hooks`` / ``model.hooks``."""
+    def writes(self, model) -> list[Write]:
         self.check(model)
-        ad = adapt(model)
-        return [(ad.hook_name(layer, self.point), self._hook(i, query_pos)) for i, layer in enumerate(self.layers)]
+        return [Write(layer, self.point, self._edit(i)) for i, layer in enumerate(self.layers)]
 
-    def _hook(self, i: int, query_pos: Tensor | int | None) -> HookFn:
-        def hook(x: Tensor, hook=None) -> Tensor:
+    def _edit(self, i: int):
+        def edit(x: Tensor, ctx: Context) -> Tensor:
             batch, seq = x.shape[:2]
-            if query_pos is None:
-                q = torch.full((batch,), seq - 1, device=x.device)
-            elif isinstance(query_pos, int):
-                q = torch.full((batch,), query_pos, device=x.device)
+            start, stop = self.rows if self.rows is not None else (0, batch)
+            if stop > batch:
+                raise ValueError(f"rows {self.rows} do not fit a batch of {batch} rows")
+            rows = torch.arange(start, stop, device=x.device)
+            r, c, flat = local_targets(self.positions, ctx, rows, batch, seq, x.device)
+            if self.per_row:
+                if self.vectors.shape[0] != len(rows):
+                    raise ValueError(f"{self.vectors.shape[0]} per-row vectors do not fit {len(rows)} rows")
+                grid = self.vectors[:, i]
             else:
-                q = query_pos.to(x.device)
-            if seq == 1 and bool((q > 0).any()):
-                return x  # an incremental decoding step: the injected positions are already in the cache
-            idx = resolve_positions(self.positions, q, seq)
-            rows = torch.arange(batch, device=x.device)[:, None].expand_as(idx)
-            v = self.vector_at(i).to(device=x.device, dtype=x.dtype)[None].expand(batch, -1, -1)
-            return x.index_put((rows.reshape(-1), idx.reshape(-1)), v.reshape(-1, x.shape[-1]),
-                               accumulate=self.mode == "add")
+                grid = self.vector_at(i)[None].expand(len(rows), -1, -1)
+            values = grid.reshape(-1, x.shape[-1])[flat.to(grid.device)].to(x.device, x.dtype)
+            return x.index_put((r, c), values, accumulate=self.mode == "add")
 
-        return hook
+        return edit
 
-    def hooks_for(self, model):
-        """A ``Batch -> hooks`` function for :func:`tvmech.analysis.evaluation` (uses each batch's query positions)."""
-        return lambda batch: self.hooks(model, batch.query_pos)
 
-    @contextlib.contextmanager
-    def apply(self, model, query_pos: Tensor | int | None = None) -> Iterator[None]:
-        """Context manager: every forward pass inside it carries the injection."""
-        with adapt(model).hooks(self.hooks(model, query_pos)):
-            yield
-
+__all__ = ["Injection"]

@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter, HookFn, adapt
-from tvmech.interventions.injection import resolve_positions
+from tvmech.interventions.sites import resolve_positions
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.task_vector import TaskVector

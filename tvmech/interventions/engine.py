@@ -1,0 +1,173 @@
+"""The one engine that writes into a forward pass.
+
+An :class:`Intervention` is a small object that says *what* to do at which sites: its :meth:`writes` are
+``(layer, point, edit)`` triples, where ``edit(x, ctx)`` takes the activation at that point and returns
+the new one (or ``None`` to leave it unchanged, as a capture does). The engine turns writes into
+
+* TransformerLens forward hooks (:meth:`Intervention.hooks`, :meth:`Intervention.apply`): the reference
+  path, used by every analysis; the hook names are ``blocks.{l}.hook_resid_pre`` and friends;
+* plain PyTorch module hooks on the wrapped Hugging Face model (:func:`native_hooks`), with the bridge's
+  components taken out (:meth:`tvmech.core.adapter.Adapter.native`): used for KV-cache generation, where
+  each pass sees only new tokens and :class:`~tvmech.interventions.sites.Context` carries their offset.
+
+Both give the same edit the same tensor, so an intervention behaves alike on either path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.interventions.sites import Context
+
+Edit = Callable[[Tensor, Context], "Tensor | None"]
+# TransformerLens names, relative to blocks.{l}; "pattern", "ln1" and "resid_mid" are for reading only
+_TL_NAMES = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "attn_out": "hook_attn_out",
+             "mlp_out": "hook_mlp_out", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
+             "ln1": "ln1.hook_normalized", "resid_mid": "hook_resid_mid"}
+
+
+@dataclass(frozen=True)
+class Write:
+    """``edit`` applied at ``point`` of block ``layer``."""
+
+    layer: int
+    point: str
+    edit: Edit
+
+
+def site_name(model, layer: int, point: str) -> str:
+    """The TransformerLens hook name of ``point`` in block ``layer`` (validates both)."""
+    ad = adapt(model)
+    ad.check_layer(layer)
+    if point not in _TL_NAMES:
+        raise ValueError(f"hook point {point!r} is not supported; valid: {', '.join(_TL_NAMES)}")
+    return f"blocks.{layer}.{_TL_NAMES[point]}"
+
+
+class Intervention:
+    """Base class: subclasses implement :meth:`writes`."""
+
+    def writes(self, model: Adapter) -> list[Write]:
+        """The edits this intervention makes (validated against ``model``)."""
+        raise NotImplementedError
+
+    def hooks(self, model, query_pos: Tensor | int | None = None, *, ctx: Context | None = None
+              ) -> list[tuple[str, HookFn]]:
+        """TransformerLens forward hooks for ``run_with_hooks`` / ``model.hooks``.
+
+        Args:
+            model: a TransformerLens model or an :class:`~tvmech.core.adapter.Adapter`.
+            query_pos: each row's query index (``[batch]``), one index for all rows, or ``None`` (the
+                last token).
+            ctx: a ready :class:`Context` instead of ``query_pos``.
+
+        Returns:
+            ``(hook_name, hook_fn)`` pairs.
+        """
+        ad = adapt(model)
+        ctx = Context(query_pos) if ctx is None else ctx
+        return [(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in self.writes(ad)]
+
+    def hooks_for(self, model) -> Callable[[Any], list[tuple[str, HookFn]]]:
+        """A ``Batch -> hooks`` function (each batch's own query positions), for :func:`tvmech.evaluate`."""
+        return lambda batch: self.hooks(model, batch.query_pos)
+
+    @contextlib.contextmanager
+    def apply(self, model, query_pos: Tensor | int | None = None) -> Iterator[Intervention]:
+        """Context manager: every forward pass inside it carries the intervention; the hooks are removed
+        on exit, also when the body raises."""
+        ad = adapt(model)
+        hooks = self.hooks(ad, query_pos)
+        with ad.hooks(hooks):
+            yield self
+
+    def __add__(self, other: Intervention) -> Compose:
+        return Compose((self, other))
+
+
+@dataclass(frozen=True)
+class Compose(Intervention):
+    """Several interventions at once, applied in the order given."""
+
+    parts: tuple[Intervention, ...]
+
+    def writes(self, model: Adapter) -> list[Write]:
+        return [w for part in self.parts for w in part.writes(model)]
+
+
+def compose(parts: Sequence[Intervention]) -> Intervention:
+    """One intervention made of ``parts`` (the part itself when there is one)."""
+    parts = tuple(parts)
+    return parts[0] if len(parts) == 1 else Compose(parts)
+
+
+def _tl_hook(edit: Edit, ctx: Context) -> HookFn:
+    def hook(x: Tensor, hook=None) -> Tensor:
+        out = edit(x, ctx)
+        return x if out is None else out
+
+    return hook
+
+
+# ------------------------------------------------------------------------------------ native path
+_NATIVE = {"resid_pre": ("block", "pre"), "resid_post": ("block", "post"), "attn_out": ("attn", "post"),
+           "mlp_out": ("mlp", "post"), "z": ("o", "pre")}
+
+
+@contextlib.contextmanager
+def native_hooks(model, intervention: Intervention | None, ctx: Context) -> Iterator[None]:
+    """Attach ``intervention`` as PyTorch hooks on the Hugging Face modules (use inside
+    :meth:`Adapter.native`); ``ctx`` is read at every call, so its ``offset`` may change between passes."""
+    ad = adapt(model)
+    handles = []
+    try:
+        for w in intervention.writes(ad) if intervention is not None else []:
+            if w.point not in _NATIVE:
+                raise ValueError(f"point {w.point!r} has no native hook; valid: {', '.join(_NATIVE)}")
+            part, when = _NATIVE[w.point]
+            module = ad.native_module(w.layer, part)
+            if when == "pre":
+                handles.append(module.register_forward_pre_hook(_pre(w, ctx, ad), with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(_post(w, ctx)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _pre(w: Write, ctx: Context, ad: Adapter):
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        if w.point == "z":  # the input of the output projection: heads' z concatenated
+            out = w.edit(x.view(*x.shape[:2], ad.n_heads, ad.d_head), ctx)
+            out = None if out is None else out.reshape(x.shape)
+        else:
+            out = w.edit(x, ctx)
+        if out is None:
+            return None
+        if args:
+            return (out, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": out}
+
+    return hook
+
+
+def _post(w: Write, ctx: Context):
+    def hook(module, args, output):
+        x = output[0] if isinstance(output, tuple) else output
+        out = w.edit(x, ctx)
+        if out is None:
+            return None
+        return (out, *output[1:]) if isinstance(output, tuple) else out
+
+    return hook
+
+
+__all__ = ["Edit", "Write", "Intervention", "Compose", "compose", "site_name", "native_hooks"]

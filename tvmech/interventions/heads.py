@@ -1,0 +1,73 @@
+"""Per-head writes at ``attn.hook_z``: patching, zero ablation and mean ablation of attention heads.
+
+``z[b, p, h]`` is head ``h``'s attention-weighted value at position ``p`` (``[d_head]``); the head's
+output is ``z W_O[h]``, so setting ``z`` sets the head's output. :class:`HeadPatch` sets ``z[b, p, h]``
+to 0 (``values=None``) or to ``values[h]`` for
+
+* every head in ``heads``, in every row (``per_row=False``), or
+* one head per row, ``heads[b]`` for row ``b`` (``per_row=True``): a batch replicated once per head
+  patches every head of a layer in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tvmech.interventions.engine import Intervention, Write
+from tvmech.interventions.sites import Context, local_targets
+
+
+@dataclass
+class HeadPatch(Intervention):
+    """Set the query-position (or ``positions``) ``z`` of heads of block ``layer``."""
+
+    layer: int
+    heads: Sequence[int] | Tensor
+    values: Float[Tensor, "n_heads d_head"] | None = None
+    positions: tuple[int, ...] = (-1,)
+    per_row: bool = False
+
+    def __post_init__(self) -> None:
+        self.heads = torch.as_tensor(list(self.heads) if not isinstance(self.heads, Tensor) else self.heads,
+                                     dtype=torch.long)
+        self.positions = tuple(self.positions)
+        if self.heads.ndim != 1 or not len(self.heads):
+            raise ValueError("HeadPatch needs at least one head")
+
+    def writes(self, model) -> list[Write]:
+        from tvmech.core.adapter import adapt
+
+        ad = adapt(model)
+        ad.check_layer(self.layer)
+        bad = [int(h) for h in self.heads if not 0 <= int(h) < ad.n_heads]
+        if bad:
+            raise ValueError(f"heads {bad} are out of range: valid heads are 0..{ad.n_heads - 1} (layer {self.layer})")
+        if self.values is not None and tuple(self.values.shape) != (ad.n_heads, ad.d_head):
+            raise ValueError(f"head values must have shape {(ad.n_heads, ad.d_head)}, got {tuple(self.values.shape)}")
+        return [Write(self.layer, "z", self._edit)]
+
+    def _edit(self, z: Tensor, ctx: Context) -> Tensor:
+        batch, seq = z.shape[:2]
+        rows = torch.arange(batch, device=z.device)
+        r, c, flat = local_targets(self.positions, ctx, rows, batch, seq, z.device)
+        heads = self.heads.to(z.device)
+        if self.per_row:
+            if len(heads) != batch:
+                raise ValueError(f"{len(heads)} per-row heads do not fit a batch of {batch} rows")
+            h = heads[r]
+        else:
+            n = len(heads)
+            r, c, h = r.repeat_interleave(n), c.repeat_interleave(n), heads.repeat(len(flat))
+        if self.values is None:
+            vals = torch.zeros(len(h), z.shape[-1], device=z.device, dtype=z.dtype)
+        else:
+            vals = self.values.to(z.device, z.dtype)[h]
+        return z.index_put((r, c, h), vals)
+
+
+__all__ = ["HeadPatch"]
