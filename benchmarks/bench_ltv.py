@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import tvmech as tv
+from tvmech.data.prompts import encode
 from tvmech.interventions.injection import Injection
 from tvmech.methods.learned import LTVConfig, learn_task_vector
-from tvmech.data.prompts import encode
 
 
 def naive_steps(model, task, layer: int, steps: int, batch_size: int, lr: float) -> float:
@@ -67,7 +67,8 @@ def main() -> dict:
         slow = naive_steps(model, task, args.layer, args.steps, cfg.batch_size, 0.05)
         runs.append({"tvmech_steps_per_s": fast, "naive_steps_per_s": slow, "ratio": fast / slow})
     runs.sort(key=lambda r: r["ratio"])
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    on_cuda = args.device.startswith("cuda")
+    dev = torch.cuda.get_device_name() if on_cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     result = {"benchmark": f"LTV training steps/s, task {args.task}, layer {args.layer}, batch {cfg.batch_size}; "
                            "tvmech (prefix once, suffix-only, logits at label positions; includes the one-off "
                            "prefix pass and data preparation) vs naive (full forward + full logits each step)",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from tvmech.figures import run, steps_synthetic
+from tvmech.experiments import synthetic as steps_synthetic
+from tvmech.figures import run
 from tvmech.synthetic import ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, train
 
 

@@ -1,29 +1,63 @@
-"""tvmech: the mechanics of task vectors, on TransformerLens."""
+"""tvmech: the mechanics of task vectors, on TransformerLens.
 
-from tvmech.core.adapter import Adapter, adapt
-from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs
-from tvmech.methods.vanilla import vanilla_task_vector
-from tvmech.methods.function_vectors import function_vector, function_vector_heads
-from tvmech.analysis.heads import key_heads, taylor_scores
-from tvmech.interventions.injection import Injection
-from tvmech.methods.learned import LTVConfig, TrainingDiverged, learn_layer_sweep, learn_task_vector
-from tvmech.analysis.lens import decode, lens_metrics
-from tvmech.analysis.linear_map import MapConfig, exact_jacobian, fit_tv_map
-from tvmech.core.models import DEFAULT_MODEL, ModelNotAvailable, default_gguf_path, load_model
-from tvmech.analysis.ov import ov_circuits, packaged_ov_effect
+The subpackages, one role each: ``core`` (the TransformerLens adapter, model loading, files), ``data``
+(tasks, prompts), ``interventions`` (everything that writes into a forward pass), ``methods`` (how task
+vectors are made), ``analysis`` (what is measured), ``experiments`` (one module per paper experiment),
+``synthetic`` (small models trained from scratch), ``figures`` (plotly builders and the command line).
+The names below are the primitives, grouped as in ``__all__``.
+"""
+
+from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs, score_batch
+from tvmech.analysis.heads import HeadScores, ablated_accuracy, ablation, ablation_effects, key_heads, taylor_scores
+from tvmech.analysis.lens import Decoded, LabelDirections, decode, label_directions, lens_metrics, query_states
+from tvmech.analysis.linear_map import LinearMap, MapConfig, exact_jacobian, fit_tv_map
+from tvmech.analysis.ov import Reconstruction, ov_circuits, packaged_ov_effect, reinjection
 from tvmech.analysis.polar import polar_decomposition, rotation_scaling
+from tvmech.analysis.sinks import AttentionStats, attention_stats
+from tvmech.core.adapter import Adapter, adapt
+from tvmech.core.models import DEFAULT_MODEL, GEMMA3_MODEL, ModelNotAvailable, default_gguf_path, load_model, wrap
 from tvmech.data.prompts import Batch, Prompt, encode, make_prompts
-from tvmech.analysis.sinks import attention_stats
 from tvmech.data.tasks import BUILTIN, Example, Splits, Task, Template, builtin_task, builtin_tasks, load_task
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions import (
+                                  Capture,
+                                  Compose,
+                                  Context,
+                                  Generation,
+                                  HeadPatch,
+                                  Injection,
+                                  Intervention,
+                                  LowRankAttnOut,
+                                  Mode,
+                                  Point,
+                                  TaskVector,
+                                  compose,
+                                  generate,
+)
+from tvmech.methods.function_vectors import FunctionVectorHeads, function_vector, function_vector_heads
+from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector
+from tvmech.methods.peft import compare_peft, train_peft
+from tvmech.methods.prompt_tuning import evaluate_prefix
+from tvmech.methods.training import TrainingDiverged
+from tvmech.methods.vanilla import vanilla_task_vector
 
 __version__ = "0.1.0"
 __all__ = [
-    "Adapter", "adapt", "EvalResult", "evaluate", "evaluate_prompts", "last_logprobs", "DEFAULT_MODEL",
-    "ModelNotAvailable", "default_gguf_path", "load_model", "Batch", "Prompt", "encode", "make_prompts",
-    "BUILTIN", "Example", "Splits", "Task", "Template", "builtin_task", "builtin_tasks", "load_task",
-    "vanilla_task_vector", "function_vector", "function_vector_heads", "Injection", "LTVConfig", "TrainingDiverged",
-    "learn_layer_sweep", "learn_task_vector", "TaskVector", "key_heads", "taylor_scores", "decode", "lens_metrics",
-    "MapConfig", "exact_jacobian", "fit_tv_map", "ov_circuits", "packaged_ov_effect", "polar_decomposition",
-    "rotation_scaling", "attention_stats",
+    # core: models and the adapter
+    "load_model", "wrap", "DEFAULT_MODEL", "GEMMA3_MODEL", "ModelNotAvailable", "default_gguf_path", "Adapter",
+    "adapt",
+    # data: tasks and prompts
+    "Task", "Template", "Example", "Splits", "BUILTIN", "builtin_task", "builtin_tasks", "load_task", "Prompt",
+    "Batch", "make_prompts", "encode",
+    # interventions: writes into the forward pass, vectors, generation
+    "Intervention", "Compose", "compose", "Context", "Point", "Mode", "Injection", "HeadPatch", "Capture",
+    "LowRankAttnOut", "TaskVector", "generate", "Generation",
+    # methods: making task vectors
+    "LTVConfig", "TrainingDiverged", "learn_task_vector", "learn_layer_sweep", "vanilla_task_vector",
+    "function_vector", "function_vector_heads", "FunctionVectorHeads", "train_peft", "compare_peft", "evaluate_prefix",
+    # analysis: measuring
+    "EvalResult", "evaluate", "evaluate_prompts", "score_batch", "last_logprobs", "HeadScores", "taylor_scores",
+    "key_heads", "ablation", "ablation_effects", "ablated_accuracy", "AttentionStats", "attention_stats", "Decoded",
+    "LabelDirections", "decode", "label_directions", "lens_metrics", "query_states", "Reconstruction", "ov_circuits",
+    "packaged_ov_effect", "reinjection", "MapConfig", "LinearMap", "fit_tv_map", "exact_jacobian",
+    "polar_decomposition", "rotation_scaling",
 ]

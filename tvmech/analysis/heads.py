@@ -22,21 +22,26 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvmech.core.adapter import Adapter, HookFn, adapt
 from tvmech.analysis.evaluation import EvalResult, evaluate
 from tvmech.analysis.ov import check_head, single_site
+from tvmech.core.adapter import HookFn, adapt
 from tvmech.data.prompts import Batch, Prompt, encode
 from tvmech.data.tasks import Example, Task
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import Intervention, compose
+from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 Head = tuple[int, int]
-KINDS = ("zero", "mean")
+AblationKind = Literal["zero", "mean"]
+KINDS: tuple[str, ...] = get_args(AblationKind)
 
 
 @dataclass
@@ -67,7 +72,18 @@ def check_heads(model, heads: Sequence[Head], *, allow_empty: bool = False) -> l
     return heads
 
 
-def _batch(ad: Adapter, task: Task, prompts: Sequence[Prompt]) -> Batch:
+def prompt_batch(model, task: Task, prompts: Sequence[Prompt]) -> Batch:
+    """``prompts`` as one right-padded batch on the model's device.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the prompts' task.
+        prompts: at least one prompt.
+
+    Returns:
+        The encoded batch.
+    """
+    ad = adapt(model)
     if not prompts:
         raise ValueError(f"task {task.name!r}: no prompts")
     return encode(ad.tokenizer, task, prompts).to(ad.device)
@@ -78,56 +94,74 @@ def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt])
     all ``prompts`` (zero-shot prompts; θ is added as ``vec`` says)."""
     ad = adapt(model)
     single_site(ad, vec)
-    batch = _batch(ad, task, prompts)
+    batch = prompt_batch(ad, task, prompts)
     rows, q = torch.arange(len(batch), device=ad.device), batch.query_pos
-    zs: dict[int, Tensor] = {}
-
-    def keep(layer: int) -> HookFn:
-        def hook(z: Tensor, hook=None) -> Tensor:
-            zs[layer] = z
-            return z  # returned, so that the bridge passes on this very tensor (and it is in the graph)
-        return hook
-
+    # the whole z of every block, in the graph: the tensors the pass goes on with, so gradients reach them
+    keep = Capture([(l, "z") for l in range(ad.n_layers)], detach=False)
     with torch.no_grad():
         h0 = ad.residual(batch.tokens, 0)  # embeddings, computed outside the hooks
-    hooks = vec.hooks_for(ad)(batch) + [(ad.act_name(l, "z"), keep(l)) for l in range(ad.n_layers)]
-    with torch.enable_grad(), ad.hooks(hooks):
+    with torch.enable_grad(), (vec.injection + keep).apply(ad, q):
         final = ad.run_blocks(h0.detach().requires_grad_(True), 0)
         p = torch.softmax(ad.unembed(final[rows, q]).float(), -1)[rows, batch.label_first]
-        grads = torch.autograd.grad(p.sum(), [zs[l] for l in range(ad.n_layers)])
+        zs = [keep[l, "z"] for l in range(ad.n_layers)]
+        grads = torch.autograd.grad(p.sum(), zs)
     with torch.no_grad():
-        dot = torch.stack([(zs[l][rows, q] * g[rows, q]).sum(-1) for l, g in enumerate(grads)])  # [L, B, H]
+        dot = torch.stack([(z[rows, q] * g[rows, q]).sum(-1) for z, g in zip(zs, grads)])  # [L, B, H]
     return HeadScores(dot.abs().mean(1).float().cpu(), dot.mean(1).float().cpu(), float(p.detach().mean()), len(batch))
 
 
-def ablation_hooks(model, heads: Sequence[Head], query_pos: Int[Tensor, " batch"], *, kind: str = "zero",
-                   means: Float[Tensor, "n_layers n_heads d_head"] | None = None) -> list[tuple[str, HookFn]]:
-    """Hooks setting ``z[q]`` of each head in ``heads`` to 0 (``"zero"``) or to ``means[l, h]`` (``"mean"``)."""
+def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
+             means: Float[Tensor, "n_layers n_heads d_head"] | None = None) -> Intervention:
+    """One :class:`~tvmech.interventions.heads.HeadPatch` per layer, together setting ``z[q]`` of each head in
+    ``heads`` to 0 (``"zero"``) or to ``means[l, h]`` (``"mean"``).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        heads: ``(layer, head)`` pairs, no repeats.
+        kind: ``"zero"`` or ``"mean"``.
+        means: ``[n_layers, n_heads, d_head]`` mean ``z`` (mean ablation only).
+
+    Returns:
+        The ablation; its hooks need the batch's query positions.
+    """
     ad = adapt(model)
     heads = check_heads(ad, heads)
+    check_ablation(ad, kind, means)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    return compose([HeadPatch(l, hs, None if kind == "zero" else means[l]) for l, hs in by_layer.items()])
+
+
+def check_ablation(model, kind: str, means: Tensor | None) -> None:
+    """Raise unless ``kind`` is an ablation kind and, for ``"mean"``, ``means`` is ``[n_layers, n_heads, d_head]``."""
+    ad = adapt(model)
     if kind not in KINDS:
         raise ValueError(f"ablation kind {kind!r} is not valid; choose one of {KINDS}")
     if kind == "mean" and (means is None or tuple(means.shape) != (ad.n_layers, ad.n_heads, ad.d_head)):
         raise ValueError(f"mean ablation needs means of shape {(ad.n_layers, ad.n_heads, ad.d_head)}, got "
                          f"{None if means is None else tuple(means.shape)}")
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
 
-    def make(layer: int, hs: list[int]) -> HookFn:
-        def hook(z: Tensor, hook=None) -> Tensor:
-            z = z.clone()
-            rows = torch.arange(z.shape[0], device=z.device)[:, None]
-            qq, hh = query_pos.to(z.device)[:, None], torch.tensor(hs, device=z.device)[None]
-            z[rows, qq, hh] = 0 if kind == "zero" else means[layer, hs].to(z.device, z.dtype)[None]
-            return z
-        return hook
 
-    return [(ad.act_name(l, "z"), make(l, hs)) for l, hs in by_layer.items()]
+def ablation_hooks(model, heads: Sequence[Head], query_pos: Int[Tensor, " batch"], *, kind: AblationKind = "zero",
+                   means: Float[Tensor, "n_layers n_heads d_head"] | None = None) -> list[tuple[str, HookFn]]:
+    """TransformerLens hooks of :func:`ablation` for a batch with query positions ``query_pos``.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        heads: ``(layer, head)`` pairs.
+        query_pos: each row's query index.
+        kind: ``"zero"`` or ``"mean"``.
+        means: mean ``z`` for mean ablation.
+
+    Returns:
+        ``(hook_name, hook_fn)`` pairs.
+    """
+    return ablation(model, heads, kind=kind, means=means).hooks(model, query_pos)
 
 
 def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt], heads: Sequence[Head], *,
-                     kind: str = "zero", means: Tensor | None = None, progress: bool = False
+                     kind: AblationKind = "zero", means: Tensor | None = None, progress: bool = False
                      ) -> Float[Tensor, "n_sel n_prompts"]:
     """``Δp = p − p_ablated`` for each head of ``heads`` ablated alone, per prompt (θ injected throughout).
 
@@ -135,18 +169,17 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
     that layer's input only.
     """
     ad = adapt(model)
-    layer_tv, _ = single_site(ad, vec)
+    single_site(ad, vec)
     heads = check_heads(ad, heads)
-    ablation_hooks(ad, heads, torch.zeros(1, dtype=torch.long), kind=kind, means=means)  # validate early
-    batch = _batch(ad, task, prompts)
+    ablation(ad, heads, kind=kind, means=means).writes(ad)  # validate early
+    batch = prompt_batch(ad, task, prompts)
     B, rows = len(batch), torch.arange(len(batch), device=ad.device)
     out = torch.zeros(len(heads), B)
+    # the input of each block in the θ-run, recorded before the injection (the injected block's: without θ)
+    inputs = Capture([(l, "resid_pre") for l in range(ad.n_layers)])
     with torch.no_grad():
-        h, inputs = ad.residual(batch.tokens, 0), []
-        with ad.hooks(vec.hooks_for(ad)(batch)):
-            for l in range(ad.n_layers):  # input of each block in the θ-run (before θ for l <= layer_tv)
-                inputs.append(h)
-                h = ad.run_blocks(h, l, l + 1)
+        with (inputs + vec.injection).apply(ad, batch.query_pos):
+            h = ad.residual(batch.tokens, ad.n_layers)
         p = torch.softmax(ad.unembed(h[rows, batch.query_pos]).float(), -1)[rows, batch.label_first]
         layers = sorted({l for l, _ in heads})
         for layer in tqdm(layers, desc=f"exact ablation {task.name}", disable=not progress, leave=False):
@@ -156,14 +189,9 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
                           (batch.tokens, batch.query_pos, batch.label_first, batch.targets, batch.lengths)))
             hs = torch.tensor([heads[i][1] for i in idx], device=ad.device).repeat_interleave(B)
             rr = torch.arange(K * B, device=ad.device)
-
-            def patch(z: Tensor, hook=None, layer=layer, hs=hs, rr=rr) -> Tensor:
-                z = z.clone()
-                z[rr, rep.query_pos, hs] = 0 if kind == "zero" else means[layer][hs].to(z.dtype)
-                return z
-
-            with ad.hooks(vec.hooks_for(ad)(rep) + [(ad.act_name(layer, "z"), patch)]):
-                fin = ad.run_blocks(inputs[layer].repeat(K, 1, 1), layer)
+            patch = HeadPatch(layer, hs, None if kind == "zero" else means[layer], per_row=True)  # heads[r] in row r
+            with (vec.injection + patch).apply(ad, rep.query_pos):
+                fin = ad.run_blocks(inputs[layer, "resid_pre"].repeat(K, 1, 1), layer)
             pa = torch.softmax(ad.unembed(fin[rr, rep.query_pos]).float(), -1)[rr, rep.label_first]
             out[idx] = (p.repeat(K) - pa).view(K, B).cpu()
     return out
@@ -203,36 +231,14 @@ def random_head_sets(n_layers: int, n_heads: int, size: int, n_sets: int = 5, se
 
 
 def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
-                     kind: str = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
+                     kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
     """Zero-shot + θ accuracy (``tvmech.analysis.evaluation``) with ``heads`` ablated at the query position."""
     ad = adapt(model)
     heads = check_heads(ad, heads)
-    ablation_hooks(ad, heads, torch.zeros(1, dtype=torch.long), kind=kind, means=means)  # validate early
-    inject = vec.hooks_for(ad)
-    return evaluate(ad, task, queries, 0, batch_size=batch_size,
-                    hooks_for=lambda b: inject(b) + ablation_hooks(ad, heads, b.query_pos, kind=kind, means=means))
-
-
-def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example], scores: HeadScores, *,
-                  frac: float = 0.1, n_random: int = 5, seed: int = 0, kinds: Sequence[str] = KINDS,
-                  means: Tensor | None = None, batch_size: int = 16, progress: bool = False) -> list[dict]:
-    """LTV accuracy without ablation, with the key heads ablated, and with each of ``n_random`` random sets
-    of the same size ablated (zero and/or mean). Rows ``{task, set, seed, kind, size, accuracy, n}``."""
-    ad = adapt(model)
-    if n_random < 1:
-        raise ValueError(f"n_random must be >= 1, got {n_random}")
-    key = key_heads(scores, frac)
-    sets = [("key", None, key)] + [("random", seed + i, s) for i, s in enumerate(
-        random_head_sets(ad.n_layers, ad.n_heads, len(key), n_random, seed, exclude=key))]
-    base = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=vec.hooks_for(ad))
-    rows = [{"task": task.name, "set": "none", "seed": None, "kind": "none", "size": 0, "accuracy": base.accuracy,
-             "n": base.n}]
-    jobs = [(k, s) for k in kinds for s in sets]
-    for kind, (name, s, heads) in tqdm(jobs, desc=f"ablations {task.name}", disable=not progress, leave=False):
-        r = ablated_accuracy(ad, vec, task, queries, heads, kind=kind, means=means, batch_size=batch_size)
-        rows.append({"task": task.name, "set": name, "seed": s, "kind": kind, "size": len(heads),
-                     "accuracy": r.accuracy, "n": r.n})
-    return rows
+    vec.check_model(ad)
+    both = vec.injection + ablation(ad, heads, kind=kind, means=means)
+    both.writes(ad)  # validate early
+    return evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=both.hooks_for(ad))
 
 
 def layer_histogram(heads: Sequence[Head], n_layers: int) -> Int[Tensor, " n_layers"]:
@@ -254,6 +260,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
 
 
-__all__ = ["Head", "HeadScores", "KINDS", "check_heads", "taylor_scores", "ablation_hooks", "ablation_effects",
-           "spearman", "n_key", "key_heads", "random_head_sets", "ablated_accuracy", "key_vs_random",
+__all__ = ["Head", "HeadScores", "KINDS", "AblationKind", "check_heads", "prompt_batch", "taylor_scores", "ablation",
+           "check_ablation", "ablation_hooks", "ablation_effects",
+           "spearman", "n_key", "key_heads", "random_head_sets", "ablated_accuracy",
            "layer_histogram", "mean_std"]

@@ -26,9 +26,9 @@ about 0.2–0.3, so compare conditions and layers rather than reading the absolu
 Per-layer metrics (:func:`lens_metrics`), at each prompt's query position, for the states entering
 blocks 0..L−1 and the final stream (layer ``L = n_layers``, where the lens is the model's own output):
 ``accuracy`` = fraction of prompts whose lens argmax over the *whole* vocabulary is the label's first
-token (also for closed-label tasks, which ``tvmech.analysis.evaluation`` scores within their label set); ``p_correct`` = mean
-lens probability of that token; ``task_alignment`` / ``label_alignment`` as above, averaged over
-prompts; ``top_tokens`` = the top-k tokens of the lens distribution averaged over prompts.
+token (also for closed-label tasks, which ``tvmech.analysis.evaluation`` scores within their label set);
+``p_correct`` = mean lens probability of that token; ``task_alignment`` / ``label_alignment`` as above,
+averaged over prompts; ``top_tokens`` = the top-k tokens of the lens distribution averaged over prompts.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvmech.core.adapter import adapt
 from tvmech.analysis.ov import single_site
-from tvmech.data.prompts import Prompt, batches, label_ids, make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.core.adapter import adapt
+from tvmech.data.prompts import Prompt, batches, label_ids
+from tvmech.data.tasks import Task
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import Intervention, compose
+from tvmech.interventions.injection import Injection
 from tvmech.interventions.task_vector import TaskVector
 
 
@@ -142,9 +145,20 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
                  ) -> Float[Tensor, "n_layers_plus_1 batch d_model"]:
     """Residual stream at each row's query position entering blocks 0..L−1, then the final stream.
 
-    With ``vector`` and ``layer``, ``h_layer[q] += vector`` (an injection at ``blocks.{layer}.hook_resid_pre``)
-    before block ``layer`` runs; entry ``layer`` of the result already includes it. Blocks run one by
-    one through ``Adapter.run_blocks``.
+    One forward pass: a :class:`~tvmech.interventions.capture.Capture` of ``resid_pre`` at the query of
+    every block, and the final stream from the pass itself. With ``vector`` and ``layer``, an
+    :class:`~tvmech.interventions.injection.Injection` adds it first, ``h_layer[q] += vector`` at
+    ``blocks.{layer}.hook_resid_pre``, so entry ``layer`` of the result already includes it.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        tokens: right-padded prompts.
+        query_pos: each row's query index.
+        vector: an optional vector to add at the query of ``layer``.
+        layer: the block whose input receives ``vector``.
+
+    Returns:
+        ``[n_layers + 1, batch, d_model]`` float32 states on the CPU.
     """
     ad = adapt(model)
     if (vector is None) != (layer is None):
@@ -153,16 +167,14 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
         ad.check_layer(layer)
     rows = torch.arange(tokens.shape[0], device=ad.device)
     q = query_pos.to(ad.device)
-    out = []
-    with torch.no_grad():
-        h = ad.residual(tokens.to(ad.device), 0)
-        for l in range(ad.n_layers + 1):
-            if l == layer:
-                h = h.index_put((rows, q), vector.to(h.device, h.dtype).expand(len(rows), -1), accumulate=True)
-            out.append(h[rows, q].float().cpu())
-            if l < ad.n_layers:
-                h = ad.run_blocks(h, l, l + 1)
-    return torch.stack(out)
+    record = Capture([(l, "resid_pre") for l in range(ad.n_layers)], positions=(-1,))
+    parts: list[Intervention] = [record]
+    if vector is not None:
+        parts.insert(0, Injection.single(vector.reshape(-1), layer))  # before the capture at the same point
+    with torch.no_grad(), compose(parts).apply(ad, q):
+        final = ad.residual(tokens.to(ad.device), ad.n_layers)[rows, q]
+    states = [record[l, "resid_pre"][:, 0] for l in range(ad.n_layers)] + [final]
+    return torch.stack(states).float().cpu()
 
 
 def lens_metrics(model, task: Task, prompts: Sequence[Prompt], vector: TaskVector | None = None, *,
@@ -205,23 +217,6 @@ def lens_metrics(model, task: Task, prompts: Sequence[Prompt], vector: TaskVecto
              "n": n} for l in range(L)]
 
 
-def lens_conditions(model, task: Task, queries: Sequence[Example], vector: TaskVector | None = None, *, k: int = 5,
-                    demos: Sequence[Example] = (), seed: int = 0, top_k: int = 5) -> list[dict]:
-    """:func:`lens_metrics` for the zero-shot prompts, the ``k``-shot prompts (demonstrations from
-    ``demos``) and, with ``vector``, the zero-shot prompts with the vector injected; each record gets
-    ``task`` and ``condition`` (``zero_shot``, ``icl_{k}shot``, ``tv_L{layer}``)."""
-    conditions: list[tuple[str, list[Prompt], TaskVector | None]] = [("zero_shot", make_prompts(task, queries, 0), None)]
-    if k:
-        conditions.append((f"icl_{k}shot", make_prompts(task, queries, k, demos, seed=seed), None))
-    if vector is not None:
-        conditions.append((f"tv_L{vector.layers[0]}", conditions[0][1], vector))
-    rows = []
-    for name, prompts, vec in conditions:
-        for r in lens_metrics(model, task, prompts, vec, top_k=top_k):
-            rows.append({"task": task.name, "condition": name, **r})
-    return rows
-
-
 def decode_vector_rows(model, vectors: dict[int, Float[Tensor, " d_model"]], task: Task, k: int = 5) -> list[dict]:
     """For task vectors at several layers (``{layer: θ}``): their top-``k`` lens tokens, whether any
     of those is one of the task's label first tokens (``label_in_top_k``), and ``task_alignment``."""
@@ -239,4 +234,5 @@ def decode_vector_rows(model, vectors: dict[int, Float[Tensor, " d_model"]], tas
 
 
 __all__ = ["Decoded", "lens_logits", "decode", "effective_unembedding", "label_first_tokens", "LabelDirections",
-           "label_directions", "task_direction", "alignment", "query_states", "lens_metrics", "lens_conditions", "decode_vector_rows"]
+           "label_directions", "task_direction", "alignment", "query_states", "lens_metrics",
+           "decode_vector_rows"]

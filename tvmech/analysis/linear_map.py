@@ -29,10 +29,10 @@ query token); each batch of ``batch_size`` perturbed vectors × ``P`` prompts ru
 (``Adapter.run_blocks``). Cost: ``(n_samples + n_heldout + 1) × P`` rows through ``L − l`` blocks.
 
 Reconstructed TV. ``W θ`` is added to the final residual stream (``blocks.{L−1}.hook_resid_post``) at the
-query instead of θ at layer ``l``. The logit lens of that final stream is the model's output, so the
-reconstructed accuracy is also the *linear-surrogate* decoding accuracy of θ through ``W``; it is
-reported beside the plain logit lens of ``h_l[q] + θ`` at layer ``l`` (decoding without the map). A single
-vector added at the final stream shifts every prompt's logits the same way, so it cannot reproduce a
+query instead of θ at layer ``l`` (:func:`final_injection`). The logit lens of that final stream is the
+model's output, so the reconstructed accuracy is also the *linear-surrogate* decoding accuracy of θ through
+``W``; it is reported beside the plain logit lens of ``h_l[q] + θ`` at layer ``l`` (decoding without the map).
+A single vector added at the final stream shifts every prompt's logits the same way, so it cannot reproduce a
 task whose answer depends on the query (antonyms, capitals) however good the fit; it can for a closed
 label set.
 
@@ -52,10 +52,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvmech.core.adapter import adapt
-from tvmech.analysis.evaluation import evaluate
-from tvmech.interventions.injection import Injection
-from tvmech.data.prompts import Batch, batches, encode, make_prompts
+from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
+from tvmech.interventions.injection import Injection
 
 SOLVERS = ("lstsq", "ridge")
 Response = Callable[[Float[Tensor, "b d"]], Float[Tensor, "b d"]]
@@ -189,7 +188,7 @@ def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapCo
     Xh = perturbations(theta, config.n_heldout, config.noise_scales, held_gen) if config.n_heldout else X[:0]
     Yh = run(Xh, "held-out") if config.n_heldout else Y[:0]
     th = theta.detach().double().cpu()
-    resp = run(th[None].clone(), "response to θ")[0]
+    resp = run(th[None], "response to θ")[0]
     pred = W @ th
     rel = float((pred - resp).norm() / resp.norm().clamp_min(1e-30))
     cos = float(torch.nn.functional.cosine_similarity(pred, resp, dim=0))
@@ -223,12 +222,11 @@ def tv_response(model, batch: Batch, layer: int) -> Response:
 
     def response(X: Tensor) -> Tensor:
         b = X.shape[0]
-        h = resid.repeat(b, 1, 1)  # row i * P + p: vector i on prompt p
-        qq = q.repeat(b)
+        qq = q.repeat(b)  # row i * P + p: vector i on prompt p
         rows = torch.arange(b * P, device=ad.device)
-        h = h.index_put((rows, qq), X.to(ad.device, ad.dtype).repeat_interleave(P, 0), accumulate=True)
-        with torch.no_grad():
-            out = ad.run_blocks(h, layer)[rows, qq].view(b, P, -1)
+        per_row = X.repeat_interleave(P, 0)[:, None, None]  # [b * P, 1 layer, 1 position, d]
+        with torch.no_grad(), Injection(per_row, (layer,)).apply(ad, qq):
+            out = ad.run_blocks(resid.repeat(b, 1, 1), layer)[rows, qq].view(b, P, -1)
         return (out - base[None]).mean(1).double().cpu()
 
     return response
@@ -272,11 +270,10 @@ def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer:
     total = torch.zeros(ad.d_model, ad.d_model, dtype=torch.float64)
     for p in range(len(batch)):
         r, qp = resid[p : p + 1], int(q[p])
-        onehot = torch.zeros(r.shape[:2], device=ad.device, dtype=r.dtype)
-        onehot[0, qp] = 1
 
-        def f(x: Tensor, r=r, qp=qp, onehot=onehot) -> Tensor:
-            return ad.run_blocks(r + onehot[..., None] * x, layer)[0, qp]
+        def f(x: Tensor, r=r, qp=qp) -> Tensor:
+            with Injection.single(x, layer).apply(ad, qp):
+                return ad.run_blocks(r, layer)[0, qp]
 
         total += (jacrev if mode == "rev" else jacfwd)(f)(x0).detach().double().cpu()
     return (total / len(batch)).float()
@@ -297,38 +294,5 @@ def final_injection(model, vector: Float[Tensor, " d_model"]) -> Injection:
     return Injection.single(vector.detach().reshape(-1).float(), ad.n_layers - 1, point="resid_post")
 
 
-def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: LinearMap, *,
-                          batch_size: int = 16) -> dict:
-    """Accuracy on the zero-shot prompts of ``queries`` (the task's scoring):
-
-    ``acc_zero_shot``; ``acc_original`` (θ at layer l); ``acc_reconstructed`` (W θ at the final stream);
-    ``agreement`` (fraction of prompts where the two predict the same first token); and the first-token
-    logit-lens accuracies ``lens_acc_layer`` of ``h_l[q] + θ`` (decoding at layer l, without the map) and
-    ``lens_acc_map`` of ``h_L[q] + W θ`` (with the map).
-    """
-    ad = adapt(model)
-    theta = fit.theta.to(ad.device)
-    original = Injection.single(theta, fit.layer)
-    recon = final_injection(ad, fit.reconstructed)
-    zs = evaluate(ad, task, queries, 0, batch_size=batch_size)
-    orig = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=original.hooks_for(ad))
-    rec = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
-    hits_layer = hits_map = 0
-    wt = fit.reconstructed.to(ad.device, ad.dtype)
-    for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
-        rows, q = torch.arange(len(b)), b.query_pos
-        with torch.no_grad():
-            resid = ad.residual(b.tokens.to(ad.device), fit.layer)
-            h_l = resid[rows, q] + theta.to(ad.dtype)
-            h_L = ad.run_blocks(resid, fit.layer)[rows, q] + wt
-            hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
-            hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
-    n = len(queries)
-    return {"n": n, "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
-            "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
-            "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
-
-
 __all__ = ["MapConfig", "LinearMap", "SOLVERS", "perturbations", "solve", "r_squared", "fit_linear_map",
-           "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection",
-           "reconstruction_report"]
+           "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection"]

@@ -1,4 +1,4 @@
-"""OV circuits and the packaged OV effect of a task vector; its MLP counterpart; reconstruction accuracy.
+"""OV circuits and the packaged OV effect of a task vector; its MLP counterpart; their re-injection.
 
 Conventions (TransformerLens, row vectors). Head ``h`` of block ``l`` reads the normalized residual
 ``x = ln1_l(resid)`` at every key position ``k``, forms its value ``x_k W_V[l, h]`` and, at query position
@@ -22,7 +22,9 @@ path, with the attention pattern held fixed:
   then off by the norm's ``w / rms(h)``, so raw is mainly a contrast).
 * ``reinject="final"``: ``Σ_{l'} E_{l'}`` is added once to the final residual stream (``blocks.{L-1}.
   hook_resid_post``, before the final norm) at the query position; ``"layerwise"``: each ``E_{l'}`` is
-  added at the output of its own block ``l'`` (``hook_resid_post``), so later blocks process it.
+  added at the output of its own block ``l'`` (``hook_resid_post``; ``Reconstruction.point`` picks another
+  residual point), so later blocks process it. Either way :func:`reinjection` builds one per-row
+  :class:`~tvmech.interventions.injection.Injection`.
 
 In both cases the reconstruction runs on the zero-shot prompt *without* θ: only the OV-carried part of
 θ's effect is put back. The MLP counterpart is the measured change ``ΔMLP_{l'} = mlp_out_{l'}(with θ) −
@@ -38,22 +40,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter, HookFn, adapt, factored_matrix
-from tvmech.analysis.evaluation import resolve_scoring, score_batch
-from tvmech.interventions.sites import resolve_positions
-from tvmech.data.prompts import Batch, batches, make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.prompts import Batch
+from tvmech.interventions.capture import Capture as Recorder
+from tvmech.interventions.injection import Injection
+from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
-REINJECT = ("final", "layerwise")
-SOURCES = ("ov", "mlp", "attn", "attn_mlp")
+Reinject = Literal["final", "layerwise"]
+Source = Literal["ov", "mlp", "attn", "attn_mlp"]
+REINJECT: tuple[str, ...] = get_args(Reinject)
+SOURCES: tuple[str, ...] = get_args(Source)
 
 
 def check_head(model, layer: int, head: int) -> tuple[int, int]:
@@ -114,31 +117,22 @@ class Reconstruction:
 
     ``source``: ``"ov"`` (packaged OV effect), ``"mlp"`` (measured MLP-output change), ``"attn"``
     (measured attention-output change) or ``"attn_mlp"`` (their sum); ``weighted`` and ``norm_aware``
-    apply to ``"ov"`` only.
+    apply to ``"ov"`` only. ``point``: where a layer-wise re-injection adds each block's vector
+    (default ``resid_post``, the block's output).
     """
 
-    source: str = "ov"
+    source: Source = "ov"
     weighted: bool = True
     norm_aware: bool = True
-    reinject: str = "final"
+    reinject: Reinject = "final"
+    point: Point = "resid_post"
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} is not valid; choose one of {SOURCES}")
         if self.reinject not in REINJECT:
             raise ValueError(f"reinject {self.reinject!r} is not valid; choose one of {REINJECT}")
-
-
-DEFAULT_RECONSTRUCTIONS: dict[str, Reconstruction] = {
-    "ov": Reconstruction(),
-    "ov_layerwise": Reconstruction(reinject="layerwise"),
-    "ov_unweighted": Reconstruction(weighted=False),
-    "ov_raw": Reconstruction(norm_aware=False),
-    "mlp": Reconstruction("mlp"),
-    "mlp_layerwise": Reconstruction("mlp", reinject="layerwise"),
-    "attn": Reconstruction("attn"),
-    "attn_mlp": Reconstruction("attn_mlp"),
-}
+        check_point(self.point, RESIDUAL_POINTS)
 
 
 @dataclass
@@ -173,7 +167,20 @@ def single_site(model, vec: TaskVector) -> tuple[int, int]:
 
 def capture(model, vec: TaskVector, batch: Batch) -> Capture:
     """Run ``batch`` from block ``l`` without and with θ and record what the OV effect and the MLP and
-    attention counterparts need (no gradients)."""
+    attention counterparts need (no gradients).
+
+    The recordings are :class:`~tvmech.interventions.capture.Capture` interventions: attention and MLP
+    outputs at the query of blocks ``l..L-1`` (both passes), the clean residual entering them at the
+    injected position, and the θ-pass attention pattern's query row.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        vec: a one-site additive ``resid_pre`` task vector.
+        batch: zero-shot prompts.
+
+    Returns:
+        A :class:`Capture` of both passes.
+    """
     ad = adapt(model)
     layer, pos = single_site(ad, vec)
     batch = batch.to(ad.device)
@@ -181,32 +188,28 @@ def capture(model, vec: TaskVector, batch: Batch) -> Capture:
     q = batch.query_pos
     p = resolve_positions((pos,), q, batch.tokens.shape[1])[:, 0]
     layers = tuple(range(layer, ad.n_layers))
-    store: dict[tuple[str, int], Tensor] = {}
 
-    def grab(key: str, l: int, index) -> HookFn:
-        def hook(x: Tensor, hook=None) -> None:
-            store[key, l] = x[index].detach()
-        return hook
+    def outputs() -> Recorder:  # attention and MLP outputs at the query
+        return Recorder([(l, point) for l in layers for point in ("attn_out", "mlp_out")], positions=(-1,))
 
-    at_q, at_p = (rows, q), (rows, p)
-    base = [(ad.act_name(l, "attn_out"), grab("attn", l, at_q)) for l in layers]
-    base += [(ad.act_name(l, "mlp_out"), grab("mlp", l, at_q)) for l in layers]
+    clean_out, inj_out = outputs(), outputs()
+    resid = Recorder([(l, "resid_pre") for l in layers], positions=(pos,))
+    pattern = Recorder([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
-        with ad.hooks(base + [(ad.hook_name(l), grab("resid", l, at_p)) for l in layers]):
+        with (clean_out + resid).apply(ad, q):
             final_clean = ad.run_blocks(h, layer)[rows, q]
-        clean = dict(store)
-        pattern = [(ad.act_name(l, "pattern"), grab("pattern", l, (rows, slice(None), q, p))) for l in layers]
-        with ad.hooks(vec.hooks_for(ad)(batch) + base + pattern):
+        with (vec.injection + inj_out + pattern).apply(ad, q):
             final_inj = ad.run_blocks(h, layer)[rows, q]
 
-    def stack(key: str, src: dict) -> Tensor:
-        return torch.stack([src[key, l] for l in layers], 1)
+    def stack(rec: Recorder, point: str) -> Tensor:
+        return torch.stack([rec[l, point][:, 0] for l in layers], 1)
 
+    weights = torch.stack([pattern[l, "pattern"][rows, 0, :, p] for l in layers], 1)
     return Capture(theta=vec.vectors[0, 0].to(ad.device, ad.dtype), layers=layers, query_pos=q, inj_pos=p,
-                   resid=stack("resid", clean), weights=stack("pattern", store),
-                   attn_delta=stack("attn", store) - stack("attn", clean),
-                   mlp_delta=stack("mlp", store) - stack("mlp", clean),
+                   resid=stack(resid, "resid_pre"), weights=weights,
+                   attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
+                   mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"),
                    final_clean=final_clean, final_injected=final_inj)
 
 
@@ -233,67 +236,56 @@ def reconstruction_effect(model, cap: Capture, rec: Reconstruction) -> Float[Ten
     return {"mlp": cap.mlp_delta, "attn": cap.attn_delta, "attn_mlp": cap.attn_delta + cap.mlp_delta}[rec.source]
 
 
-def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
-                      query_pos: Int[Tensor, " batch"], reinject: str = "final") -> list[tuple[str, HookFn]]:
-    """Hooks adding ``effect`` at each row's query position: summed over blocks into the final residual
-    (``"final"``) or ``effect[:, i]`` at the output of block ``layers[i]`` (``"layerwise"``)."""
+def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
+                reinject: Reinject = "final", point: Point = "resid_post") -> Injection:
+    """The per-row :class:`~tvmech.interventions.injection.Injection` adding ``effect`` at each row's query:
+    summed over blocks into the final residual stream (``"final"``: ``blocks.{L-1}.hook_resid_post``), or
+    ``effect[:, i]`` at ``point`` of block ``layers[i]`` (``"layerwise"``; default its output, ``resid_post``).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        effect: per-row, per-block vectors (e.g. :func:`reconstruction_effect`).
+        layers: the blocks of ``effect``'s second axis.
+        reinject: ``"final"`` or ``"layerwise"``.
+        point: where a layer-wise effect is added (``resid_post``, ``attn_out``, ``mlp_out`` or ``resid_pre``);
+            ``"final"`` always adds at the final residual stream.
+
+    Returns:
+        An injection whose hooks need the batch's query positions.
+    """
     ad = adapt(model)
     if reinject not in REINJECT:
         raise ValueError(f"reinject {reinject!r} is not valid; choose one of {REINJECT}")
-    if effect.shape[1] != len(layers) or effect.shape[0] != len(query_pos):
-        raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit {len(query_pos)} rows x "
-                         f"{len(layers)} layers")
-    sites = {ad.n_layers - 1: effect.sum(1)} if reinject == "final" else {l: effect[:, i] for i, l in enumerate(layers)}
-
-    def make(v: Tensor) -> HookFn:
-        def hook(x: Tensor, hook=None) -> Tensor:
-            rows = torch.arange(x.shape[0], device=x.device)
-            return x.index_put((rows, query_pos.to(x.device)), v.to(x.device, x.dtype), accumulate=True)
-        return hook
-
-    return [(ad.hook_name(l, "resid_post"), make(v)) for l, v in sites.items()]
+    check_point(point, RESIDUAL_POINTS)
+    layers = tuple(layers)
+    if effect.ndim != 3 or effect.shape[1] != len(layers):
+        raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit [batch, {len(layers)} layers, d_model]")
+    if reinject == "final":
+        return Injection(effect.sum(1)[:, None, None], (ad.n_layers - 1,), point="resid_post")
+    return Injection(effect[:, :, None], layers, point=point)
 
 
-def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example],
-                            reconstructions: dict[str, Reconstruction] | None = None, *, scoring: str | None = None,
-                            batch_size: int = 16, progress: bool = False) -> list[dict]:
-    """Accuracy on zero-shot prompts of ``queries``: without anything (``zero_shot``), with θ (``ltv``),
-    and with each reconstruction instead of θ. Rows ``{task, layer, method, accuracy, n, effect_norm,
-    cos_attn}``: ``effect_norm`` is the mean norm of the re-injected total ``Σ_{l'} E_{l'}``, ``cos_attn``
-    its mean cosine with the measured total attention change."""
-    ad = adapt(model)
-    layer, _ = single_site(ad, vec)
-    recs = DEFAULT_RECONSTRUCTIONS if reconstructions is None else reconstructions
-    scoring = resolve_scoring(task, scoring)
-    if not queries:
-        raise ValueError(f"task {task.name!r}: no queries to evaluate")
-    prompts = make_prompts(task, queries, 0)
-    names = ["zero_shot", "ltv", *recs]
-    correct = dict.fromkeys(names, 0)
-    norm = dict.fromkeys(names, 0.0)
-    cos = dict.fromkeys(names, 0.0)
-    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels=scoring == "exact_match")
-    for _, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"OV/MLP reconstruction {task.name}",
-                         disable=not progress, leave=False):
-        batch = batch.to(ad.device)
-        cap = capture(ad, vec, batch)
-        attn_total = cap.attn_delta.sum(1)
-        correct["zero_shot"] += int(score_batch(ad, task, batch, scoring)[0].sum())
-        correct["ltv"] += int(score_batch(ad, task, batch, scoring, vec.hooks_for(ad))[0].sum())
-        norm["ltv"] += float(cap.theta.norm()) * len(batch)
-        for name, rec in recs.items():
-            effect = reconstruction_effect(ad, cap, rec)
-            hooks = reinjection_hooks(ad, effect, cap.layers, batch.query_pos, rec.reinject)
-            correct[name] += int(score_batch(ad, task, batch, scoring, lambda b, h=hooks: h)[0].sum())
-            total = effect.sum(1)
-            norm[name] += float(total.norm(dim=-1).sum())
-            cos[name] += float(torch.cosine_similarity(total, attn_total, dim=-1).sum())
-    n = len(prompts)
-    return [{"task": task.name, "layer": layer, "method": m, "accuracy": correct[m] / n, "n": n,
-             "effect_norm": norm[m] / n if m != "zero_shot" else 0.0,
-             "cos_attn": cos[m] / n if m in recs else None} for m in names]
+def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
+                      query_pos: Int[Tensor, " batch"], reinject: Reinject = "final", point: Point = "resid_post"
+                      ) -> list[tuple[str, HookFn]]:
+    """TransformerLens hooks of :func:`reinjection` for a batch with query positions ``query_pos``.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        effect: per-row, per-block vectors.
+        layers: the blocks of ``effect``'s second axis.
+        query_pos: each row's query index.
+        reinject: ``"final"`` or ``"layerwise"``.
+        point: where a layer-wise effect is added.
+
+    Returns:
+        ``(hook_name, hook_fn)`` pairs.
+    """
+    if effect.shape[0] != len(query_pos):
+        raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit {len(query_pos)} rows")
+    return reinjection(model, effect, layers, reinject, point).hooks(model, query_pos)
 
 
 __all__ = ["factored_matrix", "check_head", "ov_circuits", "ov_images", "head_ov_image", "Reconstruction",
-           "DEFAULT_RECONSTRUCTIONS", "Capture", "single_site", "capture", "packaged_ov_effect",
-           "reconstruction_effect", "reinjection_hooks", "reconstruction_accuracy"]
+           "Capture", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect", "reinjection",
+           "reinjection_hooks", "Reinject", "Source"]

@@ -11,9 +11,9 @@ vector θ (:func:`rotation_scaling`):
   singular values of ``W`` (the eigenvalues of ``Σ``);
 * ``det_q``: +1 for a proper rotation, −1 when ``Q`` includes a reflection.
 
-:func:`polar_report` adds, with the model, the alignment (:mod:`tvmech.analysis.lens`: cosine with the task's
-mean label direction ``ū``, and the maximum over its labels of the cosine with ``u_t``) of θ, ``Qθ``
-and ``Wθ``, and the tokens the logit lens decodes from each.
+:func:`tvmech.experiments.linear_map.polar_report` adds, with the model, the alignment
+(:mod:`tvmech.analysis.lens`: cosine with the task's mean label direction ``ū``, and the maximum over its
+labels of the cosine with ``u_t``) of θ, ``Qθ`` and ``Wθ``, and the tokens the logit lens decodes from each.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ import scipy.linalg
 import torch
 from jaxtyping import Float
 from torch import Tensor
-
-from tvmech.analysis.lens import decode, label_directions
-from tvmech.data.tasks import Task
 
 
 def polar_decomposition(W: Float[Tensor, "d d"]) -> tuple[Float[Tensor, "d d"], Float[Tensor, "d d"]]:
@@ -56,29 +53,4 @@ def rotation_scaling(W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], top: i
     return out
 
 
-def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], *, top: int = 5,
-                 k: int = 5) -> dict:
-    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ.
-
-    ``align_{v}`` = cos(v, ū); ``align_max_{v}`` = max over the task's label first tokens t of cos(v, u_t);
-    ``tokens_{v}`` = top-``k`` logit-lens tokens; ``label_in_top_{v}``: whether one of them is a label first token.
-    """
-    row = rotation_scaling(W, theta, top)
-    Q, _ = polar_decomposition(W)
-    th = theta.detach().double().cpu().reshape(-1)
-    vecs = {"theta": th, "qtheta": Q @ th, "wtheta": W.detach().double().cpu() @ th}
-    dirs = label_directions(model, task)
-    unit_u = dirs.u.double() / dirs.u.double().norm(dim=1, keepdim=True)
-    stacked = torch.stack(list(vecs.values()))
-    unit_v = stacked / stacked.norm(dim=1, keepdim=True)
-    decoded = decode(model, stacked.float(), k)
-    labels = set(dirs.tokens)
-    for (name, _), v, dec in zip(vecs.items(), unit_v, decoded):
-        row[f"align_{name}"] = float(v @ dirs.mean.double())
-        row[f"align_max_{name}"] = float((unit_u @ v).max())
-        row[f"tokens_{name}"] = dec.text()
-        row[f"label_in_top_{name}"] = bool(labels & set(dec.ids))
-    return row
-
-
-__all__ = ["polar_decomposition", "rotation_scaling", "polar_report"]
+__all__ = ["polar_decomposition", "rotation_scaling"]

@@ -22,12 +22,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.core.adapter import HookFn, adapt
-from tvmech.analysis.heads import Head, _batch, check_heads, mean_std
-from tvmech.interventions.sites import resolve_positions
+from tvmech.analysis.heads import Head, prompt_batch
 from tvmech.analysis.ov import single_site
+from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt
 from tvmech.data.tasks import Task
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.sites import resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
 METRICS = ("first", "self", "injected", "rest", "sink_rate")
@@ -72,49 +73,24 @@ def attention_stats(model, task: Task, prompts: Sequence[Prompt], vec: TaskVecto
     ad = adapt(model)
     threshold = check_threshold(threshold)
     pos = single_site(ad, vec)[1] if vec is not None else -1
-    batch = _batch(ad, task, prompts)
+    batch = prompt_batch(ad, task, prompts)
     B, T = batch.tokens.shape
     rows, q = torch.arange(B, device=ad.device), batch.query_pos
     p = resolve_positions((pos,), q, T)[:, 0]
     named = torch.zeros(B, T, device=ad.device)
     for idx in (torch.zeros_like(q), q, p):
         named[rows, idx] = 1.0
-    got: dict[int, Tensor] = {}
-
-    def grab(layer: int) -> HookFn:
-        def hook(pattern: Tensor, hook=None) -> None:
-            a = pattern[rows, :, q].float()  # [B, H, T]: each prompt's query row
-            got[layer] = torch.stack([a[:, :, 0], a[rows, :, q], a[rows, :, p],
-                                      1 - (a * named[:, None]).sum(-1)], 0)  # [4, B, H]
-        return hook
-
-    hooks = (vec.hooks_for(ad)(batch) if vec is not None else []) + [(ad.act_name(l, "pattern"), grab(l))
-                                                                    for l in range(ad.n_layers)]
-    with torch.no_grad(), ad.hooks(hooks):
+    pattern = Capture([(l, "pattern") for l in range(ad.n_layers)], positions=(-1,))  # [B, 1, H, T] per layer
+    both = pattern if vec is None else vec.injection + pattern
+    with torch.no_grad(), both.apply(ad, q):
         ad.residual(batch.tokens, ad.n_layers)
-    s = torch.stack([got[l] for l in range(ad.n_layers)], 2).cpu()  # [4, B, L, H]
+
+    def split(a: Tensor) -> Tensor:  # a: [B, H, T], each prompt's query row -> [4, B, H]
+        return torch.stack([a[:, :, 0], a[rows, :, q], a[rows, :, p], 1 - (a * named[:, None]).sum(-1)], 0)
+
+    s = torch.stack([split(pattern[l, "pattern"][:, 0].float()) for l in range(ad.n_layers)], 2).cpu()  # [4, B, L, H]
     first, self_, inj, rest = s.mean(1)
     return AttentionStats(first, self_, inj, rest, (s[0] > threshold).float().mean(0), threshold, B)
 
 
-def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequence[Sequence[Head]],
-                 model=None) -> list[dict]:
-    """Rows ``{set, seed, metric, value}``: the key set's means, each random set's, and the random sets'
-    mean and standard deviation (``set = "random_mean"``, ``value``, ``std``)."""
-    if model is not None:
-        check_heads(model, key)
-        for s in random_sets:
-            check_heads(model, s)
-    if not random_sets:
-        raise ValueError("no random sets to compare with")
-    rows = [{"set": "key", "seed": None, "metric": m, "value": v, "std": 0.0} for m, v in stats.over(key).items()]
-    per = [stats.over(s) for s in random_sets]
-    rows += [{"set": "random", "seed": i, "metric": m, "value": v, "std": 0.0} for i, d in enumerate(per)
-             for m, v in d.items()]
-    for m in METRICS:
-        mu, sd = mean_std([d[m] for d in per])
-        rows.append({"set": "random_mean", "seed": None, "metric": m, "value": mu, "std": sd})
-    return rows
-
-
-__all__ = ["METRICS", "AttentionStats", "check_threshold", "attention_stats", "compare_sets"]
+__all__ = ["METRICS", "AttentionStats", "check_threshold", "attention_stats"]

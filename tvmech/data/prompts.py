@@ -71,7 +71,8 @@ def label_set_ids(tokenizer: Any, task: Task) -> list[int]:
         raise ValueError(f"task {task.name!r} has no closed label set")
     firsts = [label_ids(tokenizer, task, lab)[0] for lab in task.labels]
     if len(set(firsts)) != len(firsts):
-        raise ValueError(f"task {task.name!r}: labels {task.labels} share a first token; restricted scoring is ambiguous")
+        raise ValueError(f"task {task.name!r}: labels {task.labels} share a first token; "
+                         "restricted scoring is ambiguous")
     return firsts
 
 
@@ -90,7 +91,8 @@ class Batch:
         return self.targets != -100
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in (self.tokens, self.query_pos, self.label_first, self.targets, self.lengths)))
+        parts = (self.tokens, self.query_pos, self.label_first, self.targets, self.lengths)
+        return Batch(*(t.to(device) for t in parts))
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

@@ -121,7 +121,7 @@ WORD_TASKS = tuple(k for k, v in BUILTIN.items() if "labels" not in v)
 CLASSIFICATION_TASKS = tuple(k for k, v in BUILTIN.items() if "labels" in v)
 
 
-def _parse_records(records: object, origin: str) -> tuple[Example, ...]:
+def parse_records(records: object, origin: str) -> tuple[Example, ...]:
     if not isinstance(records, list) or not records:
         raise ValueError(f"{origin}: expected a non-empty list of {{'input': ..., 'output': ...}} records")
     out = []
@@ -147,14 +147,14 @@ def read_records(path: str | Path) -> tuple[Example, ...]:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
         records = json.loads(text)
-    return _parse_records(records, str(path))
+    return parse_records(records, str(path))
 
 
 def builtin_task(name: str) -> Task:
     if name not in BUILTIN:
         raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(BUILTIN)}")
     data = resources.files("tvmech") / "data" / "builtin" / f"{name}.json"
-    examples = _parse_records(json.loads(data.read_text(encoding="utf-8")), f"built-in task {name}")
+    examples = parse_records(json.loads(data.read_text(encoding="utf-8")), f"built-in task {name}")
     return Task(name=name, examples=examples, **BUILTIN[name])
 
 

@@ -1,1 +1,19 @@
-"""experiments."""
+"""One module per experiment of the paper, each with a frozen ``Config`` (fields documented in place, defaults
+derived from the loaded model where ``None``), ``run(model, config) -> Result`` and a ``Result`` with
+``.rows()`` (the rows of its ``figures/*.json``) and ``.tables()``. No plotting here: see :mod:`tvmech.figures`.
+
+* :mod:`~tvmech.experiments.icl`: zero-shot vs k-shot ICL accuracy.
+* :mod:`~tvmech.experiments.layer_sweep`: LTV vs Vanilla TV vs function vector at every 3rd layer.
+* :mod:`~tvmech.experiments.robustness`: LTVs in six injection configurations.
+* :mod:`~tvmech.experiments.geometry`: cosine similarity and transfer between the tasks' LTVs.
+* :mod:`~tvmech.experiments.composition`: english_french + masculine_feminine on the composed task.
+* :mod:`~tvmech.experiments.peft`: LTV vs prefix tuning vs rank-1 LoRA.
+* :mod:`~tvmech.experiments.ov_reconstruction`: OV / MLP reconstruction of an LTV (and the mechanism base config).
+* :mod:`~tvmech.experiments.key_heads`: Taylor vs exact ablation, key vs random heads, layer histogram.
+* :mod:`~tvmech.experiments.sinks`: attention-sink statistics of key vs random heads.
+* :mod:`~tvmech.experiments.logit_lens`: logit lens over layers for zero-shot, ICL and LTV prompts.
+* :mod:`~tvmech.experiments.linear_map`: W_TV(l), its Jacobian, rotation vs scaling, reconstructed TV.
+* :mod:`~tvmech.experiments.synthetic`: synthetic ICL models trained from scratch (vanilla vs TVP-loss).
+* :mod:`~tvmech.experiments.vectors`: the LTVs shared by several experiments, trained once and kept on disk.
+* :mod:`~tvmech.experiments.common`: config conventions and helpers.
+"""

@@ -39,7 +39,8 @@ def save_figure(fig: go.Figure, out_dir: Path, name: str, rows: Sequence[dict] |
     (out_dir / f".{name}.tmp.html").replace(html)
     written: dict[str, Path | None] = {"html": html, "png": None}
     if rows is not None:
-        atomic_write_text(out_dir / f"{name}.json", json.dumps({"meta": meta or {}, "rows": list(rows)}, indent=2) + "\n")
+        data = {"meta": meta or {}, "rows": list(rows)}
+        atomic_write_text(out_dir / f"{name}.json", json.dumps(data, indent=2) + "\n")
         write_table(out_dir / f"{name}.csv", rows)
         written["json"], written["csv"] = out_dir / f"{name}.json", out_dir / f"{name}.csv"
     if png:

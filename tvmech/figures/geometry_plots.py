@@ -40,7 +40,7 @@ def cosine_heatmap(names: Sequence[str], matrix, title: str = "", model_name: st
 def transfer_heatmap(rows: Sequence[dict], title: str = "", model_name: str = "") -> go.Figure:
     """Accuracy of each test task (columns) with each train task's vector injected (rows), annotated.
 
-    ``rows`` are :func:`tvmech.analysis.geometry.transfer_matrix` records; a missing pair is left blank.
+    ``rows`` are :func:`tvmech.experiments.geometry.transfer_matrix` records; a missing pair is left blank.
     """
     train = list(dict.fromkeys(r["train_task"] for r in rows))
     test = list(dict.fromkeys(r["test_task"] for r in rows))
@@ -65,7 +65,7 @@ def transfer_heatmap(rows: Sequence[dict], title: str = "", model_name: str = ""
 def composition_bars(rows: Sequence[dict], title: str = "", model_name: str = "") -> go.Figure:
     """One bar per method (in the order given) with its accuracy written on it.
 
-    ``rows`` are :func:`tvmech.analysis.geometry.composition_experiment` records.
+    ``rows`` are :func:`tvmech.experiments.composition.composition_experiment` records.
     """
     methods = [r["method"] for r in rows]
     fig = go.Figure(go.Bar(

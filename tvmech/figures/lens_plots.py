@@ -1,7 +1,7 @@
 """Figures for the logit lens, the linear map W_TV(l) and its polar decomposition: data in, Figure out.
 
 No computation happens here: the rows come from :mod:`tvmech.analysis.lens`, :mod:`tvmech.analysis.linear_map` and
-:mod:`tvmech.analysis.polar` (assembled by ``tvmech.figures.steps_linear``).
+:mod:`tvmech.analysis.polar` (assembled by ``tvmech.experiments.linear_map`` and drawn by ``tvmech.figures.steps``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _title(text: str, model_name: str) -> str:
 def lens_heatmap(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Two heatmaps over layers (x) for every (task, condition) (y): logit-lens accuracy and task alignment.
 
-    ``rows``: :func:`tvmech.analysis.lens.lens_conditions` records. Hovering a cell shows the top tokens of the
+    ``rows``: :func:`tvmech.experiments.logit_lens.lens_conditions` records. Hovering a cell shows the top tokens of the
     lens distribution averaged over the prompts, the accuracy, ``p(correct)`` and both alignments.
     """
     keys = list(dict.fromkeys((r["task"], r["condition"]) for r in rows))
@@ -34,18 +34,22 @@ def lens_heatmap(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     def grid(field):
         return [[cell[(t, c, l)][field] if (t, c, l) in cell else None for l in layers] for t, c in keys]
 
-    hover = [[(f"<b>{t} · {c}</b><br>layer {l}<br>accuracy {cell[(t, c, l)]['accuracy']:.2f}"
-               f" · p(correct) {cell[(t, c, l)]['p_correct']:.3f}<br>task alignment {cell[(t, c, l)]['task_alignment']:.3f}"
-               f" · label alignment {cell[(t, c, l)]['label_alignment']:.3f}<br>top tokens: "
-               + cell[(t, c, l)]["top_tokens"].replace("<", "&lt;")) if (t, c, l) in cell else ""
-              for l in layers] for t, c in keys]
+    def tip(t, c, l):
+        r = cell[(t, c, l)]
+        return (f"<b>{t} · {c}</b><br>layer {l}<br>accuracy {r['accuracy']:.2f} · p(correct) {r['p_correct']:.3f}"
+                f"<br>task alignment {r['task_alignment']:.3f} · label alignment {r['label_alignment']:.3f}"
+                "<br>top tokens: " + r["top_tokens"].replace("<", "&lt;"))
+
+    hover = [[tip(t, c, l) if (t, c, l) in cell else "" for l in layers] for t, c in keys]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.07,
                         subplot_titles=["logit-lens accuracy (label's first token is the argmax)",
                                         "task alignment cos(h, ū)"])
     fig.add_trace(go.Heatmap(z=grid("accuracy"), x=x, y=labels, zmin=0, zmax=1, colorscale="Viridis",
-                             text=hover, hoverinfo="text", colorbar=dict(title="acc", x=0.465, len=0.9, thickness=14)), row=1, col=1)
+                             text=hover, hoverinfo="text", colorbar=dict(title="acc", x=0.465, len=0.9, thickness=14)),
+                  row=1, col=1)
     fig.add_trace(go.Heatmap(z=grid("task_alignment"), x=x, y=labels, colorscale="RdBu", reversescale=True, zmid=0,
-                             text=hover, hoverinfo="text", colorbar=dict(title="cos", len=0.9, thickness=14)), row=1, col=2)
+                             text=hover, hoverinfo="text", colorbar=dict(title="cos", len=0.9, thickness=14)),
+                  row=1, col=2)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="layer (residual entering the block; last = final stream)")
     fig.update_layout(title=_title("Logit lens at the query position: zero-shot, ICL and TV-injected", model_name),
@@ -90,7 +94,8 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                           row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], title_text="test accuracy", row=1, col=1)
     fig.update_xaxes(title_text="injection layer l")
-    fig.update_layout(title=_title("Reconstructed task vector: the linear map W_TV(l) in place of the layers", model_name),
+    title = _title("Reconstructed task vector: the linear map W_TV(l) in place of the layers", model_name)
+    fig.update_layout(title=title,
                       template="plotly_white", width=1400, height=560)
     return fig
 

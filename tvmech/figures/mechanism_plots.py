@@ -1,5 +1,5 @@
 """Figure builders of the mechanism experiments (issue 4): rows in, ``go.Figure`` out. Only means over
-rows are taken here; all numbers come from the steps in ``steps_mechanism``."""
+rows are taken here; all numbers come from ``tvmech.experiments.{ov_reconstruction,key_heads,sinks}``."""
 
 from __future__ import annotations
 

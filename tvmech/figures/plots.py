@@ -41,11 +41,14 @@ def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Mean accuracy over tasks per injection layer for each vector method, with reference lines."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig = go.Figure()
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if any(r["layer"] is not None for r in rows if r["method"] == m)]
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows)
+               if any(r["layer"] is not None for r in rows if r["method"] == m)]
     for i, method in enumerate(methods):
         layers = sorted({r["layer"] for r in rows if r["method"] == method})
-        mean = [sum(r["accuracy"] for r in rows if r["method"] == method and r["layer"] == l) / len(tasks) for l in layers]
-        fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers", name=method, line=dict(color=PALETTE[i], width=3),
+        mean = [sum(r["accuracy"] for r in rows if r["method"] == method and r["layer"] == l) / len(tasks)
+                for l in layers]
+        fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers", name=method,
+                                 line=dict(color=PALETTE[i], width=3),
                                  hovertemplate=f"{method}<br>layer %{{x}}<br>mean accuracy %{{y:.3f}}<extra></extra>"))
     for j, ref in enumerate(m for m in dict.fromkeys(r["method"] for r in rows) if m not in methods):
         value = sum(r["accuracy"] for r in rows if r["method"] == ref) / len(tasks)
@@ -53,7 +56,8 @@ def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
                       annotation_text=f"{ref} {value:.2f}", annotation_position="top left")
     fig.update_layout(title=f"Task vector injected at one layer (last position), mean over {len(tasks)} tasks"
                       + (f" — {model_name}" if model_name else ""), xaxis_title="injection layer (hook_resid_pre)",
-                      yaxis_title="test accuracy", yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900, height=550)
+                      yaxis_title="test accuracy", yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900,
+                      height=550)
     return fig
 
 
@@ -72,8 +76,8 @@ def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols:
             mine = sorted((r for r in rows if r["task"] == task and r["method"] == method),
                           key=lambda r: -1 if r["layer"] is None else r["layer"])
             if mine and mine[0]["layer"] is None:
-                x, y, dash = [min(r["layer"] for r in rows if r["layer"] is not None),
-                              max(r["layer"] for r in rows if r["layer"] is not None)], [mine[0]["accuracy"]] * 2, "dash"
+                known = [r["layer"] for r in rows if r["layer"] is not None]
+                x, y, dash = [min(known), max(known)], [mine[0]["accuracy"]] * 2, "dash"
             else:
                 x, y, dash = [r["layer"] for r in mine], [r["accuracy"] for r in mine], "solid"
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=method, legendgroup=method, showlegend=t == 0,

@@ -1,50 +1,183 @@
-"""``python -m tvmech.figures``: recompute and draw every figure. This module only orchestrates.
+"""``python -m tvmech.figures``: recompute and draw every figure. This module builds the command line and
+orchestrates.
 
 Each step's numbers are kept in ``<out>/<name>.json`` together with the settings that produced them;
 a later run with the same settings redraws from that file instead of recomputing (``--force`` to
-recompute). Steps run in order; an interrupted run resumes at the first step without numbers.
+recompute). Steps run in order; an interrupted run resumes at the first step (and task) without numbers.
+
+The options of each experiment are generated from its config dataclass in :mod:`tvmech.experiments`
+(``--<prefix>-<field>``, or the flag named in the field's metadata), with the dataclass's default and
+help; ``--tasks``, ``--n-test``, ``--seed`` and ``--ltv-steps`` set that field of every selected
+experiment that has it (an experiment's own flag wins). A default "derived from the model" is resolved
+from the loaded model (e.g. the middle layer ``n_layers // 2``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import logging
-from collections.abc import Callable
+import typing
 from pathlib import Path
+from types import NoneType, UnionType
 
 import torch
 
 from tvmech.core.models import load_model
 from tvmech.data.tasks import BUILTIN
+from tvmech.figures.runner import run_step, run_synthetic
+from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
 
 log = logging.getLogger("tvmech.figures")
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+# the common flags: each sets the field of its name in every selected experiment that has it
+COMMON: tuple[str, ...] = ("--tasks", "--n-test", "--seed", "--ltv-steps")
 
-# one module per part of the project; each has ``STEPS`` (name -> step(ctx, args)) and may have
-# ``add_arguments(parser)`` for its own options
-STEP_MODULES = ("steps_tv", "steps_mechanism", "steps_linear", "steps_synthetic")
-_MODULES = [importlib.import_module(f"{__package__}.{m}") for m in STEP_MODULES]
-STEPS: dict[str, Callable[[dict, argparse.Namespace], None]] = {k: v for m in _MODULES for k, v in m.STEPS.items()}
+
+def _none_or(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "all") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def field_spec(cls: type, f: dataclasses.Field) -> dict:
+    """The argparse keywords of a config field: type, nargs, choices, metavar and help with the default.
+
+    Args:
+        cls: the config class.
+        f: one of its fields.
+
+    Returns:
+        Keyword arguments for :meth:`argparse.ArgumentParser.add_argument` (without the flag).
+    """
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, UnionType) and NoneType in args
+    if optional:
+        hint = next(a for a in args if a is not NoneType)
+    kw: dict = {"default": argparse.SUPPRESS}
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        kw["nargs"] = "+"
+    else:
+        item = hint
+    if item not in (int, float, str):
+        raise TypeError(f"{cls.__qualname__}.{f.name}: type {hint} has no command-line form")
+    kw["type"] = _none_or(item) if optional and item is not str else item
+    if f.metadata.get("choices"):
+        kw["choices"] = list(f.metadata["choices"])
+        kw["metavar"] = f.name.upper().rstrip("S") if kw.get("nargs") else None
+    default = f.default
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    if default is None:
+        shown = "derived from the model" if f.name in getattr(cls, "DERIVED", ()) else "None"
+    help_ = f.metadata.get("help", "")
+    none = "; 'none' for None" if optional and default is not None else ""
+    kw["help"] = f"{help_} (default: {shown}{none})"
+    kw["help"] = kw["help"].replace("%", "%%")
+    if kw.get("metavar") is None:
+        kw.pop("metavar", None)
+    return kw
+
+
+def flag_of(cls: type, f: dataclasses.Field) -> str:
+    """The flag of a config field: its metadata's ``flag``, else ``--<PREFIX>-<field>``."""
+    return f.metadata.get("flag") or f"--{cls.PREFIX}-{f.name.replace('_', '-')}"
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def common_dest(cls: type, f: dataclasses.Field) -> str | None:
+    """The dest of the common flag that sets field ``f`` (``--tasks`` sets every ``tasks`` field; a field whose
+    metadata names a common flag, e.g. the PEFT ``steps`` with ``--ltv-steps``, is set by that one)."""
+    flag = flag_of(cls, f)
+    if flag in COMMON:
+        return _dest(flag)
+    own = f"--{f.name.replace('_', '-')}"
+    return _dest(own) if own in COMMON else None
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[tuple[str, str]]]]:
+    """The parser, and for each generated flag's dest the (step, field) pairs it sets."""
+    p = argparse.ArgumentParser(prog="python -m tvmech.figures", description=__doc__, usage="%(prog)s [options]",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("figures"), help="output directory (default: figures)")
+    p.add_argument("--only", nargs="+", choices=list(STEP_NAMES), help="run only these steps (default: all)")
+    p.add_argument("--model", default=None, help=f"model source (default: the embedded {DEFAULT_MODEL})")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--force", action="store_true", help="recompute even where saved numbers match the settings")
+    p.add_argument("--no-png", action="store_true", help="skip static PNG export")
+    g = p.add_argument_group("common experiment settings (default: each experiment's own)")
+    g.add_argument("--tasks", nargs="+", choices=list(BUILTIN), metavar="TASK", default=argparse.SUPPRESS,
+                   help="built-in tasks of every experiment that has tasks")
+    g.add_argument("--n-test", type=_none_or(int), default=argparse.SUPPRESS,
+                   help="cap on test queries per task (none: the whole test split)")
+    g.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="seed of every experiment")
+    g.add_argument("--ltv-steps", type=int, default=argparse.SUPPRESS,
+                   help="training steps per learned task vector (and of every PEFT method)")
+    targets: dict[str, list[tuple[str, str]]] = {}
+    seen: dict[str, tuple[str, tuple, argparse.Action]] = {}
+    for step, cls in CONFIGS.items():
+        group = None
+        for f in dataclasses.fields(cls):
+            flag = flag_of(cls, f)
+            if flag in COMMON:
+                continue
+            spec = field_spec(cls, f)
+            sig = (f.default, spec.get("nargs"), spec["type"].__name__, spec.get("choices"))
+            if flag in seen:  # one flag shared by several experiments (e.g. --geometry-layer, --mech-*)
+                first, first_sig, action = seen[flag]
+                if first_sig != sig:
+                    raise TypeError(f"{flag} is shared by {first} and {step} with different defaults or types")
+                if step not in action.help:
+                    action.help = action.help.replace(" (default:", f" [also {step}] (default:", 1)
+            else:
+                group = group or p.add_argument_group(f"{step} ({cls.__module__})")
+                seen[flag] = (step, sig, group.add_argument(flag, dest=_dest(flag), **spec))
+            targets.setdefault(_dest(flag), []).append((step, f.name))
+    return p, targets
+
+
+def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[str, str]]], steps) -> dict:
+    """Step name -> its experiment config, from the parsed flags.
+
+    Raises:
+        ValueError: from a config's validation, naming the bad value and what is valid.
+    """
+    given: dict[str, dict] = {s: {} for s in steps}
+    for dest, pairs in targets.items():
+        if hasattr(args, dest):
+            for step, name in pairs:
+                if step in given:
+                    given[step][name] = getattr(args, dest)
+    out = {}
+    for step in steps:
+        cls = CONFIGS[step]
+        values = {}
+        for f in dataclasses.fields(cls):
+            common = common_dest(cls, f)
+            if f.name in given[step]:
+                values[f.name] = given[step][f.name]
+            elif common and hasattr(args, common):
+                values[f.name] = getattr(args, common)
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        out[step] = cls(**values)
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tvmech.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("figures"), help="output directory (default: figures)")
-    p.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
-    p.add_argument("--tasks", nargs="+", default=list(BUILTIN), choices=list(BUILTIN), metavar="TASK",
-                   help="tasks to include (default: all built-in)")
-    p.add_argument("--n-test", type=int, default=None, help="cap on test queries per task (default: whole test split)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ltv-steps", type=int, default=150, help="training steps per learned task vector")
-    p.add_argument("--model", default=None, help="model source (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--force", action="store_true", help="recompute even where saved numbers match the settings")
-    p.add_argument("--no-png", action="store_true", help="skip static PNG export")
-    for m in _MODULES:
-        if hasattr(m, "add_arguments"):
-            m.add_arguments(p)
-    return p.parse_args(argv)
+    """Parse the command line; ``args.configs`` holds each selected step's experiment config."""
+    p, targets = build_parser()
+    args = p.parse_args(argv)
+    try:
+        args.configs = configs_from_args(args, targets, args.only or list(STEP_NAMES))
+    except ValueError as err:
+        p.error(str(err))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             loaded.append(load_model(args.model, device=args.device))
         return loaded[0]
 
-    ctx = {"model": model, "model_name": args.model or "SmolLM2-135M-Instruct", "device": args.device}
-    for name in args.only or list(STEPS):
-        STEPS[name](ctx, args)
+    ctx = Context(out=args.out, model=model, model_name=args.model or DEFAULT_MODEL, device=args.device,
+                  force=args.force, png=not args.no_png)
+    for name in args.only or list(STEP_NAMES):
+        if name == SYNTHETIC:
+            run_synthetic(args.configs[name], ctx)
+        else:
+            run_step(STEPS[name], args.configs[name], ctx)
     return 0

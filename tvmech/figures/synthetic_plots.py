@@ -79,7 +79,8 @@ def tv_prompting_figure(rows: Sequence[dict], layer: int | None = None, title: s
 
 def pca_figure(points: Sequence[dict], scores: Sequence[dict], param_name: str = "k", title: str = "") -> go.Figure:
     """PCA of the extracted vectors: one panel per (model, layer), points coloured by the task parameter,
-    cluster sharpness η² in each panel's title. Rows ``{model, layer, pc1, pc2, param}`` and ``{model, layer, sharpness}``."""
+    cluster sharpness η² in each panel's title. Rows ``{model, layer, pc1, pc2, param}`` and
+    ``{model, layer, sharpness}``."""
     models = _models(points)
     layers = sorted({p["layer"] for p in points})
     sharp = {(s["model"], s["layer"]): s["sharpness"] for s in scores}

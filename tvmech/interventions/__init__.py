@@ -5,18 +5,20 @@
 * :mod:`.injection`: :class:`Injection` (add / replace vectors, shared, per site, per row, per row group);
 * :mod:`.heads`: :class:`HeadPatch` (per-head ``z`` patch, zero and mean ablation);
 * :mod:`.capture`: :class:`Capture` (read activations);
+* :mod:`.lowrank`: :class:`LowRankAttnOut` (a low-rank change of a block's attention output: LoRA on W_O);
 * :mod:`.task_vector`: :class:`TaskVector` (vectors + provenance, safetensors + JSON);
-* :mod:`.generate`: greedy generation with and without a KV cache.
+* :mod:`.generation`: greedy generation with and without a KV cache.
 """
 
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Compose, Intervention, Write, compose, native_hooks, site_name
-from tvmech.interventions.generate import Generation, generate
+from tvmech.interventions.generation import Generation, generate
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.injection import Injection
+from tvmech.interventions.lowrank import LowRankAttnOut, low_rank_delta
 from tvmech.interventions.sites import POINTS, Context, Mode, Point, resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
 __all__ = ["Capture", "Compose", "Intervention", "Write", "compose", "native_hooks", "site_name", "Generation",
-           "generate", "HeadPatch", "Injection", "POINTS", "Context", "Mode", "Point", "resolve_positions",
-           "TaskVector"]
+           "generate", "HeadPatch", "Injection", "LowRankAttnOut", "low_rank_delta", "POINTS", "Context", "Mode",
+           "Point", "resolve_positions", "TaskVector"]

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from tvmech.core.adapter import adapt
-from tvmech.interventions.injection import Injection
 from tvmech.core.io import atomic_write_bytes, atomic_write_text
+from tvmech.interventions.injection import Injection
 
 FORMAT = "tvmech.TaskVector/1"
 

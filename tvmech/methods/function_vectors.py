@@ -25,24 +25,28 @@ from tqdm.auto import tqdm
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt, encode, make_prompts
 from tvmech.data.tasks import Task
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 
 def mean_head_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n_layers n_heads d_head"]:
-    """Mean over prompts of every head's ``z`` at the query token."""
+    """Mean over prompts of every head's ``z`` at the query token.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task (label tokenization).
+        prompts: the (k-shot) prompts, one batch.
+
+    Returns:
+        ``ā[l, h]``, read with a :class:`~tvmech.interventions.capture.Capture` of ``z`` at every layer.
+    """
     ad = adapt(model)
     batch = encode(ad.tokenizer, task, prompts).to(ad.device)
-    rows = torch.arange(len(batch), device=ad.device)
-    got: dict[int, Tensor] = {}
-
-    def grab(layer):
-        def hook(z, hook=None):
-            got[layer] = z[rows, batch.query_pos].mean(0).detach()
-        return hook
-
-    with torch.no_grad(), ad.hooks([(ad.act_name(l, "z"), grab(l)) for l in range(ad.n_layers)]):
+    capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
+    with torch.no_grad(), capture.apply(ad, batch.query_pos):
         ad.residual(batch.tokens, ad.n_layers)
-    return torch.stack([got[l] for l in range(ad.n_layers)])
+    return torch.stack([capture[layer, "z"][:, 0].mean(0) for layer in range(ad.n_layers)])
 
 
 def head_outputs(model, z_mean: Float[Tensor, "n_layers n_heads d_head"]) -> Float[Tensor, "n_layers n_heads d_model"]:
@@ -50,33 +54,45 @@ def head_outputs(model, z_mean: Float[Tensor, "n_layers n_heads d_head"]) -> Flo
     return torch.einsum("lhd,lhdm->lhm", z_mean, adapt(model).W_O.to(z_mean.dtype))
 
 
-def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Tensor,
+def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float[Tensor, "n_layers n_heads d_head"],
                      progress: bool = False) -> Float[Tensor, "n_layers n_heads"]:
-    """CIE of every head: gain in p(correct first token) when its query ``z`` is set to ``z_mean``."""
+    """CIE of every head: gain in p(correct first token) when its query ``z`` is set to ``z_mean``.
+
+    The clean prompts run once, block by block: the stream entering block ``l`` feeds the patched
+    pass of layer ``l`` (the batch replicated once per head, row group ``h`` patching head ``h`` with a
+    per-row :class:`~tvmech.interventions.heads.HeadPatch`), and the final stream gives the clean
+    probabilities.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task (the correct label's first token).
+        prompts: label-shuffled ICL prompts, one batch.
+        z_mean: each head's mean query ``z`` (:func:`mean_head_z`).
+        progress: show a progress bar.
+
+    Returns:
+        ``CIE[l, h]`` (on the CPU).
+    """
     ad = adapt(model)
     batch = encode(ad.tokenizer, task, prompts).to(ad.device)
     B, H = len(batch), ad.n_heads
+    if tuple(z_mean.shape) != (ad.n_layers, H, ad.d_head):
+        raise ValueError(f"z_mean must have shape {(ad.n_layers, H, ad.d_head)}, got {tuple(z_mean.shape)}")
     rows = torch.arange(B * H, device=ad.device)
     qpos = batch.query_pos.repeat(H)
     head_of_row = torch.arange(H, device=ad.device).repeat_interleave(B)
     label = batch.label_first.repeat(H)
-    effects = torch.zeros(ad.n_layers, H)
+    patched = torch.zeros(ad.n_layers, H, B)
     with torch.no_grad():
-        final = ad.residual(batch.tokens, ad.n_layers)
-        clean = torch.softmax(ad.unembed(final[rows[:B], batch.query_pos]).float(), -1)[rows[:B], batch.label_first]
         resid = ad.residual(batch.tokens, 0)
         for layer in tqdm(range(ad.n_layers), desc="indirect effects", disable=not progress, leave=False):
-            def patch(z, hook=None, layer=layer):
-                z = z.clone()
-                z[rows, qpos, head_of_row] = z_mean[layer].to(z.dtype)[head_of_row]
-                return z
-
-            with ad.hooks([(ad.act_name(layer, "z"), patch)]):
+            patch = HeadPatch(layer, head_of_row, values=z_mean[layer], per_row=True)
+            with patch.apply(ad, qpos):
                 out = ad.run_blocks(resid.repeat(H, 1, 1), layer)
-            p = torch.softmax(ad.unembed(out[rows, qpos]).float(), -1)[rows, label]
-            effects[layer] = (p.view(H, B) - clean[None]).mean(1).cpu()
+            patched[layer] = torch.softmax(ad.unembed(out[rows, qpos]).float(), -1)[rows, label].view(H, B).cpu()
             resid = ad.run_blocks(resid, layer, layer + 1)
-    return effects
+        clean = torch.softmax(ad.unembed(resid[rows[:B], batch.query_pos]).float(), -1)[rows[:B], batch.label_first]
+    return (patched - clean.cpu()[None, None]).mean(2)
 
 
 @dataclass
@@ -99,7 +115,8 @@ def function_vector_heads(model, task: Task, *, k: int = 5, n_prompts: int = 16,
         raise ValueError(f"task {task.name!r} has no training examples for function-vector heads")
     z_mean = mean_head_z(model, task, make_prompts(task, queries, k, sp.train, seed=seed))
     t = time.perf_counter()
-    cie = indirect_effects(model, task, make_prompts(task, queries, k, sp.train, seed=seed + 1, shuffle_labels=True), z_mean, progress)
+    shuffled = make_prompts(task, queries, k, sp.train, seed=seed + 1, shuffle_labels=True)
+    cie = indirect_effects(model, task, shuffled, z_mean, progress)
     return FunctionVectorHeads(cie, head_outputs(model, z_mean).cpu(), time.perf_counter() - t)
 
 

@@ -1,28 +1,20 @@
-"""Parameter-efficient baselines for a Learned Task Vector: one trained virtual token, rank-1 LoRA.
+"""Parameter-efficient baselines for a Learned Task Vector, compared on one task: LTV, one trained
+virtual token (:mod:`tvmech.methods.prompt_tuning`), rank-1 LoRA on ``W_O`` (:mod:`tvmech.methods.lora`).
 
-All three methods keep the model frozen, train on *zero-shot* prompts with the LTV loss of
-:mod:`tvmech.methods.learned` (label NLL averaged over each row's label tokens, then over rows), with AdamW
-(weight decay 0.01) on the same seeded sequence of batches, and are scored on zero-shot test prompts.
+All three keep the model frozen, train on *zero-shot* prompts with the LTV loss (label NLL averaged
+over each row's label tokens, then over rows) in the one loop of :mod:`tvmech.methods.training`, with
+AdamW (weight decay 0.01) on the same seeded sequence of batches, and are scored on zero-shot test
+prompts.
 
 * ``ltv``: ``h_l[q] += θ`` at the query position, ``θ ∈ R^{d_model}``, lr = ``lr_ltv × mean‖h_l[q]‖``
-  (the scale-aware rule; :func:`learn_task_vector`'s steps, which it takes on φ = θ / norm: equal up to
+  taken on θ itself (:func:`learn_task_vector` takes the same steps on φ = θ / norm: equal up to
   Adam's eps).
-* ``prefix`` (prefix tuning with one virtual token): ``p ∈ R^{d_model}`` is prepended to the residual
-  stream entering block 0, ``x' = [p; x_0 ... x_{T-1}]``, and all blocks run on ``T + 1`` positions.
-  Real token ``t`` moves to position ``t + 1`` (its rotary phase included), so the query position and
-  every label target shift by one. ``p`` starts at the embedding of the BOS token (never zero: see
-  :func:`prefix_init_token`). lr = ``lr_prefix × mean‖h_0[q]‖`` (the scale-aware rule at block 0, whose
-  residual is the token embedding). On a model with learned absolute position embeddings the
-  real tokens would keep the embeddings of their original positions; SmolLM2 (Llama) uses rotary.
-* ``lora_rank1`` on layer ``l``: the attention output projection ``W_O ∈ R^{(H·d_head) × d_model}``
-  (heads' ``z`` concatenated as input) becomes ``W_O + a bᵀ``, ``a ∈ R^{H·d_head}``, ``b ∈ R^{d_model}``,
-  i.e. ``attn_out += (z_flat · a) b`` at every position. ``a ~ U(±1/√(H·d_head))`` (seeded; PEFT's
-  kaiming-uniform init of LoRA's A), ``b = 0``, so training starts from the unmodified model; no α/r
-  scaling (α = r = 1). lr = ``lr_lora`` absolute, the same for ``a`` and ``b``.
+* ``prefix``: ``x' = [p; x]`` at block 0, lr = ``lr_prefix × mean‖h_0[q]‖``.
+* ``lora_rank1`` on layer ``l``: ``W_O + a bᵀ``, lr = ``lr_lora`` absolute.
 
 LTV and LoRA only change blocks ``l`` and above, so blocks below ``l`` run once, without gradients,
-for the whole training set (as in :mod:`tvmech.methods.learned`); the virtual token enters at block 0, so prefix
-tuning runs every block at every step.
+for the whole training set; the virtual token enters at block 0, so prefix tuning runs every block at
+every step.
 
 Costs reported by :func:`compare_peft`. ``step_latency_s``: median wall time of one training step
 (forward, backward, optimizer step; CUDA synchronised), the first step excluded; ``step_latency_min_s``:
@@ -38,23 +30,25 @@ caches included), ``None`` off CUDA.
 
 from __future__ import annotations
 
-import math
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvmech.core.adapter import Adapter, HookFn, adapt
-from tvmech.analysis.evaluation import EvalResult, evaluate
+from tvmech.analysis.evaluation import evaluate
+from tvmech.core.adapter import Adapter, adapt
+from tvmech.data.tasks import Example, Task
 from tvmech.interventions.injection import Injection
-from tvmech.methods.learned import _Data, _group_hooks, _prepare, _query_norm, _row_nll, _rows
-from tvmech.data.prompts import Batch, batches, label_set_ids, make_prompts
-from tvmech.data.tasks import SCORING_MODES, Example, Task
+from tvmech.interventions.lowrank import LowRankAttnOut
+from tvmech.methods.learned import LTVConfig, ltv_objective
+from tvmech.methods.lora import lora_objective
+from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_objective
+from tvmech.methods.training import Objective, fit, prepare_data, query_norm
 
-METHODS = ("ltv", "prefix", "lora_rank1")
+Method = Literal["ltv", "prefix", "lora_rank1"]
+METHODS: tuple[str, ...] = get_args(Method)
 WEIGHT_DECAY = 0.01
 # lora_rank1: absolute; ltv, prefix: in units of the mean query residual norm (at layer l, at block 0).
 # ltv: tvmech.methods.learned's default. prefix, lora_rank1: picked on SmolLM2 sentiment, layer 15 (12-step scan of
@@ -63,123 +57,6 @@ WEIGHT_DECAY = 0.01
 DEFAULT_LR = {"ltv": 3e-4, "prefix": 1e-2, "lora_rank1": 1e-2}
 
 
-# ----------------------------------------------------------------------------- prefix tuning
-def _as_prefix(ad: Adapter, prefix: Tensor) -> Tensor:
-    p = prefix[None] if prefix.ndim == 1 else prefix
-    if p.ndim != 2 or p.shape[-1] != ad.d_model or p.shape[0] < 1:
-        raise ValueError(f"prefix must be [d_model] or [n_virtual, d_model] with d_model {ad.d_model}; "
-                         f"got shape {tuple(prefix.shape)}")
-    return p
-
-
-def shift_batch(batch: Batch, n: int = 1, pad_id: int = 0) -> Batch:
-    """The batch seen with ``n`` virtual tokens in front: positions, targets and lengths move by ``n``."""
-    b = len(batch)
-    pad = lambda t, v: torch.cat([torch.full((b, n), v, dtype=t.dtype, device=t.device), t], 1)  # noqa: E731
-    return Batch(pad(batch.tokens, pad_id), batch.query_pos + n, batch.label_first, pad(batch.targets, -100),
-                 batch.lengths + n)
-
-
-def with_prefix(resid: Float[Tensor, "batch pos d_model"], prefix: Float[Tensor, "n_virtual d_model"]
-                ) -> Float[Tensor, "batch n_virtual+pos d_model"]:
-    """``[p; x]``: the virtual tokens prepended to every row of a block-0 residual stream."""
-    p = prefix.to(resid.dtype)[None].expand(resid.shape[0], -1, -1)
-    return torch.cat([p, resid], 1)
-
-
-def run_with_prefix(model, tokens: Int[Tensor, "batch pos"], prefix: Float[Tensor, "*n_virtual d_model"],
-                    hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch n_virtual+pos d_model"]:
-    """Final residual stream (before the final norm) with ``prefix`` prepended at block 0.
-
-    Position ``n_virtual + t`` of the output is real token ``t``.
-    """
-    ad = adapt(model)
-    p = _as_prefix(ad, prefix)
-    with ad.hooks(list(hooks)):
-        return ad.run_blocks(with_prefix(ad.residual(tokens.to(ad.device), 0), p.to(ad.device)), 0)
-
-
-def prefix_query_logits(model, batch: Batch, prefix: Float[Tensor, "*n_virtual d_model"]
-                        ) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at each row's query token (now at ``query_pos + n_virtual``)."""
-    ad = adapt(model)
-    n = _as_prefix(ad, prefix).shape[0]
-    final = run_with_prefix(ad, batch.tokens, prefix)
-    return ad.unembed(final[torch.arange(len(batch), device=final.device), batch.query_pos.to(final.device) + n])
-
-
-def evaluate_prefix(model, task: Task, queries: Sequence[Example], prefix: Float[Tensor, "*n_virtual d_model"], *,
-                    scoring: str | None = None, batch_size: int = 16) -> EvalResult:
-    """Zero-shot accuracy with the virtual tokens, scored as :func:`tvmech.analysis.evaluation` scores."""
-    ad = adapt(model)
-    scoring = scoring or task.scoring
-    if scoring not in SCORING_MODES:
-        raise ValueError(f"scoring {scoring!r} is not valid; choose one of {SCORING_MODES}")
-    n = _as_prefix(ad, prefix).shape[0]
-    prompts = make_prompts(task, queries, 0)
-    correct, preds = [False] * len(prompts), [""] * len(prompts)
-    for idx, batch in batches(ad.tokenizer, task, prompts, batch_size, with_labels=scoring == "exact_match"):
-        batch = batch.to(ad.device)
-        with torch.no_grad():
-            final = run_with_prefix(ad, batch.tokens, prefix)[:, n:]  # aligned with the unshifted batch again
-            logits = ad.unembed(final[torch.arange(len(batch), device=final.device), batch.query_pos])
-            first = logits.argmax(-1)
-            if scoring == "exact_match":
-                mask = batch.label_mask
-                pred = torch.full_like(batch.targets, -100)
-                pred[mask] = ad.unembed(final[mask]).argmax(-1)
-                ok = ((pred == batch.targets) | ~mask).all(-1)
-            else:
-                if scoring == "label_set":
-                    ids = torch.tensor(label_set_ids(ad.tokenizer, task), device=final.device)
-                    first = ids[logits[:, ids].argmax(-1)]
-                ok = first == batch.label_first
-        for j, i in enumerate(idx):
-            correct[i], preds[i] = bool(ok[j]), ad.tokenizer.decode([int(first[j])])
-    return EvalResult(task.name, 0, scoring, sum(correct) / len(correct), len(correct), correct, preds)
-
-
-def prefix_init_token(model) -> int:
-    """Token whose embedding initialises the virtual token: BOS, else EOS, else id 0.
-
-    Not zero: an all-zero token stays exactly zero through every block (RMSNorm(0) = 0, no biases),
-    the norms' ``1/sqrt(eps)`` gain at 0 compounds over depth, and on SmolLM2 (30 layers) its gradient
-    overflows to NaN in the first backward pass.
-    """
-    tok = adapt(model).tokenizer
-    for t in (tok.bos_token_id, tok.eos_token_id):
-        if t is not None:
-            return int(t)
-    return 0
-
-
-# ----------------------------------------------------------------------------- rank-1 LoRA on W_O
-def lora_delta(z: Float[Tensor, "batch pos n_heads d_head"], a: Float[Tensor, " n_heads_d_head"],
-               b: Float[Tensor, " d_model"]) -> Float[Tensor, "batch pos d_model"]:
-    """``(z_flat · a) b``: the change of ``attn_out`` when ``W_O`` becomes ``W_O + a bᵀ``."""
-    return (z.flatten(2) @ a.to(z.dtype))[..., None] * b.to(z.dtype)
-
-
-def lora_hooks(model, layer: int, a: Float[Tensor, " n_heads_d_head"], b: Float[Tensor, " d_model"]
-               ) -> list[tuple[str, HookFn]]:
-    """Hooks making block ``layer``'s attention output ``z_flat (W_O + a bᵀ)``: read ``z``, add the delta."""
-    ad = adapt(model)
-    ad.check_layer(layer)
-    if a.shape != (ad.n_heads * ad.d_head,) or b.shape != (ad.d_model,):
-        raise ValueError(f"LoRA factors must have shapes ({ad.n_heads * ad.d_head},) and ({ad.d_model},); "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    seen: dict[str, Tensor] = {}
-
-    def read_z(z: Tensor, hook=None) -> None:
-        seen["z"] = z
-
-    def add(out: Tensor, hook=None) -> Tensor:
-        return out + lora_delta(seen.pop("z"), a, b).to(out.dtype)
-
-    return [(ad.act_name(layer, "z"), read_z), (ad.act_name(layer, "attn_out"), add)]
-
-
-# ----------------------------------------------------------------------------- measurement
 class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
     """Context manager: ``.bytes`` sums the storages autograd saves for backward, each counted once.
 
@@ -204,53 +81,18 @@ class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
         return self
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# ----------------------------------------------------------------------------- training
-def _setup(ad: Adapter, task: Task, train: Sequence[Example], method: str, layer: int, lr: float, seed: int
-           ) -> tuple[dict[str, Tensor], float, _Data, Callable[[_Data, Tensor], Tensor]]:
-    """Parameters, effective lr, cached data and the per-row loss of one method."""
-    dev, dt = ad.device, ad.dtype
+def _objective(ad: Adapter, data, method: str, layer: int, lr: float, seed: int
+               ) -> tuple[Objective, dict[str, Tensor], float]:
+    """The method's objective, its trainable leaves by name and its effective lr."""
     if method == "prefix":
-        data = _prepare(ad, task, train, 0, False)
-        with torch.no_grad():
-            p = ad.residual(torch.tensor([[prefix_init_token(ad)]]), 0)[0].to(dev, dt).requires_grad_(True)
-
-        def nll(d: _Data, idx: Tensor) -> Tensor:
-            resid, batch = _rows(d, idx, 1)
-            return _row_nll(ad, with_prefix(resid, p), shift_batch(batch), 0, [])
-
-        return {"prefix": p}, lr * _query_norm(ad, data, 0, 0), data, nll
-    data = _prepare(ad, task, train, layer, False)
-    if method == "ltv":
-        v = torch.zeros(1, 1, ad.d_model, device=dev, dtype=dt, requires_grad=True)
-
-        def nll(d: _Data, idx: Tensor) -> Tensor:
-            resid, batch = _rows(d, idx, 1)
-            hooks = _group_hooks(ad, [v], [(layer,)], (-1,), "resid_pre", len(idx), batch.query_pos)
-            return _row_nll(ad, resid, batch, layer, hooks)
-
-        return {"vector": v}, lr * _query_norm(ad, data, layer, layer), data, nll
-    fan_in = ad.n_heads * ad.d_head
-    gen = torch.Generator().manual_seed(seed + 1)
-    a = ((torch.rand(fan_in, generator=gen) * 2 - 1) / math.sqrt(fan_in)).to(dev, dt).requires_grad_(True)
-    b = torch.zeros(ad.d_model, device=dev, dtype=dt, requires_grad=True)
-
-    def nll(d: _Data, idx: Tensor) -> Tensor:
-        resid, batch = _rows(d, idx, 1)
-        return _row_nll(ad, resid, batch, layer, lora_hooks(ad, layer, a, b))
-
-    return {"a": a, "b": b}, lr, data, nll
-
-
-def _mean_loss(data: _Data, nll, batch_size: int) -> float:
-    n = len(data.batch)
-    with torch.no_grad():
-        idx = torch.arange(n, device=data.resid.device)
-        return float(sum(nll(data, idx[s : s + batch_size]).sum() for s in range(0, n, batch_size)) / n)
+        obj, leaves = prefix_objective(ad, data, lr, WEIGHT_DECAY)
+    elif method == "lora_rank1":
+        obj, leaves = lora_objective(ad, data, layer, lr, seed, WEIGHT_DECAY)
+    else:  # plain θ with lr x norm (lr_unit "absolute": scale 1, θ = φ)
+        cfg = LTVConfig(lr=lr * query_norm(ad, data, layer), lr_unit="absolute", weight_decay=WEIGHT_DECAY)
+        obj, _ = ltv_objective(ad, data, [(layer,)], (-1,), config=cfg)
+        leaves = {"vector": obj.groups[0][0]}
+    return obj, leaves, obj.lrs[0]
 
 
 def _check(model, methods: Sequence[str], layer: int, steps: int, batch_size: int) -> Adapter:
@@ -264,60 +106,71 @@ def _check(model, methods: Sequence[str], layer: int, steps: int, batch_size: in
     return ad
 
 
-def train_peft(model, task: Task, method: str, *, layer: int = 15, steps: int = 100, batch_size: int = 16,
+def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int = 100, batch_size: int = 16,
                lr: float | None = None, seed: int = 0, train: Sequence[Example] | None = None,
-               val: Sequence[Example] | None = None) -> dict:
+               val: Sequence[Example] | None = None, eval_every: int | None = None,
+               patience: int | None = None) -> dict:
     """Train one method (see the module docstring); returns its parameters, losses and costs.
 
-    ``lr`` defaults to ``DEFAULT_LR[method]``; LoRA's ``a`` is drawn with seed ``seed + 1``. Batches are
-    drawn as in :func:`learn_task_vector` (same seed, same order), so every method sees the same batches
-    and ``ltv`` here matches ``learn_task_vector(..., val=())`` (up to Adam's eps).
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task; ``train``/``val`` default to its splits with ``seed``.
+        method: ``"ltv"``, ``"prefix"`` or ``"lora_rank1"``.
+        layer: the layer of ``ltv`` and ``lora_rank1``.
+        steps, batch_size: the most steps and the rows per step.
+        lr: defaults to ``DEFAULT_LR[method]``; LoRA's ``a`` is drawn with seed ``seed + 1``.
+        eval_every: validate every this many steps, keep the best parameters (``None``: no validation
+            during training; the final parameters are returned).
+        patience: stop once that many validations went without improvement (needs ``eval_every``).
+
+    Returns:
+        ``method``, ``params`` (by name), ``lr`` (effective), ``trainable_params``, ``curve`` (loss per
+        step), ``val_curve`` (``(step, val_loss)``), ``steps_run``, ``step_times_s``, ``train_loss_start``,
+        ``train_loss_end``, ``val_loss_end`` (for the returned parameters), ``step_latency_s``,
+        ``step_latency_min_s``, ``peak_memory_bytes``, ``cuda_peak_bytes``. Batches are drawn as in
+        :func:`learn_task_vector` (same seed, same order), so ``ltv`` here matches
+        ``learn_task_vector(..., val=())`` (up to Adam's eps). Raises
+        :class:`~tvmech.methods.training.TrainingDiverged` on a NaN/inf loss.
     """
     ad = _check(model, [method], layer, steps, batch_size)
     lr = DEFAULT_LR[method] if lr is None else lr
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if patience is not None and eval_every is None:
+        raise ValueError("patience needs eval_every (validation during training)")
     sp = task.splits(seed)
     train = sp.train if train is None else train
     val = sp.val if val is None else val
-    params, lr_eff, data, nll = _setup(ad, task, train, method, layer, lr, seed)
-    vdata = _prepare(ad, task, val, 0 if method == "prefix" else layer, False) if val else None
-    opt = torch.optim.AdamW(list(params.values()), lr=lr_eff, weight_decay=WEIGHT_DECAY)
-    N, B = len(train), min(batch_size, len(train))
-    loss_start = _mean_loss(data, nll, B)
-    gen = torch.Generator().manual_seed(seed)
-    order, cursor, curve, times = torch.randperm(N, generator=gen), 0, [], []
-    for step in range(steps):
-        if cursor + B > N:
-            order, cursor = torch.randperm(N, generator=gen), 0
-        idx = order[cursor : cursor + B].to(ad.device)
-        cursor += B
-        _sync(ad.device)
-        t0 = time.perf_counter()
-        loss = nll(data, idx).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{method}: loss became {float(loss)} at step {step}; lower the lr")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _sync(ad.device)
-        times.append(time.perf_counter() - t0)
-        curve.append(float(loss.detach()))
+    start = 0 if method == "prefix" else layer
+    data = prepare_data(ad, task, train, start)
+    obj, leaves, lr_eff = _objective(ad, data, method, layer, lr, seed)
+    vdata = prepare_data(ad, task, val, start) if val else None
+    B = min(batch_size, len(train))
+    loss_start = float(obj.mean_loss(data, B)[0])
+    run = fit(obj, data, steps=steps, batch_size=B, generator=torch.Generator().manual_seed(seed),
+              val=vdata if eval_every is not None else None, eval_every=eval_every, patience=patience,
+              eval_batch_size=B, desc=method)
+    with torch.no_grad():  # the returned parameters (best by validation, or final) are the ones measured
+        for name, value in run.best[0].items() if method != "ltv" else [("vector", run.best[0])]:
+            leaves[name].copy_(value)
     # memory: one forward + backward on the same fixed batch for every method
     fixed = torch.arange(B, device=ad.device)
     cuda = ad.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(ad.device)
-    with SavedTensorBytes(exclude=[*ad.model.parameters(), *params.values()]) as saved:
-        loss = nll(data, fixed).mean()
+    with SavedTensorBytes(exclude=[*ad.model.parameters(), *leaves.values()]) as saved:
+        loss = obj.row_loss(data, fixed).mean()
     loss.backward()
-    opt.zero_grad()
+    for p in leaves.values():
+        p.grad = None
     cuda_peak = int(torch.cuda.max_memory_allocated(ad.device)) if cuda else None
+    times = run.step_times_s
     return {
-        "method": method, "params": {k: p.detach().clone() for k, p in params.items()}, "lr": lr_eff,
-        "trainable_params": sum(p.numel() for p in params.values()), "curve": curve, "step_times_s": times,
-        "train_loss_start": loss_start, "train_loss_end": _mean_loss(data, nll, B),
-        "val_loss_end": _mean_loss(vdata, nll, B) if vdata is not None else None,
+        "method": method, "params": {k: p.detach().clone() for k, p in leaves.items()}, "lr": lr_eff,
+        "trainable_params": sum(p.numel() for p in leaves.values()), "curve": [r["loss"] for r in run.curve],
+        "val_curve": [(r["step"], r["val_loss"]) for r in run.curve if "val_loss" in r], "steps_run": run.steps_run,
+        "step_times_s": times, "train_loss_start": loss_start, "train_loss_end": float(obj.mean_loss(data, B)[0]),
+        "val_loss_end": float(obj.mean_loss(vdata, B)[0]) if vdata is not None else None,
         "step_latency_s": statistics.median(times[1:] or times), "step_latency_min_s": min(times[1:] or times),
         "peak_memory_bytes": saved.bytes, "cuda_peak_bytes": cuda_peak,
     }
@@ -328,22 +181,25 @@ def _accuracy(ad: Adapter, task: Task, test: Sequence[Example], run: dict, layer
     if run["method"] == "prefix":
         return evaluate_prefix(ad, task, test, p["prefix"]).accuracy
     if run["method"] == "ltv":
-        hooks_for = Injection.single(p["vector"][0, 0], layer).hooks_for(ad)
+        intervention = Injection.single(p["vector"][0, 0], layer)
     else:
-        hooks_for = lambda batch: lora_hooks(ad, layer, p["a"], p["b"])  # noqa: E731
-    return evaluate(ad, task, test, hooks_for=hooks_for).accuracy
+        intervention = LowRankAttnOut(layer, p["a"], p["b"])
+    return evaluate(ad, task, test, hooks_for=intervention.hooks_for(ad)).accuracy
 
 
 def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_size: int = 16, seed: int = 0, *,
-                 methods: Sequence[str] = METHODS, lrs: dict[str, float] | None = None) -> list[dict]:
+                 methods: Sequence[Method] = METHODS, lrs: dict[str, float] | None = None) -> list[dict]:
     """LTV vs one-virtual-token prefix tuning vs rank-1 LoRA on ``W_O`` of ``layer``, on one task.
 
     Trains each method for ``steps`` steps on the task's seeded training split (no early stopping:
-    the final parameters are evaluated) and returns one record per method with ``method``, ``task``,
-    ``layer``, ``accuracy`` (zero-shot test prompts), ``zero_shot_accuracy`` (unmodified model),
-    ``n_test``, ``trainable_params``, ``lr`` (effective), ``train_loss_start``, ``train_loss_end``,
-    ``val_loss_end``, ``step_latency_s``, ``step_latency_min_s``, ``peak_memory_bytes``,
-    ``cuda_peak_bytes``, ``steps``, ``batch_size``, ``device`` (definitions in the module docstring).
+    the final parameters are evaluated).
+
+    Returns:
+        One record per method with ``method``, ``task``, ``layer``, ``accuracy`` (zero-shot test prompts),
+        ``zero_shot_accuracy`` (unmodified model), ``n_test``, ``trainable_params``, ``lr`` (effective),
+        ``train_loss_start``, ``train_loss_end``, ``val_loss_end``, ``step_latency_s``,
+        ``step_latency_min_s``, ``peak_memory_bytes``, ``cuda_peak_bytes``, ``steps``, ``batch_size``,
+        ``device`` (definitions in the module docstring).
     """
     ad = _check(model, methods, layer, steps, batch_size)
     test = task.splits(seed).test
@@ -361,6 +217,4 @@ def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_siz
     return rows
 
 
-__all__ = ["METHODS", "DEFAULT_LR", "compare_peft", "train_peft", "run_with_prefix", "prefix_query_logits",
-           "prefix_init_token", "evaluate_prefix", "with_prefix", "shift_batch", "lora_delta", "lora_hooks",
-           "SavedTensorBytes"]
+__all__ = ["Method", "METHODS", "WEIGHT_DECAY", "DEFAULT_LR", "SavedTensorBytes", "train_peft", "compare_peft"]

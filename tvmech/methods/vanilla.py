@@ -22,12 +22,23 @@ from torch import Tensor
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt, batches, make_prompts
 from tvmech.data.tasks import Example, Task
+from tvmech.interventions.sites import Mode, check_mode
 from tvmech.interventions.task_vector import TaskVector
 
 
 def mean_query_state(model, task: Task, prompts: Sequence[Prompt], layer: int,
                      batch_size: int = 16) -> Float[Tensor, " d_model"]:
-    """Mean over prompts of the residual stream entering block ``layer`` at the query token."""
+    """Mean over prompts of the residual stream entering block ``layer`` at the query token.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task (prompt encoding).
+        prompts: the prompts, encoded ``batch_size`` at a time.
+        layer: the block whose input is read.
+
+    Returns:
+        ``mean_i h_layer(P_i)[q_i]`` (float64 accumulation, returned as float32 on the CPU).
+    """
     ad = adapt(model)
     total = torch.zeros(ad.d_model, dtype=torch.float64)
     with torch.no_grad():
@@ -40,12 +51,22 @@ def mean_query_state(model, task: Task, prompts: Sequence[Prompt], layer: int,
 
 def vanilla_task_vector(model, task: Task, layer: int, queries: Sequence[Example] | None = None,
                         demos: Sequence[Example] | None = None, *, k: int = 5, n: int = 32, seed: int = 0,
-                        mode: str = "add", batch_size: int = 16) -> TaskVector:
-    """Vanilla TV at ``layer`` from ``n`` k-shot prompts (defaults: train split for both queries and demos)."""
+                        mode: Mode = "add", batch_size: int = 16) -> TaskVector:
+    """Vanilla TV at ``layer`` from ``n`` k-shot prompts (defaults: train split for both queries and demos).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task; ``queries`` and ``demos`` default to its training split (seed ``seed``).
+        layer: the block whose input is read and later written.
+        k: demonstrations per ICL prompt; n: the most queries used.
+        mode: ``"add"`` (ICL minus zero-shot mean, added) or ``"replace"`` (ICL mean, written over).
+
+    Returns:
+        The :class:`TaskVector` (method ``"vanilla"`` or ``"vanilla_replace"``).
+    """
     ad = adapt(model)
     ad.hook_name(layer)
-    if mode not in ("add", "replace"):
-        raise ValueError(f"mode {mode!r} is not valid; choose 'add' or 'replace'")
+    check_mode(mode)
     sp = task.splits(seed)
     queries = list(sp.train if queries is None else queries)[:n]
     demos = sp.train if demos is None else demos

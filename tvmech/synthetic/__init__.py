@@ -8,13 +8,31 @@ loss (TVP-loss), and the emergence of task vectors (Yang et al. 2025, arXiv 2501
   extracted vectors.
 """
 
-from tvmech.synthetic.analysis import (CONDITIONS, cluster_sharpness, context_vectors, learned_vs_extracted, pca_2d,
-                       query_only_errors, robustness, tv_prompting, vector_geometry)
+from tvmech.synthetic.analysis import (
+    CONDITIONS,
+    cluster_sharpness,
+    context_vectors,
+    learned_vs_extracted,
+    pca_2d,
+    query_only_errors,
+    robustness,
+    tv_prompting,
+    vector_geometry,
+)
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
 from tvmech.synthetic.tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
-from tvmech.synthetic.training import TrainConfig, TrainResult, losses, train, train_new
+from tvmech.synthetic.training import (
+    TrainConfig,
+    TrainResult,
+    captured,
+    losses,
+    read_query,
+    train,
+    train_new,
+    write_query,
+)
 
 __all__ = ["CONDITIONS", "cluster_sharpness", "context_vectors", "learned_vs_extracted", "pca_2d",
            "query_only_errors", "robustness", "tv_prompting", "vector_geometry", "ModelConfig", "SyntheticModel",
            "TASKS", "SyntheticBatch", "SyntheticTask", "offset_text_task", "offset_tokenizer", "TrainConfig",
-           "TrainResult", "losses", "train", "train_new"]
+           "TrainResult", "losses", "train", "train_new", "read_query", "write_query", "captured"]

@@ -29,9 +29,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.sites import Mode
 from tvmech.synthetic.model import SyntheticModel
 from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, offset_text_task
-from tvmech.synthetic.training import capture_hook, patch_hook
+from tvmech.synthetic.training import captured, write_query
 
 Y_VAR = {"linear": 1.0, "sinusoid": 0.875}
 
@@ -51,19 +53,19 @@ def context_vectors(model: SyntheticModel, batch: SyntheticBatch,
     the ICL error of the same pass."""
     task, ad = model.task, model.adapter
     q = int(task.pred_positions(batch.ys.shape[1])[-1])
-    store: dict = {}
-    final = model(task.sequence(batch), [(ad.hook_name(l), capture_hook(store, l, q)) for l in layers])
+    read = Capture([(l, "resid_pre") for l in layers], positions=(q,))
+    final = model(task.sequence(batch), read.hooks(ad))
     err = row_errors(task, model.head(final[:, q]), batch.ys[:, -1])
-    return torch.stack([store[l] for l in layers]), err
+    return torch.stack([captured(read, l) for l in layers]), err
 
 
 @torch.no_grad()
 def query_only_errors(model: SyntheticModel, query: SyntheticBatch, layer: int | None = None,
-                      vectors: Tensor | None = None, mode: str = "replace") -> Float[Tensor, " batch"]:
+                      vectors: Tensor | None = None, mode: Mode = "replace") -> Float[Tensor, " batch"]:
     """Error on query-only prompts, with ``vectors[b]`` written at layer ``layer`` (or nothing)."""
     task, ad = model.task, model.adapter
     q = int(task.pred_positions(1)[-1])
-    hooks = [] if vectors is None else [(ad.hook_name(layer), patch_hook(vectors, q, mode))]
+    hooks = [] if vectors is None else write_query(vectors, layer, q, mode).hooks(ad)
     final = model(task.query_sequence(query), hooks)
     return row_errors(task, model.head(final[:, q]), query.ys[:, -1])
 
@@ -80,7 +82,7 @@ def _random_like(vectors: Tensor, g: torch.Generator) -> Tensor:
 
 
 def tv_prompting(model: SyntheticModel, layers: Sequence[int] | None = None, *, n: int = 256, n_demos: int = 6,
-                 seed: int = 0, label_noise: float = 0.0, ood: bool = False, mode: str = "replace") -> list[dict]:
+                 seed: int = 0, label_noise: float = 0.0, ood: bool = False, mode: Mode = "replace") -> list[dict]:
     """Rows ``{method, layer, error, n}``: task-vector prompting per layer, its baselines, ICL, zero-shot."""
     task = model.task
     layers = list(range(model.n_layers)) if layers is None else list(layers)
@@ -93,7 +95,8 @@ def tv_prompting(model: SyntheticModel, layers: Sequence[int] | None = None, *, 
     rows = [{"method": "icl", "layer": None, "error": float(icl.mean()), "n": n},
             {"method": "zero_shot", "layer": None, "error": float(query_only_errors(model, query).mean()), "n": n}]
     for i, l in enumerate(layers):
-        for method, v in (("task_vector", vecs[i]), ("shuffled", vecs[i].roll(1, 0)), ("random", _random_like(vecs[i], g))):
+        candidates = (("task_vector", vecs[i]), ("shuffled", vecs[i].roll(1, 0)), ("random", _random_like(vecs[i], g)))
+        for method, v in candidates:
             err = query_only_errors(model, query, l, v, mode)
             rows.append({"method": method, "layer": l, "error": float(err.mean()), "n": n})
     return rows
@@ -165,8 +168,8 @@ def learned_vs_extracted(model: SyntheticModel, layer: int, ks: Sequence[int], *
     Rows ``{k, method, accuracy, n, cosine_ltv_vanilla}``.
     """
     from tvmech.analysis.evaluation import evaluate
-    from tvmech.methods.vanilla import vanilla_task_vector
     from tvmech.methods.learned import LTVConfig, learn_task_vector
+    from tvmech.methods.vanilla import vanilla_task_vector
 
     task, bridge = model.task, model.bridge
     if not task.discrete:

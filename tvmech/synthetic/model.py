@@ -137,7 +137,8 @@ class SyntheticModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = self.named_tensors()
-        atomic_write_bytes(path / "model.safetensors", save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+        weights = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        atomic_write_bytes(path / "model.safetensors", save(weights))
         meta = {"format": FORMAT, "task": asdict(self.task), "model": asdict(self.config), **(state or {})}
         if optimizer is not None:
             names = {id(p): k for k, p in tensors.items()}
@@ -164,7 +165,8 @@ class SyntheticModel(nn.Module):
         weights = load((path / "model.safetensors").read_bytes())
         tensors = model.named_tensors()
         if set(weights) != set(tensors):
-            raise ValueError(f"{path}: checkpoint tensors do not match the model ({sorted(set(weights) ^ set(tensors))[:4]})")
+            differ = sorted(set(weights) ^ set(tensors))[:4]
+            raise ValueError(f"{path}: checkpoint tensors do not match the model ({differ})")
         with torch.no_grad():
             for k, v in tensors.items():
                 v.copy_(weights[k])

@@ -83,7 +83,8 @@ class SyntheticTask:
         if self.name not in TASKS:
             raise ValueError(f"unknown synthetic task {self.name!r}; valid: {', '.join(TASKS)}")
         if self.n_values < 2 or not 1 <= self.n_offsets <= self.n_values:
-            raise ValueError(f"need n_values >= 2 and 1 <= n_offsets <= n_values (got {self.n_values}, {self.n_offsets})")
+            raise ValueError(f"need n_values >= 2 and 1 <= n_offsets <= n_values "
+                             f"(got {self.n_values}, {self.n_offsets})")
         if self.dim < 1 or self.x_range <= 0:
             raise ValueError(f"dim must be >= 1 and x_range > 0 (got {self.dim}, {self.x_range})")
 
@@ -107,7 +108,8 @@ class SyntheticTask:
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        return {"offset": ("k",), "linear": tuple(f"w{i}" for i in range(self.dim)), "sinusoid": ("a", "b", "c")}[self.name]
+        names = {"offset": ("k",), "linear": tuple(f"w{i}" for i in range(self.dim)), "sinusoid": ("a", "b", "c")}
+        return names[self.name]
 
     # ----------------------------------------------------------------- sampling
     def sample(self, batch_size: int, n_demos: int, generator: torch.Generator | None = None, *,

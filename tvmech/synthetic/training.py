@@ -10,7 +10,9 @@ For a batch of prompts ``x_1 y_1 … x_n y_n x_q y_q`` (one task per prompt) and
   holds only the query ``x'`` at its query position: ``mode="replace"`` (default, Hendel-style
   patching) sets ``h_l(x')[q'] = θ``, ``mode="add"`` sets ``h_l(x')[q'] += θ``. Then
   ``L_tvp = ℓ(f(x' ; h_l[q'] ← θ), y')``. Gradients flow into both passes, so the context pass learns
-  to write the task at layer ``l`` and the query pass learns to read it there.
+  to write the task at layer ``l`` and the query pass learns to read it there. The read is a
+  :class:`~tvmech.interventions.capture.Capture` kept in the graph (:func:`read_query`), the write a
+  per-row :class:`~tvmech.interventions.injection.Injection` (:func:`write_query`).
 * ``L = L_icl + λ L_tvp`` (``λ = 0``: a vanilla model; ``L_tvp`` is still logged, without gradient).
 
 Adam; each step's batch comes from a generator seeded with ``(seed, step)``, so a run resumed from a
@@ -25,14 +27,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvmech.core.adapter import HookFn
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.injection import Injection
+from tvmech.interventions.sites import MODES, Mode
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
 from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, check_n_demos
-
-MODES = ("replace", "add")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class TrainConfig:
     lr: float = 1e-3
     tvp_weight: float = 0.0  # λ
     tvp_layer: int = 2  # the prescribed layer: blocks.{l}.hook_resid_pre
-    tvp_mode: str = "replace"
+    tvp_mode: Mode = "replace"
     n_demos: int = 6
     grad_clip: float = 1.0
     seed: int = 0
@@ -70,22 +73,43 @@ class TrainResult:
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
-# ----------------------------------------------------------------- hooks
-def capture_hook(store: dict, key, position: int) -> HookFn:
-    """Hook that keeps ``x[:, position]`` (in the autograd graph) in ``store[key]``."""
-    def hook(x: Tensor, hook=None) -> None:
-        store[key] = x[:, position]
-    return hook
+# ----------------------------------------------------------------- interventions
+def read_query(layer: int, query_pos: int, *, detach: bool = True) -> Capture:
+    """A :class:`~tvmech.interventions.capture.Capture` of ``blocks.{layer}.hook_resid_pre`` at ``query_pos``
+    (every row's query index); ``detach=False`` keeps it in the autograd graph.
+
+    Args:
+        layer: the block whose input is read.
+        query_pos: the query index, the same in every row (synthetic prompts are not padded).
+        detach: cut the graph (analyses) or keep it (training).
+
+    Returns:
+        The capture; after the pass ``captured(capture, layer)`` gives ``[batch, d_model]``.
+    """
+    return Capture([(layer, "resid_pre")], positions=(query_pos,), detach=detach)
 
 
-def patch_hook(vectors: Tensor, position: int, mode: str = "replace") -> HookFn:
-    """Hook writing row ``b``'s own vector at ``position``: replace ``x[b, p] = v_b`` or add ``x[b, p] += v_b``."""
-    def hook(x: Tensor, hook=None) -> Tensor:
-        v = vectors.to(x.dtype)
-        x = x.clone()
-        x[:, position] = v if mode == "replace" else x[:, position] + v
-        return x
-    return hook
+def captured(capture: Capture, layer: int) -> Float[Tensor, "batch d_model"]:
+    """The vectors :func:`read_query` recorded at ``layer``."""
+    return capture[layer, "resid_pre"][:, 0]
+
+
+def write_query(vectors: Float[Tensor, "batch d_model"], layer: int, query_pos: int, mode: Mode = "replace"
+                ) -> Injection:
+    """Row ``b``'s own vector at ``blocks.{layer}.hook_resid_pre``, position ``query_pos``: a per-row
+    :class:`~tvmech.interventions.injection.Injection` that sets ``x[b, q] = v_b`` (``"replace"``) or adds
+    ``x[b, q] += v_b`` (``"add"``); gradients flow into both ``vectors`` and the pass it acts on.
+
+    Args:
+        vectors: one vector per batch row.
+        layer: the block whose input is written.
+        query_pos: the absolute position written, the same in every row.
+        mode: ``"replace"`` or ``"add"``.
+
+    Returns:
+        The injection.
+    """
+    return Injection(vectors[:, None, None], (layer,), (query_pos,), mode=mode)
 
 
 # ----------------------------------------------------------------- losses
@@ -97,19 +121,19 @@ def prediction_loss(task: SyntheticTask, pred: Tensor, target: Tensor) -> Tensor
 
 
 def losses(model: SyntheticModel, batch: SyntheticBatch, tvp_query: SyntheticBatch, layer: int,
-           mode: str = "replace", tvp_grad: bool = True) -> tuple[Tensor, Tensor]:
+           mode: Mode = "replace", tvp_grad: bool = True) -> tuple[Tensor, Tensor]:
     """``(L_icl, L_tvp)`` of a batch (see the module docstring); ``tvp_query`` holds one example per row."""
     task, ad = model.task, model.adapter
     seq = task.sequence(batch, with_query_label=True)
     pos = task.pred_positions(batch.ys.shape[1])
-    store: dict = {}
-    final = model(seq, [(ad.hook_name(layer), capture_hook(store, "theta", int(pos[-1])))])
+    read = read_query(layer, int(pos[-1]), detach=False)
+    final = model(seq, read.hooks(ad))
     icl = prediction_loss(task, model.head(final[:, pos.to(final.device)]), batch.ys.to(final.device))
-    theta = store["theta"] if tvp_grad else store["theta"].detach()
+    theta = captured(read, layer) if tvp_grad else captured(read, layer).detach()
     with torch.set_grad_enabled(tvp_grad and torch.is_grad_enabled()):
         q_seq = task.query_sequence(tvp_query)
         q_pos = int(task.pred_positions(1)[-1])
-        q_final = model(q_seq, [(ad.hook_name(layer), patch_hook(theta, q_pos, mode))])
+        q_final = model(q_seq, write_query(theta, layer, q_pos, mode).hooks(ad))
         tvp = prediction_loss(task, model.head(q_final[:, q_pos]), tvp_query.ys[:, -1].to(q_final.device))
     return icl, tvp
 

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import tvmech as tv
+from tvmech.analysis.geometry import compose, cosine_matrix
+from tvmech.experiments.composition import composition_experiment, composition_task
+from tvmech.experiments.geometry import transfer_matrix
 from tvmech.figures import geometry_plots as gp
-from tvmech.analysis.geometry import compose, composition_experiment, composition_task, cosine_matrix, transfer_matrix
 from tvmech.interventions.task_vector import TaskVector
 
 WORDS = [w.input for w in tv.builtin_task("capitalize").examples[:30]]

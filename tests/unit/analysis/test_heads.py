@@ -4,12 +4,29 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.methods.function_vectors import mean_head_z
-from tvmech.analysis.heads import (HeadScores, ablated_accuracy, ablation_effects, ablation_hooks, check_heads, key_heads,
-                          key_vs_random, layer_histogram, mean_std, n_key, random_head_sets, spearman, taylor_scores)
+from tvmech.analysis.heads import (
+    HeadScores,
+    ablated_accuracy,
+    ablation,
+    ablation_effects,
+    ablation_hooks,
+    check_heads,
+    key_heads,
+    layer_histogram,
+    mean_std,
+    n_key,
+    prompt_batch,
+    random_head_sets,
+    spearman,
+    taylor_scores,
+)
+from tvmech.analysis.sinks import attention_stats
 from tvmech.data.prompts import encode, make_prompts
-from tvmech.analysis.sinks import attention_stats, compare_sets
+from tvmech.experiments.key_heads import key_vs_random
+from tvmech.experiments.sinks import compare_sets
+from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
+from tvmech.methods.function_vectors import mean_head_z
 
 TASK = tv.builtin_task("capitalize")
 PROMPTS = make_prompts(TASK, TASK.examples[:6], 0)
@@ -116,6 +133,15 @@ def test_ablation_hooks_zero_the_heads_at_each_query_only(tiny):
     assert torch.allclose(ablated[keep], clean[keep]) and clean[rows, batch.query_pos].abs().max() > 0
 
 
+def test_ablation_is_one_head_patch_per_layer(tiny):
+    means = torch.randn(3, 4, 16)
+    abl = ablation(tiny, [(2, 1), (0, 3), (2, 0)], kind="mean", means=means)
+    assert [(p.layer, p.heads.tolist()) for p in abl.parts] == [(2, [1, 0]), (0, [3])]
+    assert torch.equal(abl.parts[0].values, means[2]) and torch.equal(abl.parts[1].values, means[0])
+    one = ablation(tiny, [(1, 2)])
+    assert isinstance(one, HeadPatch) and one.values is None and one.positions == (-1,)
+
+
 def test_key_heads_and_random_sets():
     taylor = torch.tensor([[0.1, 0.9, 0.0, 0.3], [0.5, 0.2, 0.8, 0.05], [0.4, 0.6, 0.7, 0.01]])
     scores = HeadScores(taylor, taylor, 0.5, 4)
@@ -201,6 +227,8 @@ def test_bad_input(tiny):
         ablation_effects(tiny, vec, TASK, PROMPTS, [(0, 1)], kind="mean")
     with pytest.raises(ValueError, match="repeats"):
         check_heads(tiny, [(0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="task 'capitalize': no prompts"):
+        prompt_batch(tiny, TASK, [])
     with pytest.raises(ValueError, match=r"frac 0 is not valid.*\(0, 1\]"):
         n_key(12, 0)
     with pytest.raises(ValueError, match="set size 0 is not valid"):

@@ -6,9 +6,18 @@ import pytest
 import torch
 
 import tvmech as tv
+from tvmech.analysis.lens import (
+    alignment,
+    decode,
+    decode_vector_rows,
+    effective_unembedding,
+    label_directions,
+    lens_logits,
+    lens_metrics,
+    query_states,
+)
+from tvmech.experiments.logit_lens import lens_conditions
 from tvmech.interventions.injection import Injection
-from tvmech.analysis.lens import (alignment, decode, decode_vector_rows, effective_unembedding, label_directions, lens_conditions,
-                         lens_logits, lens_metrics, query_states)
 from tvmech.interventions.task_vector import TaskVector
 
 TASK = tv.builtin_task("capitalize")

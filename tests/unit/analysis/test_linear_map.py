@@ -9,29 +9,41 @@ does not touch, but it does change the baseline that the fit must subtract).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 
 import tvmech as tv
-from tvmech.core.adapter import Adapter
 from tvmech.analysis.evaluation import query_logits
-from tvmech.analysis.linear_map import (MapConfig, compare_maps, exact_jacobian, final_injection, fit_linear_map, fit_prompts,
-                               fit_tv_map, reconstruction_report, solve)
+from tvmech.analysis.linear_map import (
+    MapConfig,
+    compare_maps,
+    exact_jacobian,
+    final_injection,
+    fit_linear_map,
+    fit_prompts,
+    fit_tv_map,
+    solve,
+)
 from tvmech.analysis.polar import polar_decomposition, rotation_scaling
+from tvmech.core.adapter import Adapter
 from tvmech.data.prompts import Batch
+from tvmech.experiments.linear_map import reconstruction_report
 
 
 @dataclass(frozen=True)
 class LinearToy(Adapter):
-    """An Adapter over linear blocks (float64): ``h'[p] = A_l h[p] + B_l · mean_{j<p} h[j]``."""
+    """An Adapter over linear blocks (float64): ``h'[p] = A_l h[p] + B_l · mean_{j<p} h[j]``, with
+    ``blocks.{l}.hook_resid_pre`` hooks (what the injection engine writes through)."""
 
     A: Any = None  # [n_layers, d, d]
     B: Any = None  # [n_layers, d, d]
     E: Any = None  # [vocab, d] embedding
+    attached: dict = field(default_factory=dict)  # hook name -> hook functions (resid_pre only, as the engine uses)
 
     @property
     def n_layers(self) -> int:
@@ -58,9 +70,24 @@ class LinearToy(Adapter):
         h = resid
         count = torch.arange(h.shape[1], dtype=h.dtype).clamp_min(1)[None, :, None]
         for l in range(start, stop):
+            for fn in self.attached.get(f"blocks.{l}.hook_resid_pre", []):
+                out = fn(h, None)
+                h = h if out is None else out
             prefix_mean = (h.cumsum(1) - h) / count  # mean over earlier positions (0 at position 0)
             h = h @ self.A[l].T + prefix_mean @ self.B[l].T
         return h
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks):
+        if any(not name.endswith("hook_resid_pre") for name, _ in fwd_hooks):
+            raise NotImplementedError("the linear toy has resid_pre hooks only")
+        for name, fn in fwd_hooks:
+            self.attached.setdefault(name, []).append(fn)
+        try:
+            yield
+        finally:
+            for name, fn in fwd_hooks:
+                self.attached[name].remove(fn)
 
     def product(self, layer: int) -> torch.Tensor:
         """The exact map from a vector added before block ``layer`` to the final stream at that position."""

@@ -5,10 +5,23 @@ import torch
 from conftest import char_tokenizer, tiny_hf
 
 import tvmech as tv
+from tvmech.analysis.ov import (
+    Reconstruction,
+    capture,
+    check_head,
+    factored_matrix,
+    head_ov_image,
+    ov_circuits,
+    ov_images,
+    packaged_ov_effect,
+    reconstruction_effect,
+    reinjection,
+    reinjection_hooks,
+)
 from tvmech.core.models import wrap
-from tvmech.analysis.ov import (Reconstruction, capture, check_head, factored_matrix, head_ov_image, ov_circuits, ov_images,
-                       packaged_ov_effect, reconstruction_accuracy, reconstruction_effect, reinjection_hooks)
 from tvmech.data.prompts import encode, make_prompts
+from tvmech.experiments.ov_reconstruction import reconstruction_accuracy
+from tvmech.interventions.capture import Capture
 from tvmech.interventions.task_vector import TaskVector
 
 TASK = tv.builtin_task("capitalize")
@@ -145,6 +158,30 @@ def test_layerwise_reinjection_adds_each_vector_at_its_block_output(tiny):
     assert torch.allclose(recon, expected, atol=1e-5)
 
 
+def test_layerwise_reinjection_at_another_point(tiny):
+    """``point="attn_out"``: each block's vector joins its attention output, so the block's own MLP reads it
+    (``resid_mid`` of block 1 moves by exactly ``effect[:, 0]`` at the query, nowhere else)."""
+    ad = tv.adapt(tiny)
+    batch, vec = _batch(tiny), _vec(tiny, 1)
+    cap = capture(tiny, vec, batch)
+    effect = reconstruction_effect(tiny, cap, Reconstruction(reinject="layerwise", point="attn_out"))
+    writes = reinjection(tiny, effect, cap.layers, "layerwise", "attn_out").writes(ad)
+    assert [(w.layer, w.point) for w in writes] == [(1, "attn_out"), (2, "attn_out")]
+    mids = [Capture([(1, "resid_mid")]) for _ in range(2)]
+    with torch.no_grad():
+        with mids[0].apply(tiny, batch.query_pos):
+            ad.residual(batch.tokens, ad.n_layers)
+        hooks = reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "layerwise", "attn_out")
+        with ad.hooks(hooks + mids[1].hooks(tiny, batch.query_pos)):
+            ad.residual(batch.tokens, ad.n_layers)
+    clean, recon = (m[1, "resid_mid"] for m in mids)
+    rows = torch.arange(len(batch))
+    assert torch.allclose(recon[rows, batch.query_pos], clean[rows, batch.query_pos] + effect[:, 0], atol=1e-5)
+    keep = torch.ones(clean.shape[:2], dtype=torch.bool)
+    keep[rows, batch.query_pos] = False
+    assert torch.equal(recon[keep], clean[keep])
+
+
 def test_reconstruction_accuracy_rows(tiny):
     vec = _vec(tiny, 1)
     queries = TASK.splits(0).test[:6]
@@ -174,6 +211,10 @@ def test_bad_input(tiny):
         Reconstruction(reinject="middle")
     with pytest.raises(ValueError, match="source 'resid' is not valid"):
         Reconstruction(source="resid")
+    with pytest.raises(ValueError, match="hook point 'z' is not supported here; valid: resid_pre, resid_post"):
+        Reconstruction(reinject="layerwise", point="z")
+    with pytest.raises(ValueError, match=r"does not fit \[batch, 2 layers, d_model\]"):
+        reinjection(tiny, torch.zeros(3, 1, 64), (1, 2))
     two = TaskVector.for_model(tiny, torch.randn(2, 1, 64), (0, 1))
     with pytest.raises(ValueError, match="one layer and one position"):
         capture(tiny, two, _batch(tiny))

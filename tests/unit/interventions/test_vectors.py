@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.methods.learned import LTVConfig, TrainingDiverged, learn_layer_sweep, learn_task_vector
 from tvmech.interventions.task_vector import TaskVector
+from tvmech.methods.learned import LTVConfig, TrainingDiverged, learn_layer_sweep, learn_task_vector
 
 TASK = tv.builtin_task("capitalize")
 SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)
@@ -24,6 +24,7 @@ def test_save_load_roundtrip_is_bit_exact(tiny, tmp_path):
 
 def test_loading_onto_another_model_fails(tiny, tmp_path):
     from conftest import char_tokenizer, tiny_hf
+
     from tvmech.core.models import wrap
 
     tok = char_tokenizer()
@@ -84,8 +85,8 @@ def test_vanilla_tv_is_icl_minus_zero_shot_mean(tiny):
 
 def test_function_vector_heads_and_indirect_effect_definition(tiny):
     """The batched CIE equals patching one head by hand; the FV is the sum of the top heads' outputs."""
-    from tvmech.methods.function_vectors import function_vector, function_vector_heads, indirect_effects, mean_head_z
     from tvmech.data.prompts import encode
+    from tvmech.methods.function_vectors import function_vector, function_vector_heads, indirect_effects, mean_head_z
 
     ad = tv.adapt(tiny)
     sp = SMALL.splits(0)
@@ -142,12 +143,12 @@ def test_robustness_configurations_train_and_evaluate(tiny):
 
 def test_multi_layer_vectors_get_their_own_layers_step_size(tiny):
     """Each layer's step size is lr x that layer's query residual norm, not the lowest layer's."""
-    from tvmech.methods.learned import _prepare, _query_norm
+    from tvmech.methods.training import prepare_data, query_norm
 
     ad = tv.adapt(tiny)
     vec = learn_task_vector(tiny, SMALL, layers=(0, 2), config=LTVConfig(steps=3, lr=1e-3), progress=False)
-    data = _prepare(ad, SMALL, SMALL.splits(0).train, 0, False)
-    expected = [1e-3 * _query_norm(ad, data, 0, layer) for layer in (0, 2)]
+    data = prepare_data(ad, SMALL, SMALL.splits(0).train, 0)
+    expected = [1e-3 * query_norm(ad, data, layer) for layer in (0, 2)]
     assert vec.metrics["lr_per_layer"] == pytest.approx(expected, rel=1e-4)
     assert expected[1] > 2 * expected[0]  # the embedding scale is far below the upper layers'
     moved = vec.vectors.norm(dim=-1).flatten()

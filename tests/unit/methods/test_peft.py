@@ -3,8 +3,9 @@ import torch
 
 import tvmech as tv
 from tvmech.methods.learned import LTVConfig, learn_task_vector
-from tvmech.methods.peft import (METHODS, SavedTensorBytes, compare_peft, evaluate_prefix, lora_delta, lora_hooks,
-                         prefix_init_token, prefix_query_logits, shift_batch, train_peft)
+from tvmech.methods.lora import lora_delta, lora_hooks
+from tvmech.methods.peft import METHODS, SavedTensorBytes, compare_peft, train_peft
+from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_init_token, prefix_query_logits, shift_batch
 
 TASK = tv.builtin_task("capitalize")
 SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)

@@ -7,10 +7,19 @@ import pytest
 import torch
 
 from tvmech import Injection
-from tvmech.synthetic import (ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, cluster_sharpness,
-                              offset_text_task, train, tv_prompting)
+from tvmech.synthetic import (
+    ModelConfig,
+    SyntheticModel,
+    SyntheticTask,
+    TrainConfig,
+    cluster_sharpness,
+    offset_text_task,
+    train,
+    tv_prompting,
+)
 from tvmech.synthetic.analysis import mean_error, robustness, vector_geometry
 from tvmech.synthetic.tasks import ARROW, VALUE0
+from tvmech.synthetic.training import captured, read_query, step_batches, write_query
 
 TINY = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, seed=0)
 
@@ -71,6 +80,32 @@ def test_block_hooks_fire_so_injection_works(name):
         injected = model(seq)
     assert torch.allclose(injected[:, :-1], base[:, :-1], atol=1e-5)  # causal: earlier positions untouched
     assert not torch.allclose(injected[:, -1], base[:, -1], atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_tvp_write_sets_the_query_state_and_carries_gradients_into_both_passes(mode):
+    """The TVP path through the engine: θ read (in the graph) from the context pass, written per row at the
+    query of the query-only pass; the written state is θ (or h + θ), and the loss reaches θ and the
+    parameters of the blocks below the layer through it."""
+    task = SyntheticTask("linear", dim=3)
+    model = SyntheticModel(task, TINY).trainable(True)
+    ad = model.adapter
+    batch, query = step_batches(task, TrainConfig(batch_size=4, n_demos=2), 0)
+    read = read_query(1, int(task.pred_positions(3)[-1]), detach=False)
+    model(task.sequence(batch, with_query_label=True), read.hooks(ad))
+    theta = captured(read, 1)
+    assert theta.shape == (4, 32) and theta.requires_grad
+    q_seq, q_pos = task.query_sequence(query), int(task.pred_positions(1)[-1])
+    clean, seen = read_query(1, q_pos), read_query(1, q_pos)
+    with torch.no_grad():
+        model(q_seq, clean.hooks(ad))
+    out = model(q_seq, (write_query(theta, 1, q_pos, mode) + seen).hooks(ad))
+    expected = theta if mode == "replace" else captured(clean, 1) + theta
+    assert torch.allclose(captured(seen, 1), expected.detach(), atol=1e-6)
+    (g_theta,) = torch.autograd.grad(model.head(out[:, q_pos]).sum(), [theta])  # the query pass reads θ
+    read_in = model.named_tensors()["read_in.weight"]
+    (g_context,) = torch.autograd.grad(theta, [read_in], g_theta)  # ... and θ the context pass
+    assert g_theta.abs().max() > 0 and g_context.abs().max() > 0
 
 
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
@@ -143,27 +178,3 @@ def test_bad_input_raises_clear_errors():
         TrainConfig(tvp_mode="swap")
     with pytest.raises(FileNotFoundError, match="checkpoint.json"):
         SyntheticModel.load("/nonexistent/dir")
-
-
-def test_figures_step_trains_saves_and_then_redraws_without_training(tmp_path, monkeypatch):
-    from tvmech.figures import run, steps_synthetic
-
-    tiny = {"tasks": {"offset": {"n_values": 8, "n_offsets": 4}},
-            "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32},
-            "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "tvp_weight": 1.0, "tvp_layer": 1, "n_demos": 2,
-                      "log_every": 2}, "n_eval": 8, "ltv_steps": 2}
-    monkeypatch.setitem(steps_synthetic.PRESETS, "quick", tiny)
-    monkeypatch.setenv("TVMECH_CACHE", str(tmp_path / "cache"))
-    argv = ["--out", str(tmp_path), "--only", "synthetic", "--synthetic-preset", "quick", "--no-png"]
-    assert run.main(argv) == 0
-    names = sorted(p.name for p in tmp_path.glob("synthetic_offset_*.json"))
-    assert names == [f"synthetic_offset_{f}.json" for f in sorted(steps_synthetic.FIGURES)]
-    assert (tmp_path / "synthetic" / "quick" / "offset" / "tvp" / "model.safetensors").is_file()
-
-    def no_training(*a, **k):
-        raise AssertionError("saved models and numbers should be reused")
-
-    monkeypatch.setattr(steps_synthetic, "train", no_training)
-    assert run.main(argv) == 0  # redraw only
-    with pytest.raises(AssertionError, match="should be reused"):
-        run.main(argv + ["--force"])

@@ -1,0 +1,237 @@
+"""What every experiment module shares: documented config fields, model-derived defaults, test splits.
+
+Conventions of an experiment module (``tvmech.experiments.<name>``):
+
+* ``Config``: a frozen :class:`ExperimentConfig`; each field is declared with :func:`option`, which keeps its
+  help text (and, where the command line should use another flag name, that name) in the field's metadata.
+  ``Config.DERIVED`` maps the layer fields whose ``None`` is derived from the loaded model to the rule
+  ``n_layers -> value`` (:meth:`ExperimentConfig.resolve`), e.g. :func:`middle_layer`; a ``tasks`` field is
+  checked against the built-in tasks.
+* ``run(model, config, ...) -> Result``: computes; no plotting. :meth:`ExperimentConfig.for_model` resolves and
+  checks the config, :func:`learned_vectors` fetches (or trains) the LTVs it names.
+* ``Result``: a dataclass with ``.rows()`` (the rows of the experiment's main ``figures/*.json``) and
+  ``.tables()`` (every JSON file the experiment writes: name -> rows); :class:`RecordsResult` when the
+  experiment writes one table of records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Generic, TypeVar
+
+from tvmech.core.adapter import adapt
+from tvmech.data.tasks import BUILTIN, Example, Task
+from tvmech.experiments.vectors import VectorStore
+from tvmech.interventions.task_vector import TaskVector
+from tvmech.methods.learned import LTVConfig
+
+ALL_TASKS: tuple[str, ...] = tuple(BUILTIN)
+
+
+def option(default: Any, help: str, *, flag: str | None = None, choices: Sequence | None = None) -> Any:
+    """A config field with its documentation.
+
+    Args:
+        default: the default value (a tuple for sequences, so that configs stay hashable).
+        help: what the field means; the command line shows it as the flag's help.
+        flag: the command-line flag, when it is not ``--<prefix>-<field name>``.
+        choices: the valid values (of each item, for a tuple field).
+
+    Returns:
+        A :func:`dataclasses.field` carrying ``help``, ``flag`` and ``choices`` in its metadata.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None})
+
+
+def middle_layer(n_layers: int) -> int:
+    """The layer of the mechanism and geometry experiments: ``n_layers // 2`` (15 of 30)."""
+    return n_layers // 2
+
+
+def every_nth_layer(n_layers: int, step: int, start: int = 0) -> tuple[int, ...]:
+    """``start, start + step, ...`` below ``n_layers``; at least layer ``start`` (clipped into range).
+
+    Args:
+        n_layers: the model's depth.
+        step: the spacing (>= 1).
+        start: the first layer.
+
+    Returns:
+        The layers as a tuple, e.g. ``(0, 3, ..., 27)`` for 30 layers and step 3, ``(0,)`` for 3 layers.
+    """
+    if step < 1:
+        raise ValueError(f"layer step {step} is not valid: it must be >= 1")
+    start = min(start, n_layers - 1)
+    return tuple(range(start, n_layers, step))
+
+
+def check_layers(layers: Sequence[int], n_layers: int, what: str) -> tuple[int, ...]:
+    """``layers`` as a tuple, after checking that each is in ``0..n_layers-1``.
+
+    Raises:
+        ValueError: naming ``what``, the bad layer and the valid range.
+    """
+    layers = tuple(int(x) for x in layers)
+    if not layers:
+        raise ValueError(f"{what}: no layers given; valid layers are 0..{n_layers - 1}")
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad:
+        raise ValueError(f"{what}: layer(s) {bad} out of range for a {n_layers}-layer model: valid layers are "
+                         f"0..{n_layers - 1}")
+    return layers
+
+
+def check_tasks(tasks: Sequence[str], what: str) -> tuple[str, ...]:
+    """``tasks`` as a tuple after checking that each names a built-in task."""
+    tasks = tuple(tasks)
+    bad = [t for t in tasks if t not in BUILTIN]
+    if bad or not tasks:
+        raise ValueError(f"{what}: unknown task(s) {bad or '(none given)'}; valid: {list(BUILTIN)}")
+    return tasks
+
+
+def heldout_queries(task: Task, seed: int, n_test: int | None) -> list[Example]:
+    """The first ``n_test`` test queries of the task's seeded split (all of them for ``None`` or 0)."""
+    test = task.splits(seed).test
+    return list(test[:n_test] if n_test else test)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+C = TypeVar("C", bound="ExperimentConfig")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Base of the experiment configs: resolution of model-derived fields and the saved settings."""
+
+    # command-line prefix of the fields' flags (``--<PREFIX>-<field>``); set by each subclass
+    PREFIX: ClassVar[str] = ""
+    # how error messages name the experiment ("<LABEL> tasks", "<LABEL> layer"); PREFIX when empty
+    LABEL: ClassVar[str] = ""
+    # layer fields whose ``None`` means "derived from the loaded model": field -> rule ``n_layers -> value``
+    DERIVED: ClassVar[dict[str, Callable[[int], Any]]] = {}
+    # fields left out of :meth:`settings` while they are ``None`` (so older saved settings stay valid)
+    OPTIONAL_SETTINGS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        if "tasks" in {f.name for f in fields(self)}:
+            check_tasks(self.tasks, f"{self.label} tasks")
+
+    @property
+    def label(self) -> str:
+        """The experiment's name in error messages."""
+        return self.LABEL or self.PREFIX
+
+    def resolve(self: C, n_layers: int) -> C:
+        """A copy with every derived field that is ``None`` filled in for a model of ``n_layers`` layers.
+
+        Args:
+            n_layers: the loaded model's depth.
+
+        Returns:
+            The resolved config (itself when nothing is left to derive).
+        """
+        todo = {n: rule(n_layers) for n, rule in self.DERIVED.items() if getattr(self, n) is None}
+        return replace(self, **todo) if todo else self
+
+    def for_model(self: C, model) -> C:
+        """:meth:`resolve` for ``model``'s depth, then a check that every derived layer field is in range.
+
+        Args:
+            model: the loaded model the experiment runs on.
+
+        Returns:
+            The resolved config.
+
+        Raises:
+            ValueError: a layer out of range, naming the field (e.g. ``geometry layer``).
+        """
+        n_layers = adapt(model).n_layers
+        config = self.resolve(n_layers)
+        for name in self.DERIVED:
+            value = getattr(config, name)
+            check_layers(value if isinstance(value, Sequence) else (value,), n_layers, f"{self.label} {name}")
+        return config
+
+    @property
+    def resolved(self) -> bool:
+        """Whether no derived field is still ``None``."""
+        return all(getattr(self, n) is not None for n in self.DERIVED)
+
+    def adopt(self, saved: dict) -> ExperimentConfig | None:
+        """This config with its unresolved derived fields taken from ``saved`` settings (of the same model,
+        which the caller checks); ``None`` when ``saved`` lacks one of them."""
+        todo = {}
+        for n in self.DERIVED:
+            if getattr(self, n) is None:
+                if n not in saved:
+                    return None
+                v = saved[n]
+                todo[n] = tuple(v) if isinstance(v, list) else v
+        return replace(self, **todo) if todo else self
+
+    def settings(self) -> dict:
+        """The JSON settings saved with the experiment's numbers (every field; a resolved config)."""
+        if not self.resolved:
+            raise ValueError(f"{type(self).__name__}.settings() needs a resolved config: call resolve(n_layers)")
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in self.OPTIONAL_SETTINGS and v is None:
+                continue
+            out[f.name] = _jsonable(v)
+        return out
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config class, in declaration order."""
+    return list(fields(cls))
+
+
+@dataclass
+class RecordsResult(Generic[C]):
+    """The result of an experiment that writes one table: its resolved config and its records.
+
+    A subclass names the table (``figures/<TABLE>.json``) and documents the records' keys.
+    """
+
+    TABLE: ClassVar[str] = ""
+
+    config: C
+    records: list[dict]
+
+    def rows(self) -> list[dict]:
+        """The records (a new list)."""
+        return list(self.records)
+
+    def tables(self) -> dict[str, list[dict]]:
+        """``{TABLE: rows}``."""
+        return {self.TABLE: self.rows()}
+
+
+def learned_vectors(model, config: ExperimentConfig, layer: int, vectors: VectorStore | None = None,
+                    tasks: Sequence[str] | None = None) -> dict[str, TaskVector]:
+    """The LTVs of ``tasks`` (default ``config.tasks``) at ``layer``, trained with ``config.ltv_steps`` and
+    ``config.seed`` unless ``vectors`` holds them.
+
+    Args:
+        model: the loaded model.
+        config: a config with ``ltv_steps`` and ``seed`` fields.
+        layer: the injection layer.
+        vectors: where the LTVs are kept (in memory when ``None``).
+        tasks: built-in task names.
+
+    Returns:
+        Task name -> its learned task vector.
+    """
+    names = config.tasks if tasks is None else tasks
+    return (vectors or VectorStore()).get(model, names, layer, LTVConfig(steps=config.ltv_steps, seed=config.seed))

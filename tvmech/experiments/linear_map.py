@@ -1,0 +1,205 @@
+"""Linear propagation and rotation: per task and layer, the noise fit of W_TV(l), its exact Jacobian, the
+polar decomposition and the reconstructed TV on the test split (``figures/linear_map.json``).
+
+The fit and the Jacobian are :mod:`tvmech.analysis.linear_map`'s, the rotation numbers
+:mod:`tvmech.analysis.polar`'s. Per (task, layer) the row adds :func:`reconstruction_report` (accuracy with θ
+at layer l vs ``W θ`` at the final stream, and the logit lens of each) and :func:`polar_report` (the
+alignment of θ, ``Qθ`` and ``Wθ`` with the task's label directions, :mod:`tvmech.analysis.lens`, and their
+decoded tokens).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tvmech.analysis.evaluation import evaluate
+from tvmech.analysis.lens import decode, label_directions
+from tvmech.analysis.linear_map import (
+    LinearMap,
+    MapConfig,
+    compare_maps,
+    exact_jacobian,
+    final_injection,
+    fit_prompts,
+    fit_tv_map,
+)
+from tvmech.analysis.polar import polar_decomposition, rotation_scaling
+from tvmech.core.adapter import adapt
+from tvmech.data.prompts import batches, make_prompts
+from tvmech.data.tasks import Example, Task, builtin_task
+from tvmech.experiments.common import (
+    ALL_TASKS,
+    ExperimentConfig,
+    RecordsResult,
+    heldout_queries,
+    learned_vectors,
+    option,
+)
+from tvmech.experiments.vectors import VectorStore
+from tvmech.interventions.injection import Injection
+
+SOLVERS = ("lstsq", "ridge")
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """Settings of the linear-map experiment (flags ``--linear-*`` and ``--map-*``)."""
+
+    PREFIX = "linear"
+    DERIVED = {"layers": lambda n_layers: tuple(range(n_layers // 10, n_layers, max(1, n_layers // 5)))}
+
+    tasks: tuple[str, ...] = option(("antonym", "country_capital", "question_type"), "tasks of the linear-map step",
+                                    choices=ALL_TASKS)
+    layers: tuple[int, ...] | None = option(None, "injection layers (None: every n_layers // 5-th from n_layers // 10, "
+                                                  "i.e. 3, 9, ..., 27 of 30)")
+    ltv_steps: int = option(150, "training steps per learned task vector")
+    map_prompts: int = option(2, "fit prompts (the shortest training prompts)", flag="--map-prompts")
+    map_samples: int | None = option(None, "perturbed vectors per fit (None: 2 x d_model)", flag="--map-samples")
+    map_heldout: int = option(128, "held-out perturbed vectors for R²", flag="--map-heldout")
+    map_noise: tuple[float, ...] = option((0.05, 0.1, 0.2), "noise scales λ, relative to ‖θ‖", flag="--map-noise")
+    map_solver: str = option("lstsq", "least squares or ridge", flag="--map-solver", choices=SOLVERS)
+    map_ridge: float = option(1e-3, "ridge strength α (relative to the perturbations' variance per direction)",
+                              flag="--map-ridge")
+    n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
+    seed: int = option(0, "seed of the splits, the LTV training and the perturbations")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.map_solver not in SOLVERS:
+            raise ValueError(f"--map-solver {self.map_solver!r} is not valid; valid: {list(SOLVERS)}")
+        if self.map_prompts < 1:
+            raise ValueError(f"--map-prompts {self.map_prompts} is not valid: it must be >= 1")
+
+    def map_config(self) -> MapConfig:
+        """The fit's :class:`MapConfig`."""
+        return MapConfig(n_samples=self.map_samples, n_heldout=self.map_heldout, noise_scales=tuple(self.map_noise),
+                         solver=self.map_solver, ridge=self.map_ridge, seed=self.seed)
+
+
+class Result(RecordsResult[Config]):
+    """One record per (task, layer): fit quality, Jacobian distance, reconstruction and polar numbers."""
+
+    TABLE = "linear_map"
+
+
+def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: LinearMap, *,
+                          batch_size: int = 16) -> dict:
+    """Accuracy on the zero-shot prompts of ``queries`` (the task's scoring):
+
+    ``acc_zero_shot``; ``acc_original`` (θ at layer l); ``acc_reconstructed`` (W θ at the final stream);
+    ``agreement`` (fraction of prompts where the two predict the same first token); and the first-token
+    logit-lens accuracies ``lens_acc_layer`` of ``h_l[q] + θ`` (decoding at layer l, without the map) and
+    ``lens_acc_map`` of ``h_L[q] + W θ`` (with the map).
+
+    Args:
+        model: a loaded model.
+        task: the task.
+        queries: the test queries.
+        fit: the fitted map (its θ, layer and ``W θ``).
+        batch_size: prompts per forward pass.
+
+    Returns:
+        The numbers above and ``n``.
+    """
+    ad = adapt(model)
+    theta = fit.theta.to(ad.device)
+    original = Injection.single(theta, fit.layer)
+    recon = final_injection(ad, fit.reconstructed)
+    zs = evaluate(ad, task, queries, 0, batch_size=batch_size)
+    orig = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=original.hooks_for(ad))
+    rec = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
+    hits_layer = hits_map = 0
+    wt = fit.reconstructed.to(ad.device, ad.dtype)
+    for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
+        rows, q = torch.arange(len(b)), b.query_pos
+        with torch.no_grad():
+            resid = ad.residual(b.tokens.to(ad.device), fit.layer)
+            h_l = resid[rows, q] + theta.to(ad.dtype)
+            h_L = ad.run_blocks(resid, fit.layer)[rows, q] + wt
+            hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
+            hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
+    n = len(queries)
+    return {"n": n, "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
+            "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
+            "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
+
+
+def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], *, top: int = 5,
+                 k: int = 5) -> dict:
+    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ.
+
+    ``align_{v}`` = cos(v, ū); ``align_max_{v}`` = max over the task's label first tokens t of cos(v, u_t);
+    ``tokens_{v}`` = top-``k`` logit-lens tokens; ``label_in_top_{v}``: whether one of them is a label first token.
+
+    Args:
+        model: a loaded model.
+        task: the task whose label directions are compared.
+        W: the map (d x d).
+        theta: the task vector (d).
+        top: singular values kept.
+        k: decoded tokens per vector.
+
+    Returns:
+        One flat row: the :func:`rotation_scaling` numbers and the keys above for ``v`` in ``theta, qtheta,
+        wtheta``.
+    """
+    row = rotation_scaling(W, theta, top)
+    Q, _ = polar_decomposition(W)
+    th = theta.detach().double().cpu().reshape(-1)
+    vecs = {"theta": th, "qtheta": Q @ th, "wtheta": W.detach().double().cpu() @ th}
+    dirs = label_directions(model, task)
+    unit_u = dirs.u.double() / dirs.u.double().norm(dim=1, keepdim=True)
+    stacked = torch.stack(list(vecs.values()))
+    unit_v = stacked / stacked.norm(dim=1, keepdim=True)
+    decoded = decode(model, stacked.float(), k)
+    labels = set(dirs.tokens)
+    for (name, _), v, dec in zip(vecs.items(), unit_v, decoded):
+        row[f"align_{name}"] = float(v @ dirs.mean.double())
+        row[f"align_max_{name}"] = float((unit_u @ v).max())
+        row[f"tokens_{name}"] = dec.text()
+        row[f"label_in_top_{name}"] = bool(labels & set(dec.ids))
+    return row
+
+
+def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[dict]:
+    task = builtin_task(name)
+    sp = task.splits(config.seed)
+    test = heldout_queries(task, config.seed, config.n_test)
+    shortest = sorted(sp.train, key=lambda e: len(task.template.prompt([], e.input)))[: config.map_prompts]
+    batch = fit_prompts(model, task, shortest)
+    rows = []
+    for layer in config.layers:
+        theta = learned_vectors(model, config, layer, vectors, [name])[name].vectors.reshape(-1)
+        fit = fit_tv_map(model, batch, theta, layer, config.map_config(), progress=True)
+        t0 = time.perf_counter()
+        jac = compare_maps(exact_jacobian(model, batch, theta, layer), fit.W, theta)
+        row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()), **jac,
+               "seconds_jacobian": time.perf_counter() - t0,
+               **reconstruction_report(model, task, test, fit), **polar_report(model, task, fit.W, theta)}
+        print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f}, ‖J−W‖/‖J‖ {row['jac_rel_frobenius']:.3f}, "
+              f"acc θ {row['acc_original']:.2f} → Wθ {row['acc_reconstructed']:.2f}, "
+              f"‖Q−I‖/√d {row['rotation_distance']:.3f}, gain {row['gain']:.1f}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None) -> Result:
+    """Fit, compare and decompose W_TV(l) for every task and layer of ``config``.
+
+    Args:
+        model: a loaded model.
+        config: the settings.
+        vectors: where the LTVs are kept (in memory when ``None``; missing ones are trained).
+
+    Returns:
+        The :class:`Result` (its config resolved).
+    """
+    config = config.for_model(model)
+    vectors = vectors or VectorStore()
+    return Result(config, [r for name in config.tasks for r in _task_rows(model, config, name, vectors)])

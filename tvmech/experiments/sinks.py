@@ -1,0 +1,98 @@
+"""Attention sinks: attention of key vs random heads to the first token, to the query itself, to the injected
+position and to the rest (``figures/attention_sinks.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, random_head_sets, taylor_scores
+from tvmech.analysis.sinks import METRICS, AttentionStats, attention_stats, check_threshold
+from tvmech.data.prompts import make_prompts
+from tvmech.experiments import key_heads as kh
+from tvmech.experiments.common import RecordsResult, learned_vectors, option
+from tvmech.experiments.vectors import VectorStore
+
+
+@dataclass(frozen=True)
+class Config(kh.Config):
+    """Settings of the attention-sink experiment (the key-head settings choose the key heads)."""
+
+    threshold: float = option(0.3, "attention to the first token above which a prompt counts as a sink",
+                              flag="--sink-threshold")
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            check_threshold(self.threshold)
+        except ValueError:
+            raise ValueError(f"--sink-threshold {self.threshold} is not valid: it must be in [0, 1]") from None
+
+    def key_heads_config(self) -> kh.Config:
+        """The key-head config whose key heads this experiment compares."""
+        return kh.Config(**{f.name: getattr(self, f.name) for f in fields(kh.Config)})
+
+
+class Result(RecordsResult[Config]):
+    """Records ``task, set, seed, metric, value, std`` (see :func:`compare_sets`)."""
+
+    TABLE = "attention_sinks"
+
+
+def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequence[Sequence[Head]],
+                 model=None) -> list[dict]:
+    """The attention statistics of the key heads against those of random head sets.
+
+    Args:
+        stats: per-head statistics (:func:`tvmech.analysis.sinks.attention_stats`).
+        key: the key heads.
+        random_sets: the random head sets (at least one).
+        model: when given, every head is checked against its shape.
+
+    Returns:
+        Rows ``{set, seed, metric, value, std}``: the key set's means, each random set's, and the random sets'
+        mean and standard deviation (``set = "random_mean"``).
+    """
+    if model is not None:
+        check_heads(model, key)
+        for s in random_sets:
+            check_heads(model, s)
+    if not random_sets:
+        raise ValueError("no random sets to compare with")
+    rows = [{"set": "key", "seed": None, "metric": m, "value": v, "std": 0.0} for m, v in stats.over(key).items()]
+    per = [stats.over(s) for s in random_sets]
+    rows += [{"set": "random", "seed": i, "metric": m, "value": v, "std": 0.0} for i, d in enumerate(per)
+             for m, v in d.items()]
+    for m in METRICS:
+        mu, sd = mean_std([d[m] for d in per])
+        rows.append({"set": "random_mean", "seed": None, "metric": m, "value": mu, "std": sd})
+    return rows
+
+
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
+        key_sets: dict[str, list[tuple[int, int]]] | None = None) -> Result:
+    """Attention statistics of every task's key heads and of random head sets of the same size.
+
+    Args:
+        model: a loaded model.
+        config: the key-head settings and the sink threshold.
+        vectors: where the LTVs are kept (in memory when ``None``).
+        key_sets: task -> key heads, e.g. from a key-head run with ``config.key_heads_config()``; computed
+            from Taylor scores for the tasks missing there.
+
+    Returns:
+        The :class:`Result` (its config resolved).
+    """
+    config = config.for_model(model)
+    vecs = learned_vectors(model, config, config.layer, vectors)
+    rows = []
+    for name in config.tasks:
+        task, test, score_prompts = kh.data(config, name)
+        key = (key_sets or {}).get(name)
+        if key is None:
+            key = key_heads(taylor_scores(model, vecs[name], task, score_prompts), config.frac)
+        stats = attention_stats(model, task, make_prompts(task, test, 0), vecs[name], threshold=config.threshold)
+        rnd = random_head_sets(stats.first.shape[0], stats.first.shape[1], len(key), config.n_random, config.seed,
+                               exclude=key)
+        rows += [{"task": name, **r} for r in compare_sets(stats, key, rnd, model)]
+    return Result(config, rows)

@@ -1,0 +1,151 @@
+"""Running one figure step: reuse the saved numbers when their settings match, else compute (task by task,
+resumable), then draw and save every figure of the step."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from tvmech.core.adapter import adapt
+from tvmech.core.io import write_json
+from tvmech.experiments import synthetic
+from tvmech.figures import synthetic_plots as sp
+from tvmech.figures.cache import meta as fresh_meta
+from tvmech.figures.export import save_figure
+from tvmech.figures.steps import Context, Step, Tables
+
+log = logging.getLogger("tvmech.figures")
+
+
+def _settings(cfg, ctx: Context) -> dict:
+    return {**cfg.settings(), "model": ctx.model_name}
+
+
+def saved_tables(step: Step, cfg, ctx: Context):
+    """``(resolved config, tables, metas)`` from ``<out>/<table>.json`` when every table exists and was saved
+    with the settings of ``cfg`` on this model; ``None`` otherwise (or with ``ctx.force``).
+
+    Fields of ``cfg`` that are derived from the model and still ``None`` take the saved values: the saved
+    settings name the same model, so the derivation gives the same values without loading it.
+    """
+    if ctx.force:
+        return None
+    tables, metas = {}, {}
+    for name in step.tables:
+        path = ctx.out / f"{name}.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        tables[name], metas[name] = data["rows"], data.get("meta", {})
+    saved = metas[step.tables[0]].get("settings", {})
+    if saved.get("model") != ctx.model_name:
+        return None
+    resolved = cfg.adopt(saved)
+    if resolved is None or any(metas[n].get("settings") != _settings(resolved, ctx) for n in step.tables):
+        return None
+    return resolved, tables, metas
+
+
+def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> Tables:
+    """Run the experiment task by task, saving after each in ``<first table>.partial.json`` so that an
+    interrupted run resumes at the first task without numbers (for the same settings)."""
+    partial = ctx.out / f"{step.tables[0]}.partial.json"
+    key = {k: v for k, v in settings.items() if k != "tasks"}
+    done: dict[str, Tables] = {}
+    if partial.is_file():
+        data = json.loads(partial.read_text())
+        done = data.get("tasks", {}) if data.get("settings") == key else {}
+    for task in cfg.tasks:
+        if task not in done:
+            done[task] = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+            write_json(partial, {"settings": key, "tasks": done})
+    partial.unlink(missing_ok=True)
+    return {name: [r for t in cfg.tasks for r in done[t][name]] for name in step.tables}
+
+
+def run_step(step: Step, cfg, ctx: Context) -> list[Path]:
+    """Redraw ``step`` from saved numbers or compute them; write every figure.
+
+    Args:
+        step: the step.
+        cfg: its experiment config (derived fields may still be ``None``).
+        ctx: the run's context.
+
+    Returns:
+        The written files.
+    """
+    found = saved_tables(step, cfg, ctx)
+    if found is not None:
+        cfg, tables, metas = found
+    else:
+        model = ctx.model()
+        if not cfg.resolved:
+            cfg = cfg.resolve(adapt(model).n_layers)
+        settings = _settings(cfg, ctx)
+        kwargs = step.inputs(cfg, ctx) if step.inputs else {}
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        if step.per_task:
+            tables = _per_task(step, cfg, ctx, settings, model, kwargs)
+        else:
+            tables = step.experiment.run(model, cfg, **kwargs).tables()
+        metas = {name: fresh_meta(ctx.device, settings) for name in step.tables}
+    written = []
+    for name, fig, table in step.draw(tables, metas, cfg, ctx):
+        rows, meta = (tables[table], metas[table]) if table else (None, None)
+        written += [p for p in save_figure(fig, ctx.out, name, rows, meta, png=ctx.png).values() if p]
+    print(f"{step.name}: {', '.join(str(p) for p in written)}")
+    return written
+
+
+def _synthetic_figures(name: str, task, cfg: synthetic.Config, results: dict) -> dict:
+    layer = synthetic.PRESETS[cfg.preset]["train"]["tvp_layer"]
+    title = f" — {name}, preset {cfg.preset}"
+    figs = {"curves": sp.training_curves_figure(results["curves"][0], "Training from scratch: ICL loss and TVP-loss"
+                                                + title),
+            "tv_prompting": sp.tv_prompting_figure(results["tv_prompting"][0], layer),
+            "pca": sp.pca_figure(results["pca"][0], results["pca"][1]["sharpness"], task.param_names[0]),
+            "robustness": sp.robustness_figure(results["robustness"][0], layer)}
+    if "ltv" in results:
+        figs["ltv"] = sp.ltv_figure(results["ltv"][0], layer)
+    for fig, figure in figs.items():
+        if fig != "curves":
+            figure.update_layout(title_text=f"{figure.layout.title.text}{title}")
+    return figs
+
+
+def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
+    """The synthetic step: per task of the preset, redraw its saved figures or train and compute the missing ones.
+
+    Args:
+        cfg: the synthetic config.
+        ctx: the run's context (models are kept under ``<out>/synthetic``).
+
+    Returns:
+        The written files.
+    """
+    written = []
+    for name in cfg.task_names():
+        task = cfg.task(name)
+        settings = cfg.settings(name)
+        wanted = [f for f in synthetic.FIGURES if f != "ltv" or task.discrete]
+        results: dict[str, tuple] = {}
+        for fig in wanted:
+            path = ctx.out / f"synthetic_{name}_{fig}.json"
+            if not ctx.force and path.is_file():
+                data = json.loads(path.read_text())
+                if data.get("meta", {}).get("settings") == settings:
+                    results[fig] = (data["rows"], data["meta"])
+        missing = tuple(f for f in wanted if f not in results)
+        if missing:
+            rows, scores = synthetic.run_task(cfg, name, ctx.out / "synthetic", ctx.device, ctx.force, missing)
+            for fig in missing:
+                meta = fresh_meta(ctx.device, settings)
+                results[fig] = (rows[fig], {**meta, "sharpness": scores} if fig == "pca" else meta)
+        for fig, figure in _synthetic_figures(name, task, cfg, results).items():
+            rows, meta = results[fig]
+            paths = save_figure(figure, ctx.out, f"synthetic_{name}_{fig}", rows, meta, png=ctx.png)
+            written += [p for p in paths.values() if p]
+    print(f"synthetic: {', '.join(str(p) for p in written)}")
+    return written

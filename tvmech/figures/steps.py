@@ -1,0 +1,176 @@
+"""The figure steps of ``python -m tvmech.figures``: which experiment each step runs, which JSON files hold its
+numbers, and which figures it draws from them. Drawing is done by the pure builders of
+:mod:`tvmech.figures.plots`, :mod:`~tvmech.figures.geometry_plots`, :mod:`~tvmech.figures.peft_plots`,
+:mod:`~tvmech.figures.mechanism_plots`, :mod:`~tvmech.figures.lens_plots` and
+:mod:`~tvmech.figures.synthetic_plots`; computing by :mod:`tvmech.experiments`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import plotly.graph_objects as go
+
+from tvmech.experiments import (
+    composition,
+    geometry,
+    icl,
+    key_heads,
+    layer_sweep,
+    linear_map,
+    logit_lens,
+    ov_reconstruction,
+    peft,
+    robustness,
+    sinks,
+    synthetic,
+)
+from tvmech.experiments.vectors import VectorStore
+from tvmech.figures import geometry_plots, lens_plots, mechanism_plots, peft_plots, plots
+
+Tables = dict[str, list[dict]]
+Metas = dict[str, dict]
+# a drawn figure: (file name, figure, the table whose rows and meta are saved with it, or None)
+Drawn = list[tuple[str, go.Figure, str | None]]
+
+
+@dataclass
+class Context:
+    """What a step needs besides its config."""
+
+    out: Path | None  # output directory (figures, their JSON, the LTVs under vectors/); None: draw only
+    model: Callable[[], object]  # loads the model on first call
+    model_name: str  # recorded in the settings
+    device: str  # torch device
+    force: bool = False  # recompute even where saved numbers match
+    png: bool = True  # write PNGs
+
+    @property
+    def vectors(self) -> VectorStore:
+        return VectorStore(self.out / "vectors", self.force)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: an experiment, its saved tables and its figures."""
+
+    name: str  # the name given to --only
+    experiment: ModuleType  # a tvmech.experiments module (Config, run)
+    tables: tuple[str, ...]  # the JSON files (without .json) that hold the step's numbers
+    draw: Callable[[Tables, Metas, object, Context], Drawn]  # tables, metas, resolved config, context -> figures
+    per_task: bool = True  # compute task by task, saving after each (resumable); the config has ``tasks``
+    inputs: Callable[[object, Context], dict] | None = None  # extra keyword arguments of experiment.run
+
+
+def _vectors(cfg, ctx: Context) -> dict:
+    return {"vectors": ctx.vectors}
+
+
+def _saved_key_sets(cfg: sinks.Config, ctx: Context) -> dict:
+    """The key heads from key_heads_layers.json when its settings are those of ``cfg``'s key-head part."""
+    path = ctx.out / "key_heads_layers.json"
+    out: dict = {"vectors": ctx.vectors}
+    if path.is_file() and not ctx.force:  # (only called while computing, with an output directory)
+        data = json.loads(path.read_text())
+        want = {**cfg.key_heads_config().settings(), "model": ctx.model_name}
+        saved = data.get("meta", {}).get("settings", {})
+        if {k: v for k, v in saved.items() if k != "tasks"} == {k: v for k, v in want.items() if k != "tasks"}:
+            out["key_sets"] = key_heads.key_sets_from_rows(data["rows"])
+    return out
+
+
+def _sweep_references(ctx: Context, tasks) -> dict[str, float]:
+    """Zero-shot and ICL means of the layer sweep's saved rows (the robustness figure's reference lines)."""
+    refs = {}
+    path = ctx.out / "layer_sweep.json" if ctx.out is not None else None
+    if path is not None and path.is_file():
+        rows = json.loads(path.read_text())["rows"]
+        for m in ("zero_shot", "icl_5shot"):
+            vals = [r["accuracy"] for r in rows if r["method"] == m and r["task"] in tasks]
+            if vals:
+                refs[m] = sum(vals) / len(vals)
+    return refs
+
+
+def _cosine_matrix(rows: list[dict]) -> tuple[list[str], list[list[float]]]:
+    names = list(dict.fromkeys(r["task_a"] for r in rows))
+    value = {(r["task_a"], r["task_b"]): r["cosine"] for r in rows}
+    return names, [[value[(a, b)] for b in names] for a in names]
+
+
+def _draw_key_heads(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
+    scores = t["key_heads_layers"]
+    n_layers = max(r["layer"] for r in scores) + 1
+    return [("key_heads_ablation", mechanism_plots.key_ablation_figure(t["key_heads_ablation"], ctx.model_name),
+             "key_heads_ablation"),
+            ("key_heads_taylor", mechanism_plots.taylor_exact_figure(t["key_heads_taylor"], ctx.model_name),
+             "key_heads_taylor"),
+            ("key_heads_layers", mechanism_plots.key_layers_figure(scores, n_layers, cfg.layer, ctx.model_name),
+             "key_heads_layers")]
+
+
+STEPS: dict[str, Step] = {s.name: s for s in (
+    Step("icl", icl, ("icl_accuracy",), lambda t, m, cfg, ctx: [
+        ("icl_accuracy", plots.icl_accuracy_figure(t["icl_accuracy"], ctx.model_name), "icl_accuracy")]),
+    Step("sweep", layer_sweep, ("layer_sweep",), lambda t, m, cfg, ctx: [
+        ("layer_sweep", plots.layer_sweep_figure(t["layer_sweep"], ctx.model_name), "layer_sweep"),
+        ("layer_sweep_by_task", plots.layer_sweep_by_task_figure(t["layer_sweep"], ctx.model_name), None)]),
+    Step("robustness", robustness, ("robustness",), lambda t, m, cfg, ctx: [
+        ("robustness", plots.robustness_figure(t["robustness"], _sweep_references(ctx, cfg.tasks),
+                                               m["robustness"].get("note")), "robustness")]),
+    Step("geometry", geometry, ("task_transfer", "task_cosine"), lambda t, m, cfg, ctx: [
+        ("task_cosine", geometry_plots.cosine_heatmap(*_cosine_matrix(t["task_cosine"]), model_name=ctx.model_name),
+         "task_cosine"),
+        ("task_transfer", geometry_plots.transfer_heatmap(t["task_transfer"], model_name=ctx.model_name),
+         "task_transfer")], per_task=False, inputs=_vectors),
+    Step("composition", composition, ("composition",), lambda t, m, cfg, ctx: [
+        ("composition", geometry_plots.composition_bars(t["composition"], model_name=ctx.model_name),
+         "composition")], per_task=False, inputs=_vectors),
+    Step("peft", peft, ("peft",), lambda t, m, cfg, ctx: [
+        ("peft", peft_plots.peft_figure(t["peft"], ctx.model_name), "peft")], per_task=False),
+    Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), lambda t, m, cfg, ctx: [
+        ("ov_reconstruction", mechanism_plots.reconstruction_figure(t["ov_reconstruction"], ctx.model_name),
+         "ov_reconstruction")], inputs=_vectors),
+    Step("key_heads", key_heads, ("key_heads_ablation", "key_heads_taylor", "key_heads_layers"), _draw_key_heads,
+         inputs=_vectors),
+    Step("sinks", sinks, ("attention_sinks",), lambda t, m, cfg, ctx: [
+        ("attention_sinks", mechanism_plots.sinks_figure(t["attention_sinks"], ctx.model_name, cfg.threshold),
+         "attention_sinks")], inputs=_saved_key_sets),
+    Step("lens", logit_lens, ("logit_lens",), lambda t, m, cfg, ctx: [
+        ("logit_lens", lens_plots.lens_heatmap(t["logit_lens"], ctx.model_name), "logit_lens")], inputs=_vectors),
+    # linear_map.{html,png} is the reconstructed-TV figure; its json/csv hold every number of the step
+    Step("linear", linear_map, ("linear_map",), lambda t, m, cfg, ctx: [
+        ("linear_map", lens_plots.reconstruction_figure(t["linear_map"], ctx.model_name), "linear_map"),
+        ("rotation_scaling", lens_plots.transition_figure(t["linear_map"], ctx.model_name), None),
+        ("rotation_alignment", lens_plots.alignment_figure(t["linear_map"], ctx.model_name), None)],
+         inputs=_vectors),
+)}
+# the synthetic step trains its own models and has one set of tables per task: see tvmech.figures.runner
+SYNTHETIC = "synthetic"
+STEP_NAMES: tuple[str, ...] = (*STEPS, SYNTHETIC)
+CONFIGS: dict[str, type] = {**{n: s.experiment.Config for n, s in STEPS.items()}, SYNTHETIC: synthetic.Config}
+
+
+def draw(result, model_name: str = "", out: Path | None = None) -> dict[str, go.Figure]:
+    """The figures of an experiment's result, as ``python -m tvmech.figures`` draws them (nothing is written).
+
+    Args:
+        result: the ``Result`` of a :mod:`tvmech.experiments` module's ``run`` (not the synthetic one: use
+            :mod:`tvmech.figures.synthetic_plots`).
+        model_name: shown in the titles.
+        out: a figures directory to take reference lines from (the robustness figure's, from layer_sweep.json).
+
+    Returns:
+        Figure name -> figure.
+    """
+    step = next((s for s in STEPS.values() if isinstance(result, s.experiment.Result)), None)
+    if step is None:
+        raise TypeError(f"draw() takes the Result of one of {[s.experiment.__name__ for s in STEPS.values()]}; "
+                        f"got {type(result).__qualname__}")
+    ctx = Context(out=out, model=lambda: None, model_name=model_name, device="cpu")
+    tables = result.tables()
+    return {name: fig for name, fig, _ in step.draw(tables, {n: {} for n in tables}, result.config, ctx)}

@@ -1,0 +1,81 @@
+"""Rank-1 LoRA on the attention output projection ``W_O`` of one layer.
+
+``W_O ∈ R^{(H·d_head) × d_model}`` (heads' ``z`` concatenated as input) becomes ``W_O + a bᵀ``,
+``a ∈ R^{H·d_head}``, ``b ∈ R^{d_model}``, i.e. ``attn_out += (z_flat · a) b`` at every position
+(:class:`~tvmech.interventions.lowrank.LowRankAttnOut`). ``a ~ U(±1/√(H·d_head))`` (seeded; PEFT's
+kaiming-uniform init of LoRA's A), ``b = 0``, so training starts from the unmodified model; no α/r
+scaling (α = r = 1). lr is absolute, the same for ``a`` and ``b``. Only blocks ``l`` and above change,
+so the training data is prepared at block ``l`` and each step runs those blocks only; the loop is the
+shared one of :mod:`tvmech.methods.training`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tvmech.core.adapter import HookFn, adapt
+from tvmech.interventions.lowrank import LowRankAttnOut
+from tvmech.interventions.lowrank import low_rank_delta as lora_delta
+from tvmech.methods.training import Objective, TrainData, row_nll, take_rows
+
+
+def lora_hooks(model, layer: int, a: Float[Tensor, " n_heads_d_head"], b: Float[Tensor, " d_model"]
+               ) -> list[tuple[str, HookFn]]:
+    """TransformerLens hooks making block ``layer``'s attention output ``z_flat (W_O + a bᵀ)``.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        layer: the block.
+        a, b: the rank-1 factors.
+
+    Returns:
+        The hooks of ``LowRankAttnOut(layer, a, b)`` (read ``z``, add the delta at ``attn_out``).
+    """
+    return LowRankAttnOut(layer, a, b).hooks(model)
+
+
+def lora_init(model, seed: int) -> Float[Tensor, " n_heads_d_head"]:
+    """``a ~ U(±1/√(H·d_head))`` drawn with ``torch.Generator().manual_seed(seed)`` (on the CPU)."""
+    ad = adapt(model)
+    fan_in = ad.n_heads * ad.d_head
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(fan_in, generator=gen) * 2 - 1) / math.sqrt(fan_in)
+
+
+def lora_objective(model, data: TrainData, layer: int, lr: float, seed: int = 0, weight_decay: float = 0.01
+                   ) -> tuple[Objective, dict[str, Tensor]]:
+    """The rank-1 LoRA objective on ``W_O`` of ``layer``.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        data: training data prepared at a block ``<= layer`` (``layer`` is the cheapest).
+        layer: the block whose ``W_O`` changes.
+        lr: absolute learning rate of ``a`` and ``b``.
+        seed: ``a`` is drawn with :func:`lora_init` and ``seed + 1``.
+        weight_decay: AdamW's decoupled weight decay.
+
+    Returns:
+        The :class:`Objective` (values: ``{"a": ..., "b": ...}``) and its trainable leaves by name.
+    """
+    ad = adapt(model)
+    ad.check_layer(layer)
+    if data.start > layer:
+        raise ValueError(f"LoRA on layer {layer} needs training data prepared at a block <= {layer}, got {data.start}")
+    a = lora_init(ad, seed + 1).to(ad.device, ad.dtype).requires_grad_(True)
+    b = torch.zeros(ad.d_model, device=ad.device, dtype=ad.dtype, requires_grad=True)
+    LowRankAttnOut(layer, a, b).writes(ad)  # validate the shapes now
+
+    def row_loss(d: TrainData, idx: Tensor) -> Tensor:
+        resid, batch = take_rows(d, idx, 1)
+        return row_nll(ad, resid, batch, d.start, LowRankAttnOut(layer, a, b))[None]
+
+    obj = Objective([[a, b]], [lr], [weight_decay], row_loss,
+                    lambda: [{"a": a.detach().clone(), "b": b.detach().clone()}], [f"lora layer {layer}"])
+    return obj, {"a": a, "b": b}
+
+
+__all__ = ["lora_delta", "lora_hooks", "lora_init", "lora_objective"]
