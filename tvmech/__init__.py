@@ -35,7 +35,7 @@ from tvmech.interventions import (
 )
 from tvmech.methods.function_vectors import FunctionVectorHeads, function_vector, function_vector_heads
 from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector
-from tvmech.methods.peft import compare_peft, train_peft
+from tvmech.methods.peft import train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix
 from tvmech.methods.training import TrainingDiverged
 from tvmech.methods.vanilla import vanilla_task_vector
@@ -53,7 +53,7 @@ __all__ = [
     "LowRankAttnOut", "TaskVector", "generate", "Generation",
     # methods: making task vectors
     "LTVConfig", "TrainingDiverged", "learn_task_vector", "learn_layer_sweep", "vanilla_task_vector",
-    "function_vector", "function_vector_heads", "FunctionVectorHeads", "train_peft", "compare_peft", "evaluate_prefix",
+    "function_vector", "function_vector_heads", "FunctionVectorHeads", "train_peft", "evaluate_prefix",
     # analysis: measuring
     "EvalResult", "evaluate", "evaluate_prompts", "score_batch", "last_logprobs", "HeadScores", "taylor_scores",
     "key_heads", "ablation", "ablation_effects", "ablated_accuracy", "AttentionStats", "attention_stats", "Decoded",

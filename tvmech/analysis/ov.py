@@ -48,7 +48,7 @@ from torch import Tensor
 
 from tvmech.core.adapter import Adapter, HookFn, adapt, factored_matrix
 from tvmech.data.prompts import Batch
-from tvmech.interventions.capture import Capture as Recorder
+from tvmech.interventions.capture import Capture
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
 from tvmech.interventions.task_vector import TaskVector
@@ -136,7 +136,7 @@ class Reconstruction:
 
 
 @dataclass
-class Capture:
+class ThetaEffects:
     """What θ does on one batch (two forward passes from block ``l``: without and with θ).
 
     ``layers = (l, ..., L-1)``: the blocks that read θ. Everything is at the query position ``q`` except
@@ -165,7 +165,7 @@ def single_site(model, vec: TaskVector) -> tuple[int, int]:
     return ad.check_layer(vec.layers[0]), vec.positions[0]
 
 
-def capture(model, vec: TaskVector, batch: Batch) -> Capture:
+def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     """Run ``batch`` from block ``l`` without and with θ and record what the OV effect and the MLP and
     attention counterparts need (no gradients).
 
@@ -179,7 +179,7 @@ def capture(model, vec: TaskVector, batch: Batch) -> Capture:
         batch: zero-shot prompts.
 
     Returns:
-        A :class:`Capture` of both passes.
+        A :class:`ThetaEffects` of both passes.
     """
     ad = adapt(model)
     layer, pos = single_site(ad, vec)
@@ -189,12 +189,12 @@ def capture(model, vec: TaskVector, batch: Batch) -> Capture:
     p = resolve_positions((pos,), q, batch.tokens.shape[1])[:, 0]
     layers = tuple(range(layer, ad.n_layers))
 
-    def outputs() -> Recorder:  # attention and MLP outputs at the query
-        return Recorder([(l, point) for l in layers for point in ("attn_out", "mlp_out")], positions=(-1,))
+    def outputs() -> Capture:  # attention and MLP outputs at the query
+        return Capture([(l, point) for l in layers for point in ("attn_out", "mlp_out")], positions=(-1,))
 
     clean_out, inj_out = outputs(), outputs()
-    resid = Recorder([(l, "resid_pre") for l in layers], positions=(pos,))
-    pattern = Recorder([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
+    resid = Capture([(l, "resid_pre") for l in layers], positions=(pos,))
+    pattern = Capture([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
         with (clean_out + resid).apply(ad, q):
@@ -202,18 +202,18 @@ def capture(model, vec: TaskVector, batch: Batch) -> Capture:
         with (vec.injection + inj_out + pattern).apply(ad, q):
             final_inj = ad.run_blocks(h, layer)[rows, q]
 
-    def stack(rec: Recorder, point: str) -> Tensor:
+    def stack(rec: Capture, point: str) -> Tensor:
         return torch.stack([rec[l, point][:, 0] for l in layers], 1)
 
     weights = torch.stack([pattern[l, "pattern"][rows, 0, :, p] for l in layers], 1)
-    return Capture(theta=vec.vectors[0, 0].to(ad.device, ad.dtype), layers=layers, query_pos=q, inj_pos=p,
+    return ThetaEffects(theta=vec.vectors[0, 0].to(ad.device, ad.dtype), layers=layers, query_pos=q, inj_pos=p,
                    resid=stack(resid, "resid_pre"), weights=weights,
                    attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
                    mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"),
                    final_clean=final_clean, final_injected=final_inj)
 
 
-def packaged_ov_effect(model, cap: Capture, *, weighted: bool = True, norm_aware: bool = True
+def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_aware: bool = True
                        ) -> Float[Tensor, "batch n_sel d_model"]:
     """``E[b, i] = Σ_h w[b, i, h] · θ̃[b, i] W_V[l_i, h] W_O[l_i, h]`` for the blocks ``l_i`` of ``cap``."""
     ad = adapt(model)
@@ -229,7 +229,7 @@ def packaged_ov_effect(model, cap: Capture, *, weighted: bool = True, norm_aware
     return torch.einsum("bih,bihd->bid", w.to(images.dtype), images)
 
 
-def reconstruction_effect(model, cap: Capture, rec: Reconstruction) -> Float[Tensor, "batch n_sel d_model"]:
+def reconstruction_effect(model, cap: ThetaEffects, rec: Reconstruction) -> Float[Tensor, "batch n_sel d_model"]:
     """Per-block vectors that ``rec`` puts back: the packaged OV effect, or the measured MLP/attention change."""
     if rec.source == "ov":
         return packaged_ov_effect(model, cap, weighted=rec.weighted, norm_aware=rec.norm_aware)
@@ -287,5 +287,5 @@ def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layer
 
 
 __all__ = ["factored_matrix", "check_head", "ov_circuits", "ov_images", "head_ov_image", "Reconstruction",
-           "Capture", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect", "reinjection",
+           "ThetaEffects", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect", "reinjection",
            "reinjection_hooks", "Reinject", "Source"]

@@ -228,15 +228,13 @@ class Adapter:
         resolved = self.model.__dict__.get("_tvmech_native_parts")
         if resolved is not None:
             return resolved[layer, part]
-        block = self.model.blocks[layer]
-        attn = getattr(block, "attn", None)
-        if part in ("attn", "mlp"):  # the module whose output TransformerLens calls hook_attn_out / hook_mlp_out
-            alias = getattr(block, "hook_aliases", {}).get(f"hook_{part}_out", f"{part}.hook_out")
-            component = block
-            for name in alias.split(".")[:-1]:  # e.g. "ln1_post.hook_out": the norm after attention (Gemma)
-                component = getattr(component, name, None)
-        else:
-            component = block if part == "block" else getattr(attn, "o", None)
+        component = block = self.model.blocks[layer]
+        # attn / mlp: the module whose output TransformerLens calls hook_attn_out / hook_mlp_out, e.g.
+        # "ln1_post.hook_out", the norm after attention on Gemma; o: the attention output projection
+        alias = getattr(block, "hook_aliases", {}).get(f"hook_{part}_out", f"{part}.hook_out")
+        path = {"block": [], "o": ["attn", "o"]}.get(part, alias.split(".")[:-1])
+        for name in path:
+            component = getattr(component, name, None)
         if component is None:
             raise ValueError(f"block {layer} has no {part!r} component")
         return getattr(component, "original_component", None) or component

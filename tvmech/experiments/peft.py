@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tvmech.data.tasks import builtin_task
+from tvmech.analysis.evaluation import evaluate
+from tvmech.core.adapter import Adapter
+from tvmech.data.tasks import Example, Task, builtin_task
 from tvmech.experiments.common import ALL_TASKS, ExperimentConfig, RecordsResult, middle_layer, option
-from tvmech.methods.peft import compare_peft
+from tvmech.interventions import Injection, LowRankAttnOut
+from tvmech.methods.peft import METHODS, Method, check_methods, train_peft
+from tvmech.methods.prompt_tuning import evaluate_prefix
+
+
+def _accuracy(ad: Adapter, task: Task, test: Sequence[Example], run: dict, layer: int) -> float:
+    p = run["params"]
+    if run["method"] == "prefix":
+        return evaluate_prefix(ad, task, test, p["prefix"]).accuracy
+    if run["method"] == "ltv":
+        intervention = Injection.single(p["vector"][0, 0], layer)
+    else:
+        intervention = LowRankAttnOut(layer, p["a"], p["b"])
+    return evaluate(ad, task, test, hooks_for=intervention.hooks_for(ad)).accuracy
+
+
+def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_size: int = 16, seed: int = 0, *,
+                 methods: Sequence[Method] = METHODS, lrs: dict[str, float] | None = None) -> list[dict]:
+    """LTV vs one-virtual-token prefix tuning vs rank-1 LoRA on ``W_O`` of ``layer``, on one task.
+
+    Trains each method for ``steps`` steps on the task's seeded training split (no early stopping:
+    the final parameters are evaluated).
+
+    Returns:
+        One record per method with ``method``, ``task``, ``layer``, ``accuracy`` (zero-shot test prompts),
+        ``zero_shot_accuracy`` (unmodified model), ``n_test``, ``trainable_params``, ``lr`` (effective),
+        ``train_loss_start``, ``train_loss_end``, ``val_loss_end``, ``step_latency_s``,
+        ``step_latency_min_s``, ``peak_memory_bytes``, ``cuda_peak_bytes``, ``steps``, ``batch_size``,
+        ``device`` (definitions in the module docstring).
+    """
+    ad = check_methods(model, methods, layer, steps, batch_size)
+    test = task.splits(seed).test
+    base = evaluate(ad, task, test).accuracy
+    rows = []
+    for m in methods:
+        run = train_peft(ad, task, m, layer=layer, steps=steps, batch_size=batch_size, seed=seed,
+                         lr=(lrs or {}).get(m))
+        rows.append({"method": m, "task": task.name, "layer": layer, "accuracy": _accuracy(ad, task, test, run, layer),
+                     "zero_shot_accuracy": base, "n_test": len(test),
+                     **{k: run[k] for k in ("trainable_params", "lr", "train_loss_start", "train_loss_end",
+                                            "val_loss_end", "step_latency_s", "step_latency_min_s", "peak_memory_bytes",
+                                            "cuda_peak_bytes")},
+                     "steps": steps, "batch_size": batch_size, "device": str(ad.device)})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -34,7 +80,7 @@ class Result(RecordsResult[Config]):
 
 
 def run(model, config: Config = Config()) -> Result:
-    """Train and evaluate the three methods (see :func:`tvmech.methods.peft.compare_peft`).
+    """Train and evaluate the three methods (see :func:`compare_peft`).
 
     Args:
         model: a loaded model.

@@ -1,4 +1,5 @@
-"""Figure for :func:`tvmech.methods.peft.compare_peft`: data in, ``plotly.graph_objects.Figure`` out. No computation."""
+"""Figure for :func:`tvmech.experiments.peft.compare_peft`: data in, ``plotly.graph_objects.Figure`` out.
+No computation."""
 
 from __future__ import annotations
 

@@ -5,5 +5,5 @@
 * :mod:`.training`: the one training loop (data prep, seeded batches, AdamW, divergence, early stopping);
 * :mod:`.learned`: Learned Task Vectors (one run, or a batched layer sweep) on that loop;
 * :mod:`.prompt_tuning`: one trained virtual token; :mod:`.lora`: rank-1 LoRA on ``W_O``;
-* :mod:`.peft`: the three compared (:func:`~tvmech.methods.peft.compare_peft`).
+* :mod:`.peft`: the three compared (:func:`~tvmech.experiments.peft.compare_peft`).
 """

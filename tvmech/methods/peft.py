@@ -16,16 +16,16 @@ LTV and LoRA only change blocks ``l`` and above, so blocks below ``l`` run once,
 for the whole training set; the virtual token enters at block 0, so prefix tuning runs every block at
 every step.
 
-Costs reported by :func:`compare_peft`. ``step_latency_s``: median wall time of one training step
-(forward, backward, optimizer step; CUDA synchronised), the first step excluded; ``step_latency_min_s``:
-the fastest such step, less sensitive to other load on a shared machine. ``peak_memory_bytes``: bytes
-of the tensors autograd saves for backward during one forward pass on the same fixed batch
-(the first ``batch_size`` training prompts) for every method, counted with
-``torch.autograd.graph.saved_tensors_hooks``, each storage once, the model's weights and the trained
-parameters excluded: the activation memory a step holds between forward and backward. It is exact on
-CPU and GPU alike, but leaves out transient buffers and the cached residuals of the frozen blocks.
-``cuda_peak_bytes``: ``torch.cuda.max_memory_allocated`` over that pass and its backward (weights and
-caches included), ``None`` off CUDA.
+Costs reported by :func:`train_peft` (and :func:`tvmech.experiments.peft.compare_peft`).
+``step_latency_s``: median wall time of one training step (forward, backward, optimizer step; CUDA
+synchronised), the first step excluded; ``step_latency_min_s``: the fastest such step, less sensitive to other
+load on a shared machine. ``peak_memory_bytes``: bytes of the tensors autograd saves for backward during one
+forward pass on the same fixed batch (the first ``batch_size`` training prompts) for every method, counted
+with ``torch.autograd.graph.saved_tensors_hooks``, each storage once, the model's weights and the trained
+parameters excluded: the activation memory a step holds between forward and backward. It is exact on CPU and
+GPU alike, but leaves out transient buffers and the cached residuals of the frozen blocks.
+``cuda_peak_bytes``: ``torch.cuda.max_memory_allocated`` over that pass and its backward (weights and caches
+included), ``None`` off CUDA.
 """
 
 from __future__ import annotations
@@ -37,14 +37,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from tvmech.analysis.evaluation import evaluate
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.data.tasks import Example, Task
-from tvmech.interventions.injection import Injection
-from tvmech.interventions.lowrank import LowRankAttnOut
 from tvmech.methods.learned import LTVConfig, ltv_objective
 from tvmech.methods.lora import lora_objective
-from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_objective
+from tvmech.methods.prompt_tuning import prefix_objective
 from tvmech.methods.training import Objective, fit, prepare_data, query_norm
 
 Method = Literal["ltv", "prefix", "lora_rank1"]
@@ -95,7 +92,7 @@ def _objective(ad: Adapter, data, method: str, layer: int, lr: float, seed: int
     return obj, leaves, obj.lrs[0]
 
 
-def _check(model, methods: Sequence[str], layer: int, steps: int, batch_size: int) -> Adapter:
+def check_methods(model, methods: Sequence[str], layer: int, steps: int, batch_size: int) -> Adapter:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"method(s) {bad or list(methods)} not known; choose from {METHODS}")
@@ -132,7 +129,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
         ``learn_task_vector(..., val=())`` (up to Adam's eps). Raises
         :class:`~tvmech.methods.training.TrainingDiverged` on a NaN/inf loss.
     """
-    ad = _check(model, [method], layer, steps, batch_size)
+    ad = check_methods(model, [method], layer, steps, batch_size)
     lr = DEFAULT_LR[method] if lr is None else lr
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
@@ -176,45 +173,4 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
     }
 
 
-def _accuracy(ad: Adapter, task: Task, test: Sequence[Example], run: dict, layer: int) -> float:
-    p = run["params"]
-    if run["method"] == "prefix":
-        return evaluate_prefix(ad, task, test, p["prefix"]).accuracy
-    if run["method"] == "ltv":
-        intervention = Injection.single(p["vector"][0, 0], layer)
-    else:
-        intervention = LowRankAttnOut(layer, p["a"], p["b"])
-    return evaluate(ad, task, test, hooks_for=intervention.hooks_for(ad)).accuracy
-
-
-def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_size: int = 16, seed: int = 0, *,
-                 methods: Sequence[Method] = METHODS, lrs: dict[str, float] | None = None) -> list[dict]:
-    """LTV vs one-virtual-token prefix tuning vs rank-1 LoRA on ``W_O`` of ``layer``, on one task.
-
-    Trains each method for ``steps`` steps on the task's seeded training split (no early stopping:
-    the final parameters are evaluated).
-
-    Returns:
-        One record per method with ``method``, ``task``, ``layer``, ``accuracy`` (zero-shot test prompts),
-        ``zero_shot_accuracy`` (unmodified model), ``n_test``, ``trainable_params``, ``lr`` (effective),
-        ``train_loss_start``, ``train_loss_end``, ``val_loss_end``, ``step_latency_s``,
-        ``step_latency_min_s``, ``peak_memory_bytes``, ``cuda_peak_bytes``, ``steps``, ``batch_size``,
-        ``device`` (definitions in the module docstring).
-    """
-    ad = _check(model, methods, layer, steps, batch_size)
-    test = task.splits(seed).test
-    base = evaluate(ad, task, test).accuracy
-    rows = []
-    for m in methods:
-        run = train_peft(ad, task, m, layer=layer, steps=steps, batch_size=batch_size, seed=seed,
-                         lr=(lrs or {}).get(m))
-        rows.append({"method": m, "task": task.name, "layer": layer, "accuracy": _accuracy(ad, task, test, run, layer),
-                     "zero_shot_accuracy": base, "n_test": len(test),
-                     **{k: run[k] for k in ("trainable_params", "lr", "train_loss_start", "train_loss_end",
-                                            "val_loss_end", "step_latency_s", "step_latency_min_s", "peak_memory_bytes",
-                                            "cuda_peak_bytes")},
-                     "steps": steps, "batch_size": batch_size, "device": str(ad.device)})
-    return rows
-
-
-__all__ = ["Method", "METHODS", "WEIGHT_DECAY", "DEFAULT_LR", "SavedTensorBytes", "train_peft", "compare_peft"]
+__all__ = ["Method", "METHODS", "WEIGHT_DECAY", "DEFAULT_LR", "SavedTensorBytes", "check_methods", "train_peft"]

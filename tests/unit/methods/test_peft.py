@@ -2,9 +2,10 @@ import pytest
 import torch
 
 import tvmech as tv
+from tvmech.experiments.peft import compare_peft
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 from tvmech.methods.lora import lora_delta, lora_hooks
-from tvmech.methods.peft import METHODS, SavedTensorBytes, compare_peft, train_peft
+from tvmech.methods.peft import METHODS, SavedTensorBytes, train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_init_token, prefix_query_logits, shift_batch
 
 TASK = tv.builtin_task("capitalize")
