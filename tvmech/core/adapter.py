@@ -240,18 +240,23 @@ class Adapter:
         return getattr(component, "original_component", None) or component
 
     def input_norm(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x``: the values of
-        head h are ``input_norm(l, resid) @ W_V[l, h]``. Blocks with no attention-input norm (OLMo-2 puts
-        its norms after attention and MLP) return ``x`` unchanged."""
+        """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x`` (the values of head
+        h are ``input_norm(l, resid) @ W_V[l, h]``); ``x`` itself where there is none (OLMo-2). The Hugging
+        Face module is called, so no hook fires (usable inside a hook)."""
+        return _part(self.model.blocks[self.check_layer(layer)], "ln1", x)
+
+    def mlp_output(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """What block ``layer``'s MLP adds to the residual stream (``hook_mlp_out``) for the mid-residual
+        ``resid_mid``: norm, MLP and post-MLP norm where the block has them (Gemma); no hook fires."""
         block = self.model.blocks[self.check_layer(layer)]
-        return block.ln1(x) if "ln1" in block._modules else x
+        return _part(block, "ln2_post", _part(block, "mlp", _part(block, "ln2", resid_mid)))
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm then unembedding (and the final logit soft-cap of models that have one, as in
         Gemma-2): the logit lens applied to any residual-stream vector."""
         logits = self.model.unembed(self.final_norm(resid))
-        cap = getattr(getattr(self.model, "original_model", None), "config", None)
-        cap = getattr(cap, "final_logit_softcapping", None)
+        cfg = getattr(getattr(self.model, "original_model", None), "config", None)
+        cap = getattr(cfg, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def final_norm(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
@@ -261,24 +266,23 @@ class Adapter:
     # ----------------------------------------------------------------- weights
     def _expand_kv(self, w: Tensor) -> Tensor:
         """Repeat key/value-head weights so that query head ``h`` uses kv head ``h // group``."""
-        if w.shape[1] == self.n_heads:
-            return w
-        return w.repeat_interleave(self.n_heads // w.shape[1], dim=1)
+        return w if w.shape[1] == self.n_heads else w.repeat_interleave(self.n_heads // w.shape[1], dim=1)
 
     @property
     def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
         return self._expand_kv(self.model.W_V)
 
-    @property
-    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
-        return self.model.W_O
-
-    @property
-    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.model.W_U
+    W_O = property(lambda self: self.model.W_O, doc="[n_layers, n_heads, d_head, d_model]")
+    W_U = property(lambda self: self.model.W_U, doc="[d_model, d_vocab]")
 
 
 _PARTS = ("block", "attn", "mlp", "o")
+
+
+def _part(block: torch.nn.Module, name: str, x: Tensor) -> Tensor:
+    """The Hugging Face module behind ``block.<name>`` applied to ``x`` (``x`` when the block has none)."""
+    m = block._modules.get(name)
+    return x if m is None else (getattr(m, "original_component", None) or m)(x)
 
 
 class _Recorded(Exception):
@@ -330,7 +334,6 @@ def _batched(value: Any, batch: int) -> Any:
 
 def _is_bridge_component(module: Any) -> bool:
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
-
     return isinstance(module, GeneralizedComponent)
 
 
@@ -346,7 +349,6 @@ def official_model_names() -> list[str]:
 def supported_architectures() -> list[str]:
     """Hugging Face architecture class names that ``TransformerBridge`` can wrap."""
     from transformer_lens.factories import architecture_adapter_factory
-
     return sorted(architecture_adapter_factory.SUPPORTED_ARCHITECTURES)
 
 
@@ -362,12 +364,10 @@ def boot(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
         try:
             from transformer_lens import HookedTransformer
         except ImportError:
-            raise RuntimeError(
-                "wrapper='hooked' needs TransformerLens 3.x (4.x removed HookedTransformer); use wrapper='bridge'"
-            ) from None
-        return HookedTransformer.from_pretrained_no_processing(
-            name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
-        )
+            raise RuntimeError("wrapper='hooked' needs TransformerLens 3.x (4.x removed HookedTransformer); "
+                               "use wrapper='bridge'") from None
+        return HookedTransformer.from_pretrained_no_processing(name, hf_model=hf_model, tokenizer=tokenizer,
+                                                               device=str(device), dtype=dtype)
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
@@ -384,7 +384,6 @@ def boot(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
 def factored_matrix() -> type:
     """TransformerLens's ``FactoredMatrix`` class (exported at the top level of TransformerLens 2.x-4.x)."""
     from transformer_lens import FactoredMatrix
-
     return FactoredMatrix
 
 
@@ -393,7 +392,6 @@ def adapt(model: Any) -> Adapter:
     if isinstance(model, Adapter):
         return model
     if not hasattr(model, "cfg") or not hasattr(model, "hooks"):
-        raise TypeError(
-            f"expected a TransformerLens model (TransformerBridge or HookedTransformer), got {type(model).__name__}"
-        )
+        raise TypeError(f"expected a TransformerLens model (TransformerBridge or HookedTransformer), "
+                        f"got {type(model).__name__}")
     return Adapter(model)

@@ -5,6 +5,7 @@
 * :mod:`.injection`: :class:`Injection` (add / replace vectors, shared, per site, per row, per row group);
 * :mod:`.heads`: :class:`HeadPatch` (per-head ``z`` patch, zero and mean ablation);
 * :mod:`.capture`: :class:`Capture` (read activations);
+* :mod:`.paths`: :class:`PathRestricted` (θ seen only through values, queries/keys, MLP inputs or directly);
 * :mod:`.lowrank`: :class:`LowRankAttnOut` (a low-rank change of a block's attention output: LoRA on W_O);
 * :mod:`.task_vector`: :class:`TaskVector` (vectors + provenance, safetensors + JSON);
 * :mod:`.generation`: greedy generation with and without a KV cache.
@@ -16,9 +17,11 @@ from tvmech.interventions.generation import Generation, generate
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.lowrank import LowRankAttnOut, low_rank_delta
+from tvmech.interventions.paths import PATHS, PathRestricted
 from tvmech.interventions.sites import POINTS, Context, Mode, Point, resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
 __all__ = ["Capture", "Compose", "Intervention", "Write", "compose", "native_hooks", "site_name", "Generation",
-           "generate", "HeadPatch", "Injection", "LowRankAttnOut", "low_rank_delta", "POINTS", "Context", "Mode",
+           "generate", "HeadPatch", "Injection", "LowRankAttnOut", "low_rank_delta", "PATHS",
+           "PathRestricted", "POINTS", "Context", "Mode",
            "Point", "resolve_positions", "TaskVector"]

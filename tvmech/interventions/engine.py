@@ -26,10 +26,14 @@ from tvmech.core.adapter import Adapter, HookFn, adapt
 from tvmech.interventions.sites import Context
 
 Edit = Callable[[Tensor, Context], "Tensor | None"]
-# TransformerLens names, relative to blocks.{l}; "pattern", "ln1" and "resid_mid" are for reading only
+# TransformerLens names, relative to blocks.{l}; "pattern", "ln1" and "resid_mid" are for reading only.
+# Per-input points of the bridge (see tvmech.interventions.paths): "attn_in" / "mlp_in" are the inputs of the
+# attention / MLP norms (editing one changes what that sublayer reads, not the residual stream), "q_in",
+# "k_in", "v_in" the inputs of the query / key / value projections (the normed residual).
 _TL_NAMES = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "attn_out": "hook_attn_out",
              "mlp_out": "hook_mlp_out", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
-             "ln1": "ln1.hook_normalized", "resid_mid": "hook_resid_mid"}
+             "ln1": "ln1.hook_normalized", "resid_mid": "hook_resid_mid", "attn_in": "ln1.hook_in",
+             "mlp_in": "ln2.hook_in", "q_in": "attn.q.hook_in", "k_in": "attn.k.hook_in", "v_in": "attn.v.hook_in"}
 
 
 @dataclass(frozen=True)
