@@ -1,19 +1,32 @@
 """Head attribution on task-vector-injected prompts: Taylor scores, exact ablation, key heads.
 
-Taylor score. On zero-shot prompts with θ injected, let ``p`` be the probability of the correct label's
-first token and ``a_{l,h} = z_{l,h}[q] W_O[l, h]`` head h's output at the query position ``q`` (``z`` =
-``attn.hook_z``, its attention-weighted values). The first-order estimate of what zero-ablating the head
-changes is ``a · ∂p/∂a``; the score is ``mean over prompts of |a · ∂p/∂a|``, for all heads from one forward
-and one backward pass. Since ``p`` depends on ``z_{l,h}[q]`` only through ``a_{l,h}``,
-``a · ∂p/∂a = z[q] · ∂p/∂z[q]`` exactly, which is how it is computed (gradients at ``hook_z``).
+Scores. On zero-shot prompts with θ injected, let ``p`` be the probability of the correct label's first
+token and ``a_{l,h} = z_{l,h}[q] W_O[l, h]`` head h's output at the query position ``q`` (``z`` =
+``attn.hook_z``, its attention-weighted values), ``a_θ`` in the run with θ and ``a_clean`` in the same run
+without θ. The gradient ``∂p/∂a`` is always taken in the θ run. Two scores (``score=``):
+
+* ``"tv_reliance"`` (default): ``mean over prompts of |(a_θ − a_clean) · ∂p/∂a|``, the first-order effect on
+  ``p`` of the part of the head's output that θ put there. A head whose output does not depend on θ (every
+  head below the injection layer) scores exactly 0;
+* ``"paper"``: ``mean over prompts of |a_θ · ∂p/∂a|``, the first-order estimate of zero-ablating the head,
+  which also scores heads the prediction relies on whatever θ is.
+
+Both come from one forward and one backward pass (plus, for ``tv_reliance``, one clean forward pass).
+Since ``p`` depends on ``z_{l,h}[q]`` only through ``a_{l,h} = z W_O`` (linear),
+``(a_θ − a_clean) · ∂p/∂a = (z_θ − z_clean)[q] · ∂p/∂z[q]`` exactly, which is how they are computed.
 
 Exact ablation. Head h's ``z[q]`` is set to 0 (zero ablation) or to its mean (mean ablation, see
 :func:`tvmech.methods.function_vectors.mean_head_z`: the mean of ``z[q]`` over zero-shot prompts *without* θ, so
 that a head's θ-specific contribution is removed but its usual output kept); ``Δp = p − p_ablated`` per
 prompt. Only the query position is ablated: that is where θ sits and where the answer is read.
 
-Key heads: the top ``frac`` (default 10%) of all heads by Taylor score; random sets of the same size are
-drawn (seeded) from the other heads.
+Taylor vs exact. Over a set of heads (those at or above the injection layer): the Spearman correlation and
+``precision@k = |top_k(score) ∩ top_k(exact)| / k`` with ``k = round(frac · n)`` (:func:`precision_at_k`).
+
+Key heads: the top ``frac`` (default 10%) of all heads by score. Comparison sets of the same size
+(seeded; set ``i`` depends only on ``seed + i``), disjoint from the key set, either drawn from all other
+heads (:func:`random_head_sets`) or *layer-matched* (:func:`layer_matched_sets`: as many heads in each layer
+as the key set has there, drawn among that layer's other heads).
 """
 
 from __future__ import annotations
@@ -42,16 +55,22 @@ from tvmech.interventions.task_vector import TaskVector
 Head = tuple[int, int]
 AblationKind = Literal["zero", "mean"]
 KINDS: tuple[str, ...] = get_args(AblationKind)
+Score = Literal["tv_reliance", "paper"]
+SCORES: tuple[str, ...] = get_args(Score)
 
 
 @dataclass
 class HeadScores:
-    """Taylor scores of every head (``[n_layers, n_heads]``) on ``n`` θ-injected prompts."""
+    """Taylor scores of every head (``[n_layers, n_heads]``) on ``n`` θ-injected prompts.
 
-    taylor: Float[Tensor, "n_layers n_heads"]  # mean |a · ∂p/∂a|
-    signed: Float[Tensor, "n_layers n_heads"]  # mean a · ∂p/∂a
+    ``taylor`` holds the score named by ``score`` (see the module docstring); ``signed`` its signed mean.
+    """
+
+    taylor: Float[Tensor, "n_layers n_heads"]  # mean |(a_θ − a_clean) · ∂p/∂a| or mean |a_θ · ∂p/∂a|
+    signed: Float[Tensor, "n_layers n_heads"]  # the same without the absolute value
     p: float  # mean probability of the correct first token with θ
     n: int
+    score: Score = "tv_reliance"
 
     def ranking(self) -> list[Head]:
         """All heads, highest score first."""
@@ -89,25 +108,53 @@ def prompt_batch(model, task: Task, prompts: Sequence[Prompt]) -> Batch:
     return encode(ad.tokenizer, task, prompts).to(ad.device)
 
 
-def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt]) -> HeadScores:
-    """``|a · ∂p/∂a|`` of every head at the query position, from one forward and one backward pass over
-    all ``prompts`` (zero-shot prompts; θ is added as ``vec`` says)."""
+def check_score(score: str) -> str:
+    """``score`` if it is a head score; a clear error otherwise."""
+    if score not in SCORES:
+        raise ValueError(f"head score {score!r} is not valid; choose one of {SCORES}")
+    return score
+
+
+def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt], *,
+                  score: Score = "tv_reliance") -> HeadScores:
+    """Head scores at the query position (see the module docstring) over all ``prompts`` (zero-shot
+    prompts; θ is added as ``vec`` says), the gradient from one forward and backward pass with θ.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        vec: a single-site task vector.
+        task: the prompts' task.
+        prompts: at least one prompt.
+        score: ``"tv_reliance"`` (``|(a_θ − a_clean) · ∂p/∂a|``) or ``"paper"`` (``|a_θ · ∂p/∂a|``).
+
+    Returns:
+        The :class:`HeadScores` (``score`` recorded).
+    """
+    check_score(score)
     ad = adapt(model)
     single_site(ad, vec)
     batch = prompt_batch(ad, task, prompts)
     rows, q = torch.arange(len(batch), device=ad.device), batch.query_pos
-    # the whole z of every block, in the graph: the tensors the pass goes on with, so gradients reach them
-    keep = Capture([(l, "z") for l in range(ad.n_layers)], detach=False)
+    sites = [(l, "z") for l in range(ad.n_layers)]
     with torch.no_grad():
         h0 = ad.residual(batch.tokens, 0)  # embeddings, computed outside the hooks
+        clean = Capture(sites)
+        if score == "tv_reliance":  # the same blocks on the same input, without θ
+            with clean.apply(ad, q):
+                ad.run_blocks(h0, 0)
+    # the whole z of every block, in the graph: the tensors the pass goes on with, so gradients reach them
+    keep = Capture(sites, detach=False)
     with torch.enable_grad(), (vec.injection + keep).apply(ad, q):
         final = ad.run_blocks(h0.detach().requires_grad_(True), 0)
         p = torch.softmax(ad.unembed(final[rows, q]).float(), -1)[rows, batch.label_first]
         zs = [keep[l, "z"] for l in range(ad.n_layers)]
         grads = torch.autograd.grad(p.sum(), zs)
     with torch.no_grad():
+        if score == "tv_reliance":
+            zs = [z - clean[l, "z"] for l, z in enumerate(zs)]
         dot = torch.stack([(z[rows, q] * g[rows, q]).sum(-1) for z, g in zip(zs, grads)])  # [L, B, H]
-    return HeadScores(dot.abs().mean(1).float().cpu(), dot.mean(1).float().cpu(), float(p.detach().mean()), len(batch))
+    return HeadScores(dot.abs().mean(1).float().cpu(), dot.mean(1).float().cpu(), float(p.detach().mean()),
+                      len(batch), score)
 
 
 def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
@@ -230,6 +277,66 @@ def random_head_sets(n_layers: int, n_heads: int, size: int, n_sets: int = 5, se
     return [sorted(random.Random(seed + i).sample(pool, size)) for i in range(n_sets)]
 
 
+def layer_matched_sets(key: Sequence[Head], n_layers: int, n_heads: int, n_sets: int = 5, seed: int = 0
+                       ) -> list[list[Head]]:
+    """``n_sets`` random head sets with the layer histogram of ``key``: for each layer, as many heads as ``key``
+    has there, drawn among that layer's heads outside ``key``; set ``i`` depends only on ``seed + i``.
+
+    Args:
+        key: the key heads (their layer histogram is matched; they are excluded).
+        n_layers: the model's layers.
+        n_heads: heads per layer.
+        n_sets: how many sets.
+        seed: the first set's seed.
+
+    Returns:
+        ``n_sets`` sorted lists of ``(layer, head)``; raises when a layer has fewer non-key heads than key heads.
+    """
+    key = [tuple(h) for h in key]
+    if not key:
+        raise ValueError("the key set is empty: nothing to match")
+    if n_sets < 1:
+        raise ValueError(f"n_sets must be >= 1, got {n_sets}")
+    counts = layer_histogram(key, n_layers)
+    taken = set(key)
+    pools = {l: [(l, h) for h in range(n_heads) if (l, h) not in taken] for l in range(n_layers) if counts[l]}
+    short = [(l, int(counts[l]), len(pool)) for l, pool in pools.items() if len(pool) < counts[l]]
+    if short:
+        l, c, free = short[0]
+        raise ValueError(f"no layer-matched set: layer {l} has {c} key heads but only {free} other heads")
+    out = []
+    for i in range(n_sets):
+        rng = random.Random(seed + i)
+        out.append(sorted(h for l, pool in pools.items() for h in rng.sample(pool, int(counts[l]))))
+    return out
+
+
+def heads_from_layer(n_layers: int, n_heads: int, first_layer: int) -> list[Head]:
+    """Every head of layers ``first_layer .. n_layers − 1`` (those at or above an injection layer)."""
+    if not 0 <= first_layer < n_layers:
+        raise ValueError(f"layer {first_layer} is out of range: valid layers are 0..{n_layers - 1}")
+    return [(l, h) for l in range(first_layer, n_layers) for h in range(n_heads)]
+
+
+def precision_at_k(scores: Tensor, reference: Tensor, frac: float = 0.1) -> tuple[float, int]:
+    """Overlap of the top ``k = n_key(n, frac)`` entries of two equally long score vectors, divided by ``k``.
+
+    Args:
+        scores: e.g. Taylor scores of ``n`` heads.
+        reference: e.g. exact ablation effects of the same heads, in the same order.
+        frac: share of the entries in the top set.
+
+    Returns:
+        ``(precision, k)``: 1 when both rank the same ``k`` entries on top (ties broken by position).
+    """
+    x, y = scores.flatten().double().cpu(), reference.flatten().double().cpu()
+    if len(x) != len(y) or not len(x):
+        raise ValueError(f"need two non-empty score vectors of the same length, got {len(x)} and {len(y)}")
+    k = n_key(len(x), frac)
+    top = [set(v.argsort(descending=True, stable=True)[:k].tolist()) for v in (x, y)]
+    return len(top[0] & top[1]) / k, k
+
+
 def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
                      kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
     """Zero-shot + θ accuracy (``tvmech.analysis.evaluation``) with ``heads`` ablated at the query position."""
@@ -262,5 +369,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 __all__ = ["Head", "HeadScores", "KINDS", "AblationKind", "check_heads", "prompt_batch", "taylor_scores", "ablation",
            "check_ablation", "ablation_hooks", "ablation_effects",
-           "spearman", "n_key", "key_heads", "random_head_sets", "ablated_accuracy",
+           "spearman", "n_key", "key_heads", "random_head_sets", "layer_matched_sets", "heads_from_layer",
+           "precision_at_k", "ablated_accuracy", "Score", "SCORES", "check_score",
            "layer_histogram", "mean_std"]

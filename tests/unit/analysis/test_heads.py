@@ -50,8 +50,8 @@ def _p(ad, batch, hooks):
 def test_taylor_score_is_the_derivative_of_scaling_the_head(tiny):
     """a·∂p/∂a = d p(α z_h[q]) / dα at α = 1, checked by autograd through α and by a finite difference."""
     ad, vec = tv.adapt(tiny), _vec(tiny)
-    scores = taylor_scores(tiny, vec, TASK, PROMPTS)
-    assert scores.taylor.shape == (ad.n_layers, ad.n_heads) and scores.n == len(PROMPTS)
+    scores = taylor_scores(tiny, vec, TASK, PROMPTS, score="paper")
+    assert scores.score == "paper" and scores.taylor.shape == (ad.n_layers, ad.n_heads) and scores.n == len(PROMPTS)
     assert (scores.taylor >= scores.signed.abs() - 1e-7).all() and scores.taylor.max() > 0
     batch = encode(ad.tokenizer, TASK, PROMPTS)
     rows, q = torch.arange(len(batch)), batch.query_pos
@@ -93,7 +93,7 @@ def test_z_gradient_equals_head_output_times_attn_out_gradient(tiny):
     z = kept["z"][rows, q].detach()  # [B, H, d_head]
     a = torch.einsum("bhd,hdm->bhm", z, ad.W_O[layer].detach())
     assert torch.allclose((z * gz[rows, q]).sum(-1), (a * gout[rows, q][:, None]).sum(-1), atol=1e-6)
-    scores = taylor_scores(tiny, vec, TASK, PROMPTS)
+    scores = taylor_scores(tiny, vec, TASK, PROMPTS, score="paper")
     assert torch.allclose(scores.taylor[layer], (a * gout[rows, q][:, None]).sum(-1).abs().mean(0), atol=1e-6)
 
 
