@@ -20,18 +20,29 @@ path, with the attention pattern held fixed:
   (no θ) residual entering block ``l'`` at ``p``: the change that adding θ alone makes to the head's
   normalized input, RMS scale and norm weight included. Raw: ``θ̃ = θ`` (ignores the norm; its scale is
   then off by the norm's ``w / rms(h)``, so raw is mainly a contrast).
-* ``reinject="final"``: ``Σ_{l'} E_{l'}`` is added once to the final residual stream (``blocks.{L-1}.
-  hook_resid_post``, before the final norm) at the query position; ``"layerwise"``: each ``E_{l'}`` is
-  added at the output of its own block ``l'`` (``hook_resid_post``; ``Reconstruction.point`` picks another
-  residual point), so later blocks process it. Either way :func:`reinjection` builds one per-row
+* ``from_next``: the sum starts at block ``l + 1`` (the paper's ``Σ_{l' ≥ l+1, h} θ W_V W_O``: raw θ,
+  unweighted, re-injected at the final residual, is the paper-literal variant).
+* ``reinject="final"``: ``α Σ_{l'} E_{l'}`` is added once to the final residual stream (``blocks.{L-1}.
+  hook_resid_post``, before the final norm) at the query position; ``"layerwise"``: each ``α E_{l'}`` is
+  added inside its own block ``l'``, so that later computation processes it: by default an attention-side
+  effect at the block's ``hook_attn_out`` (the block's own MLP reads it; ``hook_resid_post`` would hide
+  it from that MLP), an MLP-side effect at ``hook_mlp_out``. ``α`` (``Reconstruction.alpha``, default 1)
+  scales the re-injected vectors. Either way :func:`reinjection` builds one per-row
   :class:`~tvmech.interventions.injection.Injection`.
 
 In both cases the reconstruction runs on the zero-shot prompt *without* θ: only the OV-carried part of
-θ's effect is put back. The MLP counterpart is the measured change ``ΔMLP_{l'} = mlp_out_{l'}(with θ) −
-mlp_out_{l'}(without θ)`` at the query position (everything θ causes in the MLPs, direct or through
-attention), re-injected the same two ways; ``"attn"`` is the measured change of the attention outputs
-(what the OV effect approximates, with changes of the attention pattern included), ``"attn_mlp"`` the
-sum of both (everything but θ's own direct path to the unembedding). Exactness: with the
+θ's effect is put back. MLP counterparts, like for like:
+
+* ``"mlp_direct"``: the **direct MLP path** ``D_{l'} = MLP_{l'}(h^mid_{l'} + θ) − MLP_{l'}(h^mid_{l'})`` at the
+  injected position ``p``, with ``h^mid`` the clean mid-residual of block ``l'`` and the MLP's own norm
+  included (:meth:`~tvmech.core.adapter.Adapter.mlp_output`); re-injected at ``p``;
+* ``"mlp"`` (*total measured*): ``ΔMLP_{l'} = mlp_out_{l'}(with θ) − mlp_out_{l'}(without θ)`` at the
+  query (everything θ causes in the MLPs, direct or through attention);
+
+``"attn"`` is the total measured change of the attention outputs (what the OV effect approximates, with
+changes of the attention pattern included), ``"attn_mlp"`` the sum of both (everything but θ's own
+direct path to the unembedding), ``"theta"`` the control θ itself added to the final residual at ``p``
+(that direct path alone). Exactness: with the
 pattern fixed, ``E_{l}`` of the injection block equals the change of its attention output at ``q``
 (tests/test_ov.py), and ``final_clean + θ + Σ ΔAttn + Σ ΔMLP = final_with_θ`` at ``q``.
 """
@@ -54,7 +65,7 @@ from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, reso
 from tvmech.interventions.task_vector import TaskVector
 
 Reinject = Literal["final", "layerwise"]
-Source = Literal["ov", "mlp", "attn", "attn_mlp"]
+Source = Literal["ov", "mlp_direct", "mlp", "attn", "attn_mlp", "theta"]
 REINJECT: tuple[str, ...] = get_args(Reinject)
 SOURCES: tuple[str, ...] = get_args(Source)
 
@@ -115,24 +126,43 @@ def head_ov_image(model, theta: Float[Tensor, " d_model"], layer: int, head: int
 class Reconstruction:
     """One way of putting back part of θ's effect without θ (see the module docstring).
 
-    ``source``: ``"ov"`` (packaged OV effect), ``"mlp"`` (measured MLP-output change), ``"attn"``
-    (measured attention-output change) or ``"attn_mlp"`` (their sum); ``weighted`` and ``norm_aware``
-    apply to ``"ov"`` only. ``point``: where a layer-wise re-injection adds each block's vector
-    (default ``resid_post``, the block's output).
+    ``source``: ``"ov"`` (packaged OV effect), ``"mlp_direct"`` (direct MLP path), ``"mlp"`` (total
+    measured MLP-output change), ``"attn"`` (total measured attention-output change), ``"attn_mlp"`` (their
+    sum) or ``"theta"`` (θ itself); ``weighted``, ``norm_aware`` and ``from_next`` apply to ``"ov"`` only.
+    ``point``: where a layer-wise re-injection adds each block's vector (``None``: ``attn_out`` for
+    ``ov``, ``attn`` and ``theta``, ``mlp_out`` for the MLP sources and ``attn_mlp``). ``alpha`` scales the
+    re-injected effect.
     """
 
     source: Source = "ov"
     weighted: bool = True
     norm_aware: bool = True
     reinject: Reinject = "final"
-    point: Point = "resid_post"
+    point: Point | None = None
+    from_next: bool = False
+    alpha: float = 1.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source {self.source!r} is not valid; choose one of {SOURCES}")
         if self.reinject not in REINJECT:
             raise ValueError(f"reinject {self.reinject!r} is not valid; choose one of {REINJECT}")
-        check_point(self.point, RESIDUAL_POINTS)
+        if self.point is not None:
+            check_point(self.point, RESIDUAL_POINTS)
+        if self.from_next and self.source != "ov":
+            raise ValueError(f"from_next applies to the OV effect only, not to source {self.source!r}")
+
+    @property
+    def layerwise_point(self) -> str:
+        """The point of a layer-wise re-injection (``point``, or the source's default)."""
+        if self.point is not None:
+            return self.point
+        return "attn_out" if self.source in ("ov", "attn", "theta") else "mlp_out"
+
+    @property
+    def at_injected_position(self) -> bool:
+        """Whether the effect lives at the injected position ``p`` (direct MLP path, θ) or at the query."""
+        return self.source in ("mlp_direct", "theta")
 
 
 @dataclass
@@ -140,7 +170,7 @@ class ThetaEffects:
     """What θ does on one batch (two forward passes from block ``l``: without and with θ).
 
     ``layers = (l, ..., L-1)``: the blocks that read θ. Everything is at the query position ``q`` except
-    ``resid`` (at the injected position ``p``).
+    ``resid`` and ``mlp_direct`` (at the injected position ``p``; ``position`` is θ's site position).
     """
 
     theta: Float[Tensor, " d_model"]
@@ -151,8 +181,10 @@ class ThetaEffects:
     weights: Float[Tensor, "batch n_sel n_heads"]  # attention q -> p with θ
     attn_delta: Float[Tensor, "batch n_sel d_model"]  # attention output with θ minus without, at q
     mlp_delta: Float[Tensor, "batch n_sel d_model"]  # MLP output with θ minus without, at q
+    mlp_direct: Float[Tensor, "batch n_sel d_model"]  # MLP(h_mid + θ) - MLP(h_mid) at p, h_mid clean
     final_clean: Float[Tensor, "batch d_model"]  # final residual (before the final norm) at q, without θ
     final_injected: Float[Tensor, "batch d_model"]  # the same with θ
+    position: int = -1  # θ's site position (negative: relative to the query)
 
 
 def single_site(model, vec: TaskVector) -> tuple[int, int]:
@@ -193,7 +225,7 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
         return Capture([(l, point) for l in layers for point in ("attn_out", "mlp_out")], positions=(-1,))
 
     clean_out, inj_out = outputs(), outputs()
-    resid = Capture([(l, "resid_pre") for l in layers], positions=(pos,))
+    resid = Capture([(l, point) for l in layers for point in ("resid_pre", "resid_mid")], positions=(pos,))
     pattern = Capture([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
@@ -206,11 +238,15 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
         return torch.stack([rec[l, point][:, 0] for l in layers], 1)
 
     weights = torch.stack([pattern[l, "pattern"][rows, 0, :, p] for l in layers], 1)
-    return ThetaEffects(theta=vec.vectors[0, 0].to(ad.device, ad.dtype), layers=layers, query_pos=q, inj_pos=p,
-                   resid=stack(resid, "resid_pre"), weights=weights,
-                   attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
-                   mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"),
-                   final_clean=final_clean, final_injected=final_inj)
+    theta = vec.vectors[0, 0].to(ad.device, ad.dtype)
+    mid = stack(resid, "resid_mid")
+    with torch.no_grad():
+        direct = torch.stack([ad.mlp_output(l, mid[:, i] + theta) - ad.mlp_output(l, mid[:, i])
+                              for i, l in enumerate(layers)], 1)
+    return ThetaEffects(theta=theta, layers=layers, query_pos=q, inj_pos=p, resid=stack(resid, "resid_pre"),
+                        weights=weights, attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
+                        mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"), mlp_direct=direct,
+                        final_clean=final_clean, final_injected=final_inj, position=pos)
 
 
 def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_aware: bool = True
@@ -230,25 +266,44 @@ def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_
 
 
 def reconstruction_effect(model, cap: ThetaEffects, rec: Reconstruction) -> Float[Tensor, "batch n_sel d_model"]:
-    """Per-block vectors that ``rec`` puts back: the packaged OV effect, or the measured MLP/attention change."""
+    """Per-block vectors that ``rec`` puts back, times ``rec.alpha``: the packaged OV effect (block ``l``'s
+    slot zero with ``from_next``), the direct MLP path, the measured MLP/attention changes, or θ (slot 0)."""
     if rec.source == "ov":
-        return packaged_ov_effect(model, cap, weighted=rec.weighted, norm_aware=rec.norm_aware)
-    return {"mlp": cap.mlp_delta, "attn": cap.attn_delta, "attn_mlp": cap.attn_delta + cap.mlp_delta}[rec.source]
+        effect = packaged_ov_effect(model, cap, weighted=rec.weighted, norm_aware=rec.norm_aware)
+        if rec.from_next:
+            effect = torch.cat([torch.zeros_like(effect[:, :1]), effect[:, 1:]], 1)
+    elif rec.source == "theta":
+        effect = torch.zeros_like(cap.mlp_delta)
+        effect[:, 0] = cap.theta
+    else:
+        effect = {"mlp_direct": cap.mlp_direct, "mlp": cap.mlp_delta, "attn": cap.attn_delta,
+                  "attn_mlp": cap.attn_delta + cap.mlp_delta}[rec.source]
+    return effect * rec.alpha if rec.alpha != 1 else effect
+
+
+def reconstruction_hooks(model, cap: ThetaEffects, rec: Reconstruction) -> list[tuple[str, HookFn]]:
+    """The TransformerLens hooks that put ``rec``'s effect back on the batch of ``cap`` (without θ): at the
+    query, or at θ's position for the direct MLP path and θ; layer-wise at ``rec.layerwise_point``."""
+    effect = reconstruction_effect(model, cap, rec)
+    position = cap.position if rec.at_injected_position else -1
+    return reinjection_hooks(model, effect, cap.layers, cap.query_pos, rec.reinject, rec.layerwise_point, position)
 
 
 def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
-                reinject: Reinject = "final", point: Point = "resid_post") -> Injection:
-    """The per-row :class:`~tvmech.interventions.injection.Injection` adding ``effect`` at each row's query:
-    summed over blocks into the final residual stream (``"final"``: ``blocks.{L-1}.hook_resid_post``), or
-    ``effect[:, i]`` at ``point`` of block ``layers[i]`` (``"layerwise"``; default its output, ``resid_post``).
+                reinject: Reinject = "final", point: Point = "attn_out", position: int = -1) -> Injection:
+    """The per-row :class:`~tvmech.interventions.injection.Injection` adding ``effect`` at each row's
+    ``position`` (default the query): summed over blocks into the final residual stream (``"final"``:
+    ``blocks.{L-1}.hook_resid_post``), or ``effect[:, i]`` at ``point`` of block ``layers[i]``
+    (``"layerwise"``; default its attention output, so the block's own MLP reads it).
 
     Args:
         model: a TransformerLens model or its adapter.
         effect: per-row, per-block vectors (e.g. :func:`reconstruction_effect`).
         layers: the blocks of ``effect``'s second axis.
         reinject: ``"final"`` or ``"layerwise"``.
-        point: where a layer-wise effect is added (``resid_post``, ``attn_out``, ``mlp_out`` or ``resid_pre``);
+        point: where a layer-wise effect is added (``attn_out``, ``mlp_out``, ``resid_post`` or ``resid_pre``);
             ``"final"`` always adds at the final residual stream.
+        position: the site position (negative: relative to the query).
 
     Returns:
         An injection whose hooks need the batch's query positions.
@@ -261,13 +316,13 @@ def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Seq
     if effect.ndim != 3 or effect.shape[1] != len(layers):
         raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit [batch, {len(layers)} layers, d_model]")
     if reinject == "final":
-        return Injection(effect.sum(1)[:, None, None], (ad.n_layers - 1,), point="resid_post")
-    return Injection(effect[:, :, None], layers, point=point)
+        return Injection(effect.sum(1)[:, None, None], (ad.n_layers - 1,), (position,), point="resid_post")
+    return Injection(effect[:, :, None], layers, (position,), point=point)
 
 
 def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
-                      query_pos: Int[Tensor, " batch"], reinject: Reinject = "final", point: Point = "resid_post"
-                      ) -> list[tuple[str, HookFn]]:
+                      query_pos: Int[Tensor, " batch"], reinject: Reinject = "final", point: Point = "attn_out",
+                      position: int = -1) -> list[tuple[str, HookFn]]:
     """TransformerLens hooks of :func:`reinjection` for a batch with query positions ``query_pos``.
 
     Args:
@@ -277,15 +332,16 @@ def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layer
         query_pos: each row's query index.
         reinject: ``"final"`` or ``"layerwise"``.
         point: where a layer-wise effect is added.
+        position: the site position (negative: relative to the query).
 
     Returns:
         ``(hook_name, hook_fn)`` pairs.
     """
     if effect.shape[0] != len(query_pos):
         raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit {len(query_pos)} rows")
-    return reinjection(model, effect, layers, reinject, point).hooks(model, query_pos)
+    return reinjection(model, effect, layers, reinject, point, position).hooks(model, query_pos)
 
 
 __all__ = ["factored_matrix", "check_head", "ov_circuits", "ov_images", "head_ov_image", "Reconstruction",
-           "ThetaEffects", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect", "reinjection",
-           "reinjection_hooks", "Reinject", "Source"]
+           "ThetaEffects", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect",
+           "reconstruction_hooks", "reinjection", "reinjection_hooks", "Reinject", "Source"]

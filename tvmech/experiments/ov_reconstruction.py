@@ -1,10 +1,16 @@
-"""OV / MLP reconstruction of an LTV: accuracy with θ replaced by its packaged OV effect, its MLP
-counterpart and the measured changes (``figures/ov_reconstruction.json``).
+"""OV / MLP reconstruction of an LTV: accuracy with θ replaced by its packaged OV effect, its direct MLP
+path, the total measured changes, or θ restricted to some paths (``figures/ov_reconstruction.json``).
 
 For a one-site LTV θ at layer ``l``, each :class:`~tvmech.analysis.ov.Reconstruction` re-injects, on the
 zero-shot prompt *without* θ, one part of θ's effect (:mod:`tvmech.analysis.ov`: the packaged OV effect
-``Σ_{l'} E_{l'}``, the measured MLP / attention changes), and the accuracy shows how much of the LTV's
-effect that part carries.
+``Σ_{l'} E_{l'}`` (``ov_direct``; layer by layer at each block's ``attn_out``; unweighted, raw, the paper's
+``Σ_{l'≥l+1,h} θ W_V W_O`` as ``ov_paper``), the direct MLP path ``MLP(h_mid + θ) − MLP(h_mid)``
+(``mlp_direct``), the total measured MLP / attention changes (``*_total_measured``), θ itself at the final
+residual (``theta_final``)), optionally scaled by each ``α`` of ``Config.alphas`` (method ``<name>@<α>``),
+and the accuracy shows how much of the LTV's effect that part carries. Path-restricted runs
+(:class:`~tvmech.interventions.paths.PathRestricted`, method ``path_<paths>``) keep θ out of the residual
+stream and show it only to the values (``v``), queries and keys (``qk``) or MLP inputs (``mlp``) of blocks
+``≥ l``, with all downstream processing kept.
 
 Also the base :class:`Config` of the three mechanism experiments (this one, :mod:`key_heads`, :mod:`sinks`):
 LTVs at the middle layer, accuracies on the first ``n_test`` test queries of each task.
@@ -13,13 +19,13 @@ LTVs at the middle layer, accuracies on the first ``n_test`` test queries of eac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
 
 from tvmech.analysis.evaluation import resolve_scoring, score_batch
-from tvmech.analysis.ov import Reconstruction, capture, reconstruction_effect, reinjection_hooks, single_site
+from tvmech.analysis.ov import Reconstruction, capture, reconstruction_effect, reconstruction_hooks, single_site
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import batches, make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
@@ -33,75 +39,121 @@ from tvmech.experiments.common import (
     option,
 )
 from tvmech.experiments.vectors import VectorStore
+from tvmech.interventions.paths import PATHS, PathRestricted, check_paths
 from tvmech.interventions.task_vector import TaskVector
 
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
-    """Settings shared by the mechanism experiments (flags ``--mech-*``)."""
+    """Settings shared by the mechanism experiments (flags ``--mech-*``), and this one's own (``alphas``,
+    ``paths``: ``None`` by default, left out of the saved settings while ``None``)."""
 
     PREFIX = "mech"
     LABEL = "mechanism"
     DERIVED = {"layer": middle_layer}
+    OPTIONAL_SETTINGS = ("alphas", "paths")
 
     tasks: tuple[str, ...] = option(ALL_TASKS, "built-in tasks analysed", choices=ALL_TASKS)
     layer: int | None = option(None, "injection layer of the analysed LTVs (None: the middle layer n_layers // 2)")
     ltv_steps: int = option(150, "training steps per learned task vector")
     n_test: int | None = option(48, "test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the LTV training and the random head sets")
+    alphas: tuple[float, ...] | None = option(
+        None, "OV/MLP reconstruction: scales α of every re-injected effect (None: 1 only; the issue-11 sweep is "
+              "0.5 1 2 4 8)")
+    paths: tuple[str, ...] | None = option(
+        None, "OV/MLP reconstruction: path-restricted runs, each a path or paths joined by '+' of v, qk, mlp, "
+              "direct, or 'all' (None: v qk mlp v+qk+mlp)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alphas is not None and (not self.alphas or any(a <= 0 for a in self.alphas)):
+            raise ValueError(f"--mech-alphas {self.alphas} is not valid: give one or more scales > 0")
+        for spec in self.paths or ():
+            parse_path(spec)
+
+
+# paths of the path-restricted runs when Config.paths is None
+DEFAULT_PATHS: tuple[str, ...] = ("v", "qk", "mlp", "v+qk+mlp")
+
+
+def parse_path(spec: str) -> tuple[str, ...]:
+    """``"v+qk"`` -> ``("v", "qk")``; ``"all"`` -> every path (:data:`~tvmech.interventions.paths.PATHS`)."""
+    return PATHS if spec == "all" else check_paths(spec.split("+"))
 
 
 class Result(RecordsResult[Config]):
-    """One record per (task, method): ``task, layer, method, accuracy, n, effect_norm, cos_attn``."""
+    """One record per (task, method): ``task, layer, method, variant, path, alpha, accuracy, n, effect_norm,
+    cos_attn``."""
 
     TABLE = "ov_reconstruction"
 
 
-# the reconstructions of figures/ov_reconstruction.json: name -> what replaces θ
+# the reconstructions of figures/ov_reconstruction.json: name -> what replaces θ (named for what it is)
 DEFAULT_RECONSTRUCTIONS: dict[str, Reconstruction] = {
-    "ov": Reconstruction(),
-    "ov_layerwise": Reconstruction(reinject="layerwise"),
+    "ov_direct": Reconstruction(),
+    "ov_direct_layerwise": Reconstruction(reinject="layerwise"),  # at each block's attn_out
     "ov_unweighted": Reconstruction(weighted=False),
     "ov_raw": Reconstruction(norm_aware=False),
-    "mlp": Reconstruction("mlp"),
-    "mlp_layerwise": Reconstruction("mlp", reinject="layerwise"),
-    "attn": Reconstruction("attn"),
-    "attn_mlp": Reconstruction("attn_mlp"),
+    "ov_paper": Reconstruction(weighted=False, norm_aware=False, from_next=True),  # Σ_{l'≥l+1,h} θ W_V W_O
+    "mlp_direct": Reconstruction("mlp_direct"),
+    "mlp_direct_layerwise": Reconstruction("mlp_direct", reinject="layerwise"),
+    "mlp_total_measured": Reconstruction("mlp"),
+    "mlp_total_measured_layerwise": Reconstruction("mlp", reinject="layerwise"),
+    "attn_total_measured": Reconstruction("attn"),
+    "attn_mlp_total_measured": Reconstruction("attn_mlp"),
+    "theta_final": Reconstruction("theta"),  # control: θ itself on the final residual (paper Fig. 36)
 }
+
+
+def method_name(name: str, alpha: float) -> str:
+    """A row's ``method``: the variant's name, with ``@α`` when ``α != 1`` (e.g. ``mlp_direct@4``)."""
+    return name if alpha == 1 else f"{name}@{alpha:g}"
 
 
 def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example],
                             reconstructions: dict[str, Reconstruction] | None = None, *, scoring: str | None = None,
+                            alphas: Sequence[float] = (1.0,), paths: Sequence[str] = DEFAULT_PATHS,
                             batch_size: int = 16, progress: bool = False) -> list[dict]:
     """Accuracy on zero-shot prompts of ``queries``: without anything (``zero_shot``), with θ (``ltv``),
-    and with each reconstruction instead of θ.
+    with each reconstruction (times each α) instead of θ, and with θ restricted to each path.
 
     Args:
         model: a loaded model.
         vec: a one-site additive ``resid_pre`` task vector θ.
         task: the task (its template, labels and scoring).
         queries: the test queries (at least one).
-        reconstructions: name -> :class:`Reconstruction` (default :data:`DEFAULT_RECONSTRUCTIONS`).
+        reconstructions: name -> :class:`Reconstruction` (default :data:`DEFAULT_RECONSTRUCTIONS`); their own
+            ``alpha`` is replaced by each of ``alphas``.
         scoring: overrides the task's scoring mode.
+        alphas: scales of every re-injected effect.
+        paths: path-restricted runs (:func:`parse_path` specs; :class:`~tvmech.interventions.paths.
+            PathRestricted`), method ``path_<spec>``.
         batch_size: prompts per forward pass.
         progress: show a progress bar.
 
     Returns:
-        Rows ``{task, layer, method, accuracy, n, effect_norm, cos_attn}``: ``effect_norm`` is the mean norm of
-        the re-injected total ``Σ_{l'} E_{l'}``, ``cos_attn`` its mean cosine with the measured total attention
-        change (``None`` for ``zero_shot`` and ``ltv``).
+        Rows ``{task, layer, method, variant, path, alpha, accuracy, n, effect_norm, cos_attn}``: ``variant``
+        is the reconstruction's name (``path_restricted`` for path runs, whose ``path`` names the open
+        paths), ``effect_norm`` the mean norm of the re-injected total ``α Σ_{l'} E_{l'}``, ``cos_attn`` its
+        mean cosine with the measured total attention change (``None`` for ``zero_shot``, ``ltv`` and paths).
     """
     ad = adapt(model)
-    layer, _ = single_site(ad, vec)
+    layer, position = single_site(ad, vec)
     recs = DEFAULT_RECONSTRUCTIONS if reconstructions is None else reconstructions
+    alphas, paths = tuple(float(a) for a in alphas), tuple(paths)
+    open_paths = {spec: parse_path(spec) for spec in paths}
     scoring = resolve_scoring(task, scoring)
     if not queries:
         raise ValueError(f"task {task.name!r}: no queries to evaluate")
     prompts = make_prompts(task, queries, 0)
-    names = ["zero_shot", "ltv", *recs]
-    correct = dict.fromkeys(names, 0)
-    norm = dict.fromkeys(names, 0.0)
-    cos = dict.fromkeys(names, 0.0)
+    meta = {"zero_shot": ("zero_shot", None, None), "ltv": ("ltv", None, None)}
+    runs = {method_name(n, a): (n, replace(r, alpha=a)) for n, r in recs.items() for a in alphas}
+    meta.update({m: (n, None, rec.alpha) for m, (n, rec) in runs.items()})
+    meta.update({f"path_{spec}": ("path_restricted", spec, 1.0) for spec in paths})
+    correct = dict.fromkeys(meta, 0)
+    norm = dict.fromkeys(meta, 0.0)
+    cos = dict.fromkeys(meta, 0.0)
     it = batches(ad.tokenizer, task, prompts, batch_size, with_labels=scoring == "exact_match")
     for _, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"OV/MLP reconstruction {task.name}",
                          disable=not progress, leave=False):
@@ -111,17 +163,20 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
         correct["zero_shot"] += int(score_batch(ad, task, batch, scoring)[0].sum())
         correct["ltv"] += int(score_batch(ad, task, batch, scoring, vec.hooks_for(ad))[0].sum())
         norm["ltv"] += float(cap.theta.norm()) * len(batch)
-        for name, rec in recs.items():
-            effect = reconstruction_effect(ad, cap, rec)
-            hooks = reinjection_hooks(ad, effect, cap.layers, batch.query_pos, rec.reinject, rec.point)
-            correct[name] += int(score_batch(ad, task, batch, scoring, lambda b, h=hooks: h)[0].sum())
-            total = effect.sum(1)
-            norm[name] += float(total.norm(dim=-1).sum())
-            cos[name] += float(torch.cosine_similarity(total, attn_total, dim=-1).sum())
+        for m, (_, rec) in runs.items():
+            hooks = reconstruction_hooks(ad, cap, rec)
+            correct[m] += int(score_batch(ad, task, batch, scoring, lambda b, h=hooks: h)[0].sum())
+            total = reconstruction_effect(ad, cap, rec).sum(1)
+            norm[m] += float(total.norm(dim=-1).sum())
+            cos[m] += float(torch.cosine_similarity(total, attn_total, dim=-1).sum())
+        for spec, open_ in open_paths.items():
+            restricted = PathRestricted(cap.theta, layer, open_, position)
+            correct[f"path_{spec}"] += int(score_batch(ad, task, batch, scoring, restricted.hooks_for(ad))[0].sum())
     n = len(prompts)
-    return [{"task": task.name, "layer": layer, "method": m, "accuracy": correct[m] / n, "n": n,
-             "effect_norm": norm[m] / n if m != "zero_shot" else 0.0,
-             "cos_attn": cos[m] / n if m in recs else None} for m in names]
+    return [{"task": task.name, "layer": layer, "method": m, "variant": v, "path": path, "alpha": alpha,
+             "accuracy": correct[m] / n, "n": n,
+             "effect_norm": norm[m] / n if m in runs or m == "ltv" else 0.0,
+             "cos_attn": cos[m] / n if m in runs else None} for m, (v, path, alpha) in meta.items()]
 
 
 def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
@@ -129,7 +184,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
 
     Args:
         model: a loaded model.
-        config: the mechanism settings.
+        config: the mechanism settings (``alphas``, ``paths``: see :class:`Config`).
         vectors: where the LTVs are kept (in memory when ``None``).
         progress: show a progress bar per task.
 
@@ -138,9 +193,11 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
     """
     config = config.for_model(model)
     vecs = learned_vectors(model, config, config.layer, vectors)
+    alphas = config.alphas if config.alphas is not None else (1.0,)
+    paths = config.paths if config.paths is not None else DEFAULT_PATHS
     rows = []
     for name in config.tasks:
         task = builtin_task(name)
         rows += reconstruction_accuracy(model, vecs[name], task, heldout_queries(task, config.seed, config.n_test),
-                                        progress=progress)
+                                        alphas=alphas, paths=paths, progress=progress)
     return Result(config, rows)

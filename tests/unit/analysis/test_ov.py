@@ -15,6 +15,7 @@ from tvmech.analysis.ov import (
     ov_images,
     packaged_ov_effect,
     reconstruction_effect,
+    reconstruction_hooks,
     reinjection,
     reinjection_hooks,
 )
@@ -136,26 +137,84 @@ def test_measured_changes_telescope_to_the_injected_final_residual(tiny):
     assert torch.allclose(final[torch.arange(len(batch)), batch.query_pos], cap.final_injected, atol=1e-4)
 
 
-def test_layerwise_reinjection_adds_each_vector_at_its_block_output(tiny):
+def _mlp_out(ad, batch, hooks, layer):
+    cap = Capture([(layer, "mlp_out")])
+    with torch.no_grad(), ad.hooks(hooks + cap.hooks(ad, batch.query_pos)):
+        ad.residual(batch.tokens, ad.n_layers)
+    return cap[layer, "mlp_out"]
+
+
+def test_layerwise_reinjection_at_attn_out_reaches_the_blocks_own_mlp(tiny):
+    """Acceptance (issue 11): the layer-wise OV effect of block l' is added at its hook_attn_out (the default),
+    so that block's MLP output changes; added at hook_resid_post (the old placement) the MLP never sees it."""
     ad = tv.adapt(tiny)
     batch, vec = _batch(tiny), _vec(tiny, 1)
     cap = capture(tiny, vec, batch)
-    effect = reconstruction_effect(tiny, cap, Reconstruction(reinject="layerwise"))
-    got = {}
+    rec = Reconstruction(reinject="layerwise")
+    assert rec.layerwise_point == "attn_out"
+    effect = reconstruction_effect(tiny, cap, rec)
+    writes = reinjection(tiny, effect, cap.layers, "layerwise").writes(ad)
+    assert [(w.layer, w.point) for w in writes] == [(1, "attn_out"), (2, "attn_out")]
+    q = batch.query_pos
+    clean = _mlp_out(ad, batch, [], 1)
+    at_attn = _mlp_out(ad, batch, reconstruction_hooks(tiny, cap, rec), 1)
+    old = _mlp_out(ad, batch, reinjection_hooks(tiny, effect, cap.layers, q, "layerwise", "resid_post"), 1)
+    rows = torch.arange(len(batch))
+    assert (at_attn[rows, q] - clean[rows, q]).norm(dim=-1).min() > 1e-3  # block 1's MLP reads its effect
+    assert torch.equal(old, clean)  # at resid_post: block 1's MLP output is unchanged
+    expected = ad.mlp_output(1, _mid(ad, batch, 1)[rows, q] + effect[:, 0])
+    assert torch.allclose(at_attn[rows, q], expected, atol=1e-5)
 
-    def grab(x, hook=None):
-        got.setdefault("x", []).append(x.detach().clone())
 
-    name = ad.hook_name(1, "resid_post")
+def _mid(ad, batch, layer):
+    cap = Capture([(layer, "resid_mid")])
+    with torch.no_grad(), cap.apply(ad, batch.query_pos):
+        ad.residual(batch.tokens, ad.n_layers)
+    return cap[layer, "resid_mid"]
+
+
+@pytest.fixture(scope="module")
+def mlp_only():
+    """Attention output weights zeroed: θ reaches each MLP only directly, at its own position."""
+    tok = char_tokenizer()
+    hf = tiny_hf(n_layers=2, vocab=len(tok), seed=2)
     with torch.no_grad():
-        with ad.hooks([(name, grab)]):
-            ad.residual(batch.tokens, ad.n_layers)
-        with ad.hooks(reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "layerwise") + [(name, grab)]):
-            ad.residual(batch.tokens, ad.n_layers)
-    clean, recon = got["x"]
-    expected = clean.clone()
-    expected[torch.arange(len(batch)), batch.query_pos] += effect[:, 0]
-    assert torch.allclose(recon, expected, atol=1e-5)
+        for block in hf.model.layers:
+            block.self_attn.o_proj.weight.zero_()
+    return wrap(hf, tok, "tiny-mlp-only")
+
+
+def test_direct_mlp_path_is_the_measured_mlp_change_without_attention(mlp_only):
+    """With no attention, block l's MLP input changes by θ alone: the direct path MLP(h_mid + θ) − MLP(h_mid)
+    of the injection block equals the total measured change there; later blocks differ (they also read
+    the earlier MLP changes)."""
+    batch, vec = _batch(mlp_only), _vec(mlp_only, 0)
+    cap = capture(mlp_only, vec, batch)
+    assert cap.mlp_direct.shape == cap.mlp_delta.shape == (len(batch), 2, 64)
+    assert cap.mlp_direct[:, 0].norm() > 1e-2
+    assert torch.allclose(cap.mlp_direct[:, 0], cap.mlp_delta[:, 0], atol=1e-5)
+    assert not torch.allclose(cap.mlp_direct[:, 1], cap.mlp_delta[:, 1], atol=1e-3)
+    rec = Reconstruction("mlp_direct")
+    assert rec.at_injected_position and rec.layerwise_point == "mlp_out"
+
+
+def test_paper_literal_theta_control_and_alpha(tiny):
+    """ov_paper = Σ_{l' ≥ l+1, h} θ W_V W_O (raw, unweighted, block l left out); the θ control puts θ itself on
+    the final residual; α scales the re-injected effect."""
+    ad = tv.adapt(tiny)
+    batch, vec = _batch(tiny), _vec(tiny, 1)
+    cap = capture(tiny, vec, batch)
+    paper = reconstruction_effect(tiny, cap, Reconstruction(weighted=False, norm_aware=False, from_next=True))
+    images = ov_images(tiny, cap.theta, [2])[0].sum(0)
+    assert torch.equal(paper[:, 0], torch.zeros_like(paper[:, 0]))
+    assert torch.allclose(paper[:, 1], images.expand(len(batch), -1), atol=1e-5)
+    with torch.no_grad(), ad.hooks(reconstruction_hooks(tiny, cap, Reconstruction("theta"))):
+        final = ad.residual(batch.tokens, ad.n_layers)[torch.arange(len(batch)), batch.query_pos]
+    assert torch.allclose(final, cap.final_clean + cap.theta, atol=1e-5)
+    one = reconstruction_effect(tiny, cap, Reconstruction("mlp_direct"))
+    assert torch.allclose(reconstruction_effect(tiny, cap, Reconstruction("mlp_direct", alpha=4.0)), 4 * one)
+    with pytest.raises(ValueError, match="from_next applies to the OV effect only"):
+        Reconstruction("mlp", from_next=True)
 
 
 def test_layerwise_reinjection_at_another_point(tiny):
@@ -185,15 +244,28 @@ def test_layerwise_reinjection_at_another_point(tiny):
 def test_reconstruction_accuracy_rows(tiny):
     vec = _vec(tiny, 1)
     queries = TASK.splits(0).test[:6]
-    rows = reconstruction_accuracy(tiny, vec, TASK, queries, batch_size=4)
+    rows = reconstruction_accuracy(tiny, vec, TASK, queries, batch_size=4, alphas=(1.0, 2.0),
+                                   paths=("v", "qk", "mlp", "all"))
     by = {r["method"]: r for r in rows}
-    assert list(by)[:2] == ["zero_shot", "ltv"] and {"ov", "mlp", "attn", "ov_layerwise"} <= set(by)
+    assert list(by)[:2] == ["zero_shot", "ltv"]
+    assert {"ov_direct", "ov_direct_layerwise", "ov_paper", "mlp_direct", "mlp_total_measured",
+            "attn_total_measured", "theta_final", "mlp_direct@2", "path_v", "path_qk", "path_mlp"} <= set(by)
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 6 and r["layer"] == 1 for r in rows)
+    assert by["mlp_direct@2"]["variant"] == "mlp_direct" and by["mlp_direct@2"]["alpha"] == 2.0
+    assert by["path_qk"]["variant"] == "path_restricted" and by["path_qk"]["path"] == "qk"
     ltv = tv.evaluate(tiny, TASK, queries, 0, hooks_for=vec.hooks_for(tiny))
-    assert by["ltv"]["accuracy"] == ltv.accuracy
+    assert by["ltv"]["accuracy"] == ltv.accuracy == by["path_all"]["accuracy"]  # every path open = the LTV
     assert by["zero_shot"]["accuracy"] == tv.evaluate(tiny, TASK, queries, 0).accuracy
-    assert by["attn"]["cos_attn"] == pytest.approx(1.0, abs=1e-5)
-    assert by["ov"]["effect_norm"] > 0 and by["ov_unweighted"]["effect_norm"] > by["ov"]["effect_norm"]
+    assert by["attn_total_measured"]["cos_attn"] == pytest.approx(1.0, abs=1e-5)
+    assert by["ov_direct"]["effect_norm"] > 0 and by["ov_unweighted"]["effect_norm"] > by["ov_direct"]["effect_norm"]
+    assert by["mlp_direct@2"]["effect_norm"] == pytest.approx(2 * by["mlp_direct"]["effect_norm"], rel=1e-4)
+    assert by["theta_final"]["effect_norm"] == pytest.approx(by["ltv"]["effect_norm"], rel=1e-4)
+    from tvmech.figures.mechanism_plots import reconstruction_figure
+
+    fig = reconstruction_figure(rows, "tiny")  # the figure draws the new rows (and, in test_heads, the old ones)
+    names = {tr.name: tr for tr in fig.data}
+    assert names["MLP direct path, α = 2"].visible == "legendonly" and names["MLP direct path"].visible is True
+    assert names["θ through queries/keys only"].y[0] == by["path_qk"]["accuracy"]
 
 
 def test_bad_input(tiny):
