@@ -2,8 +2,14 @@
 heads sit (``figures/key_heads_{taylor,ablation,layers}.json``).
 
 Heads are scored, chosen and ablated on the first ``n_score`` *training* queries, so that they are chosen
-on other prompts than those they are evaluated on; every ``exact_every``-th head of the Taylor ranking is
-also ablated exactly (27 of 270 heads by default), spread over all ranks.
+on other prompts than those they are evaluated on. The score (``score``, recorded in every row) is the
+TV-reliance score ``|(a_θ − a_clean)·∂p/∂a|`` by default or the paper's ``|a·∂p/∂a|``
+(:mod:`tvmech.analysis.heads`). Every ``exact_every``-th head at or above the injection layer, in the order
+of the ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is also ablated exactly, and
+the score is compared with the exact effect by Spearman's ρ and precision@k (the overlap of the top
+``frac`` by score and by exact ablation among those heads). The key heads are ablated against random sets
+of the same size: layer-matched (same layer histogram, ``set = "random_layer_matched"``) and/or drawn from
+all layers (``set = "random"``).
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ from tqdm.auto import tqdm
 from tvmech.analysis.evaluation import evaluate
 from tvmech.analysis.heads import (
     KINDS,
+    SCORES,
     HeadScores,
     ablated_accuracy,
     ablation_effects,
+    heads_from_layer,
     key_heads,
+    layer_matched_sets,
+    precision_at_k,
     random_head_sets,
     spearman,
     taylor_scores,
 )
+from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
@@ -35,6 +46,41 @@ from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import mean_head_z
 
 Head = tuple[int, int]
+# comparison sets: config name -> the ``set`` of their rows
+RANDOM_SETS: dict[str, str] = {"layer_matched": "random_layer_matched", "all_layers": "random"}
+
+
+def comparison_sets(key: Sequence[Head], n_layers: int, n_heads: int, n_sets: int, seed: int,
+                    kinds: Sequence[str] = tuple(RANDOM_SETS)) -> list[tuple[str, int, list[Head]]]:
+    """Random head sets of the key set's size, disjoint from it: ``(set name, seed, heads)`` per set.
+
+    Args:
+        key: the key heads.
+        n_layers: the model's layers.
+        n_heads: heads per layer.
+        n_sets: sets (seeds ``seed .. seed + n_sets − 1``) of each kind.
+        seed: the first seed.
+        kinds: ``"layer_matched"`` (same layer histogram) and/or ``"all_layers"``.
+
+    Returns:
+        The sets; a layer-matched kind that cannot be drawn (a layer with too few non-key heads) is left
+        out with a printed note.
+    """
+    bad = [k for k in kinds if k not in RANDOM_SETS]
+    if bad or not kinds:
+        raise ValueError(f"random set kind(s) {bad or '(none given)'} not valid; choose from {list(RANDOM_SETS)}")
+    out = []
+    for kind in kinds:
+        if kind == "layer_matched":
+            try:
+                sets = layer_matched_sets(key, n_layers, n_heads, n_sets, seed)
+            except ValueError as err:
+                print(f"  layer-matched random sets left out: {err}", flush=True)
+                continue
+        else:
+            sets = random_head_sets(n_layers, n_heads, len(key), n_sets, seed, exclude=key)
+        out += [(RANDOM_SETS[kind], seed + i, s) for i, s in enumerate(sets)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -44,8 +90,14 @@ class Config(ov_reconstruction.Config):
     n_score: int = option(32, "training queries per task for Taylor scores, exact ablations and ablation means",
                           flag="--mech-n-score")
     frac: float = option(0.1, "share of heads that are key heads", flag="--key-frac")
-    n_random: int = option(5, "random head sets (seeds) per comparison", flag="--n-random")
-    exact_every: int = option(10, "exact ablation of every n-th head of the Taylor ranking", flag="--exact-every")
+    n_random: int = option(5, "random head sets (seeds) per comparison and kind of set", flag="--n-random")
+    exact_every: int = option(1, "exact ablation of every n-th head (in ranking order) at or above the injection "
+                                 "layer", flag="--exact-every")
+    score: str = option("tv_reliance", "head score: tv_reliance |(a_θ − a_clean)·∂p/∂a| or paper |a·∂p/∂a|",
+                        flag="--key-score", choices=SCORES)
+    random_sets: tuple[str, ...] = option(("layer_matched", "all_layers"), "random comparison sets: layer_matched "
+                                          "(key set's layer histogram) and/or all_layers", flag="--random-sets",
+                                          choices=tuple(RANDOM_SETS))
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,6 +107,10 @@ class Config(ov_reconstruction.Config):
             raise ValueError(f"--key-frac {self.frac} is not valid: it must be in (0, 1]")
         if self.n_score < 1 or self.n_random < 1:
             raise ValueError(f"--mech-n-score {self.n_score} / --n-random {self.n_random}: both must be >= 1")
+        if self.score not in SCORES:
+            raise ValueError(f"--key-score {self.score!r} is not valid; valid: {list(SCORES)}")
+        if not self.random_sets or any(k not in RANDOM_SETS for k in self.random_sets):
+            raise ValueError(f"--random-sets {list(self.random_sets)} is not valid; choose from {list(RANDOM_SETS)}")
 
 
 @dataclass
@@ -63,9 +119,11 @@ class Result:
     random ablation records (``ablation``)."""
 
     config: Config
-    scores: list[dict]  # task, layer, head, rank, taylor, signed, key, exact (None off the subset), spearman
-    taylor: list[dict]  # the scores rows with an exact ablation: task, layer, head, rank, taylor, exact, spearman
-    ablation: list[dict]  # task, set, seed, kind, size, accuracy, n
+    # task, score, layer, head, rank, taylor, signed, key, eligible (at or above the injection layer), exact (None
+    # off the subset), spearman, precision_at_k, k_precision
+    scores: list[dict]
+    taylor: list[dict]  # the scores rows with an exact ablation (TAYLOR_KEYS)
+    ablation: list[dict]  # task, score, set, seed, kind, size, accuracy, n
 
     def rows(self) -> list[dict]:
         return list(self.scores)
@@ -96,7 +154,8 @@ def data(config: Config, name: str) -> tuple[Task, list, list]:
 
 def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example], scores: HeadScores, *,
                   frac: float = 0.1, n_random: int = 5, seed: int = 0, kinds: Sequence[str] = KINDS,
-                  means: Tensor | None = None, batch_size: int = 16, progress: bool = False) -> list[dict]:
+                  random_sets: Sequence[str] = ("all_layers",), means: Tensor | None = None, batch_size: int = 16,
+                  progress: bool = False) -> list[dict]:
     """LTV accuracy without ablation, with the key heads ablated, and with each of ``n_random`` random sets
     of the same size ablated (zero and/or mean).
 
@@ -107,48 +166,69 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
         queries: the test queries.
         scores: the Taylor scores that choose the key heads.
         frac: share of all heads that are key heads.
-        n_random: random head sets (seeds ``seed .. seed + n_random - 1``), drawn from the other heads.
+        n_random: random head sets (seeds ``seed .. seed + n_random - 1``) of each kind, disjoint from the key set.
         seed: first seed of the random sets.
         kinds: ablation kinds (``zero``, ``mean``).
+        random_sets: kinds of random sets (:func:`comparison_sets`): ``layer_matched``, ``all_layers``.
         means: per-head mean ``z`` for mean ablation.
         batch_size: prompts per forward pass.
         progress: show a progress bar.
 
     Returns:
-        Rows ``{task, set, seed, kind, size, accuracy, n}``, first the unablated ``set = "none"``.
+        Rows ``{task, score, set, seed, kind, size, accuracy, n}``, first the unablated ``set = "none"``; ``set``
+        is ``key``, ``random_layer_matched`` or ``random`` (all layers).
     """
     ad = adapt(model)
     if n_random < 1:
         raise ValueError(f"n_random must be >= 1, got {n_random}")
     key = key_heads(scores, frac)
-    sets = [("key", None, key)] + [("random", seed + i, s) for i, s in enumerate(
-        random_head_sets(ad.n_layers, ad.n_heads, len(key), n_random, seed, exclude=key))]
+    sets = [("key", None, key)] + comparison_sets(key, ad.n_layers, ad.n_heads, n_random, seed, random_sets)
     base = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=vec.hooks_for(ad))
-    rows = [{"task": task.name, "set": "none", "seed": None, "kind": "none", "size": 0, "accuracy": base.accuracy,
-             "n": base.n}]
+    rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,
+             "accuracy": base.accuracy, "n": base.n}]
     jobs = [(k, s) for k in kinds for s in sets]
     for kind, (name, s, heads) in tqdm(jobs, desc=f"ablations {task.name}", disable=not progress, leave=False):
         r = ablated_accuracy(ad, vec, task, queries, heads, kind=kind, means=means, batch_size=batch_size)
-        rows.append({"task": task.name, "set": name, "seed": s, "kind": kind, "size": len(heads),
-                     "accuracy": r.accuracy, "n": r.n})
+        rows.append({"task": task.name, "score": scores.score, "set": name, "seed": s, "kind": kind,
+                     "size": len(heads), "accuracy": r.accuracy, "n": r.n})
     return rows
+
+
+def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, scores: HeadScores, *, frac: float = 0.1,
+                    every: int = 1, progress: bool = False) -> tuple[dict[Head, float], float, float, int]:
+    """Exact zero-ablation effects ``mean |Δp|`` of every ``every``-th head (ranking order) at or above the
+    injection layer, and the score's Spearman ρ and precision@k (top ``frac``) against them.
+
+    Returns:
+        ``(head -> exact effect, spearman, precision_at_k, k)``.
+    """
+    ad = adapt(model)
+    layer, _ = single_site(ad, vec)
+    eligible = set(heads_from_layer(ad.n_layers, ad.n_heads, layer))
+    subset = [h for h in scores.ranking() if h in eligible][::every]
+    exact = ablation_effects(ad, vec, task, prompts, subset, progress=progress).abs().mean(1)
+    taylor = scores.taylor[tuple(zip(*subset))]
+    prec, k = precision_at_k(taylor, exact, frac)
+    return {h: float(e) for h, e in zip(subset, exact)}, spearman(taylor, exact), prec, k
+
+
+TAYLOR_KEYS = ("task", "score", "layer", "head", "rank", "taylor", "exact", "spearman", "precision_at_k", "k_precision")
 
 
 def _task_rows(model, config: Config, name: str, vec, progress: bool) -> tuple[list[dict], list[dict]]:
     task, test, score_prompts = data(config, name)
-    scores = taylor_scores(model, vec, task, score_prompts)
-    ranking = scores.ranking()
+    scores = taylor_scores(model, vec, task, score_prompts, score=config.score)
     key = set(key_heads(scores, config.frac))
-    subset = ranking[:: config.exact_every]
-    exact = ablation_effects(model, vec, task, score_prompts, subset, progress=progress).abs().mean(1)
-    exact_of = {h: float(e) for h, e in zip(subset, exact)}
-    rho = spearman(scores.taylor[tuple(zip(*subset))], exact)
-    rows = [{"task": name, "layer": l, "head": h, "rank": i, "taylor": float(scores.taylor[l, h]),
-             "signed": float(scores.signed[l, h]), "key": (l, h) in key, "exact": exact_of.get((l, h)),
-             "spearman": rho} for i, (l, h) in enumerate(ranking)]
+    exact_of, rho, prec, k = taylor_vs_exact(model, vec, task, score_prompts, scores, frac=config.frac,
+                                             every=config.exact_every, progress=progress)
+    layer, _ = single_site(model, vec)
+    rows = [{"task": name, "score": scores.score, "layer": l, "head": h, "rank": i,
+             "taylor": float(scores.taylor[l, h]), "signed": float(scores.signed[l, h]), "key": (l, h) in key,
+             "eligible": l >= layer, "exact": exact_of.get((l, h)), "spearman": rho, "precision_at_k": prec,
+             "k_precision": k} for i, (l, h) in enumerate(scores.ranking())]
     means = mean_head_z(model, task, score_prompts)
     ablations = key_vs_random(model, vec, task, test, scores, frac=config.frac, n_random=config.n_random,
-                              seed=config.seed, means=means, progress=progress)
+                              seed=config.seed, random_sets=config.random_sets, means=means, progress=progress)
     return rows, list(ablations)
 
 
@@ -171,6 +251,5 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         s, a = _task_rows(model, config, name, vecs[name], progress)
         scores += s
         ablation += a
-    taylor = [{k: r[k] for k in ("task", "layer", "head", "rank", "taylor", "exact", "spearman")}
-              for r in scores if r["exact"] is not None]
+    taylor = [{k: r[k] for k in TAYLOR_KEYS} for r in scores if r["exact"] is not None]
     return Result(config, scores, taylor, ablation)

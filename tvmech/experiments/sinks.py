@@ -1,12 +1,16 @@
 """Attention sinks: attention of key vs random heads to the first token, to the query itself, to the injected
-position and to the rest (``figures/attention_sinks.json``)."""
+position and to the rest (``figures/attention_sinks.json``).
+
+The key heads are the key-head experiment's (its ``score``, recorded in every row); the random sets are
+layer-matched (``set = "random_layer_matched"``, the key set's layer histogram) and/or drawn from all layers
+(``set = "random"``), ``n_random`` seeds each, with their mean and standard deviation in ``<set>_mean`` rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, random_head_sets, taylor_scores
+from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, taylor_scores
 from tvmech.analysis.sinks import METRICS, AttentionStats, attention_stats, check_threshold
 from tvmech.data.prompts import make_prompts
 from tvmech.experiments import key_heads as kh
@@ -34,13 +38,14 @@ class Config(kh.Config):
 
 
 class Result(RecordsResult[Config]):
-    """Records ``task, set, seed, metric, value, std`` (see :func:`compare_sets`)."""
+    """Records ``task, score, set, seed, metric, value, std`` (see :func:`compare_sets`)."""
 
     TABLE = "attention_sinks"
 
 
 def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequence[Sequence[Head]],
-                 model=None) -> list[dict]:
+                 model=None, *, name: str = "random", seeds: Sequence[int] | None = None,
+                 with_key: bool = True) -> list[dict]:
     """The attention statistics of the key heads against those of random head sets.
 
     Args:
@@ -48,10 +53,13 @@ def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequen
         key: the key heads.
         random_sets: the random head sets (at least one).
         model: when given, every head is checked against its shape.
+        name: the ``set`` of the random sets' rows (``random``, ``random_layer_matched``).
+        seeds: each random set's seed (default ``0, 1, ...``).
+        with_key: include the key set's rows.
 
     Returns:
         Rows ``{set, seed, metric, value, std}``: the key set's means, each random set's, and the random sets'
-        mean and standard deviation (``set = "random_mean"``).
+        mean and standard deviation (``set = "<name>_mean"``).
     """
     if model is not None:
         check_heads(model, key)
@@ -59,13 +67,15 @@ def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequen
             check_heads(model, s)
     if not random_sets:
         raise ValueError("no random sets to compare with")
-    rows = [{"set": "key", "seed": None, "metric": m, "value": v, "std": 0.0} for m, v in stats.over(key).items()]
+    seeds = list(range(len(random_sets))) if seeds is None else list(seeds)
+    rows = [{"set": "key", "seed": None, "metric": m, "value": v, "std": 0.0} for m, v in stats.over(key).items()
+            ] if with_key else []
     per = [stats.over(s) for s in random_sets]
-    rows += [{"set": "random", "seed": i, "metric": m, "value": v, "std": 0.0} for i, d in enumerate(per)
+    rows += [{"set": name, "seed": i, "metric": m, "value": v, "std": 0.0} for i, d in zip(seeds, per)
              for m, v in d.items()]
     for m in METRICS:
         mu, sd = mean_std([d[m] for d in per])
-        rows.append({"set": "random_mean", "seed": None, "metric": m, "value": mu, "std": sd})
+        rows.append({"set": f"{name}_mean", "seed": None, "metric": m, "value": mu, "std": sd})
     return rows
 
 
@@ -90,9 +100,14 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         task, test, score_prompts = kh.data(config, name)
         key = (key_sets or {}).get(name)
         if key is None:
-            key = key_heads(taylor_scores(model, vecs[name], task, score_prompts), config.frac)
+            key = key_heads(taylor_scores(model, vecs[name], task, score_prompts, score=config.score), config.frac)
         stats = attention_stats(model, task, make_prompts(task, test, 0), vecs[name], threshold=config.threshold)
-        rnd = random_head_sets(stats.first.shape[0], stats.first.shape[1], len(key), config.n_random, config.seed,
-                               exclude=key)
-        rows += [{"task": name, **r} for r in compare_sets(stats, key, rnd, model)]
+        sets = kh.comparison_sets(key, *stats.first.shape, config.n_random, config.seed, config.random_sets)
+        check_heads(model, key)
+        out = [{"set": "key", "seed": None, "metric": m, "value": v, "std": 0.0} for m, v in stats.over(key).items()]
+        for set_name in dict.fromkeys(n for n, _, _ in sets):
+            mine = [(s, heads) for n, s, heads in sets if n == set_name]
+            out += compare_sets(stats, key, [h for _, h in mine], model, name=set_name, seeds=[s for s, _ in mine],
+                                with_key=False)
+        rows += [{"task": name, "score": config.score, **r} for r in out]
     return Result(config, rows)
