@@ -136,7 +136,8 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
         Rows ``{task, layer, method, variant, path, alpha, accuracy, n, effect_norm, cos_attn}``: ``variant``
         is the reconstruction's name (``path_restricted`` for path runs, whose ``path`` names the open
         paths), ``effect_norm`` the mean norm of the re-injected total ``α Σ_{l'} E_{l'}``, ``cos_attn`` its
-        mean cosine with the measured total attention change (``None`` for ``zero_shot``, ``ltv`` and paths).
+        mean cosine with the measured total attention change (``None`` for ``zero_shot``, ``ltv`` and paths;
+        ``effect_norm`` is θ's norm for ``ltv``, 0 for ``zero_shot``, ``None`` for paths).
     """
     ad = adapt(model)
     layer, position = single_site(ad, vec)
@@ -175,7 +176,7 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
     n = len(prompts)
     return [{"task": task.name, "layer": layer, "method": m, "variant": v, "path": path, "alpha": alpha,
              "accuracy": correct[m] / n, "n": n,
-             "effect_norm": norm[m] / n if m in runs or m == "ltv" else 0.0,
+             "effect_norm": norm[m] / n if m in runs or m == "ltv" else (0.0 if m == "zero_shot" else None),
              "cos_attn": cos[m] / n if m in runs else None} for m, (v, path, alpha) in meta.items()]
 
 
