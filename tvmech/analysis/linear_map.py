@@ -22,7 +22,13 @@ Without the noise every ``x_i`` would be θ and the fit rank one. No intercept (
   (scaling by ``tr(XᵀX)/d`` instead would let the shared θ component set the penalty); any ``n ≥ 1``.
 
 Quality. ``R² = 1 − Σ‖y_i − W x_i‖² / Σ‖y_i − ȳ‖²`` on held-out perturbations drawn the same way with
-another seed (and on the fit samples); ``theta_rel_error = ‖W θ − Δ(θ)‖ / ‖Δ(θ)‖``.
+another seed (and on the fit samples), for the mean response ``y_i = Δ(x_i)``. Per-prompt R²: the same
+with ``y_i = Δ_p(x_i)`` for each fit prompt ``p`` against the one shared ``W`` (held-out perturbations),
+i.e. how well the map fitted to the mean explains each prompt's own response.
+``theta_rel_error = ‖W θ − Δ(θ)‖ / ‖Δ(θ)‖`` is small by construction (θ is the centre of the fit samples).
+The *ray test* asks more: along the ray ``αθ`` (``α`` in ``ray_alphas``, default 0.25, 0.5, 2, 4, i.e. far
+outside the fit's noise ball), ``rel_error(α) = ‖Δ(αθ) − α W θ‖ / ‖Δ(αθ)‖`` and ``cos(Δ(αθ), α W θ)``
+(:func:`ray_test`); a linear response gives 0 and 1 for every α.
 
 Efficiency. The residual entering block ``l`` is computed once per fit prompt (truncated after its
 query token); each batch of ``batch_size`` perturbed vectors × ``P`` prompts runs only blocks ``l..L−1``
@@ -57,7 +63,9 @@ from tvmech.data.tasks import Example, Task
 from tvmech.interventions.injection import Injection
 
 SOLVERS = ("lstsq", "ridge")
-Response = Callable[[Float[Tensor, "b d"]], Float[Tensor, "b d"]]
+# rows Δ(x_i) (``[b, d]``), or each prompt's Δ_p(x_i) (``[b, n_prompts, d]``; the fit uses their mean)
+Response = Callable[[Float[Tensor, "b d"]], Float[Tensor, "b ..."]]
+RAY_ALPHAS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class MapConfig:
     ridge: float = 1e-3
     batch_size: int = 32  # perturbed vectors per forward pass (each runs on every fit prompt)
     seed: int = 0
+    ray_alphas: tuple[float, ...] = RAY_ALPHAS  # the ray test's scales α of θ
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -83,6 +92,8 @@ class MapConfig:
             raise ValueError(f"n_heldout must be >= 0 and batch_size >= 1 (got {self.n_heldout}, {self.batch_size})")
         if self.solver == "ridge" and not self.ridge > 0:
             raise ValueError(f"solver 'ridge' needs ridge > 0, got {self.ridge}")
+        if any(a == 0 for a in self.ray_alphas):
+            raise ValueError(f"ray scales must be non-zero, got {self.ray_alphas}")
 
     def samples_for(self, d: int) -> int:
         n = 2 * d if self.n_samples is None else self.n_samples
@@ -108,6 +119,8 @@ class LinearMap:
     n_prompts: int = 0
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    r2_per_prompt: list[float] = field(default_factory=list)  # held-out R² of each fit prompt's Δ_p against W
+    ray: list[dict] = field(default_factory=list)  # {alpha, rel_error, cosine} per α (:func:`ray_test`)
 
     @property
     def reconstructed(self) -> Float[Tensor, " d"]:
@@ -115,8 +128,14 @@ class LinearMap:
         return self.W @ self.theta
 
     def summary(self) -> dict:
+        """The row of the fit: R² of the mean response, per-prompt R² (list, mean, median, min) and the ray test
+        (``ray_rel_error_<α>``, ``ray_cos_<α>``); ``W θ ≈ Δ(θ)`` is left out (it holds by construction)."""
+        per = torch.tensor(self.r2_per_prompt, dtype=torch.float64)
+        stats = ({"r2_per_prompt_mean": float(per.mean()), "r2_per_prompt_median": float(per.median()),
+                  "r2_per_prompt_min": float(per.min())} if len(per) else {})
+        ray = {f"ray_{k}_{r['alpha']:g}": r[k] for r in self.ray for k in ("rel_error", "cos")}
         return {"layer": self.layer, "r2_train": self.r2_train, "r2_heldout": self.r2_heldout,
-                "theta_rel_error": self.theta_rel_error, "theta_cos": self.theta_cos, "n_samples": self.n_samples,
+                "r2_per_prompt": list(self.r2_per_prompt), **stats, **ray, "n_samples": self.n_samples,
                 "n_prompts": self.n_prompts, "seconds_fit": self.seconds}
 
 
@@ -165,6 +184,41 @@ def r_squared(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor,
     return float(1 - res / tot)
 
 
+def per_prompt_r2(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor, "n P d"]) -> list[float]:
+    """:func:`r_squared` of each prompt's responses ``Y[:, p]`` against the shared ``W``."""
+    if Y.ndim != 3 or Y.shape[0] != X.shape[0]:
+        raise ValueError(f"per-prompt responses must be [n, n_prompts, d] with n = {X.shape[0]}, got {tuple(Y.shape)}")
+    return [r_squared(W, X, Y[:, p]) for p in range(Y.shape[1])]
+
+
+def ray_test(response: Response, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"],
+             alphas: Sequence[float] = RAY_ALPHAS) -> list[dict]:
+    """``Δ(αθ)`` against ``α W θ`` along the ray of θ.
+
+    Args:
+        response: the batched response (mean over prompts when it returns per-prompt rows).
+        W: the fitted map.
+        theta: the task vector.
+        alphas: the scales (non-zero).
+
+    Returns:
+        ``{alpha, rel_error = ‖Δ(αθ) − αWθ‖/‖Δ(αθ)‖, cos = cos(Δ(αθ), αWθ)}`` per α.
+    """
+    alphas = [float(a) for a in alphas]
+    if any(a == 0 for a in alphas):
+        raise ValueError(f"ray scales must be non-zero, got {alphas}")
+    if not alphas:
+        return []
+    th = theta.detach().double().cpu().reshape(-1)
+    a = torch.tensor(alphas, dtype=torch.float64)
+    got = response(a[:, None] * th[None]).double().cpu()
+    got = got.mean(1) if got.ndim == 3 else got
+    pred = a[:, None] * (W.double() @ th)[None]
+    rel = (got - pred).norm(dim=1) / got.norm(dim=1).clamp_min(1e-30)
+    cos = torch.nn.functional.cosine_similarity(got, pred, dim=1)
+    return [{"alpha": x, "rel_error": float(r), "cos": float(c)} for x, r, c in zip(alphas, rel, cos)]
+
+
 def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapConfig = MapConfig(), *,
                    layer: int = -1, n_prompts: int = 1, progress: bool = False) -> LinearMap:
     """Fit ``W`` to any batched response ``response(X) -> Y`` (rows ``Δ(x_i)``).
@@ -177,24 +231,32 @@ def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapCo
     gen = torch.Generator().manual_seed(config.seed)
     held_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
 
-    def run(X: Tensor, desc: str) -> Tensor:
+    def run(X: Tensor, desc: str, keep_prompts: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Mean responses ``[n, d]`` and, with ``keep_prompts`` and a per-prompt response, ``[n, P, d]``."""
         out = [response(X[s : s + config.batch_size]).double().cpu()
                for s in tqdm(range(0, len(X), config.batch_size), desc=desc, disable=not progress, leave=False)]
-        return torch.cat(out) if out else X.new_zeros(0, d)
+        if not out:
+            return X.new_zeros(0, d), None
+        Y = torch.cat(out)
+        if Y.ndim == 3:
+            return Y.mean(1), (Y if keep_prompts else None)
+        return Y, None
 
     X = perturbations(theta, n, config.noise_scales, gen)
-    Y = run(X, f"fit W (layer {layer})")
+    Y, _ = run(X, f"fit W (layer {layer})")
     W = solve(X, Y, config.solver, config.ridge)
     Xh = perturbations(theta, config.n_heldout, config.noise_scales, held_gen) if config.n_heldout else X[:0]
-    Yh = run(Xh, "held-out") if config.n_heldout else Y[:0]
+    Yh, Yh_p = run(Xh, "held-out", keep_prompts=True) if config.n_heldout else (Y[:0], None)
     th = theta.detach().double().cpu()
-    resp = run(th[None], "response to θ")[0]
+    resp = run(th[None], "response to θ")[0][0]
     pred = W @ th
     rel = float((pred - resp).norm() / resp.norm().clamp_min(1e-30))
     cos = float(torch.nn.functional.cosine_similarity(pred, resp, dim=0))
+    per = per_prompt_r2(W, Xh, Yh_p) if Yh_p is not None and config.n_heldout > 1 else []
     return LinearMap(W.float(), th.float(), layer, r_squared(W, X, Y),
                      r_squared(W, Xh, Yh) if config.n_heldout > 1 else float("nan"), rel, cos, resp.float(),
-                     n, n_prompts, asdict(config), time.perf_counter() - t0)
+                     n, n_prompts, asdict(config), time.perf_counter() - t0, per,
+                     ray_test(response, W, th, config.ray_alphas))
 
 
 # ----------------------------------------------------------------------------------- the model's response
@@ -209,8 +271,9 @@ def _prefix(ad, batch: Batch, layer: int) -> tuple[Tensor, Tensor, Tensor]:
     return resid, q, base
 
 
-def tv_response(model, batch: Batch, layer: int) -> Response:
-    """``X -> Δ(X)``: each row of ``X`` added at ``layer`` to every prompt's query; the mean final-stream change.
+def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) -> Response:
+    """``X -> Δ(X)``: each row of ``X`` added at ``layer`` to every prompt's query; the mean final-stream change
+    (``[b, d]``), or with ``per_prompt`` each prompt's own ``Δ_p`` (``[b, n_prompts, d]``).
 
     The prefix (blocks ``0..layer−1``) runs once here; each call runs blocks ``layer..L−1`` on
     ``len(X) × len(batch)`` rows.
@@ -227,7 +290,8 @@ def tv_response(model, batch: Batch, layer: int) -> Response:
         per_row = X.repeat_interleave(P, 0)[:, None, None]  # [b * P, 1 layer, 1 position, d]
         with torch.no_grad(), Injection(per_row, (layer,)).apply(ad, qq):
             out = ad.run_blocks(resid.repeat(b, 1, 1), layer)[rows, qq].view(b, P, -1)
-        return (out - base[None]).mean(1).double().cpu()
+        delta = (out - base[None]).double().cpu()
+        return delta if per_prompt else delta.mean(1)
 
     return response
 
@@ -248,8 +312,8 @@ def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int
     if theta.shape[0] != ad.d_model:
         raise ValueError(f"θ has size {theta.shape[0]}; the model's d_model is {ad.d_model}")
     config.samples_for(ad.d_model)  # fail before any forward pass
-    return fit_linear_map(tv_response(ad, batch, layer), theta, config, layer=layer, n_prompts=len(batch),
-                          progress=progress)
+    return fit_linear_map(tv_response(ad, batch, layer, per_prompt=True), theta, config, layer=layer,
+                          n_prompts=len(batch), progress=progress)
 
 
 # ----------------------------------------------------------------------------------- exact Jacobian
@@ -294,5 +358,6 @@ def final_injection(model, vector: Float[Tensor, " d_model"]) -> Injection:
     return Injection.single(vector.detach().reshape(-1).float(), ad.n_layers - 1, point="resid_post")
 
 
-__all__ = ["MapConfig", "LinearMap", "SOLVERS", "perturbations", "solve", "r_squared", "fit_linear_map",
+__all__ = ["MapConfig", "LinearMap", "SOLVERS", "RAY_ALPHAS", "perturbations", "solve", "r_squared", "per_prompt_r2",
+           "ray_test", "fit_linear_map",
            "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection"]

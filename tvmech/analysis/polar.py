@@ -11,6 +11,13 @@ vector θ (:func:`rotation_scaling`):
   singular values of ``W`` (the eigenvalues of ``Σ``);
 * ``det_q``: +1 for a proper rotation, −1 when ``Q`` includes a reflection.
 
+Rotation null (:func:`rotation_null`). Does ``Q`` turn θ toward the task direction ``ū`` (the normalised mean
+label direction of :mod:`tvmech.analysis.lens`) more than a random rotation would? ``R`` is drawn from the Haar
+measure on O(d) (:func:`haar_orthogonal`: QR of a standard Gaussian matrix, columns' signs fixed by
+``sign(diag R)``; seeded), ``n`` times; the null is the distribution of ``cos(Rθ, ū)`` (for Haar ``R``, that of
+a uniform unit vector's cosine with ``ū``: mean 0, sd ≈ 1/√d), and the actual rotation's ``cos(Qθ, ū)`` is
+placed in it by the count of draws at least as aligned and its percentile (share of draws below it).
+
 :func:`tvmech.experiments.linear_map.polar_report` adds, with the model, the alignment
 (:mod:`tvmech.analysis.lens`: cosine with the task's mean label direction ``ū``, and the maximum over its
 labels of the cosine with ``u_t``) of θ, ``Qθ`` and ``Wθ``, and the tokens the logit lens decodes from each.
@@ -53,4 +60,48 @@ def rotation_scaling(W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], top: i
     return out
 
 
-__all__ = ["polar_decomposition", "rotation_scaling"]
+def haar_orthogonal(d: int, generator: torch.Generator) -> Float[Tensor, "d d"]:
+    """A Haar-random orthogonal ``d × d`` matrix (float64): ``Q · sign(diag R)`` for ``QR`` of a Gaussian matrix."""
+    if d < 1:
+        raise ValueError(f"d must be >= 1, got {d}")
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    signs = torch.sign(torch.diagonal(r))
+    return q * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def rotation_null(Q: Float[Tensor, "d d"], theta: Float[Tensor, " d"], direction: Float[Tensor, " d"], *,
+                  n: int = 200, seed: int = 0) -> dict:
+    """``cos(Qθ, ū)`` against its null over ``n`` Haar-random orthogonal ``R`` (see the module docstring).
+
+    Args:
+        Q: the rotation (the orthogonal polar factor of ``W``).
+        theta: the task vector θ.
+        direction: the task direction ``ū``.
+        n: null draws (>= 1).
+        seed: the draws' seed.
+
+    Returns:
+        ``rot_align`` (= cos(Qθ, ū)), ``rot_null`` (the ``n`` null cosines), ``rot_null_mean``, ``rot_null_std``,
+        ``rot_null_q05`` / ``rot_null_q95``, ``rot_null_count_ge`` (draws with cos >= the actual one),
+        ``rot_null_percentile`` (100 × share of draws below it) and ``rot_null_n``.
+    """
+    if n < 1:
+        raise ValueError(f"the rotation null needs n >= 1 draws, got {n}")
+    th = theta.detach().double().cpu().reshape(-1)
+    u = direction.detach().double().cpu().reshape(-1)
+    Q = Q.detach().double().cpu()
+    if not (Q.shape == (th.shape[0], th.shape[0]) and u.shape == th.shape):
+        raise ValueError(f"shapes do not fit: Q {tuple(Q.shape)}, θ {tuple(th.shape)}, ū {tuple(u.shape)}")
+    if th.norm() == 0 or u.norm() == 0:
+        raise ValueError("θ and ū must be non-zero")
+    u = u / u.norm()
+    g = torch.Generator().manual_seed(seed)
+    null = torch.stack([(haar_orthogonal(len(th), g) @ th) @ u for _ in range(n)]) / th.norm()
+    actual = float((Q @ th) @ u / (Q @ th).norm())
+    return {"rot_align": actual, "rot_null": null.tolist(), "rot_null_mean": float(null.mean()),
+            "rot_null_std": float(null.std()) if n > 1 else 0.0, "rot_null_q05": float(null.quantile(0.05)),
+            "rot_null_q95": float(null.quantile(0.95)), "rot_null_count_ge": int((null >= actual).sum()),
+            "rot_null_percentile": float(100 * (null < actual).double().mean()), "rot_null_n": n}
+
+
+__all__ = ["polar_decomposition", "rotation_scaling", "haar_orthogonal", "rotation_null"]

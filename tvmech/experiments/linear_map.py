@@ -4,8 +4,12 @@ polar decomposition and the reconstructed TV on the test split (``figures/linear
 The fit and the Jacobian are :mod:`tvmech.analysis.linear_map`'s, the rotation numbers
 :mod:`tvmech.analysis.polar`'s. Per (task, layer) the row adds :func:`reconstruction_report` (accuracy with θ
 at layer l vs ``W θ`` at the final stream, and the logit lens of each) and :func:`polar_report` (the
-alignment of θ, ``Qθ`` and ``Wθ`` with the task's label directions, :mod:`tvmech.analysis.lens`, and their
-decoded tokens).
+alignment of θ, ``Qθ`` and ``Wθ`` with the task's label directions, :mod:`tvmech.analysis.lens`, their
+decoded tokens, and the rotation null: ``cos(Qθ, ū)`` against ``cos(Rθ, ū)`` for ``map_null`` Haar-random
+orthogonal ``R``, :func:`tvmech.analysis.polar.rotation_null`). The fit's row holds the R² of the mean response
+and each fit prompt's own R² against the shared W (``r2_per_prompt*``), and the ray test ``Δ(αθ)`` vs ``αWθ``
+(``ray_rel_error_<α>``, ``ray_cos_<α>``). The reconstructed TV (``Wθ`` at the final stream) is scored with
+the same scoring function as θ at layer l (the task's, recorded as ``scoring``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.evaluation import evaluate
+from tvmech.analysis.evaluation import evaluate, resolve_scoring
 from tvmech.analysis.lens import decode, label_directions
 from tvmech.analysis.linear_map import (
     LinearMap,
@@ -29,7 +33,7 @@ from tvmech.analysis.linear_map import (
     fit_prompts,
     fit_tv_map,
 )
-from tvmech.analysis.polar import polar_decomposition, rotation_scaling
+from tvmech.analysis.polar import polar_decomposition, rotation_null, rotation_scaling
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import batches, make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
@@ -59,13 +63,17 @@ class Config(ExperimentConfig):
     layers: tuple[int, ...] | None = option(None, "injection layers (None: every n_layers // 5-th from n_layers // 10, "
                                                   "i.e. 3, 9, ..., 27 of 30)")
     ltv_steps: int = option(150, "training steps per learned task vector")
-    map_prompts: int = option(2, "fit prompts (the shortest training prompts)", flag="--map-prompts")
+    map_prompts: int = option(16, "fit prompts (the shortest training prompts; 16-32 recommended)",
+                              flag="--map-prompts")
     map_samples: int | None = option(None, "perturbed vectors per fit (None: 2 x d_model)", flag="--map-samples")
     map_heldout: int = option(128, "held-out perturbed vectors for R²", flag="--map-heldout")
     map_noise: tuple[float, ...] = option((0.05, 0.1, 0.2), "noise scales λ, relative to ‖θ‖", flag="--map-noise")
     map_solver: str = option("lstsq", "least squares or ridge", flag="--map-solver", choices=SOLVERS)
     map_ridge: float = option(1e-3, "ridge strength α (relative to the perturbations' variance per direction)",
                               flag="--map-ridge")
+    map_ray: tuple[float, ...] = option((0.25, 0.5, 2.0, 4.0), "ray test scales α: Δ(αθ) against α W θ",
+                                        flag="--map-ray")
+    map_null: int = option(200, "Haar-random rotations of the rotation null cos(Rθ, ū)", flag="--map-null")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the LTV training and the perturbations")
 
@@ -75,11 +83,15 @@ class Config(ExperimentConfig):
             raise ValueError(f"--map-solver {self.map_solver!r} is not valid; valid: {list(SOLVERS)}")
         if self.map_prompts < 1:
             raise ValueError(f"--map-prompts {self.map_prompts} is not valid: it must be >= 1")
+        if self.map_null < 1:
+            raise ValueError(f"--map-null {self.map_null} is not valid: it must be >= 1")
+        if any(a == 0 for a in self.map_ray):
+            raise ValueError(f"--map-ray {list(self.map_ray)} is not valid: the scales must be non-zero")
 
     def map_config(self) -> MapConfig:
         """The fit's :class:`MapConfig`."""
         return MapConfig(n_samples=self.map_samples, n_heldout=self.map_heldout, noise_scales=tuple(self.map_noise),
-                         solver=self.map_solver, ridge=self.map_ridge, seed=self.seed)
+                         solver=self.map_solver, ridge=self.map_ridge, seed=self.seed, ray_alphas=tuple(self.map_ray))
 
 
 class Result(RecordsResult[Config]):
@@ -89,8 +101,9 @@ class Result(RecordsResult[Config]):
 
 
 def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: LinearMap, *,
-                          batch_size: int = 16) -> dict:
-    """Accuracy on the zero-shot prompts of ``queries`` (the task's scoring):
+                          scoring: str | None = None, batch_size: int = 16) -> dict:
+    """Accuracy on the zero-shot prompts of ``queries``, every accuracy with the same scoring function
+    (``scoring``, default the task's; recorded as ``scoring``):
 
     ``acc_zero_shot``; ``acc_original`` (θ at layer l); ``acc_reconstructed`` (W θ at the final stream);
     ``agreement`` (fraction of prompts where the two predict the same first token); and the first-token
@@ -102,18 +115,20 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
         task: the task.
         queries: the test queries.
         fit: the fitted map (its θ, layer and ``W θ``).
+        scoring: the scoring mode (``None``: the task's).
         batch_size: prompts per forward pass.
 
     Returns:
-        The numbers above and ``n``.
+        The numbers above, ``scoring`` and ``n``.
     """
     ad = adapt(model)
+    scoring = resolve_scoring(task, scoring)
     theta = fit.theta.to(ad.device)
     original = Injection.single(theta, fit.layer)
     recon = final_injection(ad, fit.reconstructed)
-    zs = evaluate(ad, task, queries, 0, batch_size=batch_size)
-    orig = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=original.hooks_for(ad))
-    rec = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
+    zs = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size)
+    orig = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size, hooks_for=original.hooks_for(ad))
+    rec = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
     hits_layer = hits_map = 0
     wt = fit.reconstructed.to(ad.device, ad.dtype)
     for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
@@ -125,14 +140,16 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
             hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
             hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
     n = len(queries)
-    return {"n": n, "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
+    return {"n": n, "scoring": scoring,
+            "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
             "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
             "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
 
 
 def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], *, top: int = 5,
-                 k: int = 5) -> dict:
-    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ.
+                 k: int = 5, null_draws: int = 200, seed: int = 0) -> dict:
+    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ, and the
+    rotation null (:func:`~tvmech.analysis.polar.rotation_null`, ``rot_*`` keys; ``null_draws = 0``: none).
 
     ``align_{v}`` = cos(v, ū); ``align_max_{v}`` = max over the task's label first tokens t of cos(v, u_t);
     ``tokens_{v}`` = top-``k`` logit-lens tokens; ``label_in_top_{v}``: whether one of them is a label first token.
@@ -144,10 +161,12 @@ def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor
         theta: the task vector (d).
         top: singular values kept.
         k: decoded tokens per vector.
+        null_draws: Haar-random rotations of the null.
+        seed: their seed.
 
     Returns:
-        One flat row: the :func:`rotation_scaling` numbers and the keys above for ``v`` in ``theta, qtheta,
-        wtheta``.
+        One flat row: the :func:`rotation_scaling` numbers, the keys above for ``v`` in ``theta, qtheta,
+        wtheta`` and the ``rot_*`` null numbers.
     """
     row = rotation_scaling(W, theta, top)
     Q, _ = polar_decomposition(W)
@@ -164,6 +183,8 @@ def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor
         row[f"align_max_{name}"] = float((unit_u @ v).max())
         row[f"tokens_{name}"] = dec.text()
         row[f"label_in_top_{name}"] = bool(labels & set(dec.ids))
+    if null_draws:
+        row.update(rotation_null(Q, th, dirs.mean, n=null_draws, seed=seed))
     return row
 
 
@@ -181,10 +202,14 @@ def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[d
         jac = compare_maps(exact_jacobian(model, batch, theta, layer), fit.W, theta)
         row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()), **jac,
                "seconds_jacobian": time.perf_counter() - t0,
-               **reconstruction_report(model, task, test, fit), **polar_report(model, task, fit.W, theta)}
-        print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f}, ‖J−W‖/‖J‖ {row['jac_rel_frobenius']:.3f}, "
-              f"acc θ {row['acc_original']:.2f} → Wθ {row['acc_reconstructed']:.2f}, "
-              f"‖Q−I‖/√d {row['rotation_distance']:.3f}, gain {row['gain']:.1f}", flush=True)
+               **reconstruction_report(model, task, test, fit),
+               **polar_report(model, task, fit.W, theta, null_draws=config.map_null, seed=config.seed)}
+        ray = ", ".join(f"α={r['alpha']:g} {r['rel_error']:.2f}" for r in fit.ray)
+        print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f} (per prompt mean "
+              f"{row.get('r2_per_prompt_mean', float('nan')):.3f}), ray rel. error {ray}, "
+              f"‖J−W‖/‖J‖ {row['jac_rel_frobenius']:.3f}, acc θ {row['acc_original']:.2f} → Wθ "
+              f"{row['acc_reconstructed']:.2f}, ‖Q−I‖/√d {row['rotation_distance']:.3f}, gain {row['gain']:.1f}, "
+              f"cos(Qθ,ū) {row['rot_align']:+.3f} ≥ {row['rot_null_percentile']:.0f}% of the null", flush=True)
         rows.append(row)
     return rows
 

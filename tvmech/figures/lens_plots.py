@@ -67,7 +67,8 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
     (held-out R² and ‖J − W‖_F/‖J‖_F)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["accuracy: θ at layer l vs W_TV(l) θ at the final stream",
-                                        "fit quality: held-out R² (solid), ‖J − W‖/‖J‖ (dotted)"])
+                                        "fit quality: held-out R² of the mean (solid), per prompt (dashed), "
+                                        "‖J − W‖/‖J‖ (dotted)"])
     for i, task in enumerate(_by_task(rows)):
         mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
         x = [r["layer"] for r in mine]
@@ -86,6 +87,12 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                                  name=f"{task}: R²", line=dict(color=color), showlegend=False,
                                  hovertemplate=f"{task}<br>layer %{{x}}<br>held-out R² %{{y:.3f}}<extra></extra>"),
                       row=1, col=2)
+        if all("r2_per_prompt_mean" in r for r in mine):  # rows of issue 11
+            fig.add_trace(go.Scatter(x=x, y=[r["r2_per_prompt_mean"] for r in mine], mode="lines+markers",
+                                     legendgroup=task, name=f"{task}: per-prompt R²", showlegend=False,
+                                     line=dict(color=color, dash="dash"),
+                                     hovertemplate=f"{task}<br>layer %{{x}}<br>per-prompt R² (mean over fit prompts) "
+                                                   "%{y:.3f}<extra></extra>"), row=1, col=2)
         if all("jac_rel_frobenius" in r for r in mine):
             fig.add_trace(go.Scatter(x=x, y=[r["jac_rel_frobenius"] for r in mine], mode="lines+markers",
                                      legendgroup=task, name=f"{task}: ‖J−W‖/‖J‖", line=dict(color=color, dash="dot"),
@@ -151,6 +158,11 @@ def alignment_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
             fig.add_trace(go.Scatter(x=x, y=[r[f"align_{v}"] for r in mine], mode="lines+markers",
                                      name=f"{task}: {name}", legendgroup=task, line=dict(color=color, dash=dash),
                                      hovertext=hover, hoverinfo="text"))
+        if all("rot_null_q95" in r for r in mine):  # rows of issue 11: the Haar-rotation null of cos(Rθ, ū)
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["rot_null_q95"] for r in mine]
+                                     + [r["rot_null_q05"] for r in mine][::-1], fill="toself", mode="lines",
+                                     line=dict(width=0, color=color), opacity=0.15, legendgroup=task,
+                                     name=f"{task}: random rotations, 5-95%", hoverinfo="skip"))
     fig.add_hline(y=0, line=dict(color="gray", width=1))
     fig.update_layout(title=_title("Alignment with the label unembeddings before (θ) and after (Qθ) the rotation",
                                    model_name),

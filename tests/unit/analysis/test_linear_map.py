@@ -261,7 +261,8 @@ def test_reconstruction_report_is_consistent(tiny):
     theta = torch.randn(64, generator=torch.Generator().manual_seed(1))
     fit = fit_tv_map(tiny, batch, theta, 2, MapConfig(n_samples=64, n_heldout=0, solver="lstsq"))
     rep = reconstruction_report(tiny, TASK, TASK.examples[:10], fit)
-    assert rep["n"] == 10 and all(0 <= rep[k] <= 1 for k in rep if k != "n")
+    assert rep["n"] == 10 and rep["scoring"] == TASK.scoring
+    assert all(0 <= rep[k] <= 1 for k in rep if k not in ("n", "scoring"))
     # capitalize is scored by the first-token argmax, which is what the lens of h_L + Wθ reads
     assert rep["lens_acc_map"] == rep["acc_reconstructed"]
 
@@ -279,6 +280,8 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
     names = ("logit_lens.json", "linear_map.json")
     if not all((saved / n).is_file() for n in names):
         pytest.skip("figures/logit_lens.json or figures/linear_map.json not computed yet")
+    if "map_null" not in json.loads((saved / "linear_map.json").read_text())["meta"]["settings"]:
+        pytest.skip("figures/linear_map.json predates issue 11 (fit prompts, ray test, rotation null): recompute it")
     for n in names:
         shutil.copy(saved / n, tmp_path / n)
 
@@ -294,3 +297,24 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
         assert (tmp_path / f"{name}.html").is_file(), name
     rows = json.loads((tmp_path / "linear_map.json").read_text())["rows"]
     assert rows and all(-1 <= r["cos_theta_qtheta"] <= 1 and 0 <= r["rotation_distance"] <= 2 for r in rows)
+
+
+def test_lens_plots_draw_the_committed_rows_and_issue_11_rows():
+    """Old rows (no per-prompt R², no rotation null) and new ones draw alike."""
+    import json
+    from pathlib import Path
+
+    from tvmech.figures import lens_plots
+
+    path = Path(__file__).resolve().parents[3] / "figures" / "linear_map.json"
+    if not path.is_file():
+        pytest.skip("figures/linear_map.json not computed yet")
+    old = json.loads(path.read_text())["rows"]
+    new = [{**r, "r2_per_prompt_mean": 0.5, "rot_null_q05": -0.07, "rot_null_q95": 0.07} for r in old]
+    for rows, extra in ((old, 0), (new, 1)):
+        n_tasks = len({r["task"] for r in rows})
+        fig = lens_plots.reconstruction_figure(rows)
+        assert sum("per-prompt" in (tr.name or "") for tr in fig.data) == extra * n_tasks
+        fig = lens_plots.alignment_figure(rows)
+        assert sum("random rotations" in (tr.name or "") for tr in fig.data) == extra * n_tasks
+        lens_plots.transition_figure(rows)
