@@ -24,7 +24,9 @@ Without the noise every ``x_i`` would be θ and the fit rank one. No intercept (
 Quality. ``R² = 1 − Σ‖y_i − W x_i‖² / Σ‖y_i − ȳ‖²`` on held-out perturbations drawn the same way with
 another seed (and on the fit samples), for the mean response ``y_i = Δ(x_i)``. Per-prompt R²: the same
 with ``y_i = Δ_p(x_i)`` for each fit prompt ``p`` against the one shared ``W`` (held-out perturbations),
-i.e. how well the map fitted to the mean explains each prompt's own response.
+i.e. how well the map fitted to the mean explains each prompt's own response; it also pays for the
+prompt's offset ``Δ_p(θ) − Δ(θ)``, which ``r2_per_prompt_centred`` leaves out (residuals centred per prompt:
+how well ``W`` explains the prompt's response to the *perturbations* around θ).
 ``theta_rel_error = ‖W θ − Δ(θ)‖ / ‖Δ(θ)‖`` is small by construction (θ is the centre of the fit samples).
 The *ray test* asks more: along the ray ``αθ`` (``α`` in ``ray_alphas``, default 0.25, 0.5, 2, 4, i.e. far
 outside the fit's noise ball), ``rel_error(α) = ‖Δ(αθ) − α W θ‖ / ‖Δ(αθ)‖`` and ``cos(Δ(αθ), α W θ)``
@@ -121,6 +123,7 @@ class LinearMap:
     seconds: float = 0.0
     r2_per_prompt: list[float] = field(default_factory=list)  # held-out R² of each fit prompt's Δ_p against W
     ray: list[dict] = field(default_factory=list)  # {alpha, rel_error, cosine} per α (:func:`ray_test`)
+    r2_per_prompt_centred: list[float] = field(default_factory=list)  # the same, each prompt's offset left out
 
     @property
     def reconstructed(self) -> Float[Tensor, " d"]:
@@ -132,10 +135,13 @@ class LinearMap:
         (``ray_rel_error_<α>``, ``ray_cos_<α>``); ``W θ ≈ Δ(θ)`` is left out (it holds by construction)."""
         per = torch.tensor(self.r2_per_prompt, dtype=torch.float64)
         stats = ({"r2_per_prompt_mean": float(per.mean()), "r2_per_prompt_median": float(per.median()),
-                  "r2_per_prompt_min": float(per.min())} if len(per) else {})
+                  "r2_per_prompt_min": float(per.min()),
+                  "r2_per_prompt_centred_mean": float(torch.tensor(self.r2_per_prompt_centred).mean())}
+                 if len(per) else {})
         ray = {f"ray_{k}_{r['alpha']:g}": r[k] for r in self.ray for k in ("rel_error", "cos")}
         return {"layer": self.layer, "r2_train": self.r2_train, "r2_heldout": self.r2_heldout,
-                "r2_per_prompt": list(self.r2_per_prompt), **stats, **ray, "n_samples": self.n_samples,
+                "r2_per_prompt": list(self.r2_per_prompt), "r2_per_prompt_centred": list(self.r2_per_prompt_centred),
+                **stats, **ray, "n_samples": self.n_samples,
                 "n_prompts": self.n_prompts, "seconds_fit": self.seconds}
 
 
@@ -184,11 +190,19 @@ def r_squared(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor,
     return float(1 - res / tot)
 
 
-def per_prompt_r2(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor, "n P d"]) -> list[float]:
-    """:func:`r_squared` of each prompt's responses ``Y[:, p]`` against the shared ``W``."""
+def per_prompt_r2(W: Float[Tensor, "d d"], X: Float[Tensor, "n d"], Y: Float[Tensor, "n P d"], *,
+                  centred: bool = False) -> list[float]:
+    """:func:`r_squared` of each prompt's responses ``Y[:, p]`` against the shared ``W``; with ``centred``, the
+    residuals ``y_i − W x_i`` are centred over ``i`` first (the prompt's constant offset is not counted)."""
     if Y.ndim != 3 or Y.shape[0] != X.shape[0]:
         raise ValueError(f"per-prompt responses must be [n, n_prompts, d] with n = {X.shape[0]}, got {tuple(Y.shape)}")
-    return [r_squared(W, X, Y[:, p]) for p in range(Y.shape[1])]
+    if not centred:
+        return [r_squared(W, X, Y[:, p]) for p in range(Y.shape[1])]
+    X, Y, W = X.double(), Y.double(), W.double()
+    res = Y - torch.einsum("ij,nj->ni", W, X)[:, None]
+    res = res - res.mean(0, keepdim=True)
+    tot = ((Y - Y.mean(0, keepdim=True)) ** 2).sum((0, 2))
+    return (1 - (res**2).sum((0, 2)) / tot).tolist()
 
 
 def ray_test(response: Response, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"],
@@ -252,11 +266,12 @@ def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapCo
     pred = W @ th
     rel = float((pred - resp).norm() / resp.norm().clamp_min(1e-30))
     cos = float(torch.nn.functional.cosine_similarity(pred, resp, dim=0))
-    per = per_prompt_r2(W, Xh, Yh_p) if Yh_p is not None and config.n_heldout > 1 else []
+    has = Yh_p is not None and config.n_heldout > 1
+    per, per_c = (per_prompt_r2(W, Xh, Yh_p), per_prompt_r2(W, Xh, Yh_p, centred=True)) if has else ([], [])
     return LinearMap(W.float(), th.float(), layer, r_squared(W, X, Y),
                      r_squared(W, Xh, Yh) if config.n_heldout > 1 else float("nan"), rel, cos, resp.float(),
                      n, n_prompts, asdict(config), time.perf_counter() - t0, per,
-                     ray_test(response, W, th, config.ray_alphas))
+                     ray_test(response, W, th, config.ray_alphas), per_c)
 
 
 # ----------------------------------------------------------------------------------- the model's response

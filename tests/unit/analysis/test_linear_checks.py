@@ -14,7 +14,7 @@ from tvmech.experiments import linear_map
 
 def test_linear_toy_gives_per_prompt_r2_one_and_an_exact_ray():
     fit = fit_tv_map(make_toy(), toy_batch(), THETA, 1, MapConfig(n_samples=30, n_heldout=10, seed=1))
-    assert len(fit.r2_per_prompt) == 3 and all(r > 1 - 1e-8 for r in fit.r2_per_prompt)
+    assert len(fit.r2_per_prompt) == 3 and all(r > 1 - 1e-8 for r in fit.r2_per_prompt + fit.r2_per_prompt_centred)
     assert [r["alpha"] for r in fit.ray] == [0.25, 0.5, 2.0, 4.0]
     assert all(r["rel_error"] < 1e-6 and r["cos"] > 1 - 1e-10 for r in fit.ray)
     row = fit.summary()
@@ -40,6 +40,12 @@ def test_per_prompt_r2_measures_each_prompt_against_the_shared_map():
     direct = [r_squared(Mp.mean(0), X, Y[:, p]) for p in range(P)]
     assert per_prompt_r2(Mp.mean(0), X, Y) == pytest.approx(direct)
     assert per_prompt_r2(Mp[1], X, Y)[1] == pytest.approx(1.0)
+    # a constant offset per prompt lowers the plain per-prompt R² but not the centred one
+    shifted = Y + torch.randn(1, P, d, generator=g, dtype=torch.float64)
+    assert per_prompt_r2(Mp[1], X, shifted)[1] < 0.9
+    assert per_prompt_r2(Mp[1], X, shifted, centred=True)[1] == pytest.approx(1.0)
+    assert per_prompt_r2(Mp.mean(0), X, Y, centred=True) == pytest.approx(
+        [r_squared(Mp.mean(0), X, Y[:, p] - (Y[:, p] - X @ Mp.mean(0).T).mean(0)) for p in range(P)])
     with pytest.raises(ValueError, match="per-prompt responses"):
         per_prompt_r2(M, X, Y[:, 0])
 
