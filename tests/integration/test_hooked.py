@@ -14,11 +14,10 @@ pytestmark = pytest.mark.skipif(HookedTransformer is None, reason="TransformerLe
 
 
 @pytest.fixture(scope="module")
-def hooked():
-    from conftest import char_tokenizer
+def hooked(make_tokenizer):
     from transformer_lens import HookedTransformerConfig
 
-    tok = char_tokenizer()
+    tok = make_tokenizer()
     cfg = HookedTransformerConfig(
         n_layers=3, d_model=64, n_heads=4, d_head=16, n_key_value_heads=2, d_mlp=128, d_vocab=len(tok),
         n_ctx=256, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",

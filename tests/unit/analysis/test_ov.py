@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import char_tokenizer, tiny_hf
 
 import tvmech as tv
 from tvmech.analysis.ov import (
@@ -38,10 +37,10 @@ def _vec(model, layer, seed=0, scale=3.0):
 
 
 @pytest.fixture(scope="module")
-def attn_only():
+def attn_only(make_tokenizer, make_tiny_hf):
     """One block, MLP output weights zeroed: the block is attention only."""
-    tok = char_tokenizer()
-    hf = tiny_hf(n_layers=1, vocab=len(tok), seed=1)
+    tok = make_tokenizer()
+    hf = make_tiny_hf(n_layers=1, vocab=len(tok), seed=1)
     with torch.no_grad():
         for block in hf.model.layers:
             block.mlp.down_proj.weight.zero_()
@@ -174,10 +173,10 @@ def _mid(ad, batch, layer):
 
 
 @pytest.fixture(scope="module")
-def mlp_only():
+def mlp_only(make_tokenizer, make_tiny_hf):
     """Attention output weights zeroed: θ reaches each MLP only directly, at its own position."""
-    tok = char_tokenizer()
-    hf = tiny_hf(n_layers=2, vocab=len(tok), seed=2)
+    tok = make_tokenizer()
+    hf = make_tiny_hf(n_layers=2, vocab=len(tok), seed=2)
     with torch.no_grad():
         for block in hf.model.layers:
             block.self_attn.o_proj.weight.zero_()

@@ -37,12 +37,10 @@ def test_hub_model_offline_fails_fast(monkeypatch):
     assert time.time() - t < 5
 
 
-def test_local_directory_roundtrip(tmp_path, tiny):
-    from conftest import char_tokenizer, tiny_hf
-
-    hf = tiny_hf(vocab=len(char_tokenizer()))
+def test_local_directory_roundtrip(tmp_path, tiny, make_tokenizer, make_tiny_hf):
+    hf = make_tiny_hf(vocab=len(make_tokenizer()))
     hf.save_pretrained(tmp_path / "m")
-    char_tokenizer().save_pretrained(tmp_path / "m")
+    make_tokenizer().save_pretrained(tmp_path / "m")
     model = tv.load_model(tmp_path / "m")
     assert tv.adapt(model).n_layers == 3 and tv.adapt(model).n_kv_heads == 2
     with pytest.raises(ValueError, match="no config.json"):

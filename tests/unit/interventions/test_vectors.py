@@ -22,13 +22,11 @@ def test_save_load_roundtrip_is_bit_exact(tiny, tmp_path):
         vec.save(tmp_path / "v")
 
 
-def test_loading_onto_another_model_fails(tiny, tmp_path):
-    from conftest import char_tokenizer, tiny_hf
-
+def test_loading_onto_another_model_fails(tiny, tmp_path, make_tokenizer, make_tiny_hf):
     from tvmech.core.models import wrap
 
-    tok = char_tokenizer()
-    other = wrap(tiny_hf(d_model=32, vocab=len(tok)), tok, "other")
+    tok = make_tokenizer()
+    other = wrap(make_tiny_hf(d_model=32, vocab=len(tok)), tok, "other")
     TaskVector.for_model(tiny, torch.randn(1, 1, 64), (1,)).save(tmp_path / "v")
     with pytest.raises(ValueError, match="d_model 64; the model has 32"):
         TaskVector.load(tmp_path / "v", other)
