@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tvmech.figures.plots import PALETTE
+from tvmech.figures.spread import error_bars, over_runs, run_seeds, runs_note
 
 
 def _title(text: str, model_name: str) -> str:
@@ -61,6 +62,19 @@ def _by_task(rows: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(r["task"] for r in rows))
 
 
+def _first_run(rows: Sequence[dict], task: str) -> list[dict]:
+    """The task's rows of the first run seed, by layer (hover text and tokens come from them)."""
+    first = run_seeds(rows)[0]
+    return sorted((r for r in rows if r["task"] == task and r.get("run_seed") == first), key=lambda r: r["layer"])
+
+
+def _series(rows: Sequence[dict], task: str, key: str, layers: Sequence[int]) -> dict:
+    """``y`` (mean over run seeds) and ``error_y`` (their sd, where there are several) of ``key`` per layer."""
+    spreads = over_runs([r for r in rows if r["task"] == task], lambda r: r["layer"], key)
+    got = [spreads.get(l) for l in layers]
+    return {"y": [g.mean if g else None for g in got], "error_y": error_bars(got)}
+
+
 def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Left: accuracy per injection layer of θ at layer l (solid), W θ at the final stream (dashed) and the
     logit lens of h_l + θ (dotted), one colour per task, zero-shot as grey dashes. Right: fit quality
@@ -70,38 +84,40 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                                         "fit quality: held-out R² of the mean (solid), per prompt (dashed), "
                                         "‖J − W‖/‖J‖ (dotted)"])
     for i, task in enumerate(_by_task(rows)):
-        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        mine = _first_run(rows, task)
         x = [r["layer"] for r in mine]
         color = PALETTE[i % len(PALETTE)]
         for key, name, dash in (("acc_original", "θ at layer l", "solid"),
                                 ("acc_reconstructed", "W θ at final stream", "dash"),
                                 ("lens_acc_layer", "lens of h_l + θ", "dot")):
-            fig.add_trace(go.Scatter(x=x, y=[r[key] for r in mine], mode="lines+markers", name=f"{task}: {name}",
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, key, x), mode="lines+markers", name=f"{task}: {name}",
                                      legendgroup=task, line=dict(color=color, dash=dash),
                                      hovertemplate=f"{task}<br>{name}<br>layer %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=[mine[0]["acc_zero_shot"]] * len(x), mode="lines", name=f"{task}: zero-shot",
+        fig.add_trace(go.Scatter(x=x, y=_series(rows, task, "acc_zero_shot", x)["y"], mode="lines",
+                                 name=f"{task}: zero-shot",
                                  legendgroup=task, line=dict(color="gray", dash="dash", width=1), showlegend=False,
                                  hovertemplate=f"{task} zero-shot %{{y:.3f}}<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=[r["r2_heldout"] for r in mine], mode="lines+markers", legendgroup=task,
+        fig.add_trace(go.Scatter(x=x, **_series(rows, task, "r2_heldout", x), mode="lines+markers", legendgroup=task,
                                  name=f"{task}: R²", line=dict(color=color), showlegend=False,
                                  hovertemplate=f"{task}<br>layer %{{x}}<br>held-out R² %{{y:.3f}}<extra></extra>"),
                       row=1, col=2)
         if all("r2_per_prompt_mean" in r for r in mine):  # rows of issue 11
-            fig.add_trace(go.Scatter(x=x, y=[r["r2_per_prompt_mean"] for r in mine], mode="lines+markers",
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, "r2_per_prompt_mean", x), mode="lines+markers",
                                      legendgroup=task, name=f"{task}: per-prompt R²", showlegend=False,
                                      line=dict(color=color, dash="dash"),
                                      hovertemplate=f"{task}<br>layer %{{x}}<br>per-prompt R² (mean over fit prompts) "
                                                    "%{y:.3f}<extra></extra>"), row=1, col=2)
         if all("jac_rel_frobenius" in r for r in mine):
-            fig.add_trace(go.Scatter(x=x, y=[r["jac_rel_frobenius"] for r in mine], mode="lines+markers",
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, "jac_rel_frobenius", x), mode="lines+markers",
                                      legendgroup=task, name=f"{task}: ‖J−W‖/‖J‖", line=dict(color=color, dash="dot"),
                                      showlegend=False,
                                      hovertemplate=f"{task}<br>layer %{{x}}<br>‖J−W‖/‖J‖ %{{y:.3f}}<extra></extra>"),
                           row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], title_text="test accuracy", row=1, col=1)
     fig.update_xaxes(title_text="injection layer l")
-    title = _title("Reconstructed task vector: the linear map W_TV(l) in place of the layers", model_name)
+    title = _title("Reconstructed task vector: the linear map W_TV(l) in place of the layers" + runs_note(rows),
+                   model_name)
     fig.update_layout(title=title,
                       template="plotly_white", width=1400, height=560)
     return fig
@@ -120,16 +136,17 @@ def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     fig = make_subplots(rows=1, cols=len(TRANSITION_PANELS), subplot_titles=[t for _, t in TRANSITION_PANELS],
                         horizontal_spacing=0.06)
     for i, task in enumerate(_by_task(rows)):
-        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        mine = _first_run(rows, task)
         x = [r["layer"] for r in mine]
         color = PALETTE[i % len(PALETTE)]
         for col, (key, title) in enumerate(TRANSITION_PANELS, start=1):
-            fig.add_trace(go.Scatter(x=x, y=[r[key] for r in mine], mode="lines+markers", name=task, legendgroup=task,
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, key, x), mode="lines+markers", name=task,
+                                     legendgroup=task,
                                      showlegend=col == 1, line=dict(color=color),
                                      hovertemplate=f"{task}<br>layer %{{x}}<br>{key} %{{y:.3f}}<extra></extra>"),
                           row=1, col=col)
         if all("sv_5" in r for r in mine):
-            fig.add_trace(go.Scatter(x=x, y=[r["sv_5"] for r in mine], mode="lines+markers", legendgroup=task,
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, "sv_5", x), mode="lines+markers", legendgroup=task,
                                      showlegend=False, line=dict(color=color, dash="dot"), name=f"{task} σ5",
                                      hovertemplate=f"{task}<br>layer %{{x}}<br>σ5 %{{y:.3f}}<extra></extra>"),
                           row=1, col=4)
@@ -138,7 +155,8 @@ def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     fig.update_yaxes(type="log", row=1, col=3)
     fig.update_yaxes(type="log", row=1, col=4)
     fig.update_xaxes(title_text="injection layer l")
-    fig.update_layout(title=_title("Rotation vs scaling: polar decomposition W_TV(l) = Q Σ", model_name),
+    fig.update_layout(title=_title("Rotation vs scaling: polar decomposition W_TV(l) = Q Σ" + runs_note(rows),
+                                   model_name),
                       template="plotly_white", width=1500, height=480)
     return fig
 
@@ -148,14 +166,14 @@ def alignment_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     rotation, solid) and Wθ (dashed) per injection layer; hovering shows the tokens each decodes to."""
     fig = go.Figure()
     for i, task in enumerate(_by_task(rows)):
-        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["layer"])
+        mine = _first_run(rows, task)
         x = [r["layer"] for r in mine]
         color = PALETTE[i % len(PALETTE)]
         for v, name, dash in (("theta", "θ", "dot"), ("qtheta", "Qθ", "solid"), ("wtheta", "Wθ", "dash")):
             hover = [f"<b>{task}</b> · {name} at layer {r['layer']}<br>cos(·, ū) {r[f'align_{v}']:.3f}, "
                      f"max over labels {r[f'align_max_{v}']:.3f}<br>tokens: "
                      + r[f"tokens_{v}"].replace("<", "&lt;") for r in mine]
-            fig.add_trace(go.Scatter(x=x, y=[r[f"align_{v}"] for r in mine], mode="lines+markers",
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, f"align_{v}", x), mode="lines+markers",
                                      name=f"{task}: {name}", legendgroup=task, line=dict(color=color, dash=dash),
                                      hovertext=hover, hoverinfo="text"))
         if all("rot_null_q95" in r for r in mine):  # rows of issue 11: the Haar-rotation null of cos(Rθ, ū)
@@ -164,8 +182,8 @@ def alignment_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
                                      line=dict(width=0, color=color), opacity=0.15, legendgroup=task,
                                      name=f"{task}: random rotations, 5-95%", hoverinfo="skip"))
     fig.add_hline(y=0, line=dict(color="gray", width=1))
-    fig.update_layout(title=_title("Alignment with the label unembeddings before (θ) and after (Qθ) the rotation",
-                                   model_name),
+    fig.update_layout(title=_title("Alignment with the label unembeddings before (θ) and after (Qθ) the rotation"
+                                   + runs_note(rows), model_name),
                       xaxis_title="injection layer l", yaxis_title="cos(v, ū)  (ū: mean label direction)",
                       template="plotly_white", width=1000, height=560)
     return fig

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
-from tvmech.analysis.heads import mean_std
 from tvmech.figures.plots import PALETTE
+from tvmech.figures.spread import error_bars, over_runs, run_seeds, runs_note
+
+# one colour per reconstruction variant (there are more than ten): scaled copies share their variant's colour
+VARIANT_COLOURS = qualitative.Dark24
 
 METHOD_LABELS = {
     "zero_shot": "zero-shot", "ltv": "full LTV",
@@ -41,16 +45,6 @@ def _suffix(model_name: str) -> str:
     return f" — {model_name}" if model_name else ""
 
 
-def _mean(values: Sequence[float]) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _std(values: Sequence[float]) -> float:
-    values = list(values)
-    return mean_std(values)[1] if values else 0.0
-
-
 # random comparison sets (the ``set`` of their rows) -> legend label; rows saved before issue 11 have "random" only
 RANDOM_LABELS = {"random_layer_matched": "layer-matched random heads", "random": "random heads (all layers)"}
 SCORE_LABELS = {"tv_reliance": "TV-reliance score |(a_θ − a_clean)·∂p/∂a|", "paper": "Taylor score |a·∂p/∂a|"}
@@ -62,25 +56,90 @@ def _score_label(rows: Sequence[dict]) -> str:
     return " / ".join(SCORE_LABELS.get(s, s) for s in scores)
 
 
-def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
-    """Accuracy per task (and the mean) of zero-shot, the full LTV, each reconstruction without θ (each α) and
-    each path-restricted run; draws the rows of the first computation (``method`` only) and those of issue
-    11 (``variant``, ``path``, ``alpha`` besides ``method``) alike."""
+def by_scoring(rows: Sequence[dict], scoring: str = "own") -> list[dict]:
+    """The rows of one scoring: ``"own"`` keeps each task's own (its first ``scoring``; rows without one are
+    kept), any other name keeps the rows scored that way."""
+    if scoring != "own":
+        return [r for r in rows if r.get("scoring") == scoring]
+    own: dict[str, str | None] = {}
+    for r in rows:
+        own.setdefault(r["task"], r.get("scoring"))
+    return [r for r in rows if r.get("scoring") == own[r["task"]]]
+
+
+SCORING_NOTES = {"own": "each task's own scoring (label set for classification tasks)",
+                 "first_token": "full-vocabulary first-token scoring", "label_set": "label-set scoring"}
+
+
+def _scoring_note(rows: Sequence[dict], scoring: str) -> str:
+    return f"; {SCORING_NOTES.get(scoring, scoring)}" if any("scoring" in r for r in rows) else ""
+
+
+def reconstruction_figure(rows: Sequence[dict], model_name: str = "", scoring: str = "own") -> go.Figure:
+    """Accuracy per task (and the mean over tasks) of zero-shot, the full LTV, each reconstruction without θ (each
+    α) and each path-restricted run, ± sd over run seeds where there are several; one colour per variant
+    (scaled copies ``<name>@<α>`` share it, lighter, hidden at first).
+
+    Args:
+        rows: ``figures/ov_reconstruction.json`` rows (those of the first computation, with ``method`` only,
+            too).
+        model_name: shown in the title.
+        scoring: which scoring's rows (:func:`by_scoring`).
+    """
+    all_rows, rows = rows, by_scoring(rows, scoring)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    variants = list(dict.fromkeys(m.partition("@")[0] for m in methods))
     layer = rows[0]["layer"] if rows else None
+    per_task = over_runs(rows, lambda r: (r["method"], r["task"]), "accuracy")
+    mean = over_runs(rows, lambda r: r["method"], "accuracy")
     fig = go.Figure()
-    for i, m in enumerate(methods):
-        acc = {r["task"]: r["accuracy"] for r in rows if r["method"] == m}
-        y = [acc.get(t) for t in tasks] + [_mean(acc.values())]
-        fig.add_trace(go.Bar(x=tasks + ["mean"], y=y, name=_label(m),
-                             marker_color=PALETTE[i % len(PALETTE)], visible=True if m in SHOWN else "legendonly",
+    for m in methods:
+        variant, _, alpha = m.partition("@")
+        spreads = [per_task.get((m, t)) for t in tasks] + [mean[m]]
+        fig.add_trace(go.Bar(x=tasks + ["mean"], y=[v.mean if v else None for v in spreads], name=_label(m),
+                             marker_color=VARIANT_COLOURS[variants.index(variant) % len(VARIANT_COLOURS)],
+                             opacity=0.55 if alpha else 1.0, error_y=error_bars(spreads),
+                             visible=True if m in SHOWN else "legendonly",
                              hovertemplate=f"{_label(m)}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_layout(barmode="group", template="plotly_white", width=1400, height=560,
                       title=f"What carries a layer-{layer} LTV: accuracy with θ replaced by its OV / MLP / attention "
-                            f"effects, or shown only to some paths{_suffix(model_name)}",
+                            f"effects, or shown only to some paths{runs_note(rows)}{_scoring_note(all_rows, scoring)}"
+                            f"{_suffix(model_name)}",
                       yaxis=dict(title="test accuracy", range=[0, 1.02]), legend=dict(title="method"))
     return fig
+
+
+def alpha_sweep_figure(rows: Sequence[dict], model_name: str = "", scoring: str = "own") -> go.Figure:
+    """Mean accuracy over tasks against the scale α of each re-injected effect (``<name>@<α>`` rows; α = 1 is
+    the unscaled ``<name>``), zero-shot and the full LTV as dashed lines; ± sd over run seeds."""
+    all_rows, rows = rows, by_scoring(rows, scoring)
+    mean = over_runs(rows, lambda r: r["method"], "accuracy")
+    alphas = {r["method"]: r.get("alpha") for r in rows}
+    variants = list(dict.fromkeys(r["method"].partition("@")[0] for r in rows
+                                  if r.get("variant") not in ("zero_shot", "ltv", "path_restricted")))
+    fig = go.Figure()
+    for i, v in enumerate(variants):
+        points = sorted((alphas[m] if alphas[m] is not None else 1.0, m) for m in mean
+                        if m.partition("@")[0] == v)
+        fig.add_trace(go.Scatter(x=[a for a, _ in points], y=[mean[m].mean for _, m in points], mode="lines+markers",
+                                 name=_label(v), line=dict(color=VARIANT_COLOURS[i % len(VARIANT_COLOURS)]),
+                                 error_y=error_bars([mean[m] for _, m in points]),
+                                 hovertemplate=f"{_label(v)}<br>α = %{{x}}<br>mean accuracy %{{y:.3f}}<extra></extra>"))
+    for j, ref in enumerate(m for m in ("zero_shot", "ltv") if m in mean):
+        fig.add_hline(y=mean[ref].mean, line=dict(dash="dash", color="gray" if ref == "zero_shot" else "black"),
+                      annotation_text=f"{_label(ref)} {mean[ref].mean:.2f}", annotation_position="top left")
+    fig.update_layout(template="plotly_white", width=1100, height=560,
+                      title=f"Wrong direction or too small? Accuracy against the scale α of each re-injected effect"
+                            f"{runs_note(rows)}{_scoring_note(all_rows, scoring)}{_suffix(model_name)}",
+                      xaxis=dict(title="scale α of the re-injected effect", type="log"),
+                      yaxis=dict(title="mean test accuracy over tasks", range=[0, 1.02]))
+    return fig
+
+
+def _pm(s) -> str:
+    """``0.81`` or ``0.81 ± 0.04`` (several runs)."""
+    return f"{s.mean:.2f} ± {s.sd:.2f}" if s.n > 1 else f"{s.mean:.2f}"
 
 
 def _agreement(row: dict) -> str:
@@ -91,6 +150,9 @@ def _agreement(row: dict) -> str:
 
 def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Taylor score against the exact zero-ablation effect for the checked heads, one colour per task."""
+    all_rows = rows
+    first = run_seeds(rows)[0]
+    rows = [r for r in rows if r.get("run_seed") == first]  # points of the first run seed; statistics over all
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig = go.Figure()
     floor = 1e-7
@@ -105,9 +167,12 @@ def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
     lo = min([max(min(r["taylor"], r["exact"]), floor) for r in rows] or [floor])
     hi = max([max(r["taylor"], r["exact"]) for r in rows] or [1.0])
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(dash="dash", color="gray")))
-    rho = _mean({r["task"]: r["spearman"] for r in rows}.values())
-    prec = {r["task"]: r["precision_at_k"] for r in rows if "precision_at_k" in r}
-    stat = f"mean Spearman ρ = {rho:.2f}" + (f", mean precision@10% = {_mean(prec.values()):.2f}" if prec else "")
+    per_task = list({(r.get("run_seed"), r["task"]): r for r in all_rows}.values())
+    rho = over_runs(per_task, lambda r: 0, "spearman")[0]
+    prec = over_runs(per_task, lambda r: 0, "precision_at_k").get(0)
+    stat = f"mean Spearman ρ = {_pm(rho)}" + (f", mean precision@10% = {_pm(prec)}" if prec else "")
+    if rho.n > 1:
+        stat += f" over {rho.n} run seeds; points of run seed {first}"
     fig.update_layout(title=f"{_score_label(rows)} vs exact zero-ablation effect mean|Δp| ({stat})"
                             f"{_suffix(model_name)}",
                       xaxis=dict(title=f"{_score_label(rows)} (one forward + backward)", type="log"),
@@ -116,38 +181,54 @@ def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
     return fig
 
 
-def key_ablation_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
-    """LTV accuracy with no ablation, with the key heads ablated, and with random sets of the same size
-    (mean ± standard deviation over seeds), per task and averaged over tasks."""
+def _set_bars(rows: Sequence[dict], sel, tasks: list[str]) -> tuple[list[float], list[float], int]:
+    """Per task and the mean over tasks of the ``accuracy``/``value`` of the rows ``sel`` picks: the mean over
+    run seeds (within a run: over random sets), and the error bar: sd over run seeds where there are several,
+    else sd over the random sets (``seed``) of the one run. Also the number of runs or sets behind the bars."""
+    mine = [r for r in rows if sel(r)]
+    field = "accuracy" if mine and "accuracy" in mine[0] else "value"
+    runs = len(run_seeds(mine))
+    if runs > 1:
+        task = over_runs(mine, lambda r: r["task"], field)
+        mean = over_runs(mine, lambda r: 0, field).get(0)
+        spreads = [task.get(t) for t in tasks] + [mean]
+        return [s.mean if s else None for s in spreads], [s.sd if s else 0.0 for s in spreads], runs
+    # one run: the spread over the random sets (a set's value: its mean over tasks for the "mean" bar)
+    by_set = over_runs([{**r, "run_seed": r.get("seed")} for r in mine], lambda r: r["task"], field)
+    sets = over_runs([{**r, "run_seed": r.get("seed")} for r in mine], lambda r: 0, field).get(0)
+    spreads = [by_set.get(t) for t in tasks] + [sets]
+    n_sets = len({r.get("seed") for r in mine})
+    return [s.mean if s else None for s in spreads], [s.sd if s else 0.0 for s in spreads], n_sets
+
+
+def key_ablation_figure(rows: Sequence[dict], model_name: str = "", scoring: str = "own") -> go.Figure:
+    """LTV accuracy with no ablation, with the key heads ablated, and with random sets of the same size,
+    per task and averaged over tasks; error bars: sd over run seeds where there are several, else over the
+    random sets."""
+    all_rows, rows = rows, by_scoring(rows, scoring)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     x = tasks + ["mean"]
     size = next((r["size"] for r in rows if r["set"] == "key"), 0)
+    runs = len(run_seeds(rows))
     fig = go.Figure()
 
-    def per_task(sel):
-        return {t: [r["accuracy"] for r in rows if r["task"] == t and sel(r)] for t in tasks}
+    def bar(sel, name, colour, random=False):
+        y, err, n = _set_bars(rows, sel, tasks)
+        spread = f" (± sd over {n} {'run seeds' if runs > 1 else 'sets'})" if (random or runs > 1) and n > 1 else ""
+        fig.add_trace(go.Bar(x=x, y=y, name=name + spread, marker_color=colour,
+                             error_y=dict(type="data", array=err) if n > 1 else None))
 
-    base = per_task(lambda r: r["set"] == "none")
-    fig.add_trace(go.Bar(x=x, y=[_mean(base[t]) for t in tasks] + [_mean(_mean(v) for v in base.values())],
-                         name="LTV, no ablation", marker_color=PALETTE[0]))
+    bar(lambda r: r["set"] == "none", "LTV, no ablation", PALETTE[0])
     kinds = [k for k in ("zero", "mean") if any(r["kind"] == k for r in rows)]
     for j, kind in enumerate(kinds):
-        key = per_task(lambda r: r["set"] == "key" and r["kind"] == kind)
-        fig.add_trace(go.Bar(x=x, y=[_mean(key[t]) for t in tasks] + [_mean(_mean(v) for v in key.values())],
-                             name=f"key heads, {kind} ablation", marker_color=PALETTE[1 + 3 * j]))
-        names = [n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)]
-        for i, name in enumerate(names):
-            rnd = per_task(lambda r: r["set"] == name and r["kind"] == kind)
-            seeds = sorted({r["seed"] for r in rows if r["set"] == name and r["kind"] == kind})
-            by_seed = [_mean(r["accuracy"] for r in rows if r["set"] == name and r["kind"] == kind and r["seed"] == s)
-                       for s in seeds]
-            fig.add_trace(go.Bar(x=x, y=[_mean(rnd[t]) for t in tasks] + [_mean(by_seed)],
-                                 error_y=dict(type="data", array=[_std(rnd[t]) for t in tasks] + [_std(by_seed)]),
-                                 name=f"{RANDOM_LABELS[name]}, {kind} ablation (± sd over {len(seeds)} seeds)",
-                                 marker_color=PALETTE[(2 + 3 * j + i) % len(PALETTE)]))
+        bar(lambda r: r["set"] == "key" and r["kind"] == kind, f"key heads, {kind} ablation", PALETTE[1 + 3 * j])
+        for i, name in enumerate(n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)):
+            bar(lambda r: r["set"] == name and r["kind"] == kind, f"{RANDOM_LABELS[name]}, {kind} ablation",
+                PALETTE[(2 + 3 * j + i) % len(PALETTE)], random=True)
     fig.update_layout(barmode="group", template="plotly_white", width=1400, height=560,
                       title=f"Ablating the {size} key heads (highest {_score_label(rows)}) vs {size} random other "
-                            f"heads, at the query position{_suffix(model_name)}",
+                            f"heads, at the query position{runs_note(rows)}{_scoring_note(all_rows, scoring)}"
+                            f"{_suffix(model_name)}",
                       yaxis=dict(title="zero-shot + LTV test accuracy", range=[0, 1.05]))
     return fig
 
@@ -156,15 +237,18 @@ def key_layers_figure(rows: Sequence[dict], n_layers: int, injection_layer: int 
                       model_name: str = "") -> go.Figure:
     """Number of key heads per layer, stacked by task; the injection layer is marked."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
+    runs = len(run_seeds(rows))
     fig = go.Figure()
     for i, t in enumerate(tasks):
-        counts = [sum(1 for r in rows if r["task"] == t and r["key"] and r["layer"] == l) for l in range(n_layers)]
+        counts = [sum(1 for r in rows if r["task"] == t and r["key"] and r["layer"] == l) / runs
+                  for l in range(n_layers)]
         fig.add_trace(go.Bar(x=list(range(n_layers)), y=counts, name=t, marker_color=PALETTE[i % len(PALETTE)]))
     if injection_layer is not None:
         fig.add_vline(x=injection_layer - 0.5, line=dict(dash="dash", color="black"),
                       annotation_text=f"θ injected at layer {injection_layer}", annotation_position="top right")
     fig.update_layout(barmode="stack", template="plotly_white", width=1100, height=520,
-                      title=f"Where the key heads are: layer histogram over {len(tasks)} tasks{_suffix(model_name)}",
+                      title=f"Where the key heads are: layer histogram over {len(tasks)} tasks"
+                            f"{f' (mean over {runs} run seeds)' if runs > 1 else ''}{_suffix(model_name)}",
                       xaxis=dict(title="layer", dtick=1), yaxis_title="key heads (summed over tasks)",
                       legend=dict(title="task"))
     return fig
@@ -177,21 +261,25 @@ def sinks_figure(rows: Sequence[dict], model_name: str = "", threshold: float | 
     labels = {"first": "to first token", "self": "to itself", "injected": "to injected position", "rest": "to the rest",
               "sink_rate": f"sink rate (first > {threshold})" if threshold is not None else "sink rate"}
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    key = [_mean(r["value"] for r in rows if r["set"] == "key" and r["metric"] == m) for m in metrics]
+    runs = len(run_seeds(rows))
     xs = [labels.get(m, m) for m in metrics]
-    fig = go.Figure([go.Bar(x=xs, y=key, name="key heads", marker_color=PALETTE[1], text=[f"{v:.2f}" for v in key],
-                            textposition="outside")])
+
+    def bars(sel):  # per metric: the mean over tasks, and its sd over run seeds (one run: over the random sets)
+        got = [_set_bars(rows, lambda r, m=m: sel(r) and r["metric"] == m, []) for m in metrics]
+        return [g[0][-1] for g in got], [g[1][-1] for g in got], max((g[2] for g in got), default=0)
+
+    key, key_err, n_key = bars(lambda r: r["set"] == "key")
+    fig = go.Figure([go.Bar(x=xs, y=key, name="key heads" + (f" (± sd over {n_key} run seeds)" if runs > 1 else ""),
+                            marker_color=PALETTE[1], text=[f"{v:.2f}" for v in key], textposition="outside",
+                            error_y=dict(type="data", array=key_err) if runs > 1 else None)])
     for i, name in enumerate(n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)):
-        seeds = sorted({r["seed"] for r in rows if r["set"] == name})
-        per_seed = {m: [_mean(r["value"] for r in rows if r["set"] == name and r["metric"] == m and r["seed"] == s)
-                        for s in seeds] for m in metrics}
-        fig.add_trace(go.Bar(x=xs, y=[_mean(per_seed[m]) for m in metrics],
-                             name=f"{RANDOM_LABELS[name]} (± sd over {len(seeds)} sets)",
-                             error_y=dict(type="data", array=[_std(per_seed[m]) for m in metrics]),
-                             marker_color=PALETTE[2 + i], text=[f"{_mean(per_seed[m]):.2f}" for m in metrics],
-                             textposition="inside"))
+        y, err, n = bars(lambda r, name=name: r["set"] == name)
+        over = "run seeds" if runs > 1 else "sets"
+        fig.add_trace(go.Bar(x=xs, y=y, name=f"{RANDOM_LABELS[name]} (± sd over {n} {over})",
+                             error_y=dict(type="data", array=err), marker_color=PALETTE[2 + i],
+                             text=[f"{v:.2f}" for v in y], textposition="inside"))
     fig.update_layout(barmode="group", template="plotly_white", width=1000, height=520,
                       title=f"Attention sinks: key heads ({_score_label(rows)}) vs random heads, mean over "
-                            f"{len(tasks)} tasks{_suffix(model_name)}",
+                            f"{len(tasks)} tasks{runs_note(rows)}{_suffix(model_name)}",
                       yaxis=dict(title="mean attention from the query position / share of prompts", range=[0, 1.05]))
     return fig

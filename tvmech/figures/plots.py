@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from tvmech.figures.spread import error_bars, over_runs, runs_note
+
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#EECA3B", "#B279A2", "#FF9DA6",
            "#9D755D", "#BAB0AC"]
 
@@ -17,19 +19,21 @@ def icl_accuracy_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
     ks = sorted({r["k"] for r in rows})
     fig = go.Figure()
     for i, task in enumerate(tasks):
-        acc = {r["k"]: r["accuracy"] for r in rows if r["task"] == task}
+        acc = {k: v.mean for (t, k), v in over_runs(rows, lambda r: (r["task"], r["k"]), "accuracy").items()
+               if t == task}
         n = next(r["n"] for r in rows if r["task"] == task)
         fig.add_trace(go.Scatter(
             x=[str(k) for k in ks], y=[acc.get(k) for k in ks], mode="lines+markers", name=task,
             line=dict(color=PALETTE[i % len(PALETTE)], width=1.5),
             hovertemplate=f"{task}<br>k=%{{x}}<br>accuracy=%{{y:.3f}} (n={n})<extra></extra>",
         ))
-    mean = [sum(r["accuracy"] for r in rows if r["k"] == k) / len(tasks) for k in ks]
-    fig.add_trace(go.Scatter(x=[str(k) for k in ks], y=mean, mode="lines+markers", name="mean",
-                             line=dict(color="black", width=4),
+    mean = over_runs(rows, lambda r: r["k"], "accuracy")
+    fig.add_trace(go.Scatter(x=[str(k) for k in ks], y=[mean[k].mean for k in ks], mode="lines+markers",
+                             name="mean", line=dict(color="black", width=4),
+                             error_y=error_bars([mean[k] for k in ks]),
                              hovertemplate="mean<br>k=%{x}<br>accuracy=%{y:.3f}<extra></extra>"))
     fig.update_layout(
-        title=f"Zero-shot vs in-context accuracy{' — ' + model_name if model_name else ''}",
+        title=f"Zero-shot vs in-context accuracy{runs_note(rows)}{' — ' + model_name if model_name else ''}",
         xaxis_title="demonstrations in the prompt (k)", yaxis_title="test accuracy",
         yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900, height=550,
         legend=dict(title="task"),
@@ -43,21 +47,22 @@ def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     fig = go.Figure()
     methods = [m for m in dict.fromkeys(r["method"] for r in rows)
                if any(r["layer"] is not None for r in rows if r["method"] == m)]
+    mean = over_runs(rows, lambda r: (r["method"], r["layer"]), "accuracy")
     for i, method in enumerate(methods):
         layers = sorted({r["layer"] for r in rows if r["method"] == method})
-        mean = [sum(r["accuracy"] for r in rows if r["method"] == method and r["layer"] == l) / len(tasks)
-                for l in layers]
-        fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers", name=method,
-                                 line=dict(color=PALETTE[i], width=3),
+        spreads = [mean[(method, l)] for l in layers]
+        fig.add_trace(go.Scatter(x=layers, y=[v.mean for v in spreads], mode="lines+markers", name=method,
+                                 line=dict(color=PALETTE[i], width=3), error_y=error_bars(spreads),
                                  hovertemplate=f"{method}<br>layer %{{x}}<br>mean accuracy %{{y:.3f}}<extra></extra>"))
     for j, ref in enumerate(m for m in dict.fromkeys(r["method"] for r in rows) if m not in methods):
-        value = sum(r["accuracy"] for r in rows if r["method"] == ref) / len(tasks)
-        fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[len(methods) + j]),
-                      annotation_text=f"{ref} {value:.2f}", annotation_position="top left")
+        v = mean[(ref, None)]
+        sd = f" ± {v.sd:.2f}" if v.n > 1 else ""
+        fig.add_hline(y=v.mean, line=dict(dash="dash", color=PALETTE[len(methods) + j]),
+                      annotation_text=f"{ref} {v.mean:.2f}{sd}", annotation_position="top left")
     fig.update_layout(title=f"Task vector injected at one layer (last position), mean over {len(tasks)} tasks"
-                      + (f" — {model_name}" if model_name else ""), xaxis_title="injection layer (hook_resid_pre)",
-                      yaxis_title="test accuracy", yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900,
-                      height=550)
+                      + runs_note(rows) + (f" — {model_name}" if model_name else ""),
+                      xaxis_title="injection layer (hook_resid_pre)", yaxis_title="test accuracy",
+                      yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900, height=550)
     return fig
 
 
@@ -70,22 +75,26 @@ def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols:
     fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=tasks, shared_yaxes=True,
                         horizontal_spacing=0.03, vertical_spacing=0.12)
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    acc = over_runs(rows, lambda r: (r["task"], r["method"], r["layer"]), "accuracy")
+    known = [r["layer"] for r in rows if r["layer"] is not None]
     for t, task in enumerate(tasks):
         row, col = t // cols + 1, t % cols + 1
         for i, method in enumerate(methods):
-            mine = sorted((r for r in rows if r["task"] == task and r["method"] == method),
-                          key=lambda r: -1 if r["layer"] is None else r["layer"])
-            if mine and mine[0]["layer"] is None:
-                known = [r["layer"] for r in rows if r["layer"] is not None]
-                x, y, dash = [min(known), max(known)], [mine[0]["accuracy"]] * 2, "dash"
+            layers = sorted({r["layer"] for r in rows if r["task"] == task and r["method"] == method},
+                            key=lambda l: -1 if l is None else l)
+            if not layers:
+                continue
+            if layers[0] is None:
+                x, spreads, dash = [min(known), max(known)], [acc[(task, method, None)]] * 2, "dash"
             else:
-                x, y, dash = [r["layer"] for r in mine], [r["accuracy"] for r in mine], "solid"
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=method, legendgroup=method, showlegend=t == 0,
-                                     line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
+                x, spreads, dash = layers, [acc[(task, method, l)] for l in layers], "solid"
+            fig.add_trace(go.Scatter(x=x, y=[v.mean for v in spreads], mode="lines", name=method, legendgroup=method,
+                                     showlegend=t == 0, line=dict(color=PALETTE[i % len(PALETTE)], dash=dash),
+                                     error_y=error_bars(spreads) if dash == "solid" else None,
                                      hovertemplate=f"{task} {method}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"),
                           row=row, col=col)
     fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(title="Layer sweep per task" + (f" — {model_name}" if model_name else ""),
+    fig.update_layout(title="Layer sweep per task" + runs_note(rows) + (f" — {model_name}" if model_name else ""),
                       template="plotly_white", width=1400, height=330 * n_rows)
     return fig
 
@@ -95,14 +104,17 @@ def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None 
     """Mean LTV accuracy over tasks for each injection configuration (bars), references dashed."""
     confs = list(dict.fromkeys(r["configuration"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    mean = [sum(r["accuracy"] for r in rows if r["configuration"] == c) / len(tasks) for c in confs]
-    detail = ["<br>".join(f"{r['task']}: {r['accuracy']:.2f}" for r in rows if r["configuration"] == c) for c in confs]
+    spreads = over_runs(rows, lambda r: r["configuration"], "accuracy")
+    mean = [spreads[c].mean for c in confs]
+    per_task = over_runs(rows, lambda r: (r["configuration"], r["task"]), "accuracy")
+    detail = ["<br>".join(f"{t}: {per_task[(c, t)].mean:.2f}" for t in tasks if (c, t) in per_task) for c in confs]
     fig = go.Figure(go.Bar(x=confs, y=mean, text=[f"{m:.2f}" for m in mean], textposition="outside",
+                           error_y=error_bars([spreads[c] for c in confs]),
                            customdata=detail, marker_color=PALETTE[0],
                            hovertemplate="%{x}<br>mean %{y:.3f}<br>%{customdata}<extra></extra>"))
     for j, (name, value) in enumerate((references or {}).items()):
         fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 1]), annotation_text=f"{name} {value:.2f}")
-    title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks"
+    title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks{runs_note(rows)}"
     if note:
         title += "".join(f"<br><sup>{line}</sup>" for line in textwrap.wrap(note, 150))
     fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150, t=130),

@@ -8,7 +8,8 @@ recompute). Steps run in order; an interrupted run resumes at the first step (an
 The options of each experiment are generated from its config dataclass in :mod:`tvmech.experiments`
 (``--<prefix>-<field>``, or the flag named in the field's metadata), with the dataclass's default and
 help; ``--tasks``, ``--n-test``, ``--seed`` and ``--ltv-steps`` set that field of every selected
-experiment that has it (an experiment's own flag wins). A default "derived from the model" is resolved
+experiment that has it (an experiment's own flag wins). ``--seeds 0 1 2`` runs each step once per seed and
+draws mean ± sd over the runs (:mod:`tvmech.figures.runner`). A default "derived from the model" is resolved
 from the loaded model (e.g. the middle layer ``n_layers // 2``).
 """
 
@@ -117,6 +118,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[tuple[str, s
     g.add_argument("--n-test", type=_none_or(int), default=argparse.SUPPRESS,
                    help="cap on test queries per task (none: the whole test split)")
     g.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="seed of every experiment")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="run every step with a seed once per seed (runs kept in <out>/runs/seed<s>) and draw "
+                        "mean ± sd over them; not with --seed")
     g.add_argument("--ltv-steps", type=int, default=argparse.SUPPRESS,
                    help="training steps per learned task vector (and of every PEFT method)")
     targets: dict[str, list[tuple[str, str]]] = {}
@@ -173,6 +177,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``args.configs`` holds each selected step's experiment config."""
     p, targets = build_parser()
     args = p.parse_args(argv)
+    if args.seeds is not None and hasattr(args, "seed"):
+        p.error(f"--seed {args.seed} and --seeds {' '.join(map(str, args.seeds))}: give one of them")
     try:
         args.configs = configs_from_args(args, targets, args.only or list(STEP_NAMES))
     except ValueError as err:
@@ -198,5 +204,5 @@ def main(argv: list[str] | None = None) -> int:
         if name == SYNTHETIC:
             run_synthetic(args.configs[name], ctx)
         else:
-            run_step(STEPS[name], args.configs[name], ctx)
+            run_step(STEPS[name], args.configs[name], ctx, seeds=args.seeds)
     return 0

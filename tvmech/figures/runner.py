@@ -1,10 +1,18 @@
 """Running one figure step: reuse the saved numbers when their settings match, else compute (task by task,
-resumable), then draw and save every figure of the step."""
+resumable), then draw and save every figure of the step.
+
+Spreads over seeds: with several ``seeds`` a step runs once per seed (the seed of the splits, the LTV training
+and the random sets), each run kept in ``<out>/runs/seed<s>/`` (its tables and its LTVs; reused while its
+settings match, so a run can be computed elsewhere, e.g. one process per seed on a GPU, and gathered here). The
+step's tables hold every run's rows, each tagged ``run_seed``; their settings name ``seeds`` instead of ``seed``,
+and the figures draw mean ± sd over the run seeds.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,18 +22,29 @@ from tvmech.experiments import synthetic
 from tvmech.figures import synthetic_plots as sp
 from tvmech.figures.cache import meta as fresh_meta
 from tvmech.figures.export import save_figure
-from tvmech.figures.steps import Context, Step, Tables
+from tvmech.figures.steps import Context, Metas, Step, Tables
 
 log = logging.getLogger("tvmech.figures")
+RUNS = "runs"  # <out>/runs/seed<s>/: the single-seed runs of a multi-seed step
 
 
-def _settings(cfg, ctx: Context) -> dict:
-    return {**cfg.settings(), "model": ctx.model_name}
+def _settings(cfg, ctx: Context, seeds: Sequence[int] | None = None) -> dict:
+    settings = {**cfg.settings(), "model": ctx.model_name}
+    if seeds is not None and len(seeds) > 1:
+        settings.pop("seed", None)
+        settings["seeds"] = list(seeds)
+    return settings
 
 
-def saved_tables(step: Step, cfg, ctx: Context):
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where the run of seed ``seed`` of a multi-seed step is kept: ``<out>/runs/seed<seed>``."""
+    return Path(out) / RUNS / f"seed{seed}"
+
+
+def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None):
     """``(resolved config, tables, metas)`` from ``<out>/<table>.json`` when every table exists and was saved
-    with the settings of ``cfg`` on this model; ``None`` otherwise (or with ``ctx.force``).
+    with the settings of ``cfg`` (and ``seeds``, when several) on this model; ``None`` otherwise (or with
+    ``ctx.force``).
 
     Fields of ``cfg`` that are derived from the model and still ``None`` take the saved values: the saved
     settings name the same model, so the derivation gives the same values without loading it.
@@ -43,7 +62,7 @@ def saved_tables(step: Step, cfg, ctx: Context):
     if saved.get("model") != ctx.model_name:
         return None
     resolved = cfg.adopt(saved)
-    if resolved is None or any(metas[n].get("settings") != _settings(resolved, ctx) for n in step.tables):
+    if resolved is None or any(metas[n].get("settings") != _settings(resolved, ctx, seeds) for n in step.tables):
         return None
     return resolved, tables, metas
 
@@ -65,32 +84,79 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     return {name: [r for t in cfg.tasks for r in done[t][name]] for name in step.tables}
 
 
-def run_step(step: Step, cfg, ctx: Context) -> list[Path]:
+def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas]:
+    """Compute the step's tables with ``cfg`` (resolved against the loaded model), task by task when the step
+    allows it (resumable).
+
+    Returns:
+        ``(resolved config, tables, metas)``.
+    """
+    model = ctx.model()
+    if not cfg.resolved:
+        cfg = cfg.resolve(adapt(model).n_layers)
+    settings = _settings(cfg, ctx)
+    kwargs = step.inputs(cfg, ctx) if step.inputs else {}
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    if step.per_task:
+        tables = _per_task(step, cfg, ctx, settings, model, kwargs)
+    else:
+        tables = step.experiment.run(model, cfg, **kwargs).tables()
+    return cfg, tables, {name: fresh_meta(ctx.device, settings) for name in step.tables}
+
+
+def _gathered_meta(metas: dict[int, dict], settings: dict) -> dict:
+    """The meta of a multi-seed table: the gathered settings, each run's device and date (and note)."""
+    devices = list(dict.fromkeys(m.get("device", "?") for m in metas.values()))
+    runs = [{"seed": s, **{k: m[k] for k in ("device", "date", "note") if k in m}} for s, m in metas.items()]
+    return {"settings": settings, "device": "; ".join(devices),
+            "date": max((m.get("date", "") for m in metas.values()), default=""), "runs": runs}
+
+
+def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[object, Tables, Metas]:
+    """The step's tables over several seeds: each seed's run reused from ``<out>/runs/seed<s>`` (or from a
+    single-seed ``<out>`` of that seed) when its settings match, else computed and saved there; rows tagged
+    ``run_seed``.
+
+    Returns:
+        ``(resolved config of the first seed, tables, metas)``.
+    """
+    runs: dict[int, tuple] = {}
+    for s in seeds:
+        sub = replace(ctx, out=seed_dir(ctx.out, s), png=False)
+        scfg = replace(cfg, seed=s)
+        found = saved_tables(step, scfg, sub)
+        if found is None:
+            found = saved_tables(step, scfg, ctx) or compute_tables(step, scfg, sub)
+            for name in step.tables:
+                write_json(sub.out / f"{name}.json", {"meta": found[2][name], "rows": found[1][name]})
+        runs[s] = found
+    cfg = replace(runs[seeds[0]][0], seed=seeds[0])
+    settings = _settings(cfg, ctx, seeds)
+    tables = {n: [{**r, "run_seed": s} for s, run in runs.items() for r in run[1][n]] for n in step.tables}
+    metas = {n: _gathered_meta({s: run[2][n] for s, run in runs.items()}, settings) for n in step.tables}
+    return cfg, tables, metas
+
+
+def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) -> list[Path]:
     """Redraw ``step`` from saved numbers or compute them; write every figure.
 
     Args:
         step: the step.
         cfg: its experiment config (derived fields may still be ``None``).
         ctx: the run's context.
+        seeds: run the step once per seed (overriding ``cfg.seed``) and gather the runs; one seed is a plain
+            run with that seed; ``None``: ``cfg.seed``.
 
     Returns:
         The written files.
     """
-    found = saved_tables(step, cfg, ctx)
-    if found is not None:
-        cfg, tables, metas = found
-    else:
-        model = ctx.model()
-        if not cfg.resolved:
-            cfg = cfg.resolve(adapt(model).n_layers)
-        settings = _settings(cfg, ctx)
-        kwargs = step.inputs(cfg, ctx) if step.inputs else {}
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        if step.per_task:
-            tables = _per_task(step, cfg, ctx, settings, model, kwargs)
-        else:
-            tables = step.experiment.run(model, cfg, **kwargs).tables()
-        metas = {name: fresh_meta(ctx.device, settings) for name in step.tables}
+    seeds = list(dict.fromkeys(seeds)) if seeds else None
+    if seeds is not None and len(seeds) == 1:
+        cfg, seeds = replace(cfg, seed=seeds[0]), None
+    found = saved_tables(step, cfg, ctx, seeds)
+    if found is None:
+        found = seeded_tables(step, cfg, ctx, seeds) if seeds else compute_tables(step, cfg, ctx)
+    cfg, tables, metas = found
     written = []
     for name, fig, table in step.draw(tables, metas, cfg, ctx):
         rows, meta = (tables[table], metas[table]) if table else (None, None)

@@ -102,10 +102,36 @@ def _cosine_matrix(rows: list[dict]) -> tuple[list[str], list[list[float]]]:
     return names, [[value[(a, b)] for b in names] for a in names]
 
 
+def _two_scorings(rows: list[dict]) -> bool:
+    """Whether some task's rows were scored two ways (then the full-vocabulary figure is drawn too)."""
+    seen: dict[str, set] = {}
+    for r in rows:
+        seen.setdefault(r["task"], set()).add(r.get("scoring"))
+    return any(len(v) > 1 for v in seen.values())
+
+
+def _draw_ov(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
+    rows = t["ov_reconstruction"]
+    out: Drawn = [("ov_reconstruction", mechanism_plots.reconstruction_figure(rows, ctx.model_name),
+                   "ov_reconstruction")]
+    if _two_scorings(rows):
+        out.append(("ov_reconstruction_first_token",
+                    mechanism_plots.reconstruction_figure(rows, ctx.model_name, "first_token"), None))
+    if any("@" in r["method"] for r in rows):
+        out.append(("ov_alpha_sweep", mechanism_plots.alpha_sweep_figure(rows, ctx.model_name), None))
+        if _two_scorings(rows):
+            out.append(("ov_alpha_sweep_first_token",
+                        mechanism_plots.alpha_sweep_figure(rows, ctx.model_name, "first_token"), None))
+    return out
+
+
 def _draw_key_heads(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
     scores = t["key_heads_layers"]
     n_layers = max(r["layer"] for r in scores) + 1
-    return [("key_heads_ablation", mechanism_plots.key_ablation_figure(t["key_heads_ablation"], ctx.model_name),
+    ablation = t["key_heads_ablation"]
+    extra: Drawn = [("key_heads_ablation_first_token", mechanism_plots.key_ablation_figure(
+        ablation, ctx.model_name, "first_token"), None)] if _two_scorings(ablation) else []
+    return [*extra, ("key_heads_ablation", mechanism_plots.key_ablation_figure(ablation, ctx.model_name),
              "key_heads_ablation"),
             ("key_heads_taylor", mechanism_plots.taylor_exact_figure(t["key_heads_taylor"], ctx.model_name),
              "key_heads_taylor"),
@@ -132,9 +158,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          "composition")], per_task=False, inputs=_vectors),
     Step("peft", peft, ("peft",), lambda t, m, cfg, ctx: [
         ("peft", peft_plots.peft_figure(t["peft"], ctx.model_name), "peft")], per_task=False),
-    Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), lambda t, m, cfg, ctx: [
-        ("ov_reconstruction", mechanism_plots.reconstruction_figure(t["ov_reconstruction"], ctx.model_name),
-         "ov_reconstruction")], inputs=_vectors),
+    Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), _draw_ov, inputs=_vectors),
     Step("key_heads", key_heads, ("key_heads_ablation", "key_heads_taylor", "key_heads_layers"), _draw_key_heads,
          inputs=_vectors),
     Step("sinks", sinks, ("attention_sinks",), lambda t, m, cfg, ctx: [
