@@ -62,10 +62,22 @@ def _score_label(rows: Sequence[dict]) -> str:
     return " / ".join(SCORE_LABELS.get(s, s) for s in scores)
 
 
+def _primary_scoring(rows: Sequence[dict]) -> tuple[list[dict], str]:
+    """The rows of each task's primary scoring (that of its first row; rows without ``scoring``, saved before
+    there were several, are all kept) and a title note naming the scorings drawn."""
+    first: dict[str, str | None] = {}
+    for r in rows:
+        first.setdefault(r["task"], r.get("scoring"))
+    drawn = [s for s in dict.fromkeys(first.values()) if s]
+    note = f", scored by {' / '.join(drawn)} (each task's primary scoring)" if drawn else ""
+    return [r for r in rows if r.get("scoring") == first[r["task"]]], note
+
+
 def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Accuracy per task (and the mean) of zero-shot, the full LTV, each reconstruction without θ (each α) and
     each path-restricted run; draws the rows of the first computation (``method`` only) and those of issue
-    11 (``variant``, ``path``, ``alpha`` besides ``method``) alike."""
+    11 (``variant``, ``path``, ``alpha`` besides ``method``) alike; only each task's primary scoring."""
+    rows, note = _primary_scoring(rows)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     layer = rows[0]["layer"] if rows else None
@@ -78,7 +90,7 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                              hovertemplate=f"{_label(m)}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_layout(barmode="group", template="plotly_white", width=1400, height=560,
                       title=f"What carries a layer-{layer} LTV: accuracy with θ replaced by its OV / MLP / attention "
-                            f"effects, or shown only to some paths{_suffix(model_name)}",
+                            f"effects, or shown only to some paths{note}{_suffix(model_name)}",
                       yaxis=dict(title="test accuracy", range=[0, 1.02]), legend=dict(title="method"))
     return fig
 
@@ -118,7 +130,8 @@ def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
 
 def key_ablation_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """LTV accuracy with no ablation, with the key heads ablated, and with random sets of the same size
-    (mean ± standard deviation over seeds), per task and averaged over tasks."""
+    (mean ± standard deviation over seeds), per task and averaged over tasks; only each task's primary scoring."""
+    rows, note = _primary_scoring(rows)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     x = tasks + ["mean"]
     size = next((r["size"] for r in rows if r["set"] == "key"), 0)
@@ -147,7 +160,7 @@ def key_ablation_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
                                  marker_color=PALETTE[(2 + 3 * j + i) % len(PALETTE)]))
     fig.update_layout(barmode="group", template="plotly_white", width=1400, height=560,
                       title=f"Ablating the {size} key heads (highest {_score_label(rows)}) vs {size} random other "
-                            f"heads, at the query position{_suffix(model_name)}",
+                            f"heads, at the query position{note}{_suffix(model_name)}",
                       yaxis=dict(title="zero-shot + LTV test accuracy", range=[0, 1.05]))
     return fig
 
