@@ -1,7 +1,9 @@
 """Scoring prompts: first-token argmax, argmax within a closed label set, multi-token exact match.
 
 Logits are computed only where they are scored: the final residual stream is gathered at the query
-position (or at the label positions, for exact match) before the final norm and unembedding.
+position (or at the label positions, for exact match) before the final norm and unembedding. Several
+scorings of one batch come from one forward pass (:func:`predict_batch`, :func:`score_batch_multi`,
+:func:`evaluate_prompts_multi`): ``first_token`` and ``label_set`` are argmaxes over the same query logits.
 """
 
 from __future__ import annotations
@@ -40,6 +42,63 @@ def resolve_scoring(task: Task, scoring: str | None = None) -> str:
     return scoring
 
 
+def default_scorings(task: Task) -> tuple[str, ...]:
+    """The scorings an experiment reports by default: the task's own, plus ``first_token`` (the paper's
+    full-vocabulary argmax) when the task's own is ``label_set``.
+
+    Args:
+        task: the task.
+
+    Returns:
+        ``("label_set", "first_token")`` for a label-set task, ``(task.scoring,)`` otherwise.
+    """
+    return (task.scoring, "first_token") if task.scoring == "label_set" else (task.scoring,)
+
+
+def check_scorings(scorings: Sequence[str], what: str = "scorings") -> tuple[str, ...]:
+    """``scorings`` as a tuple after checking that it is non-empty and each is a scoring mode.
+
+    Args:
+        scorings: scoring mode names.
+        what: how the error message names them (e.g. a command-line flag).
+
+    Returns:
+        The scorings, repeats dropped, in the order given.
+
+    Raises:
+        ValueError: naming the bad value(s) and the valid ones.
+    """
+    scorings = tuple(scorings)
+    bad = [s for s in scorings if s not in SCORING_MODES]
+    if bad or not scorings:
+        raise ValueError(f"{what} {list(scorings)} is not valid: unknown {bad or '(none given)'}; "
+                         f"valid: {list(SCORING_MODES)}")
+    return tuple(dict.fromkeys(scorings))
+
+
+def resolve_scorings(task: Task, scorings: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The scorings of ``task``'s accuracies: ``scorings`` (``label_set`` left out for a task without a
+    closed label set), or :func:`default_scorings` when ``None``. The first is the primary one.
+
+    Args:
+        task: the task.
+        scorings: scoring modes, or ``None``.
+
+    Returns:
+        At least one scoring mode.
+
+    Raises:
+        ValueError: an unknown mode, or nothing left for this task.
+    """
+    if scorings is None:
+        return default_scorings(task)
+    out = tuple(s for s in check_scorings(scorings) if s != "label_set" or task.labels)
+    if not out:
+        raise ValueError(f"task {task.name!r} has no closed label set: scorings {list(scorings)} leave nothing "
+                         f"to score")
+    return out
+
+
 def final_residual(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch seq d_model"]:
     """Final residual stream (before the final norm) of a batch, with optional batch-aware hooks."""
     ad = adapt(model)
@@ -56,47 +115,112 @@ def query_logits(model, batch: Batch, hooks_for: HooksFor | None = None) -> Floa
     return ad.unembed(resid[rows, batch.query_pos.to(resid.device)])
 
 
-def score_batch(model, task: Task, batch: Batch, scoring: str,
-                hooks_for: HooksFor | None = None) -> tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]:
-    """Whether each row is correct under ``scoring``, and the predicted first token."""
+def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hooks_for: HooksFor | None = None
+                  ) -> dict[str, tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]]:
+    """Per scoring, whether each row is correct and its predicted first token, all from ONE forward pass:
+    ``first_token`` and ``label_set`` are argmaxes over the same query logits (over the whole vocabulary
+    and over the label set's first tokens), ``exact_match`` reads the same pass at the label positions
+    (the batch must then carry the labels).
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the batch's task (its label set for ``label_set``).
+        batch: the encoded prompts.
+        scorings: scoring modes.
+        hooks_for: batch-aware hooks of the pass (e.g. a task vector's).
+
+    Returns:
+        Scoring -> ``(correct, predicted first token)``, both on the CPU, in the order of ``scorings``.
+    """
+    scorings = check_scorings(scorings)
     ad = adapt(model)
     batch = batch.to(ad.device)
+    out = {}
     with torch.no_grad():
-        if scoring == "exact_match":
-            resid = final_residual(ad, batch, hooks_for)
+        resid = final_residual(ad, batch, hooks_for)
+        rows = torch.arange(len(batch), device=resid.device)
+        if any(s != "exact_match" for s in scorings):
+            logits = ad.unembed(resid[rows, batch.query_pos])
+            for s in scorings:
+                if s == "label_set":
+                    ids = torch.tensor(label_set_ids(ad.tokenizer, task), device=logits.device)
+                    first = ids[logits[:, ids].argmax(-1)]
+                elif s == "first_token":
+                    first = logits.argmax(-1)
+                else:
+                    continue
+                out[s] = ((first == batch.label_first).cpu(), first.cpu())
+        if "exact_match" in scorings:
             mask = batch.label_mask
             pred_all = torch.full_like(batch.targets, -100)
             pred_all[mask] = ad.unembed(resid[mask]).argmax(-1)
             correct = ((pred_all == batch.targets) | ~mask).all(-1)
-            first = pred_all[torch.arange(len(batch)), batch.query_pos]
-            return correct.cpu(), first.cpu()
-        logits = query_logits(ad, batch, hooks_for)
-        if scoring == "label_set":
-            ids = torch.tensor(label_set_ids(ad.tokenizer, task), device=logits.device)
-            first = ids[logits[:, ids].argmax(-1)]
-        else:
-            first = logits.argmax(-1)
-        return (first == batch.label_first).cpu(), first.cpu()
+            out["exact_match"] = (correct.cpu(), pred_all[rows, batch.query_pos].cpu())
+    return {s: out[s] for s in scorings}
+
+
+def score_batch_multi(model, task: Task, batch: Batch, scorings: Sequence[str],
+                      hooks_for: HooksFor | None = None) -> dict[str, Bool[Tensor, " batch"]]:
+    """Whether each row is correct under each of ``scorings``, from one forward pass (:func:`predict_batch`).
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the batch's task.
+        batch: the encoded prompts (with labels when ``exact_match`` is among ``scorings``).
+        scorings: scoring modes.
+        hooks_for: batch-aware hooks of the pass.
+
+    Returns:
+        Scoring -> ``[batch]`` booleans (CPU).
+    """
+    return {s: ok for s, (ok, _) in predict_batch(model, task, batch, scorings, hooks_for).items()}
+
+
+def score_batch(model, task: Task, batch: Batch, scoring: str,
+                hooks_for: HooksFor | None = None) -> tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """Whether each row is correct under ``scoring``, and the predicted first token."""
+    return predict_batch(model, task, batch, (scoring,), hooks_for)[scoring]
+
+
+def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scorings: Sequence[str], *,
+                           batch_size: int = 16, hooks_for: HooksFor | None = None,
+                           progress: bool = False) -> dict[str, EvalResult]:
+    """Accuracy of ``model`` on ready-made prompts under each of ``scorings``, one forward pass per batch.
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the prompts' task.
+        prompts: the prompts.
+        scorings: scoring modes (checked, repeats dropped).
+        batch_size: prompts per forward pass.
+        hooks_for: batch-aware hooks of every pass.
+        progress: show a progress bar.
+
+    Returns:
+        Scoring -> its :class:`EvalResult`, in the order of ``scorings``.
+    """
+    scorings = check_scorings(scorings)
+    ad = adapt(model)
+    correct = {s: [False] * len(prompts) for s in scorings}
+    preds = {s: [""] * len(prompts) for s in scorings}
+    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels="exact_match" in scorings)
+    k = prompts[0].k if prompts else 0
+    for idx, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"{task.name} k={k}",
+                           disable=not progress, leave=False):
+        for s, (ok, first) in predict_batch(ad, task, batch, scorings, hooks_for).items():
+            for j, i in enumerate(idx):
+                correct[s][i] = bool(ok[j])
+                preds[s][i] = ad.tokenizer.decode([int(first[j])])
+    return {s: EvalResult(task.name, k, s, sum(c) / len(c) if c else float("nan"), len(c), c, preds[s])
+            for s, c in correct.items()}
 
 
 def evaluate_prompts(model, task: Task, prompts: Sequence[Prompt], *, scoring: str | None = None,
                      batch_size: int = 16, hooks_for: HooksFor | None = None, progress: bool = False) -> EvalResult:
-    """Accuracy of ``model`` on ready-made prompts."""
+    """Accuracy of ``model`` on ready-made prompts (``scoring``: default the task's)."""
     scoring = resolve_scoring(task, scoring)
-    ad = adapt(model)
-    correct = [False] * len(prompts)
-    preds = [""] * len(prompts)
-    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels=scoring == "exact_match")
-    n_batches = -(-len(prompts) // batch_size)
-    for idx, batch in tqdm(it, total=n_batches, desc=f"{task.name} k={prompts[0].k if prompts else 0}",
-                           disable=not progress, leave=False):
-        ok, first = score_batch(ad, task, batch, scoring, hooks_for)
-        for j, i in enumerate(idx):
-            correct[i] = bool(ok[j])
-            preds[i] = ad.tokenizer.decode([int(first[j])])
-    k = prompts[0].k if prompts else 0
-    acc = sum(correct) / len(correct) if correct else float("nan")
-    return EvalResult(task.name, k, scoring, acc, len(correct), correct, preds)
+    return evaluate_prompts_multi(model, task, prompts, (scoring,), batch_size=batch_size, hooks_for=hooks_for,
+                                  progress=progress)[scoring]
 
 
 def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
@@ -108,6 +232,31 @@ def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: S
                             hooks_for=hooks_for, progress=progress)
 
 
+def evaluate_multi(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
+                   scorings: Sequence[str], seed: int = 0, batch_size: int = 16, hooks_for: HooksFor | None = None,
+                   progress: bool = False) -> dict[str, EvalResult]:
+    """:func:`evaluate` under each of ``scorings``, from the same forward passes.
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the task.
+        queries: the test queries.
+        k: demonstrations per prompt.
+        demos: where the demonstrations are drawn from.
+        scorings: scoring modes.
+        seed: seed of the demonstrations.
+        batch_size: prompts per forward pass.
+        hooks_for: batch-aware hooks of every pass.
+        progress: show a progress bar.
+
+    Returns:
+        Scoring -> its :class:`EvalResult`.
+    """
+    prompts = make_prompts(task, queries, k, demos, seed=seed)
+    return evaluate_prompts_multi(model, task, prompts, scorings, batch_size=batch_size, hooks_for=hooks_for,
+                                  progress=progress)
+
+
 def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n d_vocab"]:
     """Log-probabilities at each prompt's query position, in the order given (one padded batch)."""
     batch = encode(adapt(model).tokenizer, task, prompts)
@@ -115,5 +264,6 @@ def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
         return torch.log_softmax(query_logits(model, batch).float(), -1).cpu()
 
 
-__all__ = ["EvalResult", "evaluate", "evaluate_prompts", "score_batch", "query_logits", "final_residual",
-           "resolve_scoring", "last_logprobs", "Adapter"]
+__all__ = ["EvalResult", "evaluate", "evaluate_multi", "evaluate_prompts", "evaluate_prompts_multi", "score_batch",
+           "score_batch_multi", "predict_batch", "query_logits", "final_residual", "resolve_scoring",
+           "resolve_scorings", "default_scorings", "check_scorings", "last_logprobs", "Adapter"]

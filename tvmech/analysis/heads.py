@@ -42,7 +42,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvmech.analysis.evaluation import EvalResult, evaluate
+from tvmech.analysis.evaluation import EvalResult, evaluate_multi
 from tvmech.analysis.ov import check_head, single_site
 from tvmech.core.adapter import HookFn, adapt
 from tvmech.data.prompts import Batch, Prompt, encode
@@ -337,15 +337,40 @@ def precision_at_k(scores: Tensor, reference: Tensor, frac: float = 0.1) -> tupl
     return len(top[0] & top[1]) / k, k
 
 
-def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
-                     kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
-    """Zero-shot + θ accuracy (``tvmech.analysis.evaluation``) with ``heads`` ablated at the query position."""
+def ablated_accuracies(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
+                       scorings: Sequence[str], kind: AblationKind = "zero", means: Tensor | None = None,
+                       batch_size: int = 16) -> dict[str, EvalResult]:
+    """Zero-shot + θ accuracy with ``heads`` ablated at the query position, under each of ``scorings`` from
+    the same forward passes (:func:`tvmech.analysis.evaluation.evaluate_multi`).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        vec: the task vector injected.
+        task: the task.
+        queries: the test queries.
+        heads: the ablated heads.
+        scorings: scoring modes.
+        kind: ``"zero"`` or ``"mean"``.
+        means: mean ``z`` for mean ablation.
+        batch_size: prompts per forward pass.
+
+    Returns:
+        Scoring -> its :class:`~tvmech.analysis.evaluation.EvalResult`.
+    """
     ad = adapt(model)
     heads = check_heads(ad, heads)
     vec.check_model(ad)
     both = vec.injection + ablation(ad, heads, kind=kind, means=means)
     both.writes(ad)  # validate early
-    return evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=both.hooks_for(ad))
+    return evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size,
+                          hooks_for=both.hooks_for(ad))
+
+
+def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
+                     kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
+    """:func:`ablated_accuracies` under the task's own scoring."""
+    return ablated_accuracies(model, vec, task, queries, heads, scorings=(task.scoring,), kind=kind, means=means,
+                              batch_size=batch_size)[task.scoring]
 
 
 def layer_histogram(heads: Sequence[Head], n_layers: int) -> Int[Tensor, " n_layers"]:
@@ -370,5 +395,5 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 __all__ = ["Head", "HeadScores", "KINDS", "AblationKind", "check_heads", "prompt_batch", "taylor_scores", "ablation",
            "check_ablation", "ablation_hooks", "ablation_effects",
            "spearman", "n_key", "key_heads", "random_head_sets", "layer_matched_sets", "heads_from_layer",
-           "precision_at_k", "ablated_accuracy", "Score", "SCORES", "check_score",
+           "precision_at_k", "ablated_accuracy", "ablated_accuracies", "Score", "SCORES", "check_score",
            "layer_histogram", "mean_std"]

@@ -9,7 +9,9 @@ of the ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is
 the score is compared with the exact effect by Spearman's ρ and precision@k (the overlap of the top
 ``frac`` by score and by exact ablation among those heads). The key heads are ablated against random sets
 of the same size: layer-matched (same layer histogram, ``set = "random_layer_matched"``) and/or drawn from
-all layers (``set = "random"``).
+all layers (``set = "random"``). Every ablation accuracy is reported under each scoring of
+``Config.scorings`` (default: the task's own, plus ``first_token`` for label-set tasks), one row per (set,
+seed, kind, scoring), all scorings from the same forward passes; the first scoring is the primary one.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from dataclasses import dataclass
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tvmech.analysis.evaluation import evaluate
+from tvmech.analysis.evaluation import evaluate_multi, resolve_scorings
 from tvmech.analysis.heads import (
     KINDS,
     SCORES,
     HeadScores,
-    ablated_accuracy,
+    ablated_accuracies,
     ablation_effects,
     heads_from_layer,
     key_heads,
@@ -123,7 +125,7 @@ class Result:
     # off the subset), spearman, precision_at_k, k_precision
     scores: list[dict]
     taylor: list[dict]  # the scores rows with an exact ablation (TAYLOR_KEYS)
-    ablation: list[dict]  # task, score, set, seed, kind, size, accuracy, n
+    ablation: list[dict]  # task, score, set, seed, kind, size, scoring, accuracy, n
 
     def rows(self) -> list[dict]:
         return list(self.scores)
@@ -154,8 +156,8 @@ def data(config: Config, name: str) -> tuple[Task, list, list]:
 
 def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example], scores: HeadScores, *,
                   frac: float = 0.1, n_random: int = 5, seed: int = 0, kinds: Sequence[str] = KINDS,
-                  random_sets: Sequence[str] = ("all_layers",), means: Tensor | None = None, batch_size: int = 16,
-                  progress: bool = False) -> list[dict]:
+                  random_sets: Sequence[str] = ("all_layers",), means: Tensor | None = None,
+                  scorings: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False) -> list[dict]:
     """LTV accuracy without ablation, with the key heads ablated, and with each of ``n_random`` random sets
     of the same size ablated (zero and/or mean).
 
@@ -171,26 +173,31 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
         kinds: ablation kinds (``zero``, ``mean``).
         random_sets: kinds of random sets (:func:`comparison_sets`): ``layer_matched``, ``all_layers``.
         means: per-head mean ``z`` for mean ablation.
+        scorings: scoring modes of every accuracy, from the same forward passes (``None``:
+            :func:`~tvmech.analysis.evaluation.default_scorings`).
         batch_size: prompts per forward pass.
         progress: show a progress bar.
 
     Returns:
-        Rows ``{task, score, set, seed, kind, size, accuracy, n}``, first the unablated ``set = "none"``; ``set``
-        is ``key``, ``random_layer_matched`` or ``random`` (all layers).
+        Rows ``{task, score, set, seed, kind, size, scoring, accuracy, n}``, one per (set, seed, kind,
+        scoring), first the unablated ``set = "none"``; ``set`` is ``key``, ``random_layer_matched`` or
+        ``random`` (all layers).
     """
     ad = adapt(model)
     if n_random < 1:
         raise ValueError(f"n_random must be >= 1, got {n_random}")
     key = key_heads(scores, frac)
     sets = [("key", None, key)] + comparison_sets(key, ad.n_layers, ad.n_heads, n_random, seed, random_sets)
-    base = evaluate(ad, task, queries, 0, batch_size=batch_size, hooks_for=vec.hooks_for(ad))
+    scorings = resolve_scorings(task, scorings)
+    base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, hooks_for=vec.hooks_for(ad))
     rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,
-             "accuracy": base.accuracy, "n": base.n}]
+             "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in base.items()]
     jobs = [(k, s) for k in kinds for s in sets]
     for kind, (name, s, heads) in tqdm(jobs, desc=f"ablations {task.name}", disable=not progress, leave=False):
-        r = ablated_accuracy(ad, vec, task, queries, heads, kind=kind, means=means, batch_size=batch_size)
-        rows.append({"task": task.name, "score": scores.score, "set": name, "seed": s, "kind": kind,
-                     "size": len(heads), "accuracy": r.accuracy, "n": r.n})
+        res = ablated_accuracies(ad, vec, task, queries, heads, scorings=scorings, kind=kind, means=means,
+                                 batch_size=batch_size)
+        rows += [{"task": task.name, "score": scores.score, "set": name, "seed": s, "kind": kind,
+                  "size": len(heads), "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in res.items()]
     return rows
 
 
@@ -228,7 +235,8 @@ def _task_rows(model, config: Config, name: str, vec, progress: bool) -> tuple[l
              "k_precision": k} for i, (l, h) in enumerate(scores.ranking())]
     means = mean_head_z(model, task, score_prompts)
     ablations = key_vs_random(model, vec, task, test, scores, frac=config.frac, n_random=config.n_random,
-                              seed=config.seed, random_sets=config.random_sets, means=means, progress=progress)
+                              seed=config.seed, random_sets=config.random_sets, means=means, scorings=config.scorings,
+                              progress=progress)
     return rows, list(ablations)
 
 

@@ -9,7 +9,15 @@ decoded tokens, and the rotation null: ``cos(Qθ, ū)`` against ``cos(Rθ, ū)``
 orthogonal ``R``, :func:`tvmech.analysis.polar.rotation_null`). The fit's row holds the R² of the mean response
 and each fit prompt's own R² against the shared W (``r2_per_prompt*``), and the ray test ``Δ(αθ)`` vs ``αWθ``
 (``ray_rel_error_<α>``, ``ray_cos_<α>``). The reconstructed TV (``Wθ`` at the final stream) is scored with
-the same scoring function as θ at layer l (the task's, recorded as ``scoring``).
+the same scoring function as θ at layer l.
+
+Scorings. The accuracies are computed under each scoring of ``Config.scorings`` (default: the task's own,
+plus the paper's full-vocabulary ``first_token`` for label-set tasks), all from the same forward passes. A
+row stays one per (task, layer), since it carries many numbers (R², Jacobian, polar, null) that do not
+depend on the scoring and must not be repeated: ``acc_zero_shot``, ``acc_original``, ``acc_reconstructed``
+and ``agreement`` are those of the primary (first) scoring, named by ``scoring``, as in rows saved before;
+``acc_by_scoring = {scoring: {"zero_shot", "original", "reconstructed"}}`` holds every scoring's three
+accuracies (the primary's included). The logit-lens accuracies ``lens_acc_*`` are first-token argmaxes.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.evaluation import evaluate, resolve_scoring
+from tvmech.analysis.evaluation import check_scorings, evaluate_multi, resolve_scorings
 from tvmech.analysis.lens import decode, label_directions
 from tvmech.analysis.linear_map import (
     LinearMap,
@@ -36,7 +44,7 @@ from tvmech.analysis.linear_map import (
 from tvmech.analysis.polar import polar_decomposition, rotation_null, rotation_scaling
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import batches, make_prompts
-from tvmech.data.tasks import Example, Task, builtin_task
+from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
 from tvmech.experiments.common import (
     ALL_TASKS,
     ExperimentConfig,
@@ -76,9 +84,14 @@ class Config(ExperimentConfig):
     map_null: int = option(200, "Haar-random rotations of the rotation null cos(Rθ, ū)", flag="--map-null")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the LTV training and the perturbations")
+    scorings: tuple[str, ...] | None = option(
+        None, "scoring modes of every accuracy (None: the task's own, plus first_token for label-set tasks)",
+        choices=SCORING_MODES)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.scorings is not None:
+            check_scorings(self.scorings, "--linear-scorings")
         if self.map_solver not in SOLVERS:
             raise ValueError(f"--map-solver {self.map_solver!r} is not valid; valid: {list(SOLVERS)}")
         if self.map_prompts < 1:
@@ -101,11 +114,13 @@ class Result(RecordsResult[Config]):
 
 
 def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: LinearMap, *,
-                          scoring: str | None = None, batch_size: int = 16) -> dict:
-    """Accuracy on the zero-shot prompts of ``queries``, every accuracy with the same scoring function
-    (``scoring``, default the task's; recorded as ``scoring``):
+                          scorings: Sequence[str] | None = None, batch_size: int = 16) -> dict:
+    """Accuracy on the zero-shot prompts of ``queries``, the three conditions scored alike, under each of
+    ``scorings`` from the same forward passes; the flat keys are the primary (first) scoring's, recorded as
+    ``scoring``:
 
     ``acc_zero_shot``; ``acc_original`` (θ at layer l); ``acc_reconstructed`` (W θ at the final stream);
+    ``acc_by_scoring`` (scoring -> ``{zero_shot, original, reconstructed}``, every scoring);
     ``agreement`` (fraction of prompts where the two predict the same first token); and the first-token
     logit-lens accuracies ``lens_acc_layer`` of ``h_l[q] + θ`` (decoding at layer l, without the map) and
     ``lens_acc_map`` of ``h_L[q] + W θ`` (with the map).
@@ -115,20 +130,23 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
         task: the task.
         queries: the test queries.
         fit: the fitted map (its θ, layer and ``W θ``).
-        scoring: the scoring mode (``None``: the task's).
+        scorings: scoring modes (``None``: :func:`~tvmech.analysis.evaluation.default_scorings`).
         batch_size: prompts per forward pass.
 
     Returns:
-        The numbers above, ``scoring`` and ``n``.
+        The numbers above, ``scoring`` (the primary) and ``n``.
     """
     ad = adapt(model)
-    scoring = resolve_scoring(task, scoring)
+    scorings = resolve_scorings(task, scorings)
     theta = fit.theta.to(ad.device)
     original = Injection.single(theta, fit.layer)
     recon = final_injection(ad, fit.reconstructed)
-    zs = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size)
-    orig = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size, hooks_for=original.hooks_for(ad))
-    rec = evaluate(ad, task, queries, 0, scoring=scoring, batch_size=batch_size, hooks_for=recon.hooks_for(ad))
+    runs = {"zero_shot": None, "original": original.hooks_for(ad), "reconstructed": recon.hooks_for(ad)}
+    res = {name: evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, hooks_for=hooks)
+           for name, hooks in runs.items()}
+    by_scoring = {s: {name: res[name][s].accuracy for name in runs} for s in scorings}
+    primary = scorings[0]
+    orig, rec = res["original"][primary], res["reconstructed"][primary]
     hits_layer = hits_map = 0
     wt = fit.reconstructed.to(ad.device, ad.dtype)
     for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
@@ -140,8 +158,8 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
             hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
             hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
     n = len(queries)
-    return {"n": n, "scoring": scoring,
-            "acc_zero_shot": zs.accuracy, "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy,
+    return {"n": n, "scoring": primary, "acc_zero_shot": by_scoring[primary]["zero_shot"],
+            "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy, "acc_by_scoring": by_scoring,
             "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
             "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
 
@@ -188,6 +206,12 @@ def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor
     return row
 
 
+def _other_scorings(row: dict) -> str:
+    """`` (first_token: θ 0.10 → Wθ 0.05)`` for each non-primary scoring of a row (for the progress line)."""
+    return "".join(f" ({s}: θ {a['original']:.2f} → Wθ {a['reconstructed']:.2f})"
+                   for s, a in row["acc_by_scoring"].items() if s != row["scoring"])
+
+
 def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[dict]:
     task = builtin_task(name)
     sp = task.splits(config.seed)
@@ -202,13 +226,14 @@ def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[d
         jac = compare_maps(exact_jacobian(model, batch, theta, layer), fit.W, theta)
         row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()), **jac,
                "seconds_jacobian": time.perf_counter() - t0,
-               **reconstruction_report(model, task, test, fit),
+               **reconstruction_report(model, task, test, fit, scorings=config.scorings),
                **polar_report(model, task, fit.W, theta, null_draws=config.map_null, seed=config.seed)}
         ray = ", ".join(f"α={r['alpha']:g} {r['rel_error']:.2f}" for r in fit.ray)
         print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f} (per prompt mean "
               f"{row.get('r2_per_prompt_mean', float('nan')):.3f}), ray rel. error {ray}, "
               f"‖J−W‖/‖J‖ {row['jac_rel_frobenius']:.3f}, acc θ {row['acc_original']:.2f} → Wθ "
-              f"{row['acc_reconstructed']:.2f}, ‖Q−I‖/√d {row['rotation_distance']:.3f}, gain {row['gain']:.1f}, "
+              f"{row['acc_reconstructed']:.2f}{_other_scorings(row)}, ‖Q−I‖/√d {row['rotation_distance']:.3f}, "
+              f"gain {row['gain']:.1f}, "
               f"cos(Qθ,ū) {row['rot_align']:+.3f} ≥ {row['rot_null_percentile']:.0f}% of the null", flush=True)
         rows.append(row)
     return rows

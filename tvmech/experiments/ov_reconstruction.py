@@ -12,6 +12,11 @@ and the accuracy shows how much of the LTV's effect that part carries. Path-rest
 stream and show it only to the values (``v``), queries and keys (``qk``) or MLP inputs (``mlp``) of blocks
 ``≥ l``, with all downstream processing kept.
 
+Every accuracy is reported under each scoring of ``Config.scorings`` (default: the task's own, plus the
+paper's full-vocabulary ``first_token`` for the label-set tasks), one row per (method, scoring), all
+scorings read from the same forward pass; ``effect_norm`` and ``cos_attn`` do not depend on the scoring and
+are the same in every scoring's row. The first scoring is the primary one (the one figures draw).
+
 Also the base :class:`Config` of the three mechanism experiments (this one, :mod:`key_heads`, :mod:`sinks`):
 LTVs at the middle layer, accuracies on the first ``n_test`` test queries of each task.
 """
@@ -24,11 +29,11 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from tvmech.analysis.evaluation import resolve_scoring, score_batch
+from tvmech.analysis.evaluation import check_scorings, resolve_scorings, score_batch_multi
 from tvmech.analysis.ov import Reconstruction, capture, reconstruction_effect, reconstruction_hooks, single_site
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import batches, make_prompts
-from tvmech.data.tasks import Example, Task, builtin_task
+from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
 from tvmech.experiments.common import (
     ALL_TASKS,
     ExperimentConfig,
@@ -64,9 +69,14 @@ class Config(ExperimentConfig):
     paths: tuple[str, ...] | None = option(
         None, "OV/MLP reconstruction: path-restricted runs, each a path or paths joined by '+' of v, qk, mlp, "
               "direct, or 'all' (None: v qk mlp v+qk+mlp)")
+    scorings: tuple[str, ...] | None = option(
+        None, "scoring modes of every accuracy (None: the task's own, plus first_token for label-set tasks)",
+        choices=SCORING_MODES)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.scorings is not None:
+            check_scorings(self.scorings, "--mech-scorings")
         if self.alphas is not None and (not self.alphas or any(a <= 0 for a in self.alphas)):
             raise ValueError(f"--mech-alphas {self.alphas} is not valid: give one or more scales > 0")
         for spec in self.paths or ():
@@ -83,8 +93,8 @@ def parse_path(spec: str) -> tuple[str, ...]:
 
 
 class Result(RecordsResult[Config]):
-    """One record per (task, method): ``task, layer, method, variant, path, alpha, accuracy, n, effect_norm,
-    cos_attn``."""
+    """One record per (task, method, scoring): ``task, layer, method, variant, path, alpha, scoring, accuracy, n,
+    effect_norm, cos_attn``."""
 
     TABLE = "ov_reconstruction"
 
@@ -111,8 +121,15 @@ def method_name(name: str, alpha: float) -> str:
     return name if alpha == 1 else f"{name}@{alpha:g}"
 
 
+def _count(tally: dict[str, int], model, task: Task, batch, scorings: Sequence[str], hooks_for=None) -> None:
+    """Add each scoring's correct rows of one forward pass over ``batch`` to ``tally`` (scoring -> count)."""
+    for s, ok in score_batch_multi(model, task, batch, scorings, hooks_for).items():
+        tally[s] += int(ok.sum())
+
+
 def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example],
-                            reconstructions: dict[str, Reconstruction] | None = None, *, scoring: str | None = None,
+                            reconstructions: dict[str, Reconstruction] | None = None, *,
+                            scorings: Sequence[str] | None = None,
                             alphas: Sequence[float] = (1.0,), paths: Sequence[str] = DEFAULT_PATHS,
                             batch_size: int = 16, progress: bool = False) -> list[dict]:
     """Accuracy on zero-shot prompts of ``queries``: without anything (``zero_shot``), with θ (``ltv``),
@@ -125,7 +142,9 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
         queries: the test queries (at least one).
         reconstructions: name -> :class:`Reconstruction` (default :data:`DEFAULT_RECONSTRUCTIONS`); their own
             ``alpha`` is replaced by each of ``alphas``.
-        scoring: overrides the task's scoring mode.
+        scorings: scoring modes of every accuracy, all from the same forward passes (``None``:
+            :func:`~tvmech.analysis.evaluation.default_scorings`; ``label_set`` is left out for a task
+            without a label set).
         alphas: scales of every re-injected effect.
         paths: path-restricted runs (:func:`parse_path` specs; :class:`~tvmech.interventions.paths.
             PathRestricted`), method ``path_<spec>``.
@@ -133,7 +152,8 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
         progress: show a progress bar.
 
     Returns:
-        Rows ``{task, layer, method, variant, path, alpha, accuracy, n, effect_norm, cos_attn}``: ``variant``
+        Rows ``{task, layer, method, variant, path, alpha, scoring, accuracy, n, effect_norm, cos_attn}``, one
+        per (method, scoring), the scorings of a method in a row: ``variant``
         is the reconstruction's name (``path_restricted`` for path runs, whose ``path`` names the open
         paths), ``effect_norm`` the mean norm of the re-injected total ``α Σ_{l'} E_{l'}``, ``cos_attn`` its
         mean cosine with the measured total attention change (``None`` for ``zero_shot``, ``ltv`` and paths;
@@ -144,7 +164,7 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
     recs = DEFAULT_RECONSTRUCTIONS if reconstructions is None else reconstructions
     alphas, paths = tuple(float(a) for a in alphas), tuple(paths)
     open_paths = {spec: parse_path(spec) for spec in paths}
-    scoring = resolve_scoring(task, scoring)
+    scorings = resolve_scorings(task, scorings)
     if not queries:
         raise ValueError(f"task {task.name!r}: no queries to evaluate")
     prompts = make_prompts(task, queries, 0)
@@ -152,32 +172,32 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
     runs = {method_name(n, a): (n, replace(r, alpha=a)) for n, r in recs.items() for a in alphas}
     meta.update({m: (n, None, rec.alpha) for m, (n, rec) in runs.items()})
     meta.update({f"path_{spec}": ("path_restricted", spec, 1.0) for spec in paths})
-    correct = dict.fromkeys(meta, 0)
+    correct = {m: dict.fromkeys(scorings, 0) for m in meta}
     norm = dict.fromkeys(meta, 0.0)
     cos = dict.fromkeys(meta, 0.0)
-    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels=scoring == "exact_match")
+    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels="exact_match" in scorings)
     for _, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"OV/MLP reconstruction {task.name}",
                          disable=not progress, leave=False):
         batch = batch.to(ad.device)
         cap = capture(ad, vec, batch)
         attn_total = cap.attn_delta.sum(1)
-        correct["zero_shot"] += int(score_batch(ad, task, batch, scoring)[0].sum())
-        correct["ltv"] += int(score_batch(ad, task, batch, scoring, vec.hooks_for(ad))[0].sum())
+        _count(correct["zero_shot"], ad, task, batch, scorings)
+        _count(correct["ltv"], ad, task, batch, scorings, vec.hooks_for(ad))
         norm["ltv"] += float(cap.theta.norm()) * len(batch)
         for m, (_, rec) in runs.items():
             hooks = reconstruction_hooks(ad, cap, rec)
-            correct[m] += int(score_batch(ad, task, batch, scoring, lambda b, h=hooks: h)[0].sum())
+            _count(correct[m], ad, task, batch, scorings, lambda b, h=hooks: h)
             total = reconstruction_effect(ad, cap, rec).sum(1)
             norm[m] += float(total.norm(dim=-1).sum())
             cos[m] += float(torch.cosine_similarity(total, attn_total, dim=-1).sum())
         for spec, open_ in open_paths.items():
             restricted = PathRestricted(cap.theta, layer, open_, position)
-            correct[f"path_{spec}"] += int(score_batch(ad, task, batch, scoring, restricted.hooks_for(ad))[0].sum())
+            _count(correct[f"path_{spec}"], ad, task, batch, scorings, restricted.hooks_for(ad))
     n = len(prompts)
     return [{"task": task.name, "layer": layer, "method": m, "variant": v, "path": path, "alpha": alpha,
-             "accuracy": correct[m] / n, "n": n,
+             "scoring": s, "accuracy": correct[m][s] / n, "n": n,
              "effect_norm": norm[m] / n if m in runs or m == "ltv" else (0.0 if m == "zero_shot" else None),
-             "cos_attn": cos[m] / n if m in runs else None} for m, (v, path, alpha) in meta.items()]
+             "cos_attn": cos[m] / n if m in runs else None} for m, (v, path, alpha) in meta.items() for s in scorings]
 
 
 def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
@@ -185,7 +205,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
 
     Args:
         model: a loaded model.
-        config: the mechanism settings (``alphas``, ``paths``: see :class:`Config`).
+        config: the mechanism settings (``alphas``, ``paths``, ``scorings``: see :class:`Config`).
         vectors: where the LTVs are kept (in memory when ``None``).
         progress: show a progress bar per task.
 
@@ -200,5 +220,5 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
     for name in config.tasks:
         task = builtin_task(name)
         rows += reconstruction_accuracy(model, vecs[name], task, heldout_queries(task, config.seed, config.n_test),
-                                        alphas=alphas, paths=paths, progress=progress)
+                                        alphas=alphas, paths=paths, scorings=config.scorings, progress=progress)
     return Result(config, rows)

@@ -32,6 +32,13 @@ class Config(kh.Config):
         except ValueError:
             raise ValueError(f"--sink-threshold {self.threshold} is not valid: it must be in [0, 1]") from None
 
+    def settings(self) -> dict:
+        """The saved settings, without ``scorings``: this experiment has no accuracies, so its numbers do not
+        depend on it (the key-head part's settings, :meth:`key_heads_config`, keep it)."""
+        out = super().settings()
+        out.pop("scorings", None)
+        return out
+
     def key_heads_config(self) -> kh.Config:
         """The key-head config whose key heads this experiment compares."""
         return kh.Config(**{f.name: getattr(self, f.name) for f in fields(kh.Config)})

@@ -262,7 +262,9 @@ def test_reconstruction_report_is_consistent(tiny):
     fit = fit_tv_map(tiny, batch, theta, 2, MapConfig(n_samples=64, n_heldout=0, solver="lstsq"))
     rep = reconstruction_report(tiny, TASK, TASK.examples[:10], fit)
     assert rep["n"] == 10 and rep["scoring"] == TASK.scoring
-    assert all(0 <= rep[k] <= 1 for k in rep if k not in ("n", "scoring"))
+    assert all(0 <= rep[k] <= 1 for k in rep if k not in ("n", "scoring", "acc_by_scoring"))
+    assert rep["acc_by_scoring"] == {"first_token": {"zero_shot": rep["acc_zero_shot"], "original": rep["acc_original"],
+                                                     "reconstructed": rep["acc_reconstructed"]}}
     # capitalize is scored by the first-token argmax, which is what the lens of h_L + Wθ reads
     assert rep["lens_acc_map"] == rep["acc_reconstructed"]
 
@@ -282,6 +284,8 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
         pytest.skip("figures/logit_lens.json or figures/linear_map.json not computed yet")
     if "map_null" not in json.loads((saved / "linear_map.json").read_text())["meta"]["settings"]:
         pytest.skip("figures/linear_map.json predates issue 11 (fit prompts, ray test, rotation null): recompute it")
+    if "scorings" not in json.loads((saved / "linear_map.json").read_text())["meta"]["settings"]:
+        pytest.skip("figures/linear_map.json predates the per-scoring accuracies: recompute it")
     for n in names:
         shutil.copy(saved / n, tmp_path / n)
 

@@ -128,12 +128,16 @@ def test_a_saved_file_of_another_model_is_not_reused(tmp_path, monkeypatch):
 # steps whose settings gained fields in issue 11 -> (a table of theirs, a field it must have to be current)
 ISSUE_11 = {"key_heads": ("key_heads_layers", "score"), "sinks": ("attention_sinks", "score"),
             "linear": ("linear_map", "map_null")}
+# steps whose accuracies are reported under several scorings -> (a table of theirs, the settings field)
+SCORINGS = {"ov_circuits": ("ov_reconstruction", "scorings"), "key_heads": ("key_heads_layers", "scorings"),
+            "linear": ("linear_map", "scorings")}
 
 
 def stale_steps() -> set[str]:
-    """Steps whose committed numbers predate issue 11 (their settings lack its fields): they need recomputing."""
+    """Steps whose committed numbers predate issue 11 or the per-scoring accuracies (their settings lack the
+    fields): they need recomputing."""
     out = set()
-    for step, (table, key) in ISSUE_11.items():
+    for step, (table, key) in [*ISSUE_11.items(), *SCORINGS.items()]:
         path = FIGURES / f"{table}.json"
         if path.is_file() and key not in json.loads(path.read_text())["meta"]["settings"]:
             out.add(step)
