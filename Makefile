@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup figures test test-fast lint clean-venv
+.PHONY: setup figures readme test test-fast lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ setup: $(VENV)/.installed
 
 figures: setup
 	$(PY) -m tvmech.figures
+
+# README.md's results tables, regenerated from figures/*.json (`--check` only compares)
+readme: setup
+	$(PY) -m tvmech.figures.readme
 
 test: setup
 	$(PY) -m pytest -q

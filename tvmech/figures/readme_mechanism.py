@@ -1,0 +1,157 @@
+"""README tables of the mechanism and linear-map experiments (OV reconstruction, key heads, attention sinks,
+W_TV per layer), registered in :data:`tvmech.figures.readme_tables.REGIONS` like the others."""
+
+from __future__ import annotations
+
+from statistics import stdev
+
+from tvmech.figures.readme_tables import (
+    Rows,
+    aggregate,
+    cell,
+    has,
+    ordered,
+    provenance,
+    register,
+    scoring_views,
+    table,
+    view_label,
+)
+
+MECH_KEYS = ("model", "layer", "ltv_steps", "n_test")
+
+
+@register("ov_reconstruction", "ov_reconstruction")
+def ov_reconstruction(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Mean over tasks per method (accuracy, effect norm); a method × α table where ``<name>@<α>`` rows exist."""
+    rows = tables["ov_reconstruction"]
+    base = [r for r in rows if "@" not in str(r.get("method"))]
+    scaled = [r for r in rows if "@" in str(r.get("method"))]
+    norm = has(base, "effect_norm")
+    body = []
+    for scoring, view in scoring_views(base):
+        acc, eff = aggregate(view, ("method",), "accuracy"), aggregate(view, ("method",), "effect_norm")
+        body += [[view_label(f"`{m}`", scoring), cell(acc, (m,), 3), *([cell(eff, (m,), 1)] if norm else [])]
+                 for m in ordered(view, "method")]
+    out = table(["method", "accuracy", *(["effect norm"] if norm else [])], body)
+    if scaled:
+        names = ordered([{**r, "method": r["method"].split("@")[0]} for r in scaled], "method")
+        alphas = sorted({float(r["method"].split("@")[1]) for r in scaled} | {1.0})
+        keyed = [{**r, "name": str(r["method"]).split("@")[0],
+                  "a": float(str(r["method"]).split("@")[1]) if "@" in str(r["method"]) else 1.0} for r in rows]
+        alpha_body = []
+        for scoring, view in scoring_views(keyed):
+            acc = aggregate(view, ("name", "a"), "accuracy")
+            alpha_body += [[view_label(f"`{n}`", scoring), *(cell(acc, (n, a), 3) for a in alphas)] for n in names]
+        out += "\n\n" + table(["method", *(f"α={a:g}" for a in alphas)], alpha_body)
+    return out + "\n\n" + provenance("ov_reconstruction", rows, metas["ov_reconstruction"], MECH_KEYS)
+
+
+SETS = (("key", "key"), ("random_layer_matched", "random, layer-matched"), ("random", "random, all layers"))
+
+
+def _spread_over_sets(rows: Rows, kind, name: str) -> str:
+    """`` (sd over N sets X)``: sd across random-set indices of the mean over tasks (empty for one set)."""
+    per_set = aggregate([r for r in rows if r.get("kind") == kind and r.get("set") == name], ("seed",), "accuracy")
+    if len(per_set) < 2:
+        return ""
+    return f" (sd over {len(per_set)} sets {stdev(s.mean for s in per_set.values()):.3f})"
+
+
+@register("key_heads", "key_heads_ablation", "key_heads_taylor")
+def key_heads(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """LTV accuracy with key vs random head sets ablated, per kind; Taylor vs exact ablation per task."""
+    rows, taylor = tables["key_heads_ablation"], tables["key_heads_taylor"]
+    sets = [(s, label) for s, label in SETS if any(r.get("set") == s for r in rows)]
+    body = []
+    for scoring, view in scoring_views(rows):
+        acc = aggregate(view, ("kind", "set"), "accuracy")
+        if ("none", "none") in acc:
+            body.append([view_label("none (no ablation)", scoring), cell(acc, ("none", "none"), 3)]
+                        + ["—"] * (len(sets) - 1))
+        for kind in ordered(view, "kind"):
+            if kind != "none":
+                body.append([view_label(kind, scoring)] + [
+                    cell(acc, (kind, s), 3) + (_spread_over_sets(view, kind, s) if (kind, s) in acc else "")
+                    for s, _ in sets])
+    out = table(["ablation", *(label for _, label in sets)], body)
+    out += "\n\n" + provenance("key_heads_ablation", rows, metas["key_heads_ablation"],
+                               (*MECH_KEYS, "score", "frac", "n_random"))
+    ks = ordered(taylor, "k_precision")
+    prec = f"precision@{ks[0]}" if len(ks) == 1 else "precision@k"
+    tasks = ordered(taylor, "task", "scoring")
+    rho, pk = (aggregate(taylor, ("task", "scoring"), f) for f in ("spearman", "precision_at_k"))
+    body = [[t + (f" ({s})" if s else ""), cell(rho, (t, s)), cell(pk, (t, s))] for t, s in tasks]
+    for scoring, view in scoring_views(taylor):
+        # one value per task (repeated on every head's row): average per task first, then over tasks
+        per_task = list({(r.get("task"), r.get("scoring"), r.get("run_seed")): r for r in view}.values())
+        m_rho, m_pk = aggregate(per_task, (), "spearman"), aggregate(per_task, (), "precision_at_k")
+        body.append([view_label("**mean**", scoring), cell(m_rho, (), bold=True), cell(m_pk, (), bold=True)])
+    out += "\n\n" + table(["task", "Spearman (Taylor vs exact)", prec], body)
+    return out + "\n\n" + provenance("key_heads_taylor", taylor, metas["key_heads_taylor"], (*MECH_KEYS, "score"))
+
+
+SINK_METRICS = {"first": "attention to the first token", "self": "attention to the query itself",
+                "injected": "attention to the injected position", "rest": "attention to the rest",
+                "sink_rate": "sink rate"}
+
+
+@register("sinks", "attention_sinks")
+def sinks(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Attention statistics of the key heads vs random sets, per metric, mean over tasks (and random sets)."""
+    rows = tables["attention_sinks"]
+    sets = [(s, label) for s, label in SETS if any(r.get("set") == s for r in rows)]
+    threshold = metas["attention_sinks"].get("settings", {}).get("threshold")
+    stats = aggregate(rows, ("metric", "set"), "value")
+    body = []
+    for m in ordered(rows, "metric"):
+        label = SINK_METRICS.get(m, m)
+        if m == "sink_rate" and threshold is not None:
+            label += f" (share of prompts with attention to the first token > {threshold:g})"
+        body.append([label, *(cell(stats, (m, s), 3) for s, _ in sets)])
+    out = table(["metric", *(label for _, label in sets)], body)
+    return out + "\n\n" + provenance("attention_sinks", rows, metas["attention_sinks"], (*MECH_KEYS, "threshold"))
+
+
+def _ray_alphas(rows: Rows) -> list[str]:
+    keys = {k[len("ray_rel_error_"):] for r in rows for k in r if k.startswith("ray_rel_error_")}
+    return sorted(keys, key=float)
+
+
+@register("linear_map", "linear_map")
+def linear_map(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """W_TV per layer, mean over tasks: fit, ray test, Jacobian, accuracies, rotation and its random-rotation null."""
+    rows = [{**r, "beats_q95": float(r["align_qtheta"] > r["rot_null_q95"])}
+            if r.get("align_qtheta") is not None and r.get("rot_null_q95") is not None else r
+            for r in tables["linear_map"]]
+    alphas = _ray_alphas(rows)
+    ray = [f"ray_rel_error_{alphas[0]}", f"ray_rel_error_{alphas[-1]}"] if alphas else []
+    columns = [  # header, fields (joined by " / "), digits, signed, joiner
+        ("R² mean response", ["r2_heldout"], 2, False, ""),
+        ("R² per prompt", ["r2_per_prompt_mean"], 1, False, ""),
+        ("R² per prompt, centred", ["r2_per_prompt_centred_mean"], 2, False, ""),
+        ("‖J−W‖/‖J‖", ["jac_rel_frobenius"], 2, False, ""),
+        (f"ray error α={alphas[0]} / {alphas[-1]}" if alphas else "ray", ray, 2, False, " / "),
+        ("acc zero-shot", ["acc_zero_shot"], 2, False, ""),
+        ("acc θ at l", ["acc_original"], 2, False, ""),
+        ("acc Wθ at final", ["acc_reconstructed"], 2, False, ""),
+        ("‖Q−I‖/√d", ["rotation_distance"], 2, False, ""),
+        ("gain", ["gain"], 1, False, ""),
+        ("cos(θ,ū) → cos(Qθ,ū)", ["align_theta", "align_qtheta"], 3, True, " → "),
+        ("null: draws ≥ cos(Qθ,ū)", ["rot_null_count_ge"], 1, False, ""),
+        ("null percentile", ["rot_null_percentile"], 0, False, ""),
+        ("share above null q95", ["beats_q95"], 2, False, ""),
+    ]
+    columns = [c for c in columns if c[1] and all(has(rows, f) for f in c[1])]
+    body = []
+    for scoring, view in scoring_views(rows):
+        stats = {f: aggregate(view, ("layer",), f) for c in columns for f in c[1]}
+        for layer in sorted(ordered(view, "layer")):
+            line = [view_label(str(layer), scoring)]
+            line += [c[4].join(cell(stats[f], (layer,), c[2], signed=c[3]) for f in c[1]) for c in columns]
+            body.append(line)
+    out = table(["layer", *(c[0] for c in columns)], body)
+    nulls = ordered(rows, "rot_null_n")
+    keys = ("model", "tasks", "ltv_steps", "map_prompts", "map_solver")
+    line = provenance("linear_map", rows, metas["linear_map"], keys)
+    return out + "\n\n" + (line[:-1] + f", {nulls[0]} random rotations*" if len(nulls) == 1 else line)

@@ -1,0 +1,247 @@
+"""The README's results tables, built from the figures' JSON rows (pure: rows and metas in, markdown out).
+
+Every builder is registered in :data:`REGIONS` under the name of its README region
+(``<!-- table: NAME -->``) with the JSON files (stems under ``figures/``) it reads. All numbers go through
+:func:`aggregate`: a mean per group within each run seed (``run_seed`` field; one run when absent), then the
+mean over run seeds, with the sample sd over run seeds when the rows hold more than one (``mean ± sd``).
+Where a task was scored both ways (``scoring``: ``label_set`` / ``first_token``), per-task rows show the
+scoring and every mean over tasks is given once per scoring (:func:`scoring_views`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import fmean, stdev
+
+Rows = list[dict]
+Builder = Callable[[dict[str, Rows], dict[str, dict]], str]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A README region: the JSON stems it reads and the builder ``(tables, metas) -> markdown``."""
+
+    files: tuple[str, ...]
+    build: Builder
+
+
+REGIONS: dict[str, Region] = {}
+
+
+def register(name: str, *files: str) -> Callable[[Builder], Builder]:
+    """Register ``build`` as the generator of region ``name``, reading ``figures/<file>.json`` for each file."""
+
+    def deco(build: Builder) -> Builder:
+        REGIONS[name] = Region(tuple(files), build)
+        return build
+
+    return deco
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A cell: mean over run seeds, sd over run seeds (``None`` for a single run)."""
+
+    mean: float
+    sd: float | None = None
+
+    def fmt(self, digits: int = 2, signed: bool = False) -> str:
+        """``0.70`` or ``0.70 ± 0.03`` (``+0.70`` when ``signed``)."""
+        text = f"{self.mean:+.{digits}f}" if signed else f"{self.mean:.{digits}f}"
+        return text if self.sd is None else f"{text} ± {self.sd:.{digits}f}"
+
+
+def run_seeds(rows: Rows) -> list:
+    """The distinct ``run_seed`` values of ``rows`` (sorted; empty when no row has one)."""
+    return sorted({r["run_seed"] for r in rows if r.get("run_seed") is not None})
+
+
+def aggregate(rows: Rows, by: Sequence[str], value: str) -> dict[tuple, Stat]:
+    """Group ``rows`` by the fields ``by`` and summarise ``value``.
+
+    Args:
+        rows: JSON rows; ``None`` or non-finite values are skipped.
+        by: fields that define a cell (those left out, e.g. ``task``, are averaged over within a run seed).
+        value: the field to summarise.
+
+    Returns:
+        ``{tuple(row[k] for k in by): Stat}``; the sd is over run seeds, present only when ``rows`` hold more
+        than one distinct ``run_seed`` and the cell has values from at least two of them.
+    """
+    cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        v = r.get(value)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            cells[tuple(r.get(k) for k in by)][r.get("run_seed")].append(float(v))
+    multi = len(run_seeds(rows)) > 1
+    out = {}
+    for key, per_seed in cells.items():
+        means = [fmean(vs) for vs in per_seed.values()]
+        out[key] = Stat(fmean(means), stdev(means) if multi and len(means) > 1 else None)
+    return out
+
+
+def cell(stats: dict[tuple, Stat], key: tuple, digits: int = 2, bold: bool = False, signed: bool = False) -> str:
+    """A formatted cell of :func:`aggregate`'s result, ``—`` where the data has none."""
+    if key not in stats:
+        return "—"
+    text = stats[key].fmt(digits, signed)
+    return f"**{text}**" if bold else text
+
+
+def scoring_views(rows: Rows) -> list[tuple[str, Rows]]:
+    """Rows to average over tasks, once per scoring where some task was scored both ways.
+
+    Returns:
+        ``[("", rows)]`` when no task has two scorings; else ``[(scoring, rows)]`` per such scoring, keeping the
+        singly scored tasks' rows in every view.
+    """
+    per_task: dict = defaultdict(set)
+    for r in rows:
+        if r.get("scoring") is not None:
+            per_task[r.get("task")].add(r["scoring"])
+    both = sorted({s for ss in per_task.values() if len(ss) > 1 for s in ss})
+    if not both:
+        return [("", rows)]
+    return [(s, [r for r in rows if len(per_task.get(r.get("task"), ())) <= 1 or r.get("scoring") == s])
+            for s in both]
+
+
+def view_label(label: str, scoring: str) -> str:
+    """``label`` with ``(scoring)`` appended for a scoring view."""
+    return f"{label} ({scoring})" if scoring else label
+
+
+def ordered(rows: Rows, *fields: str) -> list:
+    """Distinct values (a tuple per row for several fields) in first-appearance order, ``None`` skipped."""
+    seen = dict.fromkeys(tuple(r.get(f) for f in fields) if len(fields) > 1 else r.get(fields[0]) for r in rows)
+    return [k for k in seen if k is not None and k != (None,) * len(fields)]
+
+
+def has(rows: Rows, field: str) -> bool:
+    """Whether any row holds a non-``None`` ``field``."""
+    return any(r.get(field) is not None for r in rows)
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _setting(value) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
+        else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def provenance(stem: str, rows: Rows, meta: dict, keys: Sequence[str] = ()) -> str:
+    """The italic line under a table: file, device, date, seeds and the settings ``keys`` found in the meta."""
+    settings = meta.get("settings", {})
+    seeds = run_seeds(rows)
+    parts = [meta.get("device", "device unknown"), meta.get("date", "date unknown")]
+    if len(seeds) > 1:
+        parts.append("seeds " + ", ".join(str(s) for s in seeds))
+    elif seeds or settings.get("seed") is not None:
+        parts.append(f"seed {seeds[0] if seeds else settings['seed']}")
+    parts += [f"{k} {_setting(settings[k])}" for k in keys if settings.get(k) is not None]
+    return f"*figures/{stem}.json — " + ", ".join(str(p) for p in parts) + "*"
+
+
+def _task_keys(rows: Rows) -> list[tuple]:
+    return ordered(rows, "task", "scoring")
+
+
+@register("icl", "icl_accuracy")
+def icl(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Zero-shot and k-shot accuracy per task (and scoring) with the mean over tasks per k."""
+    rows = tables["icl_accuracy"]
+    ks = sorted(ordered(rows, "k"))
+    per_task = aggregate(rows, ("task", "scoring", "k"), "accuracy")
+    n = {key: Stat(s.mean) for key, s in aggregate(rows, ("task", "scoring"), "n").items()}  # a count, no sd
+    body = [[t, cell(n, (t, s), 0), s or "", *(cell(per_task, (t, s, k)) for k in ks)] for t, s in _task_keys(rows)]
+    for scoring, view in scoring_views(rows):
+        mean = aggregate(view, ("k",), "accuracy")
+        body.append([view_label("**mean**", scoring), "", "", *(cell(mean, (k,), bold=True) for k in ks)])
+    out = table(["task", "n", "scoring", *(f"k={k}" for k in ks)], body)
+    return out + "\n\n" + provenance("icl_accuracy", rows, metas["icl_accuracy"], ("model", "ks"))
+
+
+SWEEP_METHODS = {"ltv": "LTV", "vanilla": "Vanilla TV", "fv": "Function vector"}
+SWEEP_SHORT = {"ltv": "LTV", "vanilla": "Vanilla", "fv": "FV"}
+
+
+@register("layer_sweep", "layer_sweep")
+def layer_sweep(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Mean accuracy per method and layer, then per task: references, LTV at the middle layer, best layers."""
+    rows = tables["layer_sweep"]
+    layers = sorted(ordered(rows, "layer"))
+    swept = ordered([r for r in rows if r.get("layer") is not None], "method")
+    methods = [m for m in SWEEP_METHODS if m in swept] + [m for m in swept if m not in SWEEP_METHODS]
+    body = []
+    for scoring, view in scoring_views(rows):
+        mean = aggregate(view, ("method", "layer"), "accuracy")
+        body += [[view_label(SWEEP_METHODS.get(m, m), scoring), *(cell(mean, (m, layer)) for layer in layers)]
+                 for m in methods]
+    first = table(["method", *(f"L{layer}" for layer in layers)], body)
+    mid = 15 if 15 in layers else layers[len(layers) // 2]
+    acc = aggregate(rows, ("task", "scoring", "method", "layer"), "accuracy")
+    present = set(ordered(rows, "method"))
+    refs = [(m, label) for m, label in (("zero_shot", "zero-shot"), ("icl_5shot", "5-shot ICL")) if m in present]
+    scored = has(rows, "scoring")
+    header = ["task", *(["scoring"] if scored else []), *(label for _, label in refs), f"LTV L{mid}",
+              *(f"best {SWEEP_SHORT.get(m, m)} (layer)" for m in methods)]
+    body = []
+    for t, s in _task_keys(rows):
+        line = [t, *([s or ""] if scored else []), *(cell(acc, (t, s, m, None)) for m, _ in refs),
+                cell(acc, (t, s, "ltv", mid))]
+        for m in methods:
+            done = [layer for layer in layers if (t, s, m, layer) in acc]
+            best = max(done, key=lambda la: acc[(t, s, m, la)].mean, default=None)
+            line.append("—" if best is None else f"{cell(acc, (t, s, m, best))} (L{best})")
+        body.append(line)
+    return (first + "\n\n" + table(header, body) + "\n\n"
+            + provenance("layer_sweep", rows, metas["layer_sweep"], ("model", "ltv_steps", "k")))
+
+
+@register("robustness", "robustness")
+def robustness(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Accuracy per LTV configuration: mean over tasks, then each task."""
+    rows = tables["robustness"]
+    tasks = ordered(rows, "task")
+    mean_over = f"mean over {len(tasks)} tasks"
+    body = []
+    for scoring, view in scoring_views(rows):
+        mean = aggregate(view, ("configuration",), "accuracy")
+        per_task = aggregate(view, ("configuration", "task"), "accuracy")
+        body += [[view_label(c, scoring), cell(mean, (c,)), *(cell(per_task, (c, t)) for t in tasks)]
+                 for c in ordered(view, "configuration")]
+    out = table(["configuration", mean_over, *tasks], body)
+    return out + "\n\n" + provenance("robustness", rows, metas["robustness"], ("model", "ltv_steps", "k"))
+
+
+PEFT_METHODS = {"ltv": "LTV", "prefix": "prefix tuning (1 virtual token)", "lora_rank1": "rank-1 LoRA on W_O"}
+
+
+@register("peft", "peft")
+def peft(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Accuracy and cost of LTV, prefix tuning and LoRA on one task."""
+    rows = tables["peft"]
+    columns = [  # field, header, scale, digits, unit
+        ("accuracy", "accuracy", 1, 2, ""), ("trainable_params", "trainable params", 1, 0, ""),
+        ("step_latency_s", "step latency", 1e3, 0, " ms"), ("peak_memory_bytes", "saved for backward", 1e-6, 0, " MB"),
+        ("cuda_peak_bytes", "CUDA peak", 1e-6, 0, " MB")]
+    columns = [c for c in columns if has(rows, c[0])]
+    body = []
+    for m in ordered(rows, "method"):
+        line = [PEFT_METHODS.get(m, m)]
+        for field, _, scale, digits, unit in columns:
+            scaled = [{**r, field: r[field] * scale} for r in rows if r.get("method") == m and r.get(field) is not None]
+            stats = aggregate(scaled, ("method",), field)
+            line.append(cell(stats, (m,), digits) + (unit if stats else ""))
+        body.append(line)
+    out = table(["method", *(c[1] for c in columns)], body)
+    return out + "\n\n" + provenance("peft", rows, metas["peft"], ("model", "task", "layer", "steps"))
