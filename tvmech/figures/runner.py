@@ -22,7 +22,7 @@ from tvmech.experiments import synthetic
 from tvmech.figures import synthetic_plots as sp
 from tvmech.figures.cache import meta as fresh_meta
 from tvmech.figures.export import save_figure
-from tvmech.figures.steps import Context, Metas, Step, Tables
+from tvmech.figures.steps import Context, Metas, Step, Tables, cached_task, task_cache
 
 log = logging.getLogger("tvmech.figures")
 RUNS = "runs"  # <out>/runs/seed<s>/: the single-seed runs of a multi-seed step
@@ -68,19 +68,17 @@ def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = No
 
 
 def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> Tables:
-    """Run the experiment task by task, saving after each in ``<first table>.partial.json`` so that an
-    interrupted run resumes at the first task without numbers (for the same settings)."""
-    partial = ctx.out / f"{step.tables[0]}.partial.json"
+    """Run the experiment task by task, keeping each task's tables in ``<out>/.tasks/<table>/<task>.json`` (with
+    the settings without ``tasks``): an interrupted run resumes at the first task without numbers, and runs of
+    disjoint task subsets (e.g. parallel processes) share one output directory without overwriting each other."""
     key = {k: v for k, v in settings.items() if k != "tasks"}
     done: dict[str, Tables] = {}
-    if partial.is_file():
-        data = json.loads(partial.read_text())
-        done = data.get("tasks", {}) if data.get("settings") == key else {}
     for task in cfg.tasks:
-        if task not in done:
-            done[task] = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
-            write_json(partial, {"settings": key, "tasks": done})
-    partial.unlink(missing_ok=True)
+        found = None if ctx.force else cached_task(ctx.out, step, task, key)
+        if found is None:
+            found = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+            write_json(task_cache(ctx.out, step, task), {"settings": key, "tables": found})
+        done[task] = found
     return {name: [r for t in cfg.tasks for r in done[t][name]] for name in step.tables}
 
 

@@ -66,20 +66,48 @@ class Step:
     inputs: Callable[[object, Context], dict] | None = None  # extra keyword arguments of experiment.run
 
 
+TASKS = ".tasks"  # <out>/.tasks/<table>/<task>.json: each task's numbers of a per-task step
+
+
+def task_cache(out: Path, step: Step, task: str) -> Path:
+    """Where one task's numbers of a per-task step are kept: ``<out>/.tasks/<first table>/<task>.json``."""
+    return Path(out) / TASKS / step.tables[0] / f"{task}.json"
+
+
+def cached_task(out: Path, step: Step, task: str, key: dict) -> Tables | None:
+    """One task's saved tables when they were computed with the settings ``key`` (the step's settings without
+    ``tasks``); ``None`` otherwise."""
+    path = task_cache(out, step, task)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data["tables"] if data.get("settings") == key else None
+
+
 def _vectors(cfg, ctx: Context) -> dict:
     return {"vectors": ctx.vectors}
 
 
 def _saved_key_sets(cfg: sinks.Config, ctx: Context) -> dict:
-    """The key heads from key_heads_layers.json when its settings are those of ``cfg``'s key-head part."""
-    path = ctx.out / "key_heads_layers.json"
+    """The key heads of the key-head step's numbers (each task's cached ones, else key_heads_layers.json) when
+    their settings are those of ``cfg``'s key-head part; tasks without them are computed by the sinks step."""
     out: dict = {"vectors": ctx.vectors}
-    if path.is_file() and not ctx.force:  # (only called while computing, with an output directory)
+    if ctx.force:  # (only called while computing, with an output directory)
+        return out
+    want = {k: v for k, v in {**cfg.key_heads_config().settings(), "model": ctx.model_name}.items() if k != "tasks"}
+    sets: dict = {}
+    path = ctx.out / "key_heads_layers.json"
+    if path.is_file():
         data = json.loads(path.read_text())
-        want = {**cfg.key_heads_config().settings(), "model": ctx.model_name}
         saved = data.get("meta", {}).get("settings", {})
-        if {k: v for k, v in saved.items() if k != "tasks"} == {k: v for k, v in want.items() if k != "tasks"}:
-            out["key_sets"] = key_heads.key_sets_from_rows(data["rows"])
+        if {k: v for k, v in saved.items() if k != "tasks"} == want:
+            sets.update(key_heads.key_sets_from_rows(data["rows"]))
+    for task in cfg.tasks:
+        found = cached_task(ctx.out, STEPS["key_heads"], task, want)
+        if found is not None:
+            sets.update(key_heads.key_sets_from_rows(found["key_heads_layers"]))
+    if sets:
+        out["key_sets"] = sets
     return out
 
 

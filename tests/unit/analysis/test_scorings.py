@@ -105,7 +105,7 @@ def test_reconstruction_rows_one_per_scoring(tiny):
     from tvmech.figures.mechanism_plots import reconstruction_figure
 
     fig = reconstruction_figure(rows, "tiny")  # only the primary scoring is drawn, and the title says which
-    assert "label_set" in fig.layout.title.text and len(fig.data) == len(methods)
+    assert "label set" in fig.layout.title.text and len(fig.data) == len(methods)
     assert fig.data[1].y[0] == by["ltv", "label_set"]
 
 
@@ -122,7 +122,7 @@ def test_key_vs_random_rows_one_per_scoring(tiny):
     from tvmech.figures.mechanism_plots import key_ablation_figure
 
     fig = key_ablation_figure(rows, "tiny")
-    assert "label_set" in fig.layout.title.text and fig.data[0].y[0] == base["label_set"]
+    assert "label set" in fig.layout.title.text and fig.data[0].y[0] == base["label_set"]
 
 
 def test_linear_report_keeps_primary_flat_and_every_scoring_in_a_dict(tiny):

@@ -52,7 +52,8 @@ def test_figures_script_end_to_end(tmp_path):
 
 
 def test_per_task_steps_resume_after_an_interruption(tmp_path, monkeypatch):
-    """A step computed task by task keeps the finished tasks in <table>.partial.json and resumes there."""
+    """A step computed task by task keeps each finished task in <out>/.tasks/<table>/<task>.json and resumes
+    there."""
     from tvmech.experiments import icl
 
     calls = []
@@ -68,11 +69,11 @@ def test_per_task_steps_resume_after_an_interruption(tmp_path, monkeypatch):
     argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "nli", "--no-png"]
     with pytest.raises(KeyboardInterrupt):
         run.main(argv)
-    assert (tmp_path / "icl_accuracy.partial.json").is_file()
+    assert [p.name for p in (tmp_path / ".tasks" / "icl_accuracy").iterdir()] == ["antonym.json"]
     assert run.main(argv) == 0
     assert calls == [("antonym",), ("nli",), ("nli",)]
     assert [r["task"] for r in json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]] == ["antonym", "nli"]
-    assert not (tmp_path / "icl_accuracy.partial.json").exists()
+    assert sorted(p.name for p in (tmp_path / ".tasks" / "icl_accuracy").iterdir()) == ["antonym.json", "nli.json"]
 
 
 def test_draw_gives_the_figures_of_an_experiment_result():

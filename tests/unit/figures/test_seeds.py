@@ -76,3 +76,20 @@ def test_over_runs_averages_within_a_run_then_takes_the_sd_over_runs():
     assert per_task["a"].mean == pytest.approx(0.4) and per_task["b"].sd == pytest.approx(0.28284271, rel=1e-6)
     assert error_bars([per_task["a"]])["array"] == [pytest.approx(0.28284271, rel=1e-6)]
     assert error_bars([over_runs([{"x": 1.0}], lambda r: 0, "x")[0]]) is None  # one run: no bars
+
+
+def test_runs_of_disjoint_task_subsets_in_one_directory_are_gathered_without_recomputing(tmp_path, monkeypatch):
+    """Parallel processes each computing some tasks into one --out; a run over all tasks then computes nothing."""
+    calls = []
+    icl, fake_run = _fake_icl(calls)
+    monkeypatch.setattr(icl, "run", fake_run)
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
+    base = ["--out", str(tmp_path), "--only", "icl", "--no-png", "--icl-ks", "0", "5"]
+    assert run.main(base + ["--tasks", "antonym"]) == 0
+    assert run.main(base + ["--tasks", "nli"]) == 0
+    assert run.main(base + ["--tasks", "antonym", "nli"]) == 0
+    assert calls == [(0, ("antonym",)), (0, ("nli",))]
+    rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == ["antonym", "antonym", "nli", "nli"]
+    assert run.main(base + ["--tasks", "antonym", "nli", "--icl-ks", "0", "1"]) == 0  # other settings: recomputed
+    assert calls[2:] == [(0, ("antonym",)), (0, ("nli",))]
