@@ -28,10 +28,14 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        if target.exists():  # another process finished first: keep theirs
-            shutil.rmtree(tmp)
-        else:
+        try:
+            if target.exists():  # another process finished first: keep theirs
+                raise FileExistsError(target)
             os.replace(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            shutil.rmtree(tmp)  # (also when another process renamed its copy in between)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -114,6 +114,14 @@ class Config(ov_reconstruction.Config):
         if not self.random_sets or any(k not in RANDOM_SETS for k in self.random_sets):
             raise ValueError(f"--random-sets {list(self.random_sets)} is not valid; choose from {list(RANDOM_SETS)}")
 
+    def settings(self) -> dict:
+        """The saved settings, without the OV reconstruction's own ``alphas`` and ``paths`` (the numbers of this
+        experiment do not depend on them)."""
+        out = super().settings()
+        for name in ("alphas", "paths"):
+            out.pop(name, None)
+        return out
+
 
 @dataclass
 class Result:
