@@ -9,13 +9,15 @@
 #            Gemma-3 ICL accuracy.
 #   PHASE b: Gemma-3 on the tasks it does in context (from phase a's ICL): reconstructions, key heads + sinks,
 #            linear maps for seeds 0 1 2, layer sweep at a few layers; SmolLM2 layer sweep at layer 15, seeds 0-2;
-#            anything phase a left unfinished.
+#            anything phase a left unfinished. Phase b again (on the results carried in) finishes what is left.
 # Results: $W (default /root/w), packed into $OUT/results.tar.gz at the end.
 set -u
 phase=${1:?phase a or b}
 W=${W:-/root/w}
 LIMIT=${LIMIT:-530}
 mkdir -p "$W/logs"
+# on a fresh machine, an earlier phase's results carried in as .device/results_*.tar.gz are unpacked first
+for t in .device/results_*.tar.gz; do [ -f "$t" ] && tar xzf "$t" -C "$W"; done
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 read -r -a F <<< "${TVF:-python -m tvmech.figures --device cuda --no-png}"
 ALPHAS=(--mech-alphas 0.5 1 2 4 8)
@@ -47,7 +49,7 @@ case $phase in
     ;;
   b)
     smol_mech  # resumes whatever phase a left (finished tasks are reused)
-    launch smol_sweep15 "${F[@]}" --out "$W/smol_sweep15" --seeds 0 1 2 --only sweep --sweep-layers 15
+    finished smol_sweep15 sweep || launch smol_sweep15 "${F[@]}" --out "$W/smol_sweep15" --seeds 0 1 2 --only sweep --sweep-layers 15
     # Gemma-3: the tasks it does in context: 5-shot ICL >= 0.4 and >= 0.15 above zero-shot
     mapfile -t GT < <(python - "$W/gemma/icl_accuracy.json" <<'PY'
 import json, sys
@@ -62,14 +64,14 @@ PY
     half=$(( (${#GT[@]} + 1) / 2 ))
     for s in 0 1 2; do
       d=$W/gemma/runs/seed$s
-      launch "gemma_mech_s${s}_g1" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" \
-        --only ov_circuits key_heads sinks --tasks "${GT[@]:0:$half}"
-      launch "gemma_mech_s${s}_g2" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" \
-        --only ov_circuits key_heads sinks --tasks "${GT[@]:$half}"
-      launch "gemma_linear_s$s" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" --only linear \
+      finished "gemma_mech_s${s}_g1" sinks || launch "gemma_mech_s${s}_g1" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" \
+        --only ov_circuits key_heads sinks --tasks "${GT[@]:0:$half}" "${ALPHAS[@]}"
+      finished "gemma_mech_s${s}_g2" sinks || launch "gemma_mech_s${s}_g2" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" \
+        --only ov_circuits key_heads sinks --tasks "${GT[@]:$half}" "${ALPHAS[@]}"
+      finished "gemma_linear_s$s" linear || launch "gemma_linear_s$s" "${F[@]}" --model gemma-3-270m --out "$d" --seed "$s" --only linear \
         --linear-tasks "${GT[@]:0:3}"
     done
-    launch gemma_sweep "${F[@]}" --model gemma-3-270m --out "$W/gemma" --only sweep --tasks "${GT[@]}" \
+    finished gemma_sweep sweep || launch gemma_sweep "${F[@]}" --model gemma-3-270m --out "$W/gemma" --only sweep --tasks "${GT[@]}" \
       --sweep-layers 3 6 9 12 15
     ;;
 esac

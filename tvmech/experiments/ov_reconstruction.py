@@ -50,7 +50,7 @@ from tvmech.interventions.task_vector import TaskVector
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
-    """Settings shared by the mechanism experiments (flags ``--mech-*``), and this one's own (``alphas``,
+    """Settings shared by the mechanism experiments (flags ``--mech-*``), and this one's own (``alphas``;
     ``paths``: ``None`` by default, left out of the saved settings while ``None``)."""
 
     PREFIX = "mech"
@@ -64,8 +64,8 @@ class Config(ExperimentConfig):
     n_test: int | None = option(48, "test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the LTV training and the random head sets")
     alphas: tuple[float, ...] | None = option(
-        None, "OV/MLP reconstruction: scales α of every re-injected effect (None: 1 only; the issue-11 sweep is "
-              "0.5 1 2 4 8)")
+        (0.5, 1.0, 2.0, 4.0, 8.0), "OV/MLP reconstruction: scales α of every re-injected effect, to tell a wrong "
+                                   "direction from a too small one (None: 1 only)")
     paths: tuple[str, ...] | None = option(
         None, "OV/MLP reconstruction: path-restricted runs, each a path or paths joined by '+' of v, qk, mlp, "
               "direct, or 'all' (None: v qk mlp v+qk+mlp)")

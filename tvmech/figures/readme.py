@@ -25,9 +25,9 @@ from tvmech.core.io import atomic_write_text
 from tvmech.figures import readme_mechanism  # noqa: F401  (registers the mechanism tables)
 from tvmech.figures.readme_tables import REGIONS
 
-START = re.compile(r"<!-- table: ([A-Za-z0-9_.-]+) -->")
+START = re.compile(r"<!-- table: ([A-Za-z0-9_.@/-]+) -->")
 END = "<!-- /table -->"
-REGION = re.compile(r"(<!-- table: ([A-Za-z0-9_.-]+) -->)(.*?)(<!-- /table -->)", re.DOTALL)
+REGION = re.compile(r"(<!-- table: ([A-Za-z0-9_.@/-]+) -->)(.*?)(<!-- /table -->)", re.DOTALL)
 
 
 class ReadmeError(ValueError):
@@ -55,7 +55,7 @@ def find_regions(text: str) -> list[Region]:
         raise ReadmeError(f"unbalanced table markers: {len(START.findall(text))} '<!-- table: NAME -->', "
                           f"{text.count(END)} '{END}'")
     for r in regions:
-        if r.name not in REGIONS:
+        if r.name.partition("@")[0] not in REGIONS:
             raise ReadmeError(f"unknown README table region {r.name!r}; known: {', '.join(sorted(REGIONS))}")
     return regions
 
@@ -80,11 +80,15 @@ def load_json(figures: Path, stems: Sequence[str], region: str) -> tuple[dict[st
 
 
 def render(name: str, figures: Path) -> str:
-    """The content of region ``name`` (between its markers) generated from the JSON under ``figures``."""
-    if name not in REGIONS:
-        raise ReadmeError(f"unknown README table region {name!r}; known: {', '.join(sorted(REGIONS))}")
-    region = REGIONS[name]
-    body = region.build(*load_json(figures, region.files, name))
+    """The content of region ``name`` (between its markers) generated from the JSON under ``figures``;
+    ``NAME@SUB`` reads ``figures/SUB/`` instead (e.g. ``ov_reconstruction@gemma3``, another model's run)."""
+    base, _, sub = name.partition("@")
+    if base not in REGIONS:
+        raise ReadmeError(f"unknown README table region {base!r}; known: {', '.join(sorted(REGIONS))}")
+    region = REGIONS[base]
+    body = region.build(*load_json(Path(figures) / sub if sub else Path(figures), region.files, name))
+    if sub:
+        body = body.replace("*figures/", f"*figures/{sub}/")
     return f"\n\n{body.strip()}\n\n"
 
 

@@ -21,41 +21,97 @@ from tvmech.figures.readme_tables import (
 MECH_KEYS = ("model", "layer", "ltv_steps", "n_test")
 
 
+def _split_alpha(rows: Rows) -> Rows:
+    return [{**r, "name": str(r["method"]).split("@")[0],
+             "a": float(str(r["method"]).split("@")[1]) if "@" in str(r["method"]) else 1.0} for r in rows]
+
+
 @register("ov_reconstruction", "ov_reconstruction")
 def ov_reconstruction(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
-    """Mean over tasks per method (accuracy, effect norm); a method × α table where ``<name>@<α>`` rows exist."""
+    """Mean over tasks per method: accuracy under each task's own scoring and (where some task was scored two
+    ways) under full-vocabulary first-token scoring, and the effect norm; then a method × α table (own
+    scoring) where ``<name>@<α>`` rows exist."""
     rows = tables["ov_reconstruction"]
     base = [r for r in rows if "@" not in str(r.get("method"))]
-    scaled = [r for r in rows if "@" in str(r.get("method"))]
+    views = scoring_views(base)
     norm = has(base, "effect_norm")
-    body = []
-    for scoring, view in scoring_views(base):
-        acc, eff = aggregate(view, ("method",), "accuracy"), aggregate(view, ("method",), "effect_norm")
-        body += [[view_label(f"`{m}`", scoring), cell(acc, (m,), 3), *([cell(eff, (m,), 1)] if norm else [])]
-                 for m in ordered(view, "method")]
-    out = table(["method", "accuracy", *(["effect norm"] if norm else [])], body)
-    if scaled:
-        names = ordered([{**r, "method": r["method"].split("@")[0]} for r in scaled], "method")
-        alphas = sorted({float(r["method"].split("@")[1]) for r in scaled} | {1.0})
-        keyed = [{**r, "name": str(r["method"]).split("@")[0],
-                  "a": float(str(r["method"]).split("@")[1]) if "@" in str(r["method"]) else 1.0} for r in rows]
-        alpha_body = []
-        for scoring, view in scoring_views(keyed):
-            acc = aggregate(view, ("name", "a"), "accuracy")
-            alpha_body += [[view_label(f"`{n}`", scoring), *(cell(acc, (n, a), 3) for a in alphas)] for n in names]
-        out += "\n\n" + table(["method", *(f"α={a:g}" for a in alphas)], alpha_body)
+    accs = [aggregate(view, ("method",), "accuracy") for _, view in views]
+    eff = aggregate(views[0][1], ("method",), "effect_norm")
+    header = ["method", *(SCORING_HEADERS.get(v, "accuracy") for v, _ in views), *(["effect norm"] if norm else [])]
+    body = [[f"`{m}`", *(cell(acc, (m,), 3) for acc in accs), *([cell(eff, (m,), 1)] if norm else [])]
+            for m in ordered(base, "method")]
+    out = table(header, body)
+    if any("@" in str(r.get("method")) for r in rows):
+        keyed = [r for r in _split_alpha(rows) if r["name"] not in ("zero_shot", "ltv")
+                 and not r["name"].startswith("path_")]
+        own_view = next(view for v, view in views if v in ("", "label_set"))
+        own_keys = {(r["task"], r.get("scoring")) for r in own_view}
+        own = [r for r in keyed if (r["task"], r.get("scoring")) in own_keys]
+        alphas = sorted({r["a"] for r in keyed})
+        acc = aggregate(own, ("name", "a"), "accuracy")
+        out += "\n\n" + table(["method (own scoring)", *(f"α={a:g}" for a in alphas)],
+                               [[f"`{n}`", *(cell(acc, (n, a), 3) for a in alphas)] for n in ordered(own, "name")])
     return out + "\n\n" + provenance("ov_reconstruction", rows, metas["ov_reconstruction"], MECH_KEYS)
+
+
+SCORING_HEADERS = {"": "accuracy", "label_set": "accuracy, own scoring", "first_token": "accuracy, full vocabulary"}
+CLASSIFICATION_METHODS = ("zero_shot", "ltv", "ov_direct", "ov_direct_layerwise", "ov_paper", "mlp_direct",
+                          "mlp_direct_layerwise", "mlp_total_measured", "attn_mlp_total_measured", "theta_final",
+                          "path_v", "path_qk", "path_mlp", "path_v+qk+mlp")
+
+
+@register("ov_classification", "ov_reconstruction")
+def ov_classification(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """The tasks scored two ways (the classification tasks), per task: label-set and full-vocabulary accuracy of
+    the main reconstructions and path-restricted runs."""
+    rows = tables["ov_reconstruction"]
+    scored: dict = {}
+    for r in rows:
+        scored.setdefault(r["task"], set()).add(r.get("scoring"))
+    tasks = [t for t in ordered(rows, "task") if len(scored[t]) > 1]
+    if not tasks:
+        return "(no task was scored two ways)"
+    acc = aggregate(rows, ("method", "task", "scoring"), "accuracy")
+    methods = [m for m in CLASSIFICATION_METHODS if any(r["method"] == m for r in rows)]
+    header = ["method", *(f"{t} ({s})" for t in tasks for s in ("label set", "full vocab."))]
+    body = [[f"`{m}`", *(cell(acc, (m, t, s)) for t in tasks for s in ("label_set", "first_token"))] for m in methods]
+    return table(header, body) + "\n\n" + provenance("ov_reconstruction", rows, metas["ov_reconstruction"], MECH_KEYS)
 
 
 SETS = (("key", "key"), ("random_layer_matched", "random, layer-matched"), ("random", "random, all layers"))
 
 
 def _spread_over_sets(rows: Rows, kind, name: str) -> str:
-    """`` (sd over N sets X)``: sd across random-set indices of the mean over tasks (empty for one set)."""
-    per_set = aggregate([r for r in rows if r.get("kind") == kind and r.get("set") == name], ("seed",), "accuracy")
-    if len(per_set) < 2:
+    """`` (sd over N sets X)``: within each run, the sd across its random sets of their mean over tasks; the
+    mean of that over runs (empty for one set)."""
+    mine = [r for r in rows if r.get("kind") == kind and r.get("set") == name]
+    sds, n = [], 0
+    for run in dict.fromkeys(r.get("run_seed") for r in mine):
+        per_set = aggregate([{**r, "run_seed": None} for r in mine if r.get("run_seed") == run], ("seed",),
+                            "accuracy")
+        if len(per_set) >= 2:
+            sds.append(stdev(s.mean for s in per_set.values()))
+            n = len(per_set)
+    if not sds:
         return ""
-    return f" (sd over {len(per_set)} sets {stdev(s.mean for s in per_set.values()):.3f})"
+    return f" (sd over {n} sets {sum(sds) / len(sds):.3f})"
+
+
+def _like_for_like(rows: Rows) -> str:
+    """Key vs layer-matched random sets on the (run seed, task) pairs that have a layer-matched set (a key set
+    with more heads in one layer than that layer has other heads has none), each task's own scoring."""
+    matched = {(r.get("run_seed"), r["task"]) for r in rows if r.get("set") == "random_layer_matched"}
+    pairs = {(r.get("run_seed"), r["task"]) for r in rows}
+    if not matched or matched == pairs:
+        return ""
+    view = next(v for name, v in scoring_views(rows) if name in ("", "label_set"))
+    view = [r for r in view if (r.get("run_seed"), r["task"]) in matched]
+    acc = aggregate(view, ("kind", "set"), "accuracy")
+    body = [[kind, cell(acc, ("none", "none"), 3), cell(acc, (kind, "key"), 3),
+             cell(acc, (kind, "random_layer_matched"), 3)] for kind in ordered(view, "kind") if kind != "none"]
+    return (f"\n\nLike for like, on the {len(matched)} of {len(pairs)} (seed, task) pairs that have a layer-matched "
+            "set (each task's own scoring):\n\n"
+            + table(["ablation", "no ablation", "key", "random, layer-matched"], body))
 
 
 @register("key_heads", "key_heads_ablation", "key_heads_taylor")
@@ -75,6 +131,7 @@ def key_heads(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
                     cell(acc, (kind, s), 3) + (_spread_over_sets(view, kind, s) if (kind, s) in acc else "")
                     for s, _ in sets])
     out = table(["ablation", *(label for _, label in sets)], body)
+    out += _like_for_like(rows)
     out += "\n\n" + provenance("key_heads_ablation", rows, metas["key_heads_ablation"],
                                (*MECH_KEYS, "score", "frac", "n_random"))
     ks = ordered(taylor, "k_precision")

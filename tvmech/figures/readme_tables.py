@@ -103,7 +103,7 @@ def scoring_views(rows: Rows) -> list[tuple[str, Rows]]:
     for r in rows:
         if r.get("scoring") is not None:
             per_task[r.get("task")].add(r["scoring"])
-    both = sorted({s for ss in per_task.values() if len(ss) > 1 for s in ss})
+    both = sorted({s for ss in per_task.values() if len(ss) > 1 for s in ss}, key=lambda s: (s != "label_set", s))
     if not both:
         return [("", rows)]
     return [(s, [r for r in rows if len(per_task.get(r.get("task"), ())) <= 1 or r.get("scoring") == s])
@@ -111,8 +111,12 @@ def scoring_views(rows: Rows) -> list[tuple[str, Rows]]:
 
 
 def view_label(label: str, scoring: str) -> str:
-    """``label`` with ``(scoring)`` appended for a scoring view."""
-    return f"{label} ({scoring})" if scoring else label
+    """``label`` with the scoring view appended: ``(own scoring)`` (the tasks' own: label set for the
+    classification tasks) or ``(full vocabulary)``."""
+    return f"{label} ({VIEW_NAMES.get(scoring, scoring)})" if scoring else label
+
+
+VIEW_NAMES = {"label_set": "own scoring", "first_token": "full vocabulary"}
 
 
 def ordered(rows: Rows, *fields: str) -> list:

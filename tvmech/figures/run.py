@@ -9,7 +9,8 @@ The options of each experiment are generated from its config dataclass in :mod:`
 (``--<prefix>-<field>``, or the flag named in the field's metadata), with the dataclass's default and
 help; ``--tasks``, ``--n-test``, ``--seed`` and ``--ltv-steps`` set that field of every selected
 experiment that has it (an experiment's own flag wins). ``--seeds 0 1 2`` runs each step once per seed and
-draws mean ± sd over the runs (:mod:`tvmech.figures.runner`). A default "derived from the model" is resolved
+draws mean ± sd over the runs (:mod:`tvmech.figures.runner`); without ``--seed``/``--seeds`` a step whose
+saved numbers are multi-seed keeps their seeds. A default "derived from the model" is resolved
 from the loaded model (e.g. the middle layer ``n_layers // 2``).
 """
 
@@ -26,7 +27,7 @@ import torch
 
 from tvmech.core.models import load_model
 from tvmech.data.tasks import BUILTIN
-from tvmech.figures.runner import run_step, run_synthetic
+from tvmech.figures.runner import run_step, run_synthetic, saved_seeds
 from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
 
 log = logging.getLogger("tvmech.figures")
@@ -179,6 +180,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seeds is not None and hasattr(args, "seed"):
         p.error(f"--seed {args.seed} and --seeds {' '.join(map(str, args.seeds))}: give one of them")
+    # steps whose seed the command line names (--seed, or the step's own seed flag)
+    args.seed_named = {step for dest, pairs in targets.items() if hasattr(args, dest) for step, f in pairs
+                       if f == "seed"} | (set(STEP_NAMES) if hasattr(args, "seed") else set())
     try:
         args.configs = configs_from_args(args, targets, args.only or list(STEP_NAMES))
     except ValueError as err:
@@ -204,5 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == SYNTHETIC:
             run_synthetic(args.configs[name], ctx)
         else:
-            run_step(STEPS[name], args.configs[name], ctx, seeds=args.seeds)
+            seeds = args.seeds
+            if seeds is None and name not in args.seed_named:  # no seed named: keep the saved runs' seeds
+                seeds = saved_seeds(STEPS[name], ctx)
+            run_step(STEPS[name], args.configs[name], ctx, seeds=seeds)
     return 0

@@ -41,6 +41,16 @@ def seed_dir(out: Path, seed: int) -> Path:
     return Path(out) / RUNS / f"seed{seed}"
 
 
+def saved_seeds(step: Step, ctx: Context) -> list[int] | None:
+    """The ``seeds`` of the step's saved multi-seed tables in ``<out>`` (``None`` when single-seed or absent):
+    a run that names no seed redraws them as they were saved."""
+    path = ctx.out / f"{step.tables[0]}.json"
+    if ctx.force or not path.is_file():
+        return None
+    seeds = json.loads(path.read_text()).get("meta", {}).get("settings", {}).get("seeds")
+    return list(seeds) if seeds else None
+
+
 def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None):
     """``(resolved config, tables, metas)`` from ``<out>/<table>.json`` when every table exists and was saved
     with the settings of ``cfg`` (and ``seeds``, when several) on this model; ``None`` otherwise (or with
@@ -67,24 +77,31 @@ def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = No
     return resolved, tables, metas
 
 
-def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> Tables:
+def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> tuple[Tables, list[dict]]:
     """Run the experiment task by task, keeping each task's tables in ``<out>/.tasks/<table>/<task>.json`` (with
-    the settings without ``tasks``): an interrupted run resumes at the first task without numbers, and runs of
-    disjoint task subsets (e.g. parallel processes) share one output directory without overwriting each other."""
+    the settings without ``tasks``, the device and the date): an interrupted run resumes at the first task
+    without numbers, and runs of disjoint task subsets (e.g. parallel processes) share one output directory
+    without overwriting each other.
+
+    Returns:
+        The tables, and each task's provenance ``{"device", "date"}``.
+    """
     key = {k: v for k, v in settings.items() if k != "tasks"}
-    done: dict[str, Tables] = {}
+    done: dict[str, dict] = {}
     for task in cfg.tasks:
         found = None if ctx.force else cached_task(ctx.out, step, task, key)
         if found is None:
-            found = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
-            write_json(task_cache(ctx.out, step, task), {"settings": key, "tables": found})
+            tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+            found = {**fresh_meta(ctx.device, key), "tables": tables}
+            write_json(task_cache(ctx.out, step, task), found)
         done[task] = found
-    return {name: [r for t in cfg.tasks for r in done[t][name]] for name in step.tables}
+    tables = {name: [r for t in cfg.tasks for r in done[t]["tables"][name]] for name in step.tables}
+    return tables, [{"device": d.get("device", "?"), "date": d.get("date", "")} for d in done.values()]
 
 
 def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas]:
     """Compute the step's tables with ``cfg`` (resolved against the loaded model), task by task when the step
-    allows it (resumable).
+    allows it (resumable; the meta then names the devices and the latest date of the tasks' runs).
 
     Returns:
         ``(resolved config, tables, metas)``.
@@ -95,11 +112,14 @@ def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas
     settings = _settings(cfg, ctx)
     kwargs = step.inputs(cfg, ctx) if step.inputs else {}
     ctx.out.mkdir(parents=True, exist_ok=True)
+    meta = fresh_meta(ctx.device, settings)
     if step.per_task:
-        tables = _per_task(step, cfg, ctx, settings, model, kwargs)
+        tables, runs = _per_task(step, cfg, ctx, settings, model, kwargs)
+        meta["device"] = "; ".join(dict.fromkeys(r["device"] for r in runs)) or meta["device"]
+        meta["date"] = max((r["date"] for r in runs), default=meta["date"])
     else:
         tables = step.experiment.run(model, cfg, **kwargs).tables()
-    return cfg, tables, {name: fresh_meta(ctx.device, settings) for name in step.tables}
+    return cfg, tables, {name: dict(meta) for name in step.tables}
 
 
 def _gathered_meta(metas: dict[int, dict], settings: dict) -> dict:

@@ -74,14 +74,14 @@ def task_cache(out: Path, step: Step, task: str) -> Path:
     return Path(out) / TASKS / step.tables[0] / f"{task}.json"
 
 
-def cached_task(out: Path, step: Step, task: str, key: dict) -> Tables | None:
-    """One task's saved tables when they were computed with the settings ``key`` (the step's settings without
-    ``tasks``); ``None`` otherwise."""
+def cached_task(out: Path, step: Step, task: str, key: dict) -> dict | None:
+    """One task's saved numbers ``{"settings", "tables", "device", "date"}`` when they were computed with the
+    settings ``key`` (the step's settings without ``tasks``); ``None`` otherwise."""
     path = task_cache(out, step, task)
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return data["tables"] if data.get("settings") == key else None
+    return data if data.get("settings") == key else None
 
 
 def _vectors(cfg, ctx: Context) -> dict:
@@ -105,7 +105,7 @@ def _saved_key_sets(cfg: sinks.Config, ctx: Context) -> dict:
     for task in cfg.tasks:
         found = cached_task(ctx.out, STEPS["key_heads"], task, want)
         if found is not None:
-            sets.update(key_heads.key_sets_from_rows(found["key_heads_layers"]))
+            sets.update(key_heads.key_sets_from_rows(found["tables"]["key_heads_layers"]))
     if sets:
         out["key_sets"] = sets
     return out

@@ -51,8 +51,8 @@ def test_icl_table_shows_mean_sd_over_run_seeds_and_both_scorings(tmp_path):
     assert "| sentiment | 10 | first_token | 0.30 ± 0.28 |" in text
     assert "| antonym | 10 | first_token | 0.20 ± 0.14 |" in text
     # mean over tasks once per scoring of the doubly scored task: seeds (0.1+0.9)/2, (0.3+0.7)/2 -> 0.50 ± 0.00
-    assert "| **mean** (label_set) |  |  | **0.50 ± 0.00** |" in text
-    assert "| **mean** (first_token) |  |  | **0.25 ± 0.07** |" in text  # (0.1+0.5)/2, (0.3+0.1)/2
+    assert "| **mean** (own scoring) |  |  | **0.50 ± 0.00** |" in text
+    assert "| **mean** (full vocabulary) |  |  | **0.25 ± 0.07** |" in text  # (0.1+0.5)/2, (0.3+0.1)/2
     assert text.rstrip().endswith("*figures/icl_accuracy.json — cpu, 2026-01-02, seeds 0, 1, model tiny*")
     views = dict(scoring_views(_icl_rows()))
     assert {r["scoring"] for r in views["label_set"] if r["task"] == "sentiment"} == {"label_set"}
@@ -130,7 +130,7 @@ def test_ov_alpha_variants_get_their_own_table_and_key_head_set_index_is_not_a_r
     _write(tmp_path, "ov_reconstruction", ov)
     text = readme.render("ov_reconstruction", tmp_path)
     assert "| `ltv` | 0.700 | 2.0 |" in text and "`ov_direct@4` |" not in text
-    assert "| `ov_direct` | 0.200 | 0.500 |" in text and "| method | α=1 | α=4 |" in text
+    assert "| `ov_direct` | 0.200 | 0.500 |" in text and "| method (own scoring) | α=1 | α=4 |" in text
     ablation = [{"task": "a", "set": s, "kind": k, "seed": seed, "accuracy": a}
                 for s, k, seed, a in [("none", "none", None, 0.9), ("key", "zero", None, 0.1),
                                       ("random", "zero", 0, 0.6), ("random", "zero", 1, 0.8)]]
@@ -139,3 +139,17 @@ def test_ov_alpha_variants_get_their_own_table_and_key_head_set_index_is_not_a_r
     text = readme.render("key_heads", tmp_path)
     assert "| zero | 0.100 | 0.700 (sd over 2 sets 0.141) |" in text  # random sets averaged, no run-seed ±
     assert "| **mean** | **0.50** | **0.25** |" in text and "precision@4" in text
+
+
+def test_a_region_with_at_reads_a_subfolder_and_names_it(tmp_path):
+    from tvmech.figures import readme
+
+    sub = tmp_path / "other"
+    sub.mkdir()
+    rows = [{"task": "a", "k": k, "accuracy": a, "n": 4, "scoring": "first_token"} for k, a in ((0, 0.1), (5, 0.9))]
+    (sub / "icl_accuracy.json").write_text(json.dumps({"meta": {"device": "gpu-y", "date": "d"}, "rows": rows}))
+    text = "x\n<!-- table: icl@other -->\n<!-- /table -->\ny\n"
+    new, diffs = readme.regenerate(text, tmp_path)
+    assert "0.90" in new and "*figures/other/icl_accuracy.json — gpu-y" in new and list(diffs) == ["icl@other"]
+    with pytest.raises(readme.ReadmeError, match="needs"):
+        readme.regenerate(text.replace("@other", "@missing"), tmp_path)

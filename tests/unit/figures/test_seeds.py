@@ -87,9 +87,27 @@ def test_runs_of_disjoint_task_subsets_in_one_directory_are_gathered_without_rec
     base = ["--out", str(tmp_path), "--only", "icl", "--no-png", "--icl-ks", "0", "5"]
     assert run.main(base + ["--tasks", "antonym"]) == 0
     assert run.main(base + ["--tasks", "nli"]) == 0
+    cache = tmp_path / ".tasks" / "icl_accuracy" / "nli.json"
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), "device": "gpu-x", "date": "2099-01-01"}))
     assert run.main(base + ["--tasks", "antonym", "nli"]) == 0
     assert calls == [(0, ("antonym",)), (0, ("nli",))]
+    meta = json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]
+    assert meta["device"] == "cpu; gpu-x" and meta["date"] == "2099-01-01"  # the tasks' own provenance
     rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
     assert [r["task"] for r in rows] == ["antonym", "antonym", "nli", "nli"]
     assert run.main(base + ["--tasks", "antonym", "nli", "--icl-ks", "0", "1"]) == 0  # other settings: recomputed
     assert calls[2:] == [(0, ("antonym",)), (0, ("nli",))]
+
+
+def test_a_run_naming_no_seed_redraws_saved_multi_seed_numbers_and_a_named_seed_does_not(tmp_path, monkeypatch):
+    calls = []
+    icl, fake_run = _fake_icl(calls)
+    monkeypatch.setattr(icl, "run", fake_run)
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
+    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--no-png", "--icl-ks", "0", "5"]
+    assert run.main(argv + ["--seeds", "0", "1"]) == 0 and len(calls) == 2
+    assert run.main(argv) == 0 and len(calls) == 2  # redrawn with the saved seeds
+    assert json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]["settings"]["seeds"] == [0, 1]
+    assert run.main(argv + ["--icl-seed", "1"]) == 0  # a named seed: that single run, computed into <out>
+    assert calls[2:] == [(1, ("antonym",))]
+    assert json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]["settings"]["seed"] == 1
