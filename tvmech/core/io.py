@@ -25,7 +25,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL, dir=target.parent))
     try:
         yield tmp
         try:
@@ -41,11 +41,36 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise
 
 
+PARTIAL = ".partial"  # suffix of the temporary files and folders of atomic writes
+
+
+def remove_partials(folder: Path, older_than_s: float = 600.0) -> list[Path]:
+    """Remove what killed atomic writes left under ``folder`` (``.<name>.<random>.partial`` files and folders)
+    that are older than ``older_than_s`` (a live write, e.g. of a parallel process, takes far less).
+
+    Returns:
+        The removed paths.
+    """
+    import time
+
+    gone = []
+    now = time.time()
+    for p in sorted(Path(folder).rglob(f".*{PARTIAL}")) if Path(folder).is_dir() else []:
+        if now - p.stat().st_mtime < older_than_s:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

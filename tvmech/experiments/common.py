@@ -123,8 +123,22 @@ class ExperimentConfig:
     OPTIONAL_SETTINGS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
-        if "tasks" in {f.name for f in fields(self)}:
+        names = {f.name for f in fields(self)}
+        if "tasks" in names:
             check_tasks(self.tasks, f"{self.label} tasks")
+        for name in names & {"ltv_steps", "steps"}:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{self.label} {name} {value!r} is not valid: give a whole number of steps >= 1")
+        if "n_test" in names and self.n_test is not None:
+            if isinstance(self.n_test, bool) or not isinstance(self.n_test, int) or self.n_test < 1:
+                raise ValueError(f"{self.label} n_test {self.n_test!r} is not valid: give a number of test queries "
+                                 ">= 1, or None for the whole test split")
+        for name in self.DERIVED:
+            value = getattr(self, name)
+            bad = [v for v in (value if isinstance(value, Sequence) else (value,)) if v is not None and v < 0]
+            if bad:
+                raise ValueError(f"{self.label} {name}: layer(s) {bad} are not valid: layers count from 0")
 
     @property
     def label(self) -> str:

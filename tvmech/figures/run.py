@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import typing
 from pathlib import Path
 from types import NoneType, UnionType
 
 import torch
 
+from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
 from tvmech.data.tasks import BUILTIN
+from tvmech.figures.gallery import write_index
 from tvmech.figures.runner import run_step, run_synthetic, saved_seeds
 from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
 
@@ -174,12 +177,38 @@ def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[st
     return out
 
 
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """Exit with a one-line error when ``device`` is not a torch device this machine has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        parser.error(f"--device {device!r} is not a torch device ({err}); e.g. cpu, cuda, cuda:1")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        parser.error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); use cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        parser.error(f"--device {device}: only cpu, cuda[:i] and mps are supported")
+
+
+def check_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Exit with a one-line error when ``out`` cannot be created or written."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        parser.error(f"--out {out}: cannot write there ({err.strerror or err})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``args.configs`` holds each selected step's experiment config."""
     p, targets = build_parser()
     args = p.parse_args(argv)
     if args.seeds is not None and hasattr(args, "seed"):
         p.error(f"--seed {args.seed} and --seeds {' '.join(map(str, args.seeds))}: give one of them")
+    check_device(p, args.device)
+    check_out(p, args.out)
     # steps whose seed the command line names (--seed, or the step's own seed flag)
     args.seed_named = {step for dest, pairs in targets.items() if hasattr(args, dest) for step, f in pairs
                        if f == "seed"} | (set(STEP_NAMES) if hasattr(args, "seed") else set())
@@ -202,8 +231,21 @@ def main(argv: list[str] | None = None) -> int:
             loaded.append(load_model(args.model, device=args.device))
         return loaded[0]
 
+    for left in remove_partials(args.out):  # what a killed earlier run was writing
+        log.info("removed %s, left half-written by an interrupted run", left)
     ctx = Context(out=args.out, model=model, model_name=args.model or DEFAULT_MODEL, device=args.device,
                   force=args.force, png=not args.no_png)
+    try:
+        run_steps(args, ctx)
+        print(f"gallery: {write_index(args.out, f'tvmech figures — {ctx.model_name}')}")
+    except ValueError as err:  # a setting the loaded model rejects (e.g. a layer past its depth)
+        print(f"python -m tvmech.figures: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_steps(args: argparse.Namespace, ctx: Context) -> None:
+    """Run every selected step in order."""
     for name in args.only or list(STEP_NAMES):
         if name == SYNTHETIC:
             run_synthetic(args.configs[name], ctx)
@@ -212,4 +254,3 @@ def main(argv: list[str] | None = None) -> int:
             if seeds is None and name not in args.seed_named:  # no seed named: keep the saved runs' seeds
                 seeds = saved_seeds(STEPS[name], ctx)
             run_step(STEPS[name], args.configs[name], ctx, seeds=seeds)
-    return 0

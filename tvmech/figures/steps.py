@@ -30,7 +30,7 @@ from tvmech.experiments import (
     synthetic,
 )
 from tvmech.experiments.vectors import VectorStore
-from tvmech.figures import geometry_plots, lens_plots, mechanism_plots, peft_plots, plots
+from tvmech.figures import geometry_plots, interactive, lens_plots, mechanism_plots, peft_plots, plots
 
 Tables = dict[str, list[dict]]
 Metas = dict[str, dict]
@@ -164,7 +164,8 @@ def _draw_key_heads(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
             ("key_heads_taylor", mechanism_plots.taylor_exact_figure(t["key_heads_taylor"], ctx.model_name),
              "key_heads_taylor"),
             ("key_heads_layers", mechanism_plots.key_layers_figure(scores, n_layers, cfg.layer, ctx.model_name),
-             "key_heads_layers")]
+             "key_heads_layers"),
+            ("key_heads_heatmap", interactive.head_heatmap_figure(scores, ctx.model_name), None)]
 
 
 STEPS: dict[str, Step] = {s.name: s for s in (
@@ -193,12 +194,15 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("attention_sinks", mechanism_plots.sinks_figure(t["attention_sinks"], ctx.model_name, cfg.threshold),
          "attention_sinks")], inputs=_saved_key_sets),
     Step("lens", logit_lens, ("logit_lens",), lambda t, m, cfg, ctx: [
-        ("logit_lens", lens_plots.lens_heatmap(t["logit_lens"], ctx.model_name), "logit_lens")], inputs=_vectors),
+        ("logit_lens", lens_plots.lens_heatmap(t["logit_lens"], ctx.model_name), "logit_lens"),
+        ("logit_lens_by_layer", interactive.lens_layer_figure(t["logit_lens"], ctx.model_name), None)],
+         inputs=_vectors),
     # linear_map.{html,png} is the reconstructed-TV figure; its json/csv hold every number of the step
     Step("linear", linear_map, ("linear_map",), lambda t, m, cfg, ctx: [
         ("linear_map", lens_plots.reconstruction_figure(t["linear_map"], ctx.model_name), "linear_map"),
         ("rotation_scaling", lens_plots.transition_figure(t["linear_map"], ctx.model_name), None),
-        ("rotation_alignment", lens_plots.alignment_figure(t["linear_map"], ctx.model_name), None)],
+        ("rotation_alignment", lens_plots.alignment_figure(t["linear_map"], ctx.model_name), None),
+        ("rotation_by_layer", interactive.rotation_layer_figure(t["linear_map"], ctx.model_name), None)],
          inputs=_vectors),
 )}
 # the synthetic step trains its own models and has one set of tables per task: see tvmech.figures.runner

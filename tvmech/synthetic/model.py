@@ -11,8 +11,9 @@ The core is a Llama-architecture Hugging Face model built from a config and wrap
   blocks run through ``adapter.run_blocks(resid, 0, n_layers)`` (their hook points fire), and a linear
   read-out head maps the final residual, after the final norm, to a scalar.
 
-Checkpoints: ``<dir>/model.safetensors`` (weights), ``<dir>/optimizer.safetensors`` (Adam moments, when
-saved), ``<dir>/checkpoint.json`` (model config, training config, step, loss curve). Never pickle.
+Checkpoints: ``<dir>/model.safetensors``, one atomic file with the weights, the Adam moments (when saved) and
+the metadata (model config, training config, step, loss curve) in its header; ``<dir>/checkpoint.json`` is a
+readable copy of the metadata. Never pickle.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from torch import Tensor, nn
 from tvmech.core.adapter import Adapter, HookFn, adapt
 from tvmech.core.io import atomic_write_bytes, write_json
 from tvmech.synthetic.tasks import SyntheticTask, offset_tokenizer
+
+OPTIM = "optimizer/"  # prefix of the Adam state's tensors in model.safetensors
 
 FORMAT = "tvmech.SyntheticCheckpoint/1"
 
@@ -133,36 +136,54 @@ class SyntheticModel(nn.Module):
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, *, optimizer: torch.optim.Optimizer | None = None,
              state: dict[str, Any] | None = None) -> Path:
-        """Write the checkpoint directory (weights, optional Adam state, JSON config)."""
+        """Write the checkpoint as one atomic unit: ``model.safetensors`` holds the weights, the Adam state
+        (``optimizer/<name>::<key>``) and the metadata (its header's ``checkpoint`` entry), so a crash leaves
+        the previous checkpoint or this one, never a mix; ``checkpoint.json`` is a readable copy of the
+        metadata, written after."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = self.named_tensors()
-        weights = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        atomic_write_bytes(path / "model.safetensors", save(weights))
+        out = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         meta = {"format": FORMAT, "task": asdict(self.task), "model": asdict(self.config), **(state or {})}
         if optimizer is not None:
             names = {id(p): k for k, p in tensors.items()}
-            opt_t = {}
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     for key, val in optimizer.state.get(p, {}).items():
-                        opt_t[f"{names[id(p)]}::{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
-            atomic_write_bytes(path / "optimizer.safetensors", save(opt_t))
-        write_json(path / "checkpoint.json", meta)  # written last: its presence marks a complete checkpoint
+                        out[f"{OPTIM}{names[id(p)]}::{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
+        atomic_write_bytes(path / "model.safetensors", save(out, metadata={"checkpoint": json.dumps(meta)}))
+        (path / "optimizer.safetensors").unlink(missing_ok=True)  # (the separate file of older checkpoints)
+        write_json(path / "checkpoint.json", meta)
         return path
+
+    @staticmethod
+    def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+        """The tensors of ``model.safetensors`` and the metadata in its header (``None`` in older files)."""
+        from safetensors import safe_open
+
+        file = path / "model.safetensors"
+        if not file.is_file():
+            raise FileNotFoundError(f"{path} holds no model.safetensors: not a synthetic checkpoint")
+        with safe_open(str(file), "pt") as f:
+            header = f.metadata() or {}
+        meta = json.loads(header["checkpoint"]) if "checkpoint" in header else None
+        return load(file.read_bytes()), meta
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> tuple[SyntheticModel, dict[str, Any]]:
-        """The model of a checkpoint directory and its metadata (training config, step, curve)."""
+        """The model of a checkpoint directory and its metadata (training config, step, curve), both from
+        ``model.safetensors`` (checkpoints written before the metadata moved there: from ``checkpoint.json``)."""
         path = Path(path)
         js = path / "checkpoint.json"
-        if not js.is_file():
+        if not js.is_file() and not (path / "model.safetensors").is_file():
             raise FileNotFoundError(f"{path} holds no checkpoint.json: not a synthetic checkpoint")
-        meta = json.loads(js.read_text())
+        saved, meta = cls._read(path)
+        if meta is None:
+            meta = json.loads(js.read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{js} is not a {FORMAT} file")
+            raise ValueError(f"{path} is not a {FORMAT} checkpoint")
         model = cls(SyntheticTask(**meta["task"]), ModelConfig(**meta["model"]))
-        weights = load((path / "model.safetensors").read_bytes())
+        weights = {k: v for k, v in saved.items() if not k.startswith(OPTIM)}
         tensors = model.named_tensors()
         if set(weights) != set(tensors):
             differ = sorted(set(weights) ^ set(tensors))[:4]
@@ -174,11 +195,14 @@ class SyntheticModel(nn.Module):
 
     def load_optimizer_state(self, path: str | Path, optimizer: torch.optim.Optimizer) -> None:
         """Restore the Adam moments saved with :meth:`save` into ``optimizer`` (built on this model)."""
-        file = Path(path) / "optimizer.safetensors"
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} does not exist: the checkpoint was saved without optimizer state")
-        saved = load(file.read_bytes())
+        path = Path(path)
+        saved = {k[len(OPTIM):]: v for k, v in self._read(path)[0].items() if k.startswith(OPTIM)}
+        if not saved and (path / "optimizer.safetensors").is_file():  # an older checkpoint
+            saved = load((path / "optimizer.safetensors").read_bytes())
+        if not saved:
+            raise FileNotFoundError(f"{path}: the checkpoint was saved without optimizer state")
         for name, p in self.named_tensors().items():
             st = {key.split("::", 1)[1]: v.to(p.device) for key, v in saved.items() if key.split("::", 1)[0] == name}
             if st:
                 optimizer.state[p] = st
+

@@ -71,6 +71,13 @@ def test_flags_set_the_configs():
     (["--key-frac", "2"], "--key-frac 2.0 is not valid"),
     (["--sink-threshold", "1.5"], "threshold 1.5 is not valid"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--n-test", "0"], "n_test 0 is not valid"),
+    (["--n-test", "-5"], "n_test -5 is not valid"),
+    (["--ltv-steps", "0"], "ltv_steps 0 is not valid"),
+    (["--sweep-layers", "-1"], "layer(s) [-1] are not valid"),
+    (["--device", "tpu"], "--device 'tpu' is not a torch device"),
+    (["--device", "cuda:99"], "--device cuda:99: this machine has"),
+    (["--out", "/proc/no/such"], "--out /proc/no/such: cannot write there"),
 ])
 def test_bad_flags_give_a_clear_error(argv, message, capsys):
     with pytest.raises(SystemExit) as err:

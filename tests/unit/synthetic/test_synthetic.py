@@ -127,6 +127,36 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
               resume=True, progress=False)
 
 
+def test_a_checkpoint_is_one_atomic_unit_and_older_three_file_checkpoints_still_load(tmp_path, monkeypatch):
+    """A crash after the checkpoint's single write (before the readable JSON copy) still loads the new step with
+    its own weights: metadata and weights cannot disagree."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    import tvmech.synthetic.model as sm
+
+    task = SyntheticTask("linear", dim=3)
+    model = SyntheticModel(task, TINY)
+    model.save(tmp_path / "ck", state={"step": 5})
+    with torch.no_grad():
+        next(iter(model.named_tensors().values())).add_(1.0)
+    monkeypatch.setattr(sm, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "ck", state={"step": 10})
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["step"] == 5  # the stale readable copy
+    loaded, meta = SyntheticModel.load(tmp_path / "ck")
+    assert meta["step"] == 10
+    for (k, a), b in zip(model.named_tensors().items(), loaded.named_tensors().values()):
+        assert torch.equal(a, b), k
+    old = tmp_path / "old"  # the format of earlier checkpoints: weights alone, metadata in checkpoint.json
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(st_save({k: v.detach().contiguous() for k, v in
+                                                     model.named_tensors().items()}))
+    (old / "checkpoint.json").write_text((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert SyntheticModel.load(old)[1]["step"] == 5
+
+
 def test_tvp_loss_makes_task_vector_prompting_work_at_the_prescribed_layer():
     """The test that fails if the TVP-loss did nothing: same seed, budget and data, only λ differs."""
     task = SyntheticTask("offset", n_values=16, n_offsets=8)
