@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup browser figures readme notebooks test test-fast lint clean-venv
+.PHONY: setup browser figures figures-paper readme notebooks test test-fast lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ browser:
 	    echo "PNG export needs Chromium: 'sudo apt-get install chromium' (Debian/Ubuntu) or '$(VENV)/bin/plotly_get_chrome'"; \
 	  fi; }
 
+# every step recomputed at reduced scale into figures/quick/ (git-ignored), with its index.html
 figures: setup
-	$(PY) -m tvmech.figures
+	$(PY) -m tvmech.figures --preset quick
+
+# the committed paper-scale figures in figures/ (recomputes only what is missing or changed; meant for a GPU)
+figures-paper: setup
+	$(PY) -m tvmech.figures --preset paper
 
 # README.md's results tables, regenerated from figures/*.json (`--check` only compares)
 readme: setup

@@ -98,6 +98,19 @@ def heldout_queries(task: Task, seed: int, n_test: int | None) -> list[Example]:
     return list(test[:n_test] if n_test else test)
 
 
+def _apply(rule: Callable, n_layers: int, config) -> Any:
+    """A derivation rule ``n_layers -> value``, or ``(n_layers, config) -> value`` when it takes two."""
+    return rule(n_layers, config) if rule.__code__.co_argcount == 2 else rule(n_layers)
+
+
+def evenly_spaced_layers(n_layers: int, count: int) -> tuple[int, ...]:
+    """``count`` layers spread over the model's depth, away from both ends: the centres of ``count`` equal
+    slices (e.g. 5, 15, 25 for 3 of 30 layers; 1, 4, 7 of 9)."""
+    if count < 1:
+        raise ValueError(f"layer count {count} is not valid: it must be >= 1")
+    return tuple(dict.fromkeys(min(n_layers - 1, (2 * i + 1) * n_layers // (2 * count)) for i in range(count)))
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
@@ -154,7 +167,7 @@ class ExperimentConfig:
         Returns:
             The resolved config (itself when nothing is left to derive).
         """
-        todo = {n: rule(n_layers) for n, rule in self.DERIVED.items() if getattr(self, n) is None}
+        todo = {n: _apply(rule, n_layers, self) for n, rule in self.DERIVED.items() if getattr(self, n) is None}
         return replace(self, **todo) if todo else self
 
     def for_model(self: C, model) -> C:

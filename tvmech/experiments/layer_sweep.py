@@ -14,6 +14,7 @@ from tvmech.experiments.common import (
     ALL_TASKS,
     ExperimentConfig,
     RecordsResult,
+    evenly_spaced_layers,
     every_nth_layer,
     heldout_queries,
     option,
@@ -30,10 +31,15 @@ class Config(ExperimentConfig):
     """Settings of the layer sweep."""
 
     PREFIX = "sweep"
-    DERIVED = {"layers": lambda n_layers: every_nth_layer(n_layers, 3)}
+    DERIVED = {"layers": lambda n_layers, c: evenly_spaced_layers(n_layers, c.layer_count) if c.layer_count
+               else every_nth_layer(n_layers, 3)}
+    OPTIONAL_SETTINGS = ("layer_count",)
 
     tasks: tuple[str, ...] = option(ALL_TASKS, "built-in tasks of the sweep", choices=ALL_TASKS)
-    layers: tuple[int, ...] | None = option(None, "injection layers (None: every 3rd layer of the model, from 0)")
+    layers: tuple[int, ...] | None = option(None, "injection layers (None: every 3rd layer of the model, from 0, or "
+                                                  "layer_count evenly spaced layers)")
+    layer_count: int | None = option(None, "with --sweep-layers derived: this many evenly spaced layers instead of "
+                                           "every 3rd (None: every 3rd)")
     ltv_steps: int = option(150, "training steps per learned task vector")
     k: int = option(5, "demonstrations of the Vanilla TV / function-vector prompts and of the ICL reference")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")

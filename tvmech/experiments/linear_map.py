@@ -49,6 +49,7 @@ from tvmech.experiments.common import (
     ALL_TASKS,
     ExperimentConfig,
     RecordsResult,
+    evenly_spaced_layers,
     heldout_queries,
     learned_vectors,
     option,
@@ -64,12 +65,16 @@ class Config(ExperimentConfig):
     """Settings of the linear-map experiment (flags ``--linear-*`` and ``--map-*``)."""
 
     PREFIX = "linear"
-    DERIVED = {"layers": lambda n_layers: tuple(range(n_layers // 10, n_layers, max(1, n_layers // 5)))}
+    DERIVED = {"layers": lambda n_layers, c: evenly_spaced_layers(n_layers, c.layer_count) if c.layer_count
+               else tuple(range(n_layers // 10, n_layers, max(1, n_layers // 5)))}
+    OPTIONAL_SETTINGS = ("layer_count",)
 
     tasks: tuple[str, ...] = option(("antonym", "country_capital", "question_type"), "tasks of the linear-map step",
                                     choices=ALL_TASKS)
     layers: tuple[int, ...] | None = option(None, "injection layers (None: every n_layers // 5-th from n_layers // 10, "
-                                                  "i.e. 3, 9, ..., 27 of 30)")
+                                                  "i.e. 3, 9, ..., 27 of 30; or layer_count evenly spaced layers)")
+    layer_count: int | None = option(None, "with --linear-layers derived: this many evenly spaced layers (None: the "
+                                           "rule above)")
     ltv_steps: int = option(150, "training steps per learned task vector")
     map_prompts: int = option(16, "fit prompts (the shortest training prompts; 16-32 recommended)",
                               flag="--map-prompts")

@@ -25,11 +25,14 @@ from pathlib import Path
 from types import NoneType, UnionType
 
 import torch
+from tqdm.auto import tqdm
 
 from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
 from tvmech.data.tasks import BUILTIN
-from tvmech.figures.gallery import write_index
+from tvmech.figures.gallery import KEY_NUMBERS, write_index
+from tvmech.figures.presets import PRESETS, STEP_COST
+from tvmech.figures.presets import apply as apply_preset
 from tvmech.figures.runner import run_step, run_synthetic, saved_seeds
 from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
 
@@ -109,7 +112,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[tuple[str, s
     """The parser, and for each generated flag's dest the (step, field) pairs it sets."""
     p = argparse.ArgumentParser(prog="python -m tvmech.figures", description=__doc__, usage="%(prog)s [options]",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("figures"), help="output directory (default: figures)")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="quick: every step recomputed at reduced scale into figures/quick (minutes on a CPU); "
+                        "paper: the committed paper-scale figures in figures/ (a GPU). Flags given win. "
+                        "(default: quick)")
+    p.add_argument("--list", action="store_true", help="list the steps with their cost per preset, and exit")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: the preset's)")
     p.add_argument("--only", nargs="+", choices=list(STEP_NAMES), help="run only these steps (default: all)")
     p.add_argument("--model", default=None, help=f"model source (default: the embedded {DEFAULT_MODEL})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -205,6 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``args.configs`` holds each selected step's experiment config."""
     p, targets = build_parser()
     args = p.parse_args(argv)
+    preset = PRESETS[args.preset]
+    args.out = args.out if args.out is not None else preset.out
+    apply_preset(preset, args)
     if args.seeds is not None and hasattr(args, "seed"):
         p.error(f"--seed {args.seed} and --seeds {' '.join(map(str, args.seeds))}: give one of them")
     check_device(p, args.device)
@@ -224,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kaleido", "choreographer", "logistro"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.list:
+        print(step_list())
+        return 0
     loaded: list = []
 
     def model():  # loaded lazily: a redraw from saved numbers needs no model
@@ -234,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     for left in remove_partials(args.out):  # what a killed earlier run was writing
         log.info("removed %s, left half-written by an interrupted run", left)
     ctx = Context(out=args.out, model=model, model_name=args.model or DEFAULT_MODEL, device=args.device,
-                  force=args.force, png=not args.no_png)
+                  force=args.force, png=not args.no_png, preset=args.preset)
     try:
         run_steps(args, ctx)
-        print(f"gallery: {write_index(args.out, f'tvmech figures — {ctx.model_name}')}")
+        index = write_index(args.out, f"tvmech figures — {ctx.model_name} (preset {args.preset})")
+        print(summary(ctx.report))
+        print(f"gallery: {index}")
     except ValueError as err:  # a setting the loaded model rejects (e.g. a layer past its depth)
         print(f"python -m tvmech.figures: error: {err}", file=sys.stderr)
         return 2
@@ -245,12 +261,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_steps(args: argparse.Namespace, ctx: Context) -> None:
-    """Run every selected step in order."""
-    for name in args.only or list(STEP_NAMES):
+    """Run every selected step in order (a progress bar over the steps; each step has its own bars).
+
+    Seeds of a step: ``--seeds``; else a seed named on the command line; else the preset's seeds for the step;
+    else those of its saved multi-seed numbers; else its config's seed.
+    """
+    names = args.only or list(STEP_NAMES)
+    bar = tqdm(names, desc=f"figures ({args.preset})", unit="step")
+    for name in bar:
+        bar.set_postfix_str(name)
         if name == SYNTHETIC:
             run_synthetic(args.configs[name], ctx)
-        else:
-            seeds = args.seeds
-            if seeds is None and name not in args.seed_named:  # no seed named: keep the saved runs' seeds
-                seeds = saved_seeds(STEPS[name], ctx)
-            run_step(STEPS[name], args.configs[name], ctx, seeds=seeds)
+            continue
+        seeds = args.seeds
+        if seeds is None and name not in args.seed_named:
+            seeds = PRESETS[args.preset].seeds.get(name) or saved_seeds(STEPS[name], ctx)
+        run_step(STEPS[name], args.configs[name], ctx, seeds=seeds)
+
+
+def summary(report: list[dict]) -> str:
+    """The table printed at the end of a run: step, computed or reused, seconds, one key number."""
+    lines = [f"{'step':<12} {'numbers':<9} {'seconds':>8}  key number", "-" * 72]
+    for r in report:
+        key = ""
+        for table, rows in r["tables"].items():
+            if table in KEY_NUMBERS and rows:
+                try:
+                    key = KEY_NUMBERS[table](rows)
+                except (KeyError, TypeError, ValueError):
+                    key = ""
+                break
+        lines.append(f"{r['step']:<12} {'computed' if r['computed'] else 'reused':<9} {r['seconds']:>8.1f}  {key}")
+    return "\n".join(lines)
+
+
+def step_list() -> str:
+    """``--list``: every step, what it computes, and its cost per preset."""
+    lines = [f"{'step':<12} " + " ".join(f"{p:<22}" for p in PRESETS) + " experiment", "-" * 90]
+    for name in STEP_NAMES:
+        cost = " ".join(f"{STEP_COST.get(p, {}).get(name, '?'):<22}" for p in PRESETS)
+        module = CONFIGS[name].__module__
+        lines.append(f"{name:<12} {cost} {module}")
+    lines.append("")
+    lines += [f"--preset {p.name}: {p.description}; writes {p.out}/" for p in PRESETS.values()]
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -168,18 +169,24 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
     Returns:
         The written files.
     """
+    start = time.time()
     seeds = list(dict.fromkeys(seeds)) if seeds else None
     if seeds is not None and len(seeds) == 1:
         cfg, seeds = replace(cfg, seed=seeds[0]), None
     found = saved_tables(step, cfg, ctx, seeds)
-    if found is None:
+    computed = found is None
+    if computed:
         found = seeded_tables(step, cfg, ctx, seeds) if seeds else compute_tables(step, cfg, ctx)
+        if ctx.preset:
+            for meta in found[2].values():
+                meta["preset"] = ctx.preset
     cfg, tables, metas = found
     written = []
     for name, fig, table in step.draw(tables, metas, cfg, ctx):
         rows, meta = (tables[table], metas[table]) if table else (None, None)
         written += [p for p in save_figure(fig, ctx.out, name, rows, meta, png=ctx.png).values() if p]
-    print(f"{step.name}: {', '.join(str(p) for p in written)}")
+    log.info("%s: %s", step.name, ", ".join(str(p) for p in written))
+    ctx.report.append({"step": step.name, "computed": computed, "seconds": time.time() - start, "tables": tables})
     return written
 
 
@@ -209,6 +216,7 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
     Returns:
         The written files.
     """
+    start, computed = time.time(), False
     written = []
     for name in cfg.task_names():
         task = cfg.task(name)
@@ -222,6 +230,7 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
                 if data.get("meta", {}).get("settings") == settings:
                     results[fig] = (data["rows"], data["meta"])
         missing = tuple(f for f in wanted if f not in results)
+        computed = computed or bool(missing)
         if missing:
             rows, scores = synthetic.run_task(cfg, name, ctx.out / "synthetic", ctx.device, ctx.force, missing)
             for fig in missing:
@@ -231,5 +240,6 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
             rows, meta = results[fig]
             paths = save_figure(figure, ctx.out, f"synthetic_{name}_{fig}", rows, meta, png=ctx.png)
             written += [p for p in paths.values() if p]
-    print(f"synthetic: {', '.join(str(p) for p in written)}")
+    log.info("synthetic: %s", ", ".join(str(p) for p in written))
+    ctx.report.append({"step": "synthetic", "computed": computed, "seconds": time.time() - start, "tables": {}})
     return written

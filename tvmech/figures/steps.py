@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +48,8 @@ class Context:
     device: str  # torch device
     force: bool = False  # recompute even where saved numbers match
     png: bool = True  # write PNGs
+    preset: str | None = None  # recorded in the meta of what is computed
+    report: list = field(default_factory=list)  # per step run: {"step", "computed", "seconds", "tables"}
 
     @property
     def vectors(self) -> VectorStore:

@@ -34,6 +34,8 @@ from tvmech.core.adapter import Adapter
 from tvmech.data.prompts import Batch
 from tvmech.experiments.linear_map import reconstruction_report
 
+PAPER = ["--preset", "paper"]  # the committed settings (the default preset is quick)
+
 
 @dataclass(frozen=True)
 class LinearToy(Adapter):
@@ -294,8 +296,8 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
 
     monkeypatch.setattr(run, "load_model", no_model)
     lens_settings = json.loads((tmp_path / "logit_lens.json").read_text())["meta"]["settings"]
-    args = ["--out", str(tmp_path), "--only", "lens", "linear", "--no-png", "--lens-tasks", *lens_settings["tasks"],
-            "--lens-n-test", str(lens_settings["n_test"])]
+    args = [*PAPER, "--out", str(tmp_path), "--only", "lens", "linear", "--no-png",
+            "--lens-tasks", *lens_settings["tasks"], "--lens-n-test", str(lens_settings["n_test"])]
     assert run.main(args) == 0
     for name in ("logit_lens", "linear_map", "rotation_scaling", "rotation_alignment"):
         assert (tmp_path / f"{name}.html").is_file(), name

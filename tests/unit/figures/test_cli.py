@@ -13,6 +13,8 @@ from tvmech.experiments import geometry, layer_sweep, synthetic
 from tvmech.figures import run
 from tvmech.figures.steps import CONFIGS, STEP_NAMES
 
+PAPER = ["--preset", "paper"]  # the committed settings (the default preset is quick)
+
 FIGURES = Path(__file__).resolve().parents[3] / "figures"
 
 
@@ -43,7 +45,7 @@ def test_every_config_field_is_a_flag_with_its_default_and_help(capsys):
 
 
 def test_no_flag_restates_a_default():
-    args = run.parse_args([])
+    args = run.parse_args(PAPER)
     for step, cls in CONFIGS.items():
         assert args.configs[step] == cls(), step
 
@@ -107,7 +109,7 @@ def test_sweep_layers_default_to_every_third_layer_of_the_loaded_model(tmp_path,
 
     monkeypatch.setattr(layer_sweep, "layer_sweep", fake_sweep)
     monkeypatch.setattr(run, "load_model", lambda *a, **k: tiny)
-    argv = ["--out", str(tmp_path), "--only", "sweep", "--tasks", "capitalize", "--no-png", "--model", "tiny"]
+    argv = [*PAPER, "--out", str(tmp_path), "--only", "sweep", "--tasks", "capitalize", "--no-png", "--model", "tiny"]
     assert run.main(argv) == 0
     assert seen == [(0,)]
     meta = json.loads((tmp_path / "layer_sweep.json").read_text())["meta"]
@@ -126,9 +128,9 @@ def test_a_saved_file_of_another_model_is_not_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "load_model", no_model)
     with pytest.raises(AssertionError, match="loaded"):
-        run.main(["--out", str(tmp_path), "--only", "geometry", "--no-png", "--model", "other"])
+        run.main([*PAPER, "--out", str(tmp_path), "--only", "geometry", "--no-png", "--model", "other"])
     with pytest.raises(AssertionError, match="loaded"):
-        run.main(["--out", str(tmp_path), "--only", "geometry", "--no-png", "--geometry-layer", "14"])
+        run.main([*PAPER, "--out", str(tmp_path), "--only", "geometry", "--no-png", "--geometry-layer", "14"])
     assert geometry.Config(layer=15).adopt({}) is not None
 
 
@@ -170,7 +172,8 @@ def test_every_committed_figure_redraws_without_a_model_and_keeps_its_numbers(tm
     monkeypatch.setattr(run, "load_model", no_model)
     monkeypatch.setattr(synthetic, "train", no_model)
     before = {Path(p).name: json.loads(Path(p).read_text()) for p in saved}
-    assert run.main(["--out", str(tmp_path), "--no-png", "--only", *[n for n in STEP_NAMES if n not in stale]]) == 0
+    steps = [n for n in STEP_NAMES if n not in stale]
+    assert run.main([*PAPER, "--out", str(tmp_path), "--no-png", "--only", *steps]) == 0
     for name, data in before.items():
         assert json.loads((tmp_path / name).read_text()) == data, name
     drawn = {"sweep": "layer_sweep_by_task", "linear": "rotation_alignment", "geometry": "task_cosine",
@@ -182,8 +185,8 @@ def test_every_committed_figure_redraws_without_a_model_and_keeps_its_numbers(tm
 
 def test_geometry_on_a_three_layer_model_uses_its_middle_layer_and_keeps_the_vectors(tmp_path, monkeypatch, tiny):
     monkeypatch.setattr(run, "load_model", lambda *a, **k: tiny)
-    argv = ["--out", str(tmp_path), "--only", "geometry", "--tasks", "capitalize", "antonym", "--ltv-steps", "1",
-            "--n-test", "2", "--no-png", "--model", "tiny"]
+    argv = [*PAPER, "--out", str(tmp_path), "--only", "geometry", "--tasks", "capitalize", "antonym",
+            "--ltv-steps", "1", "--n-test", "2", "--no-png", "--model", "tiny"]
     assert run.main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "vectors").iterdir()) == [
         "antonym_L1.json", "antonym_L1.safetensors", "capitalize_L1.json", "capitalize_L1.safetensors"]
@@ -191,3 +194,21 @@ def test_geometry_on_a_three_layer_model_uses_its_middle_layer_and_keeps_the_vec
     assert transfer["meta"]["settings"]["layer"] == 1 and len(transfer["rows"]) == 4
     cosine = json.loads((tmp_path / "task_cosine.json").read_text())["rows"]
     assert [r["cosine"] for r in cosine if r["task_a"] == r["task_b"]] == [1.0, 1.0]
+
+
+def test_the_quick_preset_is_the_default_and_a_given_flag_wins(tmp_path):
+    from tvmech.figures.presets import PRESETS, QUICK_TASKS
+
+    args = run.parse_args(["--out", str(tmp_path)])
+    assert args.preset == "quick" and args.configs["icl"].tasks == QUICK_TASKS and args.configs["sweep"].ltv_steps == 30
+    assert args.configs["sweep"].layer_count == 3 and args.configs["linear"].tasks == ("antonym",)
+    assert run.parse_args([]).out == PRESETS["quick"].out
+    args = run.parse_args(["--out", str(tmp_path), "--ltv-steps", "7", "--sweep-layer-count", "2"])
+    assert args.configs["sweep"].ltv_steps == 7 and args.configs["sweep"].layer_count == 2
+    assert run.parse_args(PAPER).out == PRESETS["paper"].out
+
+
+def test_list_prints_every_step_with_its_cost_per_preset(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{s} " in out for s in STEP_NAMES) and "--preset quick" in out and "--preset paper" in out

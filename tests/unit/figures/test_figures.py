@@ -6,6 +6,8 @@ import pytest
 from tvmech.figures import plots, run
 from tvmech.figures.export import save_figure
 
+PAPER = ["--preset", "paper"]  # the committed settings (the default preset is quick)
+
 ROWS = [{"task": t, "k": k, "accuracy": a, "n": 10, "scoring": "first_token"}
         for t, base in (("a", 0.1), ("b", 0.3)) for k, a in zip((0, 1, 5), (base, base + 0.2, base + 0.4))]
 
@@ -35,7 +37,7 @@ def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, mon
         raise AssertionError("the model should not be loaded")
 
     monkeypatch.setattr(run, "load_model", no_model)
-    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]
+    argv = [*PAPER, "--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "--n-test", "3", "--no-png"]
     assert run.main(argv) == 0
     assert (tmp_path / "icl_accuracy.html").is_file()
     assert json.loads((tmp_path / "icl_accuracy.json").read_text())["meta"]["device"] == "gpu-x"  # provenance kept
@@ -45,7 +47,7 @@ def test_figures_script_redraws_from_saved_numbers_without_a_model(tmp_path, mon
 
 @pytest.mark.slow
 def test_figures_script_end_to_end(tmp_path):
-    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]
+    argv = [*PAPER, "--out", str(tmp_path), "--only", "icl", "--tasks", "capitalize", "--n-test", "4", "--no-png"]
     assert run.main(argv) == 0
     rows = json.loads((tmp_path / "icl_accuracy.json").read_text())["rows"]
     assert [r["k"] for r in rows] == [0, 1, 2, 5, 10] and all(r["n"] == 4 for r in rows)
@@ -66,7 +68,7 @@ def test_per_task_steps_resume_after_an_interruption(tmp_path, monkeypatch):
 
     monkeypatch.setattr(icl, "run", fake_run)
     monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
-    argv = ["--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "nli", "--no-png"]
+    argv = [*PAPER, "--out", str(tmp_path), "--only", "icl", "--tasks", "antonym", "nli", "--no-png"]
     with pytest.raises(KeyboardInterrupt):
         run.main(argv)
     assert [p.name for p in (tmp_path / ".tasks" / "icl_accuracy").iterdir()] == ["antonym.json"]

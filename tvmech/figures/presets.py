@@ -1,0 +1,68 @@
+"""Presets of ``python -m tvmech.figures``: named sets of flag values and seeds, and where they write.
+
+* ``quick`` (the default, what ``make figures`` runs): every step recomputed at reduced scale (two tasks, a
+  word task and a classification task; three layers spread over the model's own depth; 30 LTV steps; 16 test
+  queries) into the git-ignored ``figures/quick/``; measured at about a quarter of an hour on a 2-core CPU
+  (``STEP_COST``).
+* ``paper``: the committed paper-scale figures in ``figures/`` (all tasks, every 3rd layer, 150 steps, the
+  mechanism and linear-map steps over seeds 0, 1, 2); meant for a GPU (``make figures-paper``). With nothing
+  to recompute it redraws them byte for byte.
+
+A flag given on the command line wins over the preset's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUICK_TASKS = ("antonym", "sentiment")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A preset: its output folder, flag values (argparse dest -> value) and per-step seeds."""
+
+    name: str
+    out: Path
+    description: str
+    flags: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # step -> seeds (others: the config's seed)
+
+
+MECHANISM_STEPS = ("ov_circuits", "key_heads", "sinks", "linear")
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("quick", Path("figures/quick"), "every step recomputed at reduced scale (2-core CPU, minutes)", {
+        "tasks": QUICK_TASKS, "n_test": 16, "ltv_steps": 30,
+        "icl_ks": (0, 1, 5), "sweep_layer_count": 3, "robustness_tasks": ("antonym",),
+        "geometry_tasks": QUICK_TASKS, "peft_task": "sentiment",
+        "mech_alphas": (1.0, 4.0), "mech_n_score": 8, "n_random": 2, "exact_every": 4,
+        "lens_tasks": QUICK_TASKS,
+        "linear_tasks": ("antonym",), "linear_layer_count": 2, "map_prompts": 4, "map_heldout": 32, "map_null": 50,
+    }),
+    Preset("paper", Path("figures"), "the committed paper-scale figures (all tasks and layers, 150 steps; a GPU)",
+           seeds={step: (0, 1, 2) for step in MECHANISM_STEPS}),
+)}
+
+# measured cost per step (quick: `python -m tvmech.figures` on the 2-core CPU; paper: where README says), "?"
+# where none was measured
+STEP_COST: dict[str, dict[str, str]] = {
+    "quick": {},
+    "paper": {"icl": "8 min, 2-core CPU", "sweep": "7 min, H100", "robustness": "25 min, H100",
+              "ov_circuits": "3 seeds: < 8 min, H200*", "key_heads": "(with ov_circuits)*",
+              "sinks": "(with ov_circuits)*", "linear": "3 seeds: 9-13 min, H200*"},
+}
+# * tools/device/mechanism_runs.sh: one process per seed and 3-4 tasks, 12-16 processes sharing one H200
+
+
+def apply(preset: Preset, args) -> None:
+    """Set every flag of ``preset`` that the command line did not give (``args``: the parsed namespace, whose
+    flags are absent when not given)."""
+    for dest, value in preset.flags.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, value)
+
+
+__all__ = ["Preset", "PRESETS", "STEP_COST", "apply", "QUICK_TASKS", "MECHANISM_STEPS"]
