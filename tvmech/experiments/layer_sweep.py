@@ -33,7 +33,7 @@ class Config(ExperimentConfig):
     PREFIX = "sweep"
     DERIVED = {"layers": lambda n_layers, c: evenly_spaced_layers(n_layers, c.layer_count) if c.layer_count
                else every_nth_layer(n_layers, 3)}
-    OPTIONAL_SETTINGS = ("layer_count",)
+    OPTIONAL_SETTINGS = ("layer_count", "fv_prompts")
 
     tasks: tuple[str, ...] = option(ALL_TASKS, "built-in tasks of the sweep", choices=ALL_TASKS)
     layers: tuple[int, ...] | None = option(None, "injection layers (None: every 3rd layer of the model, from 0, or "
@@ -44,6 +44,8 @@ class Config(ExperimentConfig):
     k: int = option(5, "demonstrations of the Vanilla TV / function-vector prompts and of the ICL reference")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the demonstrations and the LTV training")
+    fv_prompts: int | None = option(None, "k-shot prompts of the function vectors' mean head outputs and indirect "
+                                          "effects (None: 16; the indirect effects dominate the step's cost)")
 
     def settings(self) -> dict:
         return {**super().settings(), "methods": list(METHODS)}
@@ -57,7 +59,8 @@ class Result(RecordsResult[Config]):
 
 
 def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: LTVConfig = LTVConfig(),
-                k: int = 5, n_test: int | None = None, seed: int = 0, progress: bool = True) -> list[dict]:
+                k: int = 5, n_test: int | None = None, seed: int = 0, fv_prompts: int = 16,
+                progress: bool = True) -> list[dict]:
     """One record per (task, method, layer): ``task, method, layer, accuracy, n``.
 
     Methods: ``ltv`` (all layers trained together, see :func:`learn_layer_sweep`), ``vanilla``
@@ -73,10 +76,10 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
             r = evaluate(model, task, test, kk, sp.train, seed=seed)
             rows.append({"task": task.name, "method": method, "layer": None, "accuracy": r.accuracy, "n": r.n})
         ltvs = learn_layer_sweep(model, task, layers, sp.train, sp.val, config=config, progress=progress)
-        heads = function_vector_heads(model, task, k=k, seed=seed)
+        heads = function_vector_heads(model, task, k=k, n_prompts=fv_prompts, seed=seed)
         for layer, vec in zip(layers, ltvs):
             for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed)),
-                              ("fv", function_vector(model, task, layer, heads, k=k, seed=seed))):
+                              ("fv", function_vector(model, task, layer, heads, k=k, n_prompts=fv_prompts, seed=seed))):
                 r = evaluate(model, task, test, 0, hooks_for=v.hooks_for(model))
                 rows.append({"task": task.name, "method": method, "layer": layer, "accuracy": r.accuracy,
                              "n": r.n, "norm": float(v.vectors.norm()), "cie_seconds": v.metrics.get("cie_seconds")})
@@ -96,5 +99,6 @@ def run(model, config: Config = Config(), *, progress: bool = True) -> Result:
     """
     config = config.for_model(model)
     rows = layer_sweep(model, builtin_tasks(config.tasks), config.layers, config=LTVConfig(steps=config.ltv_steps,
-                       seed=config.seed), k=config.k, n_test=config.n_test, seed=config.seed, progress=progress)
+                       seed=config.seed), k=config.k, n_test=config.n_test, seed=config.seed,
+                       fv_prompts=config.fv_prompts or 16, progress=progress)
     return Result(config, rows)

@@ -36,7 +36,8 @@ MECHANISM_STEPS = ("ov_circuits", "key_heads", "sinks", "linear")
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", Path("figures/quick"), "every step recomputed at reduced scale (2-core CPU, minutes)", {
         "tasks": QUICK_TASKS, "n_test": 16, "ltv_steps": 30,
-        "icl_ks": (0, 1, 5), "sweep_layer_count": 3, "robustness_tasks": ("antonym",),
+        "icl_ks": (0, 1, 5), "sweep_tasks": ("antonym",), "sweep_layer_count": 3, "sweep_fv_prompts": 4,
+        "robustness_tasks": ("antonym",), "robustness_ltv_steps": 15, "synthetic_preset": "small",
         "geometry_tasks": QUICK_TASKS, "peft_task": "sentiment",
         "mech_alphas": (1.0, 4.0), "mech_n_score": 8, "n_random": 2, "exact_every": 4,
         "lens_tasks": QUICK_TASKS,
