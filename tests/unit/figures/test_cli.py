@@ -51,7 +51,7 @@ def test_no_flag_restates_a_default():
 
 
 def test_flags_set_the_configs():
-    args = run.parse_args(["--tasks", "antonym", "nli", "--lens-tasks", "sentiment", "--sweep-layers", "0", "4",
+    args = run.parse_args([*PAPER, "--tasks", "antonym", "nli", "--lens-tasks", "sentiment", "--sweep-layers", "0", "4",
                            "--geometry-layer", "7", "--mech-layer", "3", "--ltv-steps", "9", "--n-test", "5",
                            "--key-frac", "0.2", "--map-noise", "0.1", "--mech-n-test", "none"])
     c = args.configs
