@@ -50,7 +50,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 # measured cost per step (quick: `python -m tvmech.figures` on the 2-core CPU; paper: where README says), "?"
 # where none was measured
 STEP_COST: dict[str, dict[str, str]] = {
-    "quick": {},
+    "quick": {"icl": "18 s", "sweep": "132 s", "robustness": "131 s", "geometry": "52 s", "composition": "53 s",
+              "peft": "150 s", "ov_circuits": "57 s", "key_heads": "39 s", "sinks": "4 s", "lens": "17 s",
+              "linear": "144 s", "synthetic": "237 s"},  # 2-core CPU, 2026-12-01: 17 min 17 s in all
     "paper": {"icl": "8 min, 2-core CPU", "sweep": "7 min, H100", "robustness": "25 min, H100",
               "ov_circuits": "3 seeds: < 8 min, H200*", "key_heads": "(with ov_circuits)*",
               "sinks": "(with ov_circuits)*", "linear": "3 seeds: 9-13 min, H200*"},
