@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tvmech.core.io import atomic_write_text
+from tvmech.figures.mechanism_plots import by_scoring
 from tvmech.figures.spread import over_runs
 
 CAPTIONS = {
@@ -53,14 +54,7 @@ SOURCE = {"rotation_by_layer": "linear_map", "logit_lens_by_layer": "logit_lens"
 
 def _pm(rows: list[dict], sel: Callable[[dict], bool], field: str = "accuracy") -> str:
     s = over_runs([r for r in rows if sel(r)], lambda r: 0, field).get(0)
-    return "—" if s is None else (f"{s.mean:.2f} ± {s.sd:.2f}" if s.n > 1 else f"{s.mean:.2f}")
-
-
-def _own(rows: list[dict]) -> list[dict]:
-    first: dict = {}
-    for r in rows:
-        first.setdefault(r.get("task"), r.get("scoring"))
-    return [r for r in rows if r.get("scoring") == first[r.get("task")]]
+    return "—" if s is None else s.fmt()
 
 
 def _best_layer(rows: list[dict]) -> str:
@@ -77,9 +71,9 @@ KEY_NUMBERS: dict[str, Callable[[list[dict]], str]] = {
         f"k={k}: {_pm(rows, lambda r, k=k: r['k'] == k)}" for k in sorted({r["k"] for r in rows})),
     "layer_sweep": lambda rows: _best_layer(rows),
     "ov_reconstruction": lambda rows: "LTV {}, zero-shot {}, θ through MLPs only {}, values only {}".format(
-        *(_pm(_own(rows), lambda r, m=m: r["method"] == m) for m in ("ltv", "zero_shot", "path_mlp", "path_v"))),
+        *(_pm(by_scoring(rows), lambda r, m=m: r["method"] == m) for m in ("ltv", "zero_shot", "path_mlp", "path_v"))),
     "key_heads_ablation": lambda rows: "no ablation {}, key heads zero-ablated {}".format(
-        _pm(_own(rows), lambda r: r["set"] == "none"), _pm(_own(rows), lambda r: r["set"] == "key"
+        _pm(by_scoring(rows), lambda r: r["set"] == "none"), _pm(by_scoring(rows), lambda r: r["set"] == "key"
                                                            and r["kind"] == "zero")),
     "attention_sinks": lambda rows: "attention to the first token: key heads {}, layer-matched random {}".format(
         _pm(rows, lambda r: r["set"] == "key" and r["metric"] == "first", "value"),
@@ -87,6 +81,15 @@ KEY_NUMBERS: dict[str, Callable[[list[dict]], str]] = {
     "linear_map": lambda rows: "held-out R² of W_TV at the deepest layer: " + _pm(
         rows, lambda r: r["layer"] == max(x["layer"] for x in rows), "r2_heldout"),
 }
+
+
+def key_number(name: str, rows: list[dict]) -> str:
+    """The one-line key number of figure or table ``name`` from its rows (``""`` when it has none, or its rows
+    are of an older format)."""
+    try:
+        return KEY_NUMBERS[name](rows) if name in KEY_NUMBERS and rows else ""
+    except (KeyError, TypeError, ValueError):
+        return ""
 
 
 def _provenance(meta: dict) -> str:
@@ -105,10 +108,7 @@ def _entry(out: Path, name: str) -> str:
     rows, meta = data.get("rows", []), data.get("meta", {})
     caption = CAPTIONS.get(name) or (f"Synthetic ICL: {name.removeprefix('synthetic_').replace('_', ' ')}."
                                      if name.startswith("synthetic_") else name.replace("_", " "))
-    try:
-        key = KEY_NUMBERS[name](rows) if name in KEY_NUMBERS and rows else ""
-    except (KeyError, TypeError, ValueError):  # rows of an older format: no key number
-        key = ""
+    key = key_number(name, rows)
     thumb = (f'<img src="{name}.png" alt="{html.escape(name)}" loading="lazy">' if (out / f"{name}.png").is_file()
              else '<div class="nopng">no PNG (open the interactive figure)</div>')
     data_links = f' · <a href="{source.name}">data</a>' if source.is_file() else ""
@@ -151,4 +151,4 @@ minmax(360px,1fr));gap:1.5em}} figure{{margin:0}} img{{width:100%;border:1px sol
     return path
 
 
-__all__ = ["write_index", "CAPTIONS"]
+__all__ = ["write_index", "key_number", "CAPTIONS"]

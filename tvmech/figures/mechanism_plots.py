@@ -137,11 +137,6 @@ def alpha_sweep_figure(rows: Sequence[dict], model_name: str = "", scoring: str 
     return fig
 
 
-def _pm(s) -> str:
-    """``0.81`` or ``0.81 ± 0.04`` (several runs)."""
-    return f"{s.mean:.2f} ± {s.sd:.2f}" if s.n > 1 else f"{s.mean:.2f}"
-
-
 def _agreement(row: dict) -> str:
     """``ρ=0.95, P@14=0.71`` (precision@k only in rows of issue 11)."""
     out = f"ρ={row['spearman']:.2f}"
@@ -170,7 +165,7 @@ def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
     per_task = list({(r.get("run_seed"), r["task"]): r for r in all_rows}.values())
     rho = over_runs(per_task, lambda r: 0, "spearman")[0]
     prec = over_runs(per_task, lambda r: 0, "precision_at_k").get(0)
-    stat = f"mean Spearman ρ = {_pm(rho)}" + (f", mean precision@10% = {_pm(prec)}" if prec else "")
+    stat = f"mean Spearman ρ = {rho.fmt()}" + (f", mean precision@10% = {prec.fmt()}" if prec else "")
     if rho.n > 1:
         stat += f" over {rho.n} run seeds; points of run seed {first}"
     fig.update_layout(title=f"{_score_label(rows)} vs exact zero-ablation effect mean|Δp| ({stat})"

@@ -14,7 +14,8 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import fmean, stdev
+
+from tvmech.figures.spread import over_runs
 
 Rows = list[dict]
 Builder = Callable[[dict[str, Rows], dict[str, dict]], str]
@@ -71,17 +72,13 @@ def aggregate(rows: Rows, by: Sequence[str], value: str) -> dict[tuple, Stat]:
         ``{tuple(row[k] for k in by): Stat}``; the sd is over run seeds, present only when ``rows`` hold more
         than one distinct ``run_seed`` and the cell has values from at least two of them.
     """
-    cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
+    def finite(r: dict) -> float | None:
         v = r.get(value)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            cells[tuple(r.get(k) for k in by)][r.get("run_seed")].append(float(v))
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
     multi = len(run_seeds(rows)) > 1
-    out = {}
-    for key, per_seed in cells.items():
-        means = [fmean(vs) for vs in per_seed.values()]
-        out[key] = Stat(fmean(means), stdev(means) if multi and len(means) > 1 else None)
-    return out
+    spreads = over_runs(rows, lambda r: tuple(r.get(k) for k in by), finite)
+    return {key: Stat(s.mean, s.sd if multi and s.n > 1 else None) for key, s in spreads.items()}
 
 
 def cell(stats: dict[tuple, Stat], key: tuple, digits: int = 2, bold: bool = False, signed: bool = False) -> str:

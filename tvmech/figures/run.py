@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
 from tvmech.data.tasks import BUILTIN
-from tvmech.figures.gallery import KEY_NUMBERS, write_index
+from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST
 from tvmech.figures.presets import apply as apply_preset
 from tvmech.figures.runner import run_step, run_synthetic, saved_seeds
@@ -283,14 +283,7 @@ def summary(report: list[dict]) -> str:
     """The table printed at the end of a run: step, computed or reused, seconds, one key number."""
     lines = [f"{'step':<12} {'numbers':<9} {'seconds':>8}  key number", "-" * 72]
     for r in report:
-        key = ""
-        for table, rows in r["tables"].items():
-            if table in KEY_NUMBERS and rows:
-                try:
-                    key = KEY_NUMBERS[table](rows)
-                except (KeyError, TypeError, ValueError):
-                    key = ""
-                break
+        key = next((key_number(t, rows) for t, rows in r["tables"].items() if t in KEY_NUMBERS), "")
         lines.append(f"{r['step']:<12} {'computed' if r['computed'] else 'reused':<9} {r['seconds']:>8.1f}  {key}")
     return "\n".join(lines)
 

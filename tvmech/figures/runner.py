@@ -85,7 +85,7 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     without overwriting each other.
 
     Returns:
-        The tables, and each task's provenance ``{"device", "date"}``.
+        The tables, and each task's saved record (its ``device`` and ``date`` are the provenance).
     """
     key = {k: v for k, v in settings.items() if k != "tasks"}
     done: dict[str, dict] = {}
@@ -97,7 +97,7 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
             write_json(task_cache(ctx.out, step, task), found)
         done[task] = found
     tables = {name: [r for t in cfg.tasks for r in done[t]["tables"][name]] for name in step.tables}
-    return tables, [{"device": d.get("device", "?"), "date": d.get("date", "")} for d in done.values()]
+    return tables, list(done.values())
 
 
 def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas]:
@@ -116,19 +116,23 @@ def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas
     meta = fresh_meta(ctx.device, settings)
     if step.per_task:
         tables, runs = _per_task(step, cfg, ctx, settings, model, kwargs)
-        meta["device"] = "; ".join(dict.fromkeys(r["device"] for r in runs)) or meta["device"]
-        meta["date"] = max((r["date"] for r in runs), default=meta["date"])
+        meta.update(_provenance(runs))
     else:
         tables = step.experiment.run(model, cfg, **kwargs).tables()
     return cfg, tables, {name: dict(meta) for name in step.tables}
 
 
+def _provenance(parts: list[dict]) -> dict:
+    """``{"device", "date"}`` of numbers gathered from ``parts`` (tasks or runs): their distinct devices joined
+    by ``"; "`` and the latest date."""
+    return {"device": "; ".join(dict.fromkeys(p.get("device", "?") for p in parts)),
+            "date": max((p.get("date", "") for p in parts), default="")}
+
+
 def _gathered_meta(metas: dict[int, dict], settings: dict) -> dict:
     """The meta of a multi-seed table: the gathered settings, each run's device and date (and note)."""
-    devices = list(dict.fromkeys(m.get("device", "?") for m in metas.values()))
     runs = [{"seed": s, **{k: m[k] for k in ("device", "date", "note") if k in m}} for s, m in metas.items()]
-    return {"settings": settings, "device": "; ".join(devices),
-            "date": max((m.get("date", "") for m in metas.values()), default=""), "runs": runs}
+    return {"settings": settings, **_provenance(list(metas.values())), "runs": runs}
 
 
 def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[object, Tables, Metas]:

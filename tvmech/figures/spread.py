@@ -8,9 +8,9 @@ deviation of those per-run values. Rows without ``run_seed`` are one run, with s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from statistics import fmean, stdev
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,10 @@ class Spread:
     mean: float
     sd: float
     n: int
+
+    def fmt(self, digits: int = 2) -> str:
+        """``0.72`` for one run, ``0.72 ± 0.01`` for several."""
+        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}" if self.n > 1 else f"{self.mean:.{digits}f}"
 
 
 def run_seeds(rows: Sequence[dict]) -> list:
@@ -32,9 +36,7 @@ def spread(values: Sequence[float]) -> Spread:
     v = [float(x) for x in values if x is not None]
     if not v:
         return Spread(float("nan"), 0.0, 0)
-    m = sum(v) / len(v)
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return Spread(m, sd, len(v))
+    return Spread(fmean(v), stdev(v) if len(v) > 1 else 0.0, len(v))
 
 
 def over_runs(rows: Sequence[dict], key: Callable[[dict], Hashable], value: str | Callable[[dict], float]
@@ -56,7 +58,7 @@ def over_runs(rows: Sequence[dict], key: Callable[[dict], Hashable], value: str 
         v = get(r)
         if v is not None:
             groups.setdefault(key(r), {}).setdefault(r.get("run_seed"), []).append(float(v))
-    return {k: spread([sum(v) / len(v) for v in runs.values()]) for k, runs in groups.items()}
+    return {k: spread([fmean(v) for v in runs.values()]) for k, runs in groups.items()}
 
 
 def error_bars(spreads: Sequence[Spread | None]) -> dict | None:
