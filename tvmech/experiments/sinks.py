@@ -14,7 +14,7 @@ from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, taylor
 from tvmech.analysis.sinks import METRICS, AttentionStats, attention_stats, check_threshold
 from tvmech.data.prompts import make_prompts
 from tvmech.experiments import key_heads as kh
-from tvmech.experiments.common import RecordsResult, learned_vectors, option
+from tvmech.experiments.common import learned_vectors, option
 from tvmech.experiments.vectors import VectorStore
 
 
@@ -44,10 +44,29 @@ class Config(kh.Config):
         return kh.Config(**{f.name: getattr(self, f.name) for f in fields(kh.Config)})
 
 
-class Result(RecordsResult[Config]):
-    """Records ``task, score, set, seed, metric, value, std`` (see :func:`compare_sets`)."""
+@dataclass
+class Result:
+    """Per task and head set the statistics ``records`` (``task, score, set, seed, metric, value, std``, see
+    :func:`compare_sets`), and every head's own statistics ``heads`` (``task, layer, head`` and one column per
+    metric of :data:`tvmech.analysis.sinks.METRICS`)."""
 
-    TABLE = "attention_sinks"
+    config: Config
+    records: list[dict]
+    heads: list[dict]
+
+    def rows(self) -> list[dict]:
+        return list(self.records)
+
+    def tables(self) -> dict[str, list[dict]]:
+        return {"attention_sinks": self.records, "attention_sinks_heads": self.heads}
+
+
+def head_rows(stats: AttentionStats) -> list[dict]:
+    """One row per head ``{layer, head, first, self, injected, rest, sink_rate}`` of ``stats``."""
+    values = {m: stats.metric(m).tolist() for m in METRICS}
+    n_layers, n_heads = stats.first.shape
+    return [{"layer": l, "head": h, **{m: values[m][l][h] for m in METRICS}}
+            for l in range(n_layers) for h in range(n_heads)]
 
 
 def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequence[Sequence[Head]],
@@ -102,7 +121,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
     """
     config = config.for_model(model)
     vecs = learned_vectors(model, config, config.layer, vectors)
-    rows = []
+    rows, heads = [], []
     for name in config.tasks:
         task, test, score_prompts = kh.data(config, name)
         key = (key_sets or {}).get(name)
@@ -117,4 +136,5 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
             out += compare_sets(stats, key, [h for _, h in mine], model, name=set_name, seeds=[s for s, _ in mine],
                                 with_key=False)
         rows += [{"task": name, "score": config.score, **r} for r in out]
-    return Result(config, rows)
+        heads += [{"task": name, **r} for r in head_rows(stats)]
+    return Result(config, rows, heads)

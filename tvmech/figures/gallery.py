@@ -41,7 +41,7 @@ CAPTIONS = {
     "rotation_alignment": "Alignment with the label directions before and after the rotation, with a null.",
     "rotation_by_layer": "The alignment at one injection layer (slider), decoded tokens on hover.",
     "logit_lens_by_layer": "The logit lens at one layer (slider), decoded top tokens on hover.",
-    "key_heads_heatmap": "Every head's score; hover: exact ablation effect and how often it is a key head.",
+    "key_heads_heatmap": "Every head's score; hover: exact ablation effect, key-head share, attention-sink statistics.",
 }
 # figures drawn from another figure's table
 SOURCE = {"rotation_by_layer": "linear_map", "logit_lens_by_layer": "logit_lens",

@@ -5,7 +5,8 @@
 * :func:`rotation_layer_figure`: at one injection layer (slider), each task's alignment with the label
   directions of θ, Qθ and Wθ, the random-rotation null's 5-95% range as error bars, hover with decoded tokens.
 * :func:`head_heatmap_figure`: layer × head, the mean TV-reliance (Taylor) score over tasks and run seeds;
-  hover with the score, the exact zero-ablation effect and how often the head is a key head.
+  hover with the score, the exact zero-ablation effect, how often the head is a key head and (from the sinks step)
+  its attention statistics: to the first token, to itself, elsewhere, and its sink rate.
 
 A slider step shows one layer's traces (``visible`` toggles), so the page needs no Python to move.
 """
@@ -18,6 +19,10 @@ import plotly.graph_objects as go
 
 from tvmech.figures.plots import PALETTE
 from tvmech.figures.spread import over_runs, run_seeds
+
+SINK_METRICS = ("first", "self", "rest", "sink_rate")
+SINK_LABELS = {"first": "attention to the first token", "self": "attention to itself",
+               "rest": "attention elsewhere", "sink_rate": "sink rate (share of prompts)"}
 
 
 def _slider(fig: go.Figure, layers: Sequence[int], per_layer: int, prefix: str = "layer ") -> go.Figure:
@@ -96,31 +101,37 @@ def rotation_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
     return _slider(fig, layers, 3, "injection layer ")
 
 
-def head_heatmap_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
+def head_heatmap_figure(rows: Sequence[dict], model_name: str = "",
+                        sinks: Sequence[dict] | None = None) -> go.Figure:
     """Layer × head heatmap of the mean head score over tasks and run seeds.
 
     Args:
         rows: ``figures/key_heads_layers.json`` rows (task, layer, head, taylor, key, exact, ...).
         model_name: shown in the title.
+        sinks: ``figures/attention_sinks_heads.json`` rows (task, layer, head, first, self, injected, rest,
+            sink_rate); when given, each head's hover adds its attention statistics (mean over tasks and seeds).
     """
     n_layers = max(r["layer"] for r in rows) + 1
     n_heads = max(r["head"] for r in rows) + 1
     score = over_runs(rows, lambda r: (r["layer"], r["head"]), "taylor")
     exact = over_runs(rows, lambda r: (r["layer"], r["head"]), "exact")
     key = over_runs(rows, lambda r: (r["layer"], r["head"]), lambda r: float(r["key"]))
+    attn = {m: over_runs(sinks, lambda r: (r["layer"], r["head"]), m) for m in SINK_METRICS} if sinks else {}
     z = [[score[(l, h)].mean if (l, h) in score else None for l in range(n_layers)] for h in range(n_heads)]
 
     def tip(l, h):
         s, e, k = score.get((l, h)), exact.get((l, h)), key.get((l, h))
         return (f"L{l}H{h}<br>score {s.mean:.2e}" if s else f"L{l}H{h}") + (
             f"<br>exact ablation effect {e.mean:.2e}" if e else "<br>exact ablation: not checked") + (
-            f"<br>key head in {k.mean:.0%} of tasks × seeds" if k else "")
+            f"<br>key head in {k.mean:.0%} of tasks × seeds" if k else "") + "".join(
+            f"<br>{SINK_LABELS[m]} {attn[m][(l, h)].mean:.3f}" for m in SINK_METRICS if (l, h) in attn.get(m, {}))
 
     fig = go.Figure(go.Heatmap(z=z, x=list(range(n_layers)), y=list(range(n_heads)), colorscale="Viridis",
                                text=[[tip(l, h) for l in range(n_layers)] for h in range(n_heads)],
                                hoverinfo="text", colorbar=dict(title="score")))
     fig.update_layout(template="plotly_white", width=1100, height=420,
-                      title="Head scores (mean over tasks and run seeds); hover: exact ablation and key-head share"
+                      title="Head scores (mean over tasks and run seeds); hover: exact ablation, key-head share"
+                            + (", attention statistics" if attn else "")
                             + (f" — {model_name}" if model_name else ""),
                       xaxis=dict(title="layer", dtick=1), yaxis=dict(title="head", dtick=1))
     return fig

@@ -77,13 +77,14 @@ def task_cache(out: Path, step: Step, task: str) -> Path:
 
 
 def cached_task(out: Path, step: Step, task: str, key: dict) -> dict | None:
-    """One task's saved numbers ``{"settings", "tables", "device", "date"}`` when they were computed with the
-    settings ``key`` (the step's settings without ``tasks``); ``None`` otherwise."""
+    """One task's saved numbers ``{"settings", "tables", "device", "date"}`` when they hold every table of the
+    step and were computed with the settings ``key`` (the step's settings without ``tasks``); ``None`` otherwise."""
     path = task_cache(out, step, task)
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return data if data.get("settings") == key else None
+    ok = data.get("settings") == key and all(name in data.get("tables", {}) for name in step.tables)
+    return data if ok else None
 
 
 def _vectors(cfg, ctx: Context) -> dict:
@@ -166,8 +167,19 @@ def _draw_key_heads(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
             ("key_heads_taylor", mechanism_plots.taylor_exact_figure(t["key_heads_taylor"], ctx.model_name),
              "key_heads_taylor"),
             ("key_heads_layers", mechanism_plots.key_layers_figure(scores, n_layers, cfg.layer, ctx.model_name),
-             "key_heads_layers"),
-            ("key_heads_heatmap", interactive.head_heatmap_figure(scores, ctx.model_name), None)]
+             "key_heads_layers")]
+
+
+def _draw_sinks(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
+    """The sink figure, and the head heatmap (the key-head step's scores with these attention statistics)."""
+    out: Drawn = [("attention_sinks", mechanism_plots.sinks_figure(t["attention_sinks"], ctx.model_name,
+                                                                   cfg.threshold), "attention_sinks")]
+    path = ctx.out / "key_heads_layers.json" if ctx.out is not None else None
+    if path is not None and path.is_file():
+        scores = json.loads(path.read_text())["rows"]
+        out.append(("key_heads_heatmap", interactive.head_heatmap_figure(
+            scores, ctx.model_name, t["attention_sinks_heads"]), None))
+    return out
 
 
 STEPS: dict[str, Step] = {s.name: s for s in (
@@ -192,9 +204,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), _draw_ov, inputs=_vectors),
     Step("key_heads", key_heads, ("key_heads_ablation", "key_heads_taylor", "key_heads_layers"), _draw_key_heads,
          inputs=_vectors),
-    Step("sinks", sinks, ("attention_sinks",), lambda t, m, cfg, ctx: [
-        ("attention_sinks", mechanism_plots.sinks_figure(t["attention_sinks"], ctx.model_name, cfg.threshold),
-         "attention_sinks")], inputs=_saved_key_sets),
+    Step("sinks", sinks, ("attention_sinks", "attention_sinks_heads"), _draw_sinks, inputs=_saved_key_sets),
     Step("lens", logit_lens, ("logit_lens",), lambda t, m, cfg, ctx: [
         ("logit_lens", lens_plots.lens_heatmap(t["logit_lens"], ctx.model_name), "logit_lens"),
         ("logit_lens_by_layer", interactive.lens_layer_figure(t["logit_lens"], ctx.model_name), None)],

@@ -30,7 +30,7 @@ SAVED = {icl: ("icl_accuracy",), layer_sweep: ("layer_sweep",), robustness: ("ro
          geometry: ("task_cosine", "task_transfer"), composition: ("composition",), peft: ("peft",),
          ov_reconstruction: ("ov_reconstruction",), key_heads: ("key_heads_ablation", "key_heads_taylor",
                                                              "key_heads_layers"),
-         sinks: ("attention_sinks",), logit_lens: ("logit_lens",), linear_map: ("linear_map",)}
+         sinks: ("attention_sinks", "attention_sinks_heads"), logit_lens: ("logit_lens",), linear_map: ("linear_map",)}
 MODULES = list(SAVED)
 # experiments whose defaults changed in issue 11 -> a settings field that committed numbers of issue 11 have
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tvmech.analysis.heads import layer_histogram
+from tvmech.core.adapter import adapt
 from tvmech.experiments import key_heads, sinks
 
 
@@ -64,3 +65,16 @@ def test_sinks_run_compares_key_heads_with_both_kinds_of_random_sets(tiny):
         per = [r["value"] for r in rows if r["set"] == name and r["metric"] == "first"]
         mean = next(r["value"] for r in rows if r["set"] == f"{name}_mean" and r["metric"] == "first")
         assert len(per) == 2 and mean == pytest.approx(sum(per) / 2)
+
+
+def test_sinks_per_head_rows_average_to_the_key_sets_statistics(tiny):
+    cfg = _config(sinks)
+    key = [(1, 0), (1, 1)]
+    res = sinks.run(tiny, cfg, key_sets={t: key for t in cfg.tasks})
+    heads = res.tables()["attention_sinks_heads"]
+    assert len(heads) == len(cfg.tasks) * adapt(tiny).n_layers * adapt(tiny).n_heads
+    for metric in ("first", "self", "rest", "sink_rate"):
+        mine = [r[metric] for r in heads if (r["layer"], r["head"]) in key and r["task"] == cfg.tasks[0]]
+        saved = next(r["value"] for r in res.rows() if r["set"] == "key" and r["metric"] == metric
+                     and r["task"] == cfg.tasks[0])
+        assert saved == pytest.approx(sum(mine) / len(mine))

@@ -33,3 +33,15 @@ def test_head_heatmap_hover_has_score_exact_effect_and_key_share():
     z, text = fig.data[0].z, fig.data[0].text
     assert z[0][1] == 2.0 and "exact ablation effect 5.00e-01" in text[0][1] and "key head in 50%" in text[0][1]
     assert "not checked" in text[1][0]
+
+
+def test_head_heatmap_hover_has_each_heads_sink_statistics_averaged_over_tasks_and_seeds():
+    rows = [{"task": "a", "layer": l, "head": h, "taylor": 1.0, "exact": None, "key": False}
+            for l in range(2) for h in range(2)]
+    sinks = [{"task": t, "run_seed": s, "layer": l, "head": h, "first": 0.2 * s + (0.5 if t == "b" else 0.0),
+              "self": 0.1, "injected": 0.1, "rest": 0.3, "sink_rate": 1.0 if (l, h) == (1, 1) else 0.0}
+             for t in "ab" for s in (0, 1) for l in range(2) for h in range(2)]
+    text = interactive.head_heatmap_figure(rows, sinks=sinks).data[0].text
+    assert "attention to the first token 0.350" in text[0][1] and "sink rate (share of prompts) 0.000" in text[0][1]
+    assert "sink rate (share of prompts) 1.000" in text[1][1] and "attention elsewhere 0.300" in text[1][1]
+    assert "first token" not in interactive.head_heatmap_figure(rows).data[0].text[0][0]
