@@ -8,7 +8,7 @@ whether it holds a ``TransformerBridge`` (TransformerLens >= 3.0, the default wr
   this natively; the bridge's own ``start_at_layer`` still executes the blocks below the start, so
   for the bridge the blocks are called one by one (their hook points fire as usual);
 * per-head weights with grouped-query attention expanded to one matrix per query head;
-* a fingerprint that identifies the model's weights-layout for saved vectors.
+* a fingerprint of the architecture and the weights for saved vectors.
 
 Conventions. Tokens are right-padded, so position ``p`` of every row is the ``p``-th token of that
 prompt and padding never influences real positions under the causal mask. ``resid`` tensors are
@@ -40,6 +40,19 @@ ACTIVATIONS = {
     "resid_mid": "hook_resid_mid",  # [batch, pos, d_model]
     "ln1": "ln1.hook_normalized",  # attention input after the norm (before its weight in the bridge)
 }
+
+
+WEIGHTS_HASH_ATTR = "tvmech_weights_sha256"  # where a model's weight hash is memoised
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of ``module``'s state dict: names, shapes and float32 bytes, in key order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy())  # (a contiguous buffer: no copy)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -94,11 +107,23 @@ class Adapter:
     def name(self) -> str:
         return str(getattr(self.model, "tvmech_name", None) or getattr(self.cfg, "model_name", "model"))
 
+    def weights_sha256(self) -> str:
+        """SHA-256 of the model's weights (the Hugging Face state dict as loaded, each tensor as float32 on the
+        CPU, in key order), computed once per model; models loaded from tvmech's dequantized cache read it
+        from there (``weights.sha256``, written with the cache)."""
+        module = self.model.original_model if self.is_bridge else self.model
+        digest = getattr(module, WEIGHTS_HASH_ATTR, None)
+        if digest is None:
+            digest = weights_sha256(module)
+            setattr(module, WEIGHTS_HASH_ATTR, digest)
+        return digest
+
     def fingerprint(self) -> str:
-        """Hash of the architecture numbers that a saved vector depends on."""
+        """What a saved vector depends on: the architecture numbers and the hash of the weights (not the
+        model's name or path, so the same weights loaded another way match)."""
         keys = ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_key_value_heads")
         spec = {k: getattr(self.cfg, k, None) for k in keys}
-        spec["name"] = self.name
+        spec["weights"] = self.weights_sha256()
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------- hooks

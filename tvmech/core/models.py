@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from tvmech.core.adapter import boot, official_model_names
-from tvmech.core.io import atomic_dir, cache_root, hub_reachable
+from tvmech.core.adapter import WEIGHTS_HASH_ATTR, boot, official_model_names, weights_sha256
+from tvmech.core.io import atomic_dir, atomic_write_text, cache_root, hub_reachable
 from tvmech.core.weights import (
     DEFAULT_DIST,
     DEFAULT_INSTALL,
@@ -40,6 +40,9 @@ WRAPPERS = ("bridge", "hooked")
 _DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL, DEFAULT_MODEL.lower(), f"HuggingFaceTB/{DEFAULT_MODEL}"}
 __all__ = ["DEFAULT_MODEL", "DEFAULT_DIST", "DEFAULT_INSTALL", "GEMMA3_INSTALL", "GEMMA3_MODEL", "ModelNotAvailable",
            "default_gguf_path", "gemma3_gguf_path", "gguf_cache_dir", "load_hf", "load_model", "wrap"]
+
+
+WEIGHTS_FILE = "weights.sha256"  # beside a dequantized cache: the hash of its weights
 
 
 def _file_hash(path: Path) -> str:
@@ -79,10 +82,16 @@ def _load_hf_dir(path: Path) -> tuple[Any, Any]:
 
 
 def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) -> tuple[Any, Any]:
-    """Dequantize ``path`` once; afterwards load the cached safetensors copy."""
+    """Dequantize ``path`` once; afterwards load the cached safetensors copy. The weights' hash
+    (:func:`tvmech.core.adapter.weights_sha256`, the vectors' fingerprint) is kept beside it, computed once."""
     target = gguf_cache_dir(path, cache_dir, sha256)
     if (target / "model.safetensors").is_file():
-        return _load_hf_dir(target)
+        model, tokenizer = _load_hf_dir(target)
+        digest_file = target / WEIGHTS_FILE
+        if not digest_file.is_file():  # a cache written before the hash was kept
+            atomic_write_text(digest_file, weights_sha256(model) + "\n")
+        setattr(model, WEIGHTS_HASH_ATTR, digest_file.read_text().strip())
+        return model, tokenizer
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,10 +103,13 @@ def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) ->
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    digest = weights_sha256(model)
     with atomic_dir(target) as tmp:
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / WEIGHTS_FILE).write_text(digest + "\n")
+    setattr(model, WEIGHTS_HASH_ATTR, digest)
     return model, tokenizer
 
 

@@ -1,21 +1,67 @@
 """The :class:`TaskVector`: vectors plus everything needed to re-apply and trust them, saved as
-safetensors (tensors) + JSON (metadata). Never pickle."""
+safetensors (tensors) + JSON (metadata). Never pickle.
+
+A saved vector cannot say something other than what it holds:
+
+* the ``.safetensors`` header repeats where the vector goes (layers, positions, point, mode, ``d_model``,
+  fingerprint, shape): a JSON that disagrees with it is refused, so editing ``layers`` in the JSON does
+  not move the vector;
+* the JSON records the SHA-256 of the tensor (``checksum``): a swapped or edited ``.safetensors`` is refused;
+* the fingerprint is the architecture's numbers and a hash of the weights
+  (:meth:`tvmech.core.adapter.Adapter.fingerprint`), so the same weights loaded by another name or path are
+  accepted and other weights of the same shape are not; a file without one loads only with ``strict=False``;
+* vectors are finite floating-point tensors, checked when made and when saved.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors import safe_open
+from safetensors.torch import save
 
 from tvmech.core.adapter import adapt
 from tvmech.core.io import atomic_write_bytes, atomic_write_text
 from tvmech.interventions.injection import Injection
 
-FORMAT = "tvmech.TaskVector/1"
+FORMAT = "tvmech.TaskVector/2"
+OLD_FORMATS = ("tvmech.TaskVector/1",)  # no checksum, no header; fingerprint by model name
+SUFFIXES = (".safetensors", ".json")
+# the fields the .safetensors header repeats (JSON-encoded), checked against the JSON on load
+HEADER = ("layers", "positions", "point", "mode", "d_model", "fingerprint", "shape")
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (as stored: contiguous, on the CPU)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.flatten().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_vectors(vectors: Any, what: str = "task vector") -> torch.Tensor:
+    """``vectors`` if it is a finite floating-point tensor; ``TypeError``/``ValueError`` naming the problem."""
+    if not isinstance(vectors, torch.Tensor):
+        raise TypeError(f"{what}: vectors must be a torch.Tensor, got {type(vectors).__name__}")
+    if not vectors.is_floating_point():
+        raise TypeError(f"{what}: vectors must be floating point (float32, bfloat16, ...), got {vectors.dtype}")
+    bad = (~torch.isfinite(vectors.detach())).sum().item()
+    if bad:
+        raise ValueError(f"{what}: vectors hold {bad} non-finite value(s) (NaN or inf) of {vectors.numel()}")
+    return vectors
+
+
+def paths(path: str | Path) -> tuple[Path, Path]:
+    """``(x.safetensors, x.json)`` for ``x``, ``x.safetensors`` or ``x.json``; other dots belong to the name
+    (``run_lr3e-4.seed0`` -> ``run_lr3e-4.seed0.safetensors``)."""
+    p = Path(path)
+    base = p.with_suffix("") if p.suffix in SUFFIXES else p
+    return base.with_name(base.name + SUFFIXES[0]), base.with_name(base.name + SUFFIXES[1])
 
 
 @dataclass
@@ -40,6 +86,13 @@ class TaskVector:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     curve: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_vectors(self.vectors)
+        inj = self.injection  # checks the layers, positions and the tensor's shape against them
+        self.layers, self.positions = inj.layers, inj.positions
+        if self.d_model and self.vectors.shape[-1] != self.d_model:
+            raise ValueError(f"vectors of shape {tuple(self.vectors.shape)} do not have d_model {self.d_model}")
 
     @classmethod
     def for_model(cls, model, vectors: torch.Tensor, layers, positions=(-1,), **meta) -> TaskVector:
@@ -70,31 +123,109 @@ class TaskVector:
         if self.fingerprint and self.fingerprint != ad.fingerprint():
             raise ValueError(
                 f"this task vector was made on {self.model_name!r} (fingerprint {self.fingerprint}); the model "
-                f"is {ad.name!r} (fingerprint {ad.fingerprint()})"
+                f"is {ad.name!r} (fingerprint {ad.fingerprint()}): other weights or another architecture"
             )
 
+    def _header(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "positions": list(self.positions), "point": self.point,
+                "mode": self.mode, "d_model": self.d_model, "fingerprint": self.fingerprint,
+                "shape": list(self.vectors.shape)}
+
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write ``path.safetensors`` and ``path.json``; refuses to overwrite unless asked."""
-        base = Path(path).with_suffix("")
-        st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        """Write ``path.safetensors`` and ``path.json`` (a ``.safetensors``/``.json`` suffix of ``path`` is
+        dropped; other dots stay in the name); refuses to overwrite unless asked.
+
+        Returns:
+            The common stem (``path`` without the suffix).
+        """
+        st, js = paths(path)
         if not overwrite and (st.exists() or js.exists()):
-            raise FileExistsError(f"{base} already exists; pass overwrite=True to replace it")
-        meta = {k: v for k, v in asdict(self).items() if k != "vectors"}
-        meta["format"] = FORMAT
-        atomic_write_bytes(st, save({"vectors": self.vectors.contiguous()}))
+            raise FileExistsError(f"{st.with_suffix('')} already exists; pass overwrite=True to replace it")
+        check_vectors(self.vectors)
+        vectors = self.vectors.detach().cpu().contiguous()
+        header = {k: json.dumps(v) for k, v in self._header().items()}
+        meta = {"format": FORMAT, **{k: v for k, v in asdict(self).items() if k != "vectors"},
+                "shape": list(vectors.shape), "checksum": tensor_sha256(vectors)}
+        atomic_write_bytes(st, save({"vectors": vectors}, metadata={"format": FORMAT, **header}))
         atomic_write_text(js, json.dumps(meta, indent=2) + "\n")
-        return base
+        return st.with_suffix("")
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> TaskVector:
-        """Read a saved vector; with ``model``, check that it fits that model."""
-        base = Path(path).with_suffix("")
-        meta = json.loads(base.with_suffix(".json").read_text())
-        if meta.pop("format", None) != FORMAT:
-            raise ValueError(f"{base}.json is not a {FORMAT} file")
-        vectors = load_file(str(base.with_suffix(".safetensors")))["vectors"]
-        meta["layers"], meta["positions"] = tuple(meta["layers"]), tuple(meta["positions"])
+    def load(cls, path: str | Path, model=None, *, strict: bool = True) -> TaskVector:
+        """Read a saved vector and check that its two files agree; with ``model``, that it fits that model.
+
+        Args:
+            path: ``x``, ``x.safetensors`` or ``x.json``.
+            model: when given, the vector's fingerprint and width must be this model's.
+            strict: ``False`` loads a file without a fingerprint, and files of the older format
+                ``tvmech.TaskVector/1`` (no checksum; saving it again writes the current format).
+
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: unreadable or disagreeing files, a checksum
+            that does not match, no fingerprint (strict), or a model the vector was not made on.
+        """
+        st, js = paths(path)
+        missing = [str(p) for p in (st, js) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"task vector {st.with_suffix('')}: missing {', '.join(missing)}")
+        meta = _read_json(js)
+        fmt = meta.pop("format", None)
+        if fmt not in (FORMAT, *OLD_FORMATS):
+            raise ValueError(f"{js} is not a task-vector file: format {fmt!r}, expected {FORMAT!r}")
+        if fmt != FORMAT and strict:
+            raise ValueError(f"{js} has the older format {fmt!r} (no checksum; fingerprint by model name): load it "
+                             "with strict=False and save it again to upgrade it")
+        vectors, header = _read_tensor(st)
+        checksum, shape = meta.pop("checksum", None), meta.pop("shape", None)
+        valid = [f.name for f in fields(cls) if f.name != "vectors"]
+        unknown = sorted(set(meta) - set(valid))
+        if unknown:
+            raise ValueError(f"{js}: unknown field(s) {unknown}; valid fields: {', '.join(valid)}")
+        if "layers" not in meta:
+            raise ValueError(f"{js}: the field 'layers' is missing")
+        if fmt == FORMAT:
+            mine = {**{k: meta.get(k) for k in HEADER}, "shape": shape}
+            for k in HEADER:
+                if k == "fingerprint" and not mine[k]:
+                    continue  # no fingerprint in the JSON: refused below unless strict=False
+                if k not in header:
+                    raise ValueError(f"{st}: its header lacks {k!r}, which every {FORMAT} file has")
+                if json.loads(header[k]) != mine[k]:
+                    raise ValueError(f"{js} and {st} disagree on {k!r}: the JSON says {mine[k]!r}, the tensor file "
+                                     f"{json.loads(header[k])!r} (was one of them edited or swapped?)")
+            if checksum != tensor_sha256(vectors):
+                raise ValueError(f"the tensor in {st} does not match the checksum in {js}: the .safetensors file was "
+                                 "replaced or edited")
+        if strict and not meta.get("fingerprint"):
+            raise ValueError(f"{js} has no fingerprint, so it cannot be checked against a model; pass strict=False "
+                             "to load it anyway")
+        meta["layers"], meta["positions"] = tuple(meta["layers"]), tuple(meta.get("positions", (-1,)))
         tv = cls(vectors=vectors, **meta)
         if model is not None:
             tv.check_model(model)
         return tv
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e}") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds a JSON {type(meta).__name__}, not an object of task-vector fields")
+    return meta
+
+
+def _read_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys, header = list(f.keys()), f.metadata() or {}
+            if keys != ["vectors"]:
+                raise KeyError(keys)
+            return f.get_tensor("vectors"), header
+    except KeyError as e:
+        raise ValueError(f"{path} holds the tensor(s) {e.args[0]}; expected exactly one, named 'vectors'") from None
+    except Exception as e:  # safetensors raises its own error type for corrupt and truncated files
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
