@@ -20,6 +20,15 @@ HF_TASKS: dict[str, tuple] = {
 
 
 def load_hf_task(name: str, limit: int = 1000) -> Task:
+    """One of :data:`HF_TASKS` as a label-set task, downloaded with ``datasets``.
+
+    Args:
+        name: a key of :data:`HF_TASKS` (``"sst2"``, ``"trec"``, ``"snli"``, ``"rte"``).
+        limit: read at most this many rows of the split (unlabelled rows are then skipped).
+
+    Returns:
+        The task; exact duplicate rows are dropped with one warning (see :class:`Task`).
+    """
     if name not in HF_TASKS:
         raise ValueError(f"unknown Hugging Face task {name!r}; valid: {', '.join('hf:' + k for k in HF_TASKS)}")
     try:

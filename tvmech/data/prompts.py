@@ -33,17 +33,44 @@ def make_prompts(task: Task, queries: Sequence[Example], k: int, demos: Sequence
                  seed: int = 0, shuffle_labels: bool = False) -> list[Prompt]:
     """One prompt per query with ``k`` demonstrations drawn (seeded) from ``demos``.
 
-    A query's own input is never among its demonstrations. ``shuffle_labels`` permutes the outputs
-    among the chosen demonstrations (the label-shuffled prompts of Todd et al. 2024).
+    A query's own input is never among its demonstrations, and no input appears twice in one prompt:
+    demonstrations are drawn from the distinct inputs of ``demos`` (for an input listed more than
+    once, its first example). ``shuffle_labels`` permutes the outputs among the chosen
+    demonstrations (the label-shuffled prompts of Todd et al. 2024).
+
+    Args:
+        task: gives the template.
+        queries: one prompt each, in order.
+        k: demonstrations per prompt.
+        demos: where demonstrations come from.
+        seed: seed of the draws.
+        shuffle_labels: permute the outputs among each prompt's demonstrations.
+
+    Returns:
+        The prompts, in the order of ``queries``.
+
+    Raises:
+        ValueError: ``k < 0``, or a query has fewer than ``k`` distinct demonstrations other than
+            its own input (the message says how many are available).
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    if k and len({d.input for d in demos}) - 1 < k:
-        raise ValueError(f"k={k} demonstrations requested but only {len(demos)} are available for task {task.name!r}")
+    first: dict[str, Example] = {}
+    for d in demos:
+        first.setdefault(d.input, d)
+    distinct, inputs = list(first.values()), first.keys()
+    if k:
+        short = [q for q in queries if len(distinct) - (q.input in inputs) < k]
+        if short:
+            q = short[0]
+            n = len(distinct) - (q.input in inputs)
+            excluded = f" (query {q.input!r} is excluded from its own demonstrations)" if q.input in inputs else ""
+            raise ValueError(f"k={k} demonstrations requested but only {n} distinct demonstrations are available "
+                             f"for task {task.name!r}{excluded}; pass more demos or a smaller k (at most {n})")
     rng, label_rng = random.Random(seed), random.Random(f"{seed}-labels")
     out = []
     for q in queries:
-        pool = [d for d in demos if d.input != q.input]
+        pool = [d for d in distinct if d.input != q.input]
         chosen = rng.sample(pool, k) if k else []
         if shuffle_labels:
             outs = [d.output for d in chosen]

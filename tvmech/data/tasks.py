@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -57,6 +59,13 @@ class Splits:
 
 @dataclass(frozen=True)
 class Task:
+    """A named list of examples with its template, optional closed label set and scoring mode.
+
+    Exact duplicate examples (same input and output) are dropped on construction, with one
+    :class:`UserWarning`; an input listed with several outputs is kept, and :meth:`splits` keeps all
+    of its examples in one split.
+    """
+
     name: str
     examples: tuple[Example, ...]
     template: Template = field(default_factory=Template)
@@ -67,6 +76,7 @@ class Task:
     def __post_init__(self) -> None:
         if not self.examples:
             raise ValueError(f"task {self.name!r} has no examples")
+        object.__setattr__(self, "examples", drop_duplicates(tuple(self.examples), f"task {self.name!r}"))
         if self.scoring not in SCORING_MODES:
             raise ValueError(f"scoring {self.scoring!r} is not valid; choose one of {SCORING_MODES}")
         if self.scoring == "label_set" and not self.labels:
@@ -77,16 +87,34 @@ class Task:
                 raise ValueError(f"task {self.name!r}: outputs {stray[:5]} are not in its label set {self.labels}")
 
     def splits(self, seed: int = 0, fractions: tuple[float, float, float] = (0.5, 0.15, 0.35)) -> Splits:
-        """Seeded shuffle, then train / validation / test by ``fractions``."""
+        """Seeded shuffle, then train / validation / test by ``fractions``; the splits share no input.
+
+        Examples are grouped by input, so the examples of an input listed with several outputs all
+        land in one split, in file order; the groups are shuffled and cut by ``fractions`` of the
+        number of distinct inputs. With distinct inputs (every
+        built-in task) this is a plain seeded shuffle of the examples.
+
+        Args:
+            seed: seed of the shuffle.
+            fractions: train / validation / test shares of the distinct inputs.
+
+        Returns:
+            The three splits, each in shuffled order.
+        """
         if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
             raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-        order = list(self.examples)
-        random.Random(seed).shuffle(order)
+        groups: dict[str, list[Example]] = {}
+        for e in self.examples:
+            groups.setdefault(e.input, []).append(e)
+        order = list(groups.values())
+        random.Random(seed).shuffle(order)  # the permutation depends only on len(order)
         n_train = round(fractions[0] * len(order))
         n_val = round(fractions[1] * len(order))
-        return Splits(
-            tuple(order[:n_train]), tuple(order[n_train : n_train + n_val]), tuple(order[n_train + n_val :])
-        )
+
+        def flat(part: list[list[Example]]) -> tuple[Example, ...]:
+            return tuple(e for g in part for e in g)
+
+        return Splits(flat(order[:n_train]), flat(order[n_train : n_train + n_val]), flat(order[n_train + n_val :]))
 
     def with_template(self, **changes: str) -> Task:
         return replace(self, template=replace(self.template, **changes))
@@ -121,33 +149,123 @@ WORD_TASKS = tuple(k for k, v in BUILTIN.items() if "labels" not in v)
 CLASSIFICATION_TASKS = tuple(k for k, v in BUILTIN.items() if "labels" in v)
 
 
-def parse_records(records: object, origin: str) -> tuple[Example, ...]:
+def drop_duplicates(examples: tuple[Example, ...], origin: str) -> tuple[Example, ...]:
+    """Drop examples equal (same input and output) to an earlier one, with one warning.
+
+    Args:
+        examples: the examples, in order.
+        origin: names the source in the warning (a file, a task).
+
+    Returns:
+        ``examples`` without the repeats, first occurrences kept in order (``examples`` itself when
+        nothing repeats).
+    """
+    kept = tuple(dict.fromkeys(examples))
+    if len(kept) < len(examples):
+        n = len(examples) - len(kept)
+        warnings.warn(f"{origin}: dropped {n} duplicate example{'s' * (n != 1)} (same input and output as an "
+                      f"earlier one); {len(kept)} remain", UserWarning, stacklevel=3)
+        return kept
+    return examples
+
+
+_VALID = ("a string (for 'output' also a non-empty list of strings, whose first is used); "
+          "with coerce=True also a number or a boolean")
+
+
+def _text(value: object, field_name: str, where: str, coerce: bool) -> str:
+    """One ``input``/``output`` value as a string, or a ValueError naming the record, field and value."""
+    if field_name == "output" and isinstance(value, list):
+        if not value:
+            raise ValueError(f"{where}: field 'output' is an empty list; expected {_VALID}")
+        value = value[0]  # some public files list several accepted outputs; take the first
+        field_name = "output[0]"
+    if isinstance(value, str):
+        return value
+    if coerce and isinstance(value, (bool, int, float)):
+        return str(value)
+    hint = "" if coerce or not isinstance(value, (bool, int, float)) else "; pass coerce=True to convert it with str()"
+    raise ValueError(f"{where}: field {field_name!r} is {_show(value)} ({type(value).__name__}); "
+                     f"expected {_VALID}{hint}")
+
+
+def _show(value: object) -> str:
+    """A value as JSON (as it stands in the file), cut to 80 characters; ``repr`` when not JSON."""
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
+
+
+def parse_records(records: object, origin: str, *, coerce: bool = False,
+                  lines: Sequence[int] | None = None) -> tuple[Example, ...]:
+    """Examples from decoded ``{"input": ..., "output": ...}`` records.
+
+    ``input`` must be a string; ``output`` a string or a non-empty list of strings (several accepted
+    outputs: the first is used). Exact duplicates are dropped with one :class:`UserWarning`.
+
+    Args:
+        records: the decoded JSON, a non-empty list of records (extra keys are ignored).
+        origin: names the source in error messages (a file path, a task).
+        coerce: also accept numbers and booleans, converted with ``str()`` (``1`` -> ``"1"``,
+            ``1.0`` -> ``"1.0"``, ``true`` -> ``"True"``); ``null``, objects, lists as an input, and
+            lists within an output list are refused all the same.
+        lines: the file line of each record (JSONL), added to error messages.
+
+    Returns:
+        The examples, in file order, without exact duplicates.
+    """
     if not isinstance(records, list) or not records:
         raise ValueError(f"{origin}: expected a non-empty list of {{'input': ..., 'output': ...}} records")
     out = []
     for i, r in enumerate(records):
+        where = f"{origin}: record {i}" + (f" (line {lines[i]})" if lines is not None else "")
         if not isinstance(r, dict) or "input" not in r or "output" not in r:
-            raise ValueError(f"{origin}: record {i} has no 'input'/'output' keys: {str(r)[:80]}")
-        x, y = r["input"], r["output"]
-        if isinstance(y, list):  # some public files list several accepted outputs; take the first
-            y = y[0] if y else ""
-        if not str(x).strip() or not str(y).strip():
-            raise ValueError(f"{origin}: record {i} has an empty input or output: {str(r)[:80]}")
-        out.append(Example(str(x), str(y)))
-    return tuple(out)
+            raise ValueError(f"{where} has no 'input'/'output' keys: {str(r)[:80]}")
+        x, y = _text(r["input"], "input", where, coerce), _text(r["output"], "output", where, coerce)
+        if not x.strip() or not y.strip():
+            raise ValueError(f"{where} has an empty input or output: {str(r)[:80]}")
+        out.append(Example(x, y))
+    return drop_duplicates(tuple(out), origin)
 
 
-def read_records(path: str | Path) -> tuple[Example, ...]:
-    """Read a JSON list or JSONL file of ``{"input", "output"}`` records."""
+def read_records(path: str | Path, *, coerce: bool = False) -> tuple[Example, ...]:
+    """Read a JSON list (any suffix but ``.jsonl``) or JSONL file of ``{"input", "output"}`` records.
+
+    Args:
+        path: the file; ``.jsonl`` is read as one record per non-blank line.
+        coerce: convert number and boolean inputs/outputs with ``str()`` (see :func:`parse_records`);
+            without it they are an error.
+
+    Returns:
+        The examples, in file order, without exact duplicates (dropped with one warning).
+
+    Raises:
+        ValueError: the file is empty or not valid JSON/JSONL (the message names the file, line and
+            column), or a record is malformed (the message names the record and field).
+    """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if not text.strip():
         raise ValueError(f"{path}: the task file is empty")
+    lines = None
     if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records, lines = [], []
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n}, column {e.colno}: invalid JSON ({e.msg}); "
+                                     "a .jsonl file holds one JSON record per line") from e
+                lines.append(n)
     else:
-        records = json.loads(text)
-    return parse_records(records, str(path))
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON ({e.msg}); expected a "
+                             "JSON list of records (name the file .jsonl for one record per line)") from e
+    return parse_records(records, str(path), coerce=coerce, lines=lines)
 
 
 def builtin_task(name: str) -> Task:
@@ -158,10 +276,17 @@ def builtin_task(name: str) -> Task:
     return Task(name=name, examples=examples, **BUILTIN[name])
 
 
-def load_task(source: str | Path, **overrides) -> Task:
+def load_task(source: str | Path, *, coerce: bool = False, **overrides) -> Task:
     """A built-in task name, a ``.json``/``.jsonl`` file path, or ``"hf:<name>"`` (needs the hub).
 
-    ``overrides`` (``template``, ``labels``, ``scoring``, ``name``) replace the defaults.
+    Args:
+        source: the task.
+        coerce: for a file, convert number and boolean inputs/outputs with ``str()`` instead of
+            refusing them (see :func:`parse_records`).
+        **overrides: ``template``, ``labels``, ``scoring``, ``name``, ``description``: replace the defaults.
+
+    Returns:
+        The task; exact duplicate examples are dropped with one warning.
     """
     src = str(source)
     if src.startswith("hf:"):
@@ -173,7 +298,7 @@ def load_task(source: str | Path, **overrides) -> Task:
     elif src.endswith((".json", ".jsonl")):
         if not Path(src).is_file():
             raise FileNotFoundError(f"task file {src!r} does not exist")
-        task = Task(name=Path(src).stem, examples=read_records(src))
+        task = Task(name=Path(src).stem, examples=read_records(src, coerce=coerce))
     else:
         raise ValueError(
             f"unknown task {src!r}; valid: a built-in name ({', '.join(BUILTIN)}), a .json/.jsonl file, "
