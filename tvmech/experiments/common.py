@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from tvmech.core.adapter import adapt
+from tvmech.core.checks import as_ints
 from tvmech.data.tasks import BUILTIN, Example, Task
 from tvmech.experiments.vectors import VectorStore
 from tvmech.interventions.task_vector import TaskVector
@@ -67,13 +68,22 @@ def every_nth_layer(n_layers: int, step: int, start: int = 0) -> tuple[int, ...]
     return tuple(range(start, n_layers, step))
 
 
-def check_layers(layers: Sequence[int], n_layers: int, what: str) -> tuple[int, ...]:
-    """``layers`` as a tuple, after checking that each is in ``0..n_layers-1``.
+def check_layers(layers: Sequence[int] | int, n_layers: int, what: str) -> tuple[int, ...]:
+    """``layers`` as a tuple of Python ints, after checking that each is in ``0..n_layers-1``.
+
+    Args:
+        layers: one integer or a sequence of them (Python, numpy or 0-d tensor integers; not ``bool``).
+        n_layers: the model's depth.
+        what: how the message names the layers (e.g. ``"geometry layer"``).
+
+    Returns:
+        The layers, in order.
 
     Raises:
+        ArgumentTypeError: a layer that is not an integer (e.g. ``1.5`` or ``True``).
         ValueError: naming ``what``, the bad layer and the valid range.
     """
-    layers = tuple(int(x) for x in layers)
+    layers = as_ints(layers, what)
     if not layers:
         raise ValueError(f"{what}: no layers given; valid layers are 0..{n_layers - 1}")
     bad = [x for x in layers if not 0 <= x < n_layers]

@@ -18,13 +18,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tvmech.core.checks import as_int, as_ints
 from tvmech.interventions.engine import Intervention, Write
 from tvmech.interventions.sites import Context, local_targets
 
 
 @dataclass
 class HeadPatch(Intervention):
-    """Set the query-position (or ``positions``) ``z`` of heads of block ``layer``."""
+    """Set the query-position (or ``positions``) ``z`` of heads of block ``layer``.
+
+    ``layer`` is one integer; ``heads`` and ``positions`` take one integer or a sequence of them (a 1-d
+    integer tensor too). Python, numpy and 0-d tensor integers are accepted, ``bool`` is not.
+    """
 
     layer: int
     heads: Sequence[int] | Tensor
@@ -33,9 +38,13 @@ class HeadPatch(Intervention):
     per_row: bool = False
 
     def __post_init__(self) -> None:
-        self.heads = torch.as_tensor(list(self.heads) if not isinstance(self.heads, Tensor) else self.heads,
-                                     dtype=torch.long)
-        self.positions = tuple(self.positions)
+        self.layer = as_int(self.layer, "layer")
+        if isinstance(self.heads, Tensor) and self.heads.ndim == 1 and not self.heads.dtype.is_floating_point \
+                and self.heads.dtype != torch.bool:
+            self.heads = self.heads.long()  # per-row heads can be long: no round trip through Python
+        else:
+            self.heads = torch.tensor(as_ints(self.heads, "head"), dtype=torch.long)
+        self.positions = as_ints(self.positions, "position")
         if self.heads.ndim != 1 or not len(self.heads):
             raise ValueError("HeadPatch needs at least one head")
 

@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tvmech.core.adapter import Adapter, adapt
+from tvmech.core.checks import as_int, as_ints
 from tvmech.interventions.engine import Intervention, Write
 from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Mode, Point, check_mode, check_point, local_targets
 
@@ -29,6 +30,9 @@ class Injection(Intervention):
     Shapes of ``vectors``: ``[n_layers, n_positions, d_model]``; ``[1, 1, d_model]`` (one vector shared by
     every site); ``[d_model]`` (one site); or ``[n_rows, n_layers, n_positions, d_model]`` (a vector per
     batch row, ``n_rows`` = the rows the injection covers).
+
+    ``layers`` and ``positions`` take one integer or a sequence of them (Python, numpy or 0-d tensor
+    integers; not ``bool``); they are stored as tuples of Python ints.
     """
 
     vectors: Float[Tensor, "... d_model"]
@@ -39,7 +43,7 @@ class Injection(Intervention):
     rows: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        self.layers, self.positions = tuple(self.layers), tuple(self.positions)
+        self.layers, self.positions = as_ints(self.layers, "layer"), as_ints(self.positions, "position")
         if self.vectors.ndim == 1:
             self.vectors = self.vectors[None, None]
         if not self.layers or not self.positions:
@@ -57,13 +61,25 @@ class Injection(Intervention):
                 f"[{sites[0]}, {sites[1]}, d_model], [1, 1, d_model] (shared) or "
                 f"[n_rows, {sites[0]}, {sites[1]}, d_model] (one per row)"
             )
-        if self.rows is not None and not 0 <= self.rows[0] < self.rows[1]:
+        if self.rows is not None:
+            self.rows = as_ints(self.rows, "row")
+        if self.rows is not None and (len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]):
             raise ValueError(f"rows {self.rows} is not a valid (start, stop) slice of the batch")
 
     @classmethod
     def single(cls, vector: Float[Tensor, " d_model"], layer: int, position: int = -1, **kw) -> Injection:
-        """One vector at one (layer, position) site."""
-        return cls(vector[None, None], (layer,), (position,), **kw)
+        """One vector at one (layer, position) site.
+
+        Args:
+            vector: ``[d_model]``.
+            layer: the block (any integer, see :func:`tvmech.core.checks.as_int`).
+            position: the token position (negative: relative to the query).
+            **kw: ``point``, ``mode``, ``rows``.
+
+        Returns:
+            The injection.
+        """
+        return cls(vector[None, None], (as_int(layer, "layer"),), (as_int(position, "position"),), **kw)
 
     @property
     def per_row(self) -> bool:

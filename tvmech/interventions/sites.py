@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from tvmech.core.checks import as_int, as_ints
+
 Point = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "z"]
 POINTS: tuple[str, ...] = get_args(Point)
 RESIDUAL_POINTS: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out")
@@ -60,6 +62,11 @@ class Context:
     query_pos: Tensor | int | None = None
     offset: int = 0
 
+    def __post_init__(self) -> None:
+        if self.query_pos is not None and not (isinstance(self.query_pos, Tensor) and self.query_pos.ndim):
+            self.query_pos = as_int(self.query_pos, "query position")
+        self.offset = as_int(self.offset, "offset")
+
     def queries(self, batch: int, seq: int, device: torch.device) -> Int[Tensor, " batch"]:
         if self.query_pos is None:
             return torch.full((batch,), self.offset + seq - 1, device=device)
@@ -76,14 +83,15 @@ def resolve_positions(positions: Sequence[int], query_pos: Int[Tensor, " batch"]
     """Absolute token index of every (row, position): ``q + 1 + p`` for ``p < 0``, ``p`` otherwise.
 
     Args:
-        positions: site positions (negative: relative to the query token).
+        positions: site positions (negative: relative to the query token): one integer or a sequence.
         query_pos: each row's query index.
         seq_len: length of the sequence (unused in the check, kept for the message).
 
     Returns:
         ``[batch, n_pos]`` absolute indices; raises when one lies before the prompt or after its query.
     """
-    pos = torch.tensor(list(positions), device=query_pos.device)
+    positions = as_ints(positions, "position")
+    pos = torch.tensor(positions, device=query_pos.device, dtype=torch.long)
     idx = torch.where(pos < 0, query_pos[:, None] + 1 + pos[None], pos[None].expand(len(query_pos), -1))
     bad = (idx < 0) | (idx > query_pos[:, None])
     if bad.any():
@@ -101,6 +109,16 @@ def local_targets(positions: Sequence[int], ctx: Context, rows: Int[Tensor, " n"
     each pair's index into the flattened ``[len(rows), len(positions)]`` grid (to pick its value).
 
     Targets outside the tensor (tokens already in a KV cache) are dropped.
+
+    Args:
+        positions: site positions (one integer or a sequence; see :func:`resolve_positions`).
+        ctx: the batch's query positions and offset.
+        rows: the rows of the batch that the write covers.
+        batch, seq: the tensor's batch size and length.
+        device: where the index tensors are made.
+
+    Returns:
+        ``(rows, columns, flat grid indices)`` of the targets inside the tensor.
     """
     q = ctx.queries(batch, seq, device)[rows]
     idx = resolve_positions(positions, q, seq) - ctx.offset

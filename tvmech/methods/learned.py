@@ -34,7 +34,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tvmech.analysis.evaluation import check_context
 from tvmech.core.adapter import Adapter, adapt
+from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
+from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
@@ -57,6 +60,16 @@ Init = Literal["zeros", "uniform"]
 
 @dataclass(frozen=True)
 class LTVConfig:
+    """LTV training settings; every field is checked on construction (numpy numbers are turned into Python
+    ones, so the config stays JSON-serialisable).
+
+    Fields: ``lr`` (> 0, not NaN; ``inf`` diverges at once, with :class:`TrainingDiverged`), ``lr_unit``
+    (``"resid_norm"`` or ``"absolute"``), ``weight_decay`` (finite, >= 0), ``steps``, ``batch_size`` and
+    ``eval_every`` (integers >= 1), ``init`` (``"zeros"`` or ``"uniform"``), ``init_scale`` (finite, >= 0),
+    ``first_token_only`` (bool), ``patience`` (``None`` or an integer >= 1), ``seed`` and ``k`` (integers
+    >= 0). Integers refuse ``bool`` and non-integral numbers.
+    """
+
     lr: float = 3e-4
     lr_unit: LrUnit = "resid_norm"  # "resid_norm" (lr x mean query residual norm) or "absolute"
     weight_decay: float = 0.01
@@ -71,15 +84,26 @@ class LTVConfig:
     k: int = 0  # demonstrations in the training prompts (0: zero-shot, the paper's setting)
 
     def __post_init__(self) -> None:
-        if self.lr_unit not in get_args(LrUnit):
-            raise ValueError(f"lr_unit {self.lr_unit!r} is not valid; choose one of {get_args(LrUnit)}")
-        if self.init not in get_args(Init):
-            raise ValueError(f"init {self.init!r} is not valid; choose one of {get_args(Init)}")
-        if self.lr <= 0 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"lr, steps and batch_size must be positive "
-                             f"(got {self.lr}, {self.steps}, {self.batch_size})")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        def name(f: str) -> str:
+            return f"LTVConfig.{f}"
+
+        checked = {
+            # lr=inf is accepted: the step is then non-finite and training stops with TrainingDiverged
+            "lr": check_float(self.lr, name("lr"), minimum=0.0, inclusive=False, finite=False),
+            "lr_unit": check_choice(self.lr_unit, name("lr_unit"), get_args(LrUnit)),
+            "weight_decay": check_float(self.weight_decay, name("weight_decay"), minimum=0.0),
+            "steps": check_int(self.steps, name("steps"), minimum=1),
+            "batch_size": check_int(self.batch_size, name("batch_size"), minimum=1),
+            "init": check_choice(self.init, name("init"), get_args(Init)),
+            "init_scale": check_float(self.init_scale, name("init_scale"), minimum=0.0),
+            "first_token_only": check_bool(self.first_token_only, name("first_token_only")),
+            "eval_every": check_int(self.eval_every, name("eval_every"), minimum=1),
+            "patience": None if self.patience is None else check_int(self.patience, name("patience"), minimum=1),
+            "seed": check_int(self.seed, name("seed"), minimum=0),
+            "k": check_int(self.k, name("k"), minimum=0),
+        }
+        for f, value in checked.items():
+            object.__setattr__(self, f, value)
 
     @classmethod
     def paper(cls, **changes) -> LTVConfig:
@@ -107,7 +131,8 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         ``[n_layers or 1, 1, 1]``).
     """
     gen = torch.Generator().manual_seed(config.seed) if generator is None else generator
-    layer_groups = [tuple(ls) for ls in layer_groups]
+    layer_groups = [as_ints(ls, "layer") for ls in layer_groups]
+    positions = as_ints(positions, "position")
     params, scales = [], []
     for ls in layer_groups:
         if config.lr_unit == "resid_norm":
@@ -152,6 +177,10 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
            positions: tuple[int, ...], shared: bool, point: Point, cfg: LTVConfig, progress: bool) -> list[TaskVector]:
     ad = adapt(model)
     _check_sites(ad, layer_groups, point)
+    for split, examples in (("training", train), ("validation", val)):
+        if examples:  # prepare_data's prompts, checked before any forward pass
+            check_context(ad, task, make_prompts(task, examples, cfg.k, train, seed=cfg.seed), with_labels=True,
+                          what=f"{split} prompt")
     start = min(min(ls) for ls in layer_groups)
     prep = dict(first_token_only=cfg.first_token_only, k=cfg.k, demos=train, seed=cfg.seed)
     data = prepare_data(ad, task, train, start, **prep)
@@ -191,7 +220,8 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
     Args:
         model: a TransformerLens model or its adapter.
         task: the task; ``train``/``val`` default to its splits with ``config.seed``.
-        layers, positions: the sites (positions negative: relative to the query).
+        layers, positions: the sites (positions negative: relative to the query); each one integer or a
+            sequence of them (Python, numpy or 0-d tensor integers).
         shared: one vector for every site.
         point: ``resid_pre`` (default), ``resid_post``, ``attn_out`` or ``mlp_out``.
         config: the training settings.
@@ -203,7 +233,8 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
     train, val = _splits(task, train, val, config.seed)
-    return _train(model, task, train, val, [tuple(layers)], tuple(positions), shared, point, config, progress)[0]
+    layers, positions = as_ints(layers, "layer"), as_ints(positions, "position")
+    return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 
 
 def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[Example] | None = None,
@@ -215,12 +246,22 @@ def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[
     Equivalent to calling :func:`learn_task_vector` for each layer with the same config and seed (the
     groups share the batch order; each keeps its own best validation loss; early stopping waits for all).
 
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the task.
+        layers: one integer or a sequence of them: a vector is trained for each.
+        train, val: as for :func:`learn_task_vector`.
+        positions: the injection positions (one integer or a sequence).
+        point: where the vectors are added.
+        config: the training settings.
+        progress: show a progress bar.
+
     Returns:
         One :class:`TaskVector` per layer, in the order of ``layers``.
     """
     train, val = _splits(task, train, val, config.seed)
-    return _train(model, task, train, val, [(layer,) for layer in layers], tuple(positions), False, point, config,
-                  progress)
+    layers, positions = as_ints(layers, "layer"), as_ints(positions, "position")
+    return _train(model, task, train, val, [(layer,) for layer in layers], positions, False, point, config, progress)
 
 
 __all__ = ["LTVConfig", "LrUnit", "Init", "TrainingDiverged", "ltv_objective", "learn_task_vector",
