@@ -1,6 +1,7 @@
 """Learned task vectors on the real default model (slow)."""
 
 import pytest
+import torch
 
 import tvmech as tv
 from tvmech.methods.learned import LTVConfig, learn_task_vector
@@ -22,3 +23,17 @@ def test_ltv_at_layer_15_beats_zero_shot_and_approaches_icl(default_model, tmp_p
     again = tv.evaluate(default_model, task, test, 0,
                         hooks_for=tv.TaskVector.load(tmp_path / "antonym_l15", default_model).hooks_for(default_model))
     assert again.accuracy == ltv
+
+
+@pytest.mark.slow
+def test_the_same_weights_loaded_by_their_gguf_path_accept_the_vector(default_model, tmp_path):
+    from tvmech.core.adapter import adapt
+    from tvmech.core.weights import default_gguf_path
+    from tvmech.interventions.task_vector import TaskVector
+
+    by_path = tv.load_model(str(default_gguf_path()))
+    assert adapt(by_path).name != adapt(default_model).name
+    assert adapt(by_path).fingerprint() == adapt(default_model).fingerprint()
+    vec = TaskVector.for_model(default_model, torch.zeros(1, 1, 576), (15,))
+    vec.save(tmp_path / "v")
+    assert TaskVector.load(tmp_path / "v", by_path).layers == (15,)

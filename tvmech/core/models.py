@@ -9,10 +9,14 @@ in a cache directory keyed by the file's hash and the library versions; later lo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.metadata as md
+import io
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +50,41 @@ WEIGHTS_FILE = "weights.sha256"  # beside a dequantized cache: the hash of its w
 
 
 def _file_hash(path: Path) -> str:
-    return file_sha256(path)
+    """The file's SHA-256, remembered in ``<cache>/hashes.json`` by path, size and modification time (a GGUF is
+    hashed once, not at every load)."""
+    index_path = cache_root() / "hashes.json"
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if key not in index:
+        index[key] = file_sha256(path)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the re-hash
+            atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+    return index[key]
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
+    """Silence what loading prints (TransformerLens's "Moving model to device" on stdout, the transformers
+    "Loading weights" bar and its info logs) unless ``verbose``; warnings and errors still show."""
+    if verbose:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def _versions_key() -> str:
@@ -190,7 +228,8 @@ def load_hf(source: str | os.PathLike | None = None, *,
 
 
 def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32, wrapper: str = "bridge") -> Any:
+         dtype: torch.dtype = torch.float32, wrapper: str = "bridge", verbose: bool = False,
+         copy_tokenizer: bool = True) -> Any:
     """Wrap a Hugging Face causal LM in TransformerLens (``TransformerBridge`` by default).
 
     Args:
@@ -200,6 +239,8 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
         name: display name.
         device, dtype: where and in what precision the model lives.
         wrapper: ``"bridge"`` or ``"hooked"``.
+        verbose: show what TransformerLens prints while wrapping (silenced by default).
+        copy_tokenizer: wrap a copy of ``tokenizer`` (``False``: the tokenizer is yours to give away).
 
     Returns:
         The frozen TransformerLens model in eval mode.
@@ -211,13 +252,15 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
     if wrapper not in WRAPPERS:
         raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
-    tokenizer = copy.deepcopy(tokenizer)  # TransformerLens edits the tokenizer it is given
+    if copy_tokenizer:
+        tokenizer = copy.deepcopy(tokenizer)  # TransformerLens edits the tokenizer it is given
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(hf_model.config, "architectures", None):  # GGUF and from_config models carry none
         hf_model.config.architectures = [type(hf_model).__name__]
-    model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
-    model = model.to(device).eval()
+    with quiet(verbose):
+        model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
+        model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -225,7 +268,7 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
 
 def load_model(source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, wrapper: str = "bridge",
-               cache_dir: str | os.PathLike | None = None) -> Any:
+               cache_dir: str | os.PathLike | None = None, verbose: bool = False) -> Any:
     """Load a model wrapped in TransformerLens, frozen and in eval mode.
 
     Args:
@@ -237,6 +280,7 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
         dtype: parameter dtype (``torch.float32`` default).
         wrapper: ``"bridge"`` (``TransformerBridge``) or ``"hooked"`` (``HookedTransformer``, TL 3.x).
         cache_dir: where dequantized GGUF weights are kept (default ``$TVMECH_CACHE/models``).
+        verbose: show the libraries' loading messages and progress bars (silenced by default).
 
     Returns:
         The wrapped model (``TransformerBridge`` or ``HookedTransformer``).
@@ -249,5 +293,7 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
         ValueError: an unknown name (the message lists the closest known names), or an architecture
             TransformerLens cannot wrap.
     """
-    hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
-    return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
+    with quiet(verbose):
+        hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
+    return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper, verbose=verbose,
+                copy_tokenizer=False)

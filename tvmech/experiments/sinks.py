@@ -62,8 +62,8 @@ class Result:
 
 
 def head_rows(stats: AttentionStats) -> list[dict]:
-    """One row per head ``{layer, head, first, self, injected, rest, sink_rate}`` of ``stats``."""
-    values = {m: stats.metric(m).tolist() for m in METRICS}
+    """One row per head ``{layer, head, first, self, injected, rest, sink_rate}`` of ``stats`` (6 decimals)."""
+    values = {m: stats.metric(m).double().round(decimals=6).tolist() for m in METRICS}
     n_layers, n_heads = stats.first.shape
     return [{"layer": l, "head": h, **{m: values[m][l][h] for m in METRICS}}
             for l in range(n_layers) for h in range(n_heads)]

@@ -8,12 +8,13 @@ requested :class:`LTVConfig` (this is the format of the committed ``figures/vect
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tvmech.data.tasks import builtin_task
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions.task_vector import OLD_FORMATS, TaskVector, paths
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 
 
@@ -37,7 +38,10 @@ class VectorStore:
         if key in self._memory:
             return self._memory[key]
         path = self.path(task, layer)
-        if path is None or self.force or not path.with_suffix(".json").is_file():
+        if path is None or self.force or not paths(path)[1].is_file():
+            return None
+        if json.loads(paths(path)[1].read_text()).get("format") in OLD_FORMATS:
+            warnings.warn(f"{path}: a vector of an older tvmech file format; it is trained again", stacklevel=2)
             return None
         vec = TaskVector.load(path)
         return vec if vec.config == json.loads(json.dumps(asdict(config))) else None

@@ -23,6 +23,23 @@ from tvmech.interventions.engine import Intervention, Write
 from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Mode, Point, check_mode, check_point, local_targets
 
 
+def check_vectors(vectors, what: str = "vectors") -> Tensor:
+    """``vectors`` if it is a floating-point tensor without NaN or inf; ``TypeError``/``ValueError`` otherwise.
+
+    The finiteness check reads the values (a device synchronisation); it is skipped for tensors that require
+    a gradient, i.e. vectors being trained, whose training loop checks its loss instead.
+    """
+    if not isinstance(vectors, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(vectors).__name__}")
+    if not vectors.is_floating_point():
+        raise TypeError(f"{what} must be floating point (float32, bfloat16, ...), got {vectors.dtype}")
+    if not vectors.requires_grad:
+        bad = int((~torch.isfinite(vectors)).sum())
+        if bad:
+            raise ValueError(f"{what} hold {bad} non-finite value(s) (NaN or inf) of {vectors.numel()}")
+    return vectors
+
+
 @dataclass
 class Injection(Intervention):
     """Vectors for (layer, position) sites; ``vectors[i, j]`` goes to ``layers[i]``, ``positions[j]``.
@@ -44,6 +61,7 @@ class Injection(Intervention):
 
     def __post_init__(self) -> None:
         self.layers, self.positions = as_ints(self.layers, "layer"), as_ints(self.positions, "position")
+        check_vectors(self.vectors, "injected vectors")
         if self.vectors.ndim == 1:
             self.vectors = self.vectors[None, None]
         if not self.layers or not self.positions:

@@ -27,7 +27,7 @@ from safetensors.torch import save
 
 from tvmech.core.adapter import adapt
 from tvmech.core.io import atomic_write_bytes, atomic_write_text
-from tvmech.interventions.injection import Injection
+from tvmech.interventions.injection import Injection, check_vectors
 
 FORMAT = "tvmech.TaskVector/2"
 OLD_FORMATS = ("tvmech.TaskVector/1",)  # no checksum, no header; fingerprint by model name
@@ -42,18 +42,6 @@ def tensor_sha256(t: torch.Tensor) -> str:
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.flatten().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def check_vectors(vectors: Any, what: str = "task vector") -> torch.Tensor:
-    """``vectors`` if it is a finite floating-point tensor; ``TypeError``/``ValueError`` naming the problem."""
-    if not isinstance(vectors, torch.Tensor):
-        raise TypeError(f"{what}: vectors must be a torch.Tensor, got {type(vectors).__name__}")
-    if not vectors.is_floating_point():
-        raise TypeError(f"{what}: vectors must be floating point (float32, bfloat16, ...), got {vectors.dtype}")
-    bad = (~torch.isfinite(vectors.detach())).sum().item()
-    if bad:
-        raise ValueError(f"{what}: vectors hold {bad} non-finite value(s) (NaN or inf) of {vectors.numel()}")
-    return vectors
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
@@ -88,7 +76,7 @@ class TaskVector:
     curve: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self):
-        check_vectors(self.vectors)
+        check_vectors(self.vectors.detach(), "task vectors")
         inj = self.injection  # checks the layers, positions and the tensor's shape against them
         self.layers, self.positions = inj.layers, inj.positions
         if self.d_model and self.vectors.shape[-1] != self.d_model:
@@ -141,7 +129,7 @@ class TaskVector:
         st, js = paths(path)
         if not overwrite and (st.exists() or js.exists()):
             raise FileExistsError(f"{st.with_suffix('')} already exists; pass overwrite=True to replace it")
-        check_vectors(self.vectors)
+        check_vectors(self.vectors.detach(), "task vectors")
         vectors = self.vectors.detach().cpu().contiguous()
         header = {k: json.dumps(v) for k, v in self._header().items()}
         meta = {"format": FORMAT, **{k: v for k, v in asdict(self).items() if k != "vectors"},
