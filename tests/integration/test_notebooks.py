@@ -56,6 +56,8 @@ def test_notebook_runs(path: Path):
     assert not errors
     text = stream_text(nb)
     print(f"--- {path.name} printed ---\n{text}")
+    # loading is quiet, and progress bars do not warn where ipywidgets is missing (tvmech.core.progress)
+    assert "TqdmWarning" not in text and "Moving model to device" not in text
     # each notebook's last cell asserts its claims, then prints a line starting with "OK — "
     expected = {"01_": ["bit-identical vectors: True", "OK — zero-shot"],
                 "02_": ["OK — Spearman(Taylor, exact)"],

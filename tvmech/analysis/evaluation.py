@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter, HookFn, adapt
 from tvmech.core.checks import check_fits_context, check_int
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, Prompt, batches, encode, encode_text, label_ids, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
 

@@ -40,11 +40,11 @@ from typing import Literal, get_args
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.analysis.evaluation import EvalResult, evaluate_multi
 from tvmech.analysis.ov import check_head, single_site
 from tvmech.core.adapter import HookFn, adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, Prompt, encode
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.capture import Capture

@@ -57,9 +57,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.core.adapter import adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.injection import Injection

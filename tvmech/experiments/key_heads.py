@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.analysis.evaluation import evaluate_multi, resolve_scorings
 from tvmech.analysis.heads import (
@@ -39,6 +38,7 @@ from tvmech.analysis.heads import (
 )
 from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
 from tvmech.experiments import ov_reconstruction

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
 from tvmech.analysis.evaluation import evaluate
+from tvmech.core.progress import tqdm
 from tvmech.data.tasks import Task, builtin_tasks
 from tvmech.experiments.common import (
     ALL_TASKS,

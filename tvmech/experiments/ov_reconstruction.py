@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
 
 from tvmech.analysis.evaluation import check_scorings, resolve_scorings, score_batch_multi
 from tvmech.analysis.ov import Reconstruction, capture, reconstruction_effect, reconstruction_hooks, single_site
 from tvmech.core.adapter import adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import batches, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
 from tvmech.experiments.common import (

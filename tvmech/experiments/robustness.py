@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from tqdm.auto import tqdm
-
 from tvmech.analysis.evaluation import evaluate
 from tvmech.core.adapter import adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.tasks import Task, builtin_tasks
 from tvmech.experiments.common import ALL_TASKS, ExperimentConfig, RecordsResult, heldout_queries, middle_layer, option
 from tvmech.methods.learned import LTVConfig, learn_task_vector

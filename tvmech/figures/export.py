@@ -41,6 +41,14 @@ def ensure_plotlyjs(out_dir: Path) -> Path:
     return path
 
 
+def save_table(out_dir: Path, name: str, rows: Sequence[dict], meta: dict | None = None) -> dict[str, Path]:
+    """Write ``name.json`` (``{"meta", "rows"}``) and ``name.csv``; returns their paths."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / f"{name}.json", json.dumps({"meta": meta or {}, "rows": list(rows)}, indent=2) + "\n")
+    write_table(out_dir / f"{name}.csv", rows)
+    return {"json": out_dir / f"{name}.json", "csv": out_dir / f"{name}.csv"}
+
+
 def save_figure(fig: go.Figure, out_dir: Path, name: str, rows: Sequence[dict] | None = None,
                 meta: dict | None = None, png: bool = True) -> dict[str, Path | None]:
     """Write ``name.html`` (plotly.js kept once beside it), ``name.png``, ``name.json`` and ``name.csv``.
@@ -61,10 +69,7 @@ def save_figure(fig: go.Figure, out_dir: Path, name: str, rows: Sequence[dict] |
         atomic_write_text(html, page)
     written: dict[str, Path | None] = {"html": html, "png": None}
     if rows is not None:
-        data = {"meta": meta or {}, "rows": list(rows)}
-        atomic_write_text(out_dir / f"{name}.json", json.dumps(data, indent=2) + "\n")
-        write_table(out_dir / f"{name}.csv", rows)
-        written["json"], written["csv"] = out_dir / f"{name}.json", out_dir / f"{name}.csv"
+        written.update(save_table(out_dir, name, rows, meta))
     if not png and changed and (out_dir / f"{name}.png").is_file():
         (out_dir / f"{name}.png").unlink()
         log.info("%s.png removed: it showed another figure than the new HTML (--no-png)", name)

@@ -45,7 +45,7 @@ CAPTIONS = {
 }
 # figures drawn from another figure's table
 SOURCE = {"rotation_by_layer": "linear_map", "logit_lens_by_layer": "logit_lens",
-          "layer_sweep_by_task": "layer_sweep",
+          "key_heads_heatmap": "attention_sinks_heads", "layer_sweep_by_task": "layer_sweep",
           "rotation_scaling": "linear_map", "rotation_alignment": "linear_map",
           "ov_alpha_sweep": "ov_reconstruction", "ov_alpha_sweep_first_token": "ov_reconstruction",
           "ov_reconstruction_first_token": "ov_reconstruction",

@@ -25,10 +25,10 @@ from pathlib import Path
 from types import NoneType, UnionType
 
 import torch
-from tqdm.auto import tqdm
 
 from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
+from tvmech.core.progress import tqdm
 from tvmech.data.tasks import BUILTIN
 from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST

@@ -22,7 +22,7 @@ from tvmech.core.io import write_json
 from tvmech.experiments import synthetic
 from tvmech.figures import synthetic_plots as sp
 from tvmech.figures.cache import meta as fresh_meta
-from tvmech.figures.export import save_figure
+from tvmech.figures.export import save_figure, save_table
 from tvmech.figures.steps import Context, Metas, Step, Tables, cached_task, task_cache
 
 log = logging.getLogger("tvmech.figures")
@@ -189,6 +189,9 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
     for name, fig, table in step.draw(tables, metas, cfg, ctx):
         rows, meta = (tables[table], metas[table]) if table else (None, None)
         written += [p for p in save_figure(fig, ctx.out, name, rows, meta, png=ctx.png).values() if p]
+    for table in step.tables:  # every table as <table>.json/.csv, drawn under its name or not
+        if ctx.out / f"{table}.json" not in written:
+            written += list(save_table(ctx.out, table, tables[table], metas[table]).values())
     log.info("%s: %s", step.name, ", ".join(str(p) for p in written))
     ctx.report.append({"step": step.name, "computed": computed, "seconds": time.time() - start, "tables": tables})
     return written

@@ -177,8 +177,8 @@ def _draw_sinks(t: Tables, m: Metas, cfg, ctx: Context) -> Drawn:
     path = ctx.out / "key_heads_layers.json" if ctx.out is not None else None
     if path is not None and path.is_file():
         scores = json.loads(path.read_text())["rows"]
-        out.append(("key_heads_heatmap", interactive.head_heatmap_figure(  # its data: every head's statistics
-            scores, ctx.model_name, t["attention_sinks_heads"]), "attention_sinks_heads"))
+        out.append(("key_heads_heatmap", interactive.head_heatmap_figure(  # data: attention_sinks_heads.json
+            scores, ctx.model_name, t["attention_sinks_heads"]), None))
     return out
 
 

@@ -11,7 +11,7 @@ Positions follow :mod:`tvmech.interventions.sites` (negative: relative to each r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -23,17 +23,17 @@ from tvmech.interventions.engine import Intervention, Write
 from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Mode, Point, check_mode, check_point, local_targets
 
 
-def check_vectors(vectors, what: str = "vectors") -> Tensor:
+def check_vectors(vectors, what: str = "vectors", *, finite: bool = True) -> Tensor:
     """``vectors`` if it is a floating-point tensor without NaN or inf; ``TypeError``/``ValueError`` otherwise.
 
-    The finiteness check reads the values (a device synchronisation); it is skipped for tensors that require
-    a gradient, i.e. vectors being trained, whose training loop checks its loss instead.
+    The finiteness check (``finite``) reads the values (a device synchronisation); it is skipped for tensors
+    that require a gradient, i.e. vectors being trained, whose training loop checks its loss instead.
     """
     if not isinstance(vectors, Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(vectors).__name__}")
     if not vectors.is_floating_point():
         raise TypeError(f"{what} must be floating point (float32, bfloat16, ...), got {vectors.dtype}")
-    if not vectors.requires_grad:
+    if finite and not vectors.requires_grad:
         bad = int((~torch.isfinite(vectors)).sum())
         if bad:
             raise ValueError(f"{what} hold {bad} non-finite value(s) (NaN or inf) of {vectors.numel()}")
@@ -58,10 +58,12 @@ class Injection(Intervention):
     point: Point = "resid_pre"
     mode: Mode = "add"
     rows: tuple[int, int] | None = None
+    # False: skip the NaN/inf check (training loops, which check their loss instead, and must not sync per step)
+    check_finite: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         self.layers, self.positions = as_ints(self.layers, "layer"), as_ints(self.positions, "position")
-        check_vectors(self.vectors, "injected vectors")
+        check_vectors(self.vectors, "injected vectors", finite=self.check_finite)
         if self.vectors.ndim == 1:
             self.vectors = self.vectors[None, None]
         if not self.layers or not self.positions:

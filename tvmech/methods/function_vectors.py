@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.core.adapter import adapt
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Prompt, encode, make_prompts
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture

@@ -154,7 +154,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
     def row_loss(d: TrainData, idx: Tensor) -> Tensor:
         n, G = len(idx), len(layer_groups)
         resid, batch = take_rows(d, idx, G)
-        injection = compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n))
+        injection = compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n), check_finite=False)
                              for g, (v, ls) in enumerate(zip(vectors(), layer_groups))])
         return row_nll(ad, resid, batch, d.start, injection).view(G, n)
 

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tvmech.core.adapter import Adapter
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import Intervention

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from tvmech.core.progress import tqdm
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import MODES, Mode
@@ -109,7 +109,7 @@ def write_query(vectors: Float[Tensor, "batch d_model"], layer: int, query_pos: 
     Returns:
         The injection.
     """
-    return Injection(vectors[:, None, None], (layer,), (query_pos,), mode=mode)
+    return Injection(vectors[:, None, None], (layer,), (query_pos,), mode=mode, check_finite=False)
 
 
 # ----------------------------------------------------------------- losses
