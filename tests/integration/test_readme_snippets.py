@@ -1,18 +1,31 @@
 """Every Python snippet in README.md runs as written, top to bottom in one namespace (as a reader pasting them
-into a notebook would), on the default model; files they write go to a temporary directory."""
+into a notebook would), on the default model, with smaller sizes (``SMALL``: fewer training steps, samples and
+prompts); files they write go to a temporary directory."""
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SNIPPET = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+# the test's smaller sizes (each must occur in README as written, so a changed snippet fails here, not silently)
+SMALL = {"LTVConfig(steps=40)": "LTVConfig(steps=8)", "n_prompts=4)": "n_prompts=2)",
+         "config=MapConfig())": "config=MapConfig(n_samples=576, n_heldout=8, noise_scales=(0.1,)))",
+         "steps=1500,": "steps=40,", "n=512,": "n=32,", "split.test[:8]": "split.test[:4]"}
 
 
-def snippets() -> list[str]:
-    return SNIPPET.findall(README.read_text())
+def snippets(small: bool = False) -> list[str]:
+    found = SNIPPET.findall(README.read_text())
+    if small:
+        text = "\n".join(found)
+        missing = [k for k in SMALL if k not in text]
+        assert not missing, f"README snippets no longer contain {missing}: update SMALL in this test"
+        for k, v in SMALL.items():
+            found = [c.replace(k, v) for c in found]
+    return found
 
 
 def test_the_readme_has_the_snippets_this_test_runs():
@@ -28,9 +41,11 @@ def test_every_readme_snippet_runs_as_written(tmp_path, capsys):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        for i, code in enumerate(snippets()):
+        for i, code in enumerate(snippets(small=True)):
+            start = time.time()
             try:
                 exec(compile(code, f"README.md snippet {i + 1}", "exec"), namespace)
+                print(f"snippet {i + 1}: {time.time() - start:.1f} s")
             except Exception as e:  # name the snippet that failed
                 raise AssertionError(f"README snippet {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
     finally:
