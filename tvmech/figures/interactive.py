@@ -25,14 +25,17 @@ SINK_LABELS = {"first": "attention to the first token", "self": "attention to it
                "rest": "attention elsewhere", "sink_rate": "sink rate (share of prompts)"}
 
 
-def _slider(fig: go.Figure, layers: Sequence[int], per_layer: int, prefix: str = "layer ") -> go.Figure:
-    """Add a slider showing the ``per_layer`` traces of one layer at a time (traces are in layer order)."""
+def _slider(fig: go.Figure, layers: Sequence[int], per_layer: int, prefix: str = "layer ", active: int = 0
+            ) -> go.Figure:
+    """Add a slider showing the ``per_layer`` traces of one layer at a time (traces are in layer order), starting
+    at the ``active``-th layer."""
     n = len(layers) * per_layer
+    active = active % len(layers)
     steps = [dict(method="update", label=str(l),
                   args=[{"visible": [i // per_layer == j for i in range(n)]}]) for j, l in enumerate(layers)]
     for i, trace in enumerate(fig.data):
-        trace.visible = i < per_layer
-    fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix=prefix), steps=steps, pad=dict(t=50))])
+        trace.visible = i // per_layer == active
+    fig.update_layout(sliders=[dict(active=active, currentvalue=dict(prefix=prefix), steps=steps, pad=dict(t=50))])
     return fig
 
 
@@ -65,7 +68,7 @@ def lens_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
                       title="Logit lens at the query, one layer at a time (slider): p(correct label)"
                             + (f" — {model_name}" if model_name else ""),
                       yaxis=dict(title="p(correct) under the lens", range=[0, 1.02]))
-    return _slider(fig, layers, len(conditions))
+    return _slider(fig, layers, len(conditions), active=-1)  # opens at the last layer, where the lens reads labels
 
 
 def rotation_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:

@@ -12,7 +12,8 @@ def test_lens_slider_shows_one_layer_of_traces_per_step():
     steps = fig.layout.sliders[0].steps
     assert [s.label for s in steps] == ["0", "3", "6"] and len(fig.data) == 6
     assert steps[1].args[0]["visible"] == [False, False, True, True, False, False]
-    assert [t.visible for t in fig.data[:2]] == [True, True] and not fig.data[2].visible
+    assert [t.visible for t in fig.data] == [False] * 4 + [True] * 2  # opens at the last layer
+    assert fig.layout.sliders[0].active == 2
     assert fig.data[4].y == (pytest.approx(0.6), pytest.approx(0.6)) and "&lt;a>" in fig.data[0].hovertext[0]
 
 
