@@ -120,8 +120,8 @@ class Adapter:
 
     def weights_sha256(self) -> str:
         """SHA-256 of the model's weights (the Hugging Face state dict as loaded, each tensor as float32 on the
-        CPU, in key order), computed once per model; models loaded from tvmech's dequantized cache read it
-        from there (``weights.sha256``, written with the cache)."""
+        CPU, in key order), computed once per model; for a model loaded from a GGUF file, the file's SHA-256
+        (``"gguf:<hex>"``, set by :func:`tvmech.core.models.load_model`)."""
         module = self.model.original_model if self.is_bridge else self.model
         digest = getattr(module, WEIGHTS_HASH_ATTR, None)
         if digest is None:

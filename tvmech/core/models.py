@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tvmech.core.adapter import WEIGHTS_HASH_ATTR, boot, official_model_names, weights_sha256
+from tvmech.core.adapter import WEIGHTS_HASH_ATTR, boot, official_model_names
 from tvmech.core.checks import closest_names
 from tvmech.core.io import atomic_dir, atomic_write_text, cache_root, hub_reachable
 from tvmech.core.weights import (
@@ -44,9 +44,6 @@ WRAPPERS = ("bridge", "hooked")
 _DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL, DEFAULT_MODEL.lower(), f"HuggingFaceTB/{DEFAULT_MODEL}"}
 __all__ = ["DEFAULT_MODEL", "DEFAULT_DIST", "DEFAULT_INSTALL", "GEMMA3_INSTALL", "GEMMA3_MODEL", "ModelNotAvailable",
            "default_gguf_path", "gemma3_gguf_path", "gguf_cache_dir", "load_hf", "load_model", "wrap"]
-
-
-WEIGHTS_FILE = "weights.sha256"  # beside a dequantized cache: the hash of its weights
 
 
 def _file_hash(path: Path) -> str:
@@ -120,16 +117,20 @@ def _load_hf_dir(path: Path) -> tuple[Any, Any]:
 
 
 def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) -> tuple[Any, Any]:
-    """Dequantize ``path`` once; afterwards load the cached safetensors copy. The weights' hash
-    (:func:`tvmech.core.adapter.weights_sha256`, the vectors' fingerprint) is kept beside it, computed once."""
-    target = gguf_cache_dir(path, cache_dir, sha256)
+    """Dequantize ``path`` once; afterwards load the cached safetensors copy. The model's weight hash (what
+    saved vectors are fingerprinted with) is the GGUF file's SHA-256: it names the quantized weights themselves,
+    whichever library version dequantized them."""
+    digest = sha256 or _file_hash(path)
+    target = gguf_cache_dir(path, cache_dir, digest)
     if (target / "model.safetensors").is_file():
         model, tokenizer = _load_hf_dir(target)
-        digest_file = target / WEIGHTS_FILE
-        if not digest_file.is_file():  # a cache written before the hash was kept
-            atomic_write_text(digest_file, weights_sha256(model) + "\n")
-        setattr(model, WEIGHTS_HASH_ATTR, digest_file.read_text().strip())
-        return model, tokenizer
+    else:
+        model, tokenizer = _dequantize(path, target)
+    setattr(model, WEIGHTS_HASH_ATTR, f"gguf:{digest}")
+    return model, tokenizer
+
+
+def _dequantize(path: Path, target: Path) -> tuple[Any, Any]:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -141,13 +142,10 @@ def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) ->
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    digest = weights_sha256(model)
     with atomic_dir(target) as tmp:
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / WEIGHTS_FILE).write_text(digest + "\n")
-    setattr(model, WEIGHTS_HASH_ATTR, digest)
     return model, tokenizer
 
 
