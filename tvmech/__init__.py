@@ -15,6 +15,7 @@ from tvmech.analysis.ov import Reconstruction, ov_circuits, packaged_ov_effect, 
 from tvmech.analysis.polar import polar_decomposition, rotation_scaling
 from tvmech.analysis.sinks import AttentionStats, attention_stats
 from tvmech.core.adapter import Adapter, adapt
+from tvmech.core.fast import fast_path, set_fast_path
 from tvmech.core.models import DEFAULT_MODEL, GEMMA3_MODEL, ModelNotAvailable, default_gguf_path, load_model, wrap
 from tvmech.data.prompts import Batch, Prompt, encode, make_prompts
 from tvmech.data.tasks import BUILTIN, Example, Splits, Task, Template, builtin_task, builtin_tasks, load_task
@@ -44,7 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     # core: models and the adapter
     "load_model", "wrap", "DEFAULT_MODEL", "GEMMA3_MODEL", "ModelNotAvailable", "default_gguf_path", "Adapter",
-    "adapt",
+    "adapt", "fast_path", "set_fast_path",
     # data: tasks and prompts
     "Task", "Template", "Example", "Splits", "BUILTIN", "builtin_task", "builtin_tasks", "load_task", "Prompt",
     "Batch", "make_prompts", "encode",

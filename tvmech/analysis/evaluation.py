@@ -20,6 +20,7 @@ from tvmech.core.checks import check_fits_context, check_int
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, Prompt, batches, encode, encode_text, label_ids, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
+from tvmech.interventions.engine import attached_for
 
 HooksFor = Callable[[Batch], Sequence[tuple[str, HookFn]]]
 
@@ -134,8 +135,7 @@ def _check_prompts(task: Task, prompts: Sequence[Prompt], batch_size: int) -> in
 def final_residual(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch seq d_model"]:
     """Final residual stream (before the final norm) of a batch, with optional batch-aware hooks."""
     ad = adapt(model)
-    hooks = list(hooks_for(batch)) if hooks_for else []
-    with ad.hooks(hooks):
+    with attached_for(ad, hooks_for, batch):
         return ad.residual(batch.tokens, ad.n_layers)
 
 

@@ -140,11 +140,11 @@ def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt],
         h0 = ad.residual(batch.tokens, 0)  # embeddings, computed outside the hooks
         clean = Capture(sites)
         if score == "tv_reliance":  # the same blocks on the same input, without θ
-            with clean.apply(ad, q):
+            with clean.attach(ad, q):
                 ad.run_blocks(h0, 0)
     # the whole z of every block, in the graph: the tensors the pass goes on with, so gradients reach them
     keep = Capture(sites, detach=False)
-    with torch.enable_grad(), (vec.injection + keep).apply(ad, q):
+    with torch.enable_grad(), (vec.injection + keep).attach(ad, q):
         final = ad.run_blocks(h0.detach().requires_grad_(True), 0)
         p = torch.softmax(ad.unembed(final[rows, q]).float(), -1)[rows, batch.label_first]
         zs = [keep[l, "z"] for l in range(ad.n_layers)]
@@ -225,7 +225,7 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
     # the input of each block in the θ-run, recorded before the injection (the injected block's: without θ)
     inputs = Capture([(l, "resid_pre") for l in range(ad.n_layers)])
     with torch.no_grad():
-        with (inputs + vec.injection).apply(ad, batch.query_pos):
+        with (inputs + vec.injection).attach(ad, batch.query_pos):
             h = ad.residual(batch.tokens, ad.n_layers)
         p = torch.softmax(ad.unembed(h[rows, batch.query_pos]).float(), -1)[rows, batch.label_first]
         layers = sorted({l for l, _ in heads})
@@ -237,7 +237,7 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
             hs = torch.tensor([heads[i][1] for i in idx], device=ad.device).repeat_interleave(B)
             rr = torch.arange(K * B, device=ad.device)
             patch = HeadPatch(layer, hs, None if kind == "zero" else means[layer], per_row=True)  # heads[r] in row r
-            with (vec.injection + patch).apply(ad, rep.query_pos):
+            with (vec.injection + patch).attach(ad, rep.query_pos):
                 fin = ad.run_blocks(inputs[layer, "resid_pre"].repeat(K, 1, 1), layer)
             pa = torch.softmax(ad.unembed(fin[rr, rep.query_pos]).float(), -1)[rr, rep.label_first]
             out[idx] = (p.repeat(K) - pa).view(K, B).cpu()

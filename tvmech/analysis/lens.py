@@ -171,7 +171,7 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
     parts: list[Intervention] = [record]
     if vector is not None:
         parts.insert(0, Injection.single(vector.reshape(-1), layer))  # before the capture at the same point
-    with torch.no_grad(), compose(parts).apply(ad, q):
+    with torch.no_grad(), compose(parts).attach(ad, q):
         final = ad.residual(tokens.to(ad.device), ad.n_layers)[rows, q]
     states = [record[l, "resid_pre"][:, 0] for l in range(ad.n_layers)] + [final]
     return torch.stack(states).float().cpu()

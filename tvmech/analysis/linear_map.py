@@ -303,7 +303,7 @@ def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) ->
         qq = q.repeat(b)  # row i * P + p: vector i on prompt p
         rows = torch.arange(b * P, device=ad.device)
         per_row = X.repeat_interleave(P, 0)[:, None, None]  # [b * P, 1 layer, 1 position, d]
-        with torch.no_grad(), Injection(per_row, (layer,)).apply(ad, qq):
+        with torch.no_grad(), Injection(per_row, (layer,)).attach(ad, qq):
             out = ad.run_blocks(resid.repeat(b, 1, 1), layer)[rows, qq].view(b, P, -1)
         delta = (out - base[None]).double().cpu()
         return delta if per_prompt else delta.mean(1)
@@ -351,7 +351,7 @@ def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer:
         r, qp = resid[p : p + 1], int(q[p])
 
         def f(x: Tensor, r=r, qp=qp) -> Tensor:
-            with Injection.single(x, layer).apply(ad, qp):
+            with Injection.single(x, layer).attach(ad, qp):
                 return ad.run_blocks(r, layer)[0, qp]
 
         total += (jacrev if mode == "rev" else jacfwd)(f)(x0).detach().double().cpu()

@@ -229,9 +229,9 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     pattern = Capture([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
-        with (clean_out + resid).apply(ad, q):
+        with (clean_out + resid).attach(ad, q):
             final_clean = ad.run_blocks(h, layer)[rows, q]
-        with (vec.injection + inj_out + pattern).apply(ad, q):
+        with (vec.injection + inj_out + pattern).attach(ad, q):
             final_inj = ad.run_blocks(h, layer)[rows, q]
 
     def stack(rec: Capture, point: str) -> Tensor:

@@ -82,7 +82,7 @@ def attention_stats(model, task: Task, prompts: Sequence[Prompt], vec: TaskVecto
         named[rows, idx] = 1.0
     pattern = Capture([(l, "pattern") for l in range(ad.n_layers)], positions=(-1,))  # [B, 1, H, T] per layer
     both = pattern if vec is None else vec.injection + pattern
-    with torch.no_grad(), both.apply(ad, q):
+    with torch.no_grad(), both.attach(ad, q):
         ad.residual(batch.tokens, ad.n_layers)
 
     def split(a: Tensor) -> Tensor:  # a: [B, H, T], each prompt's query row -> [4, B, H]

@@ -30,6 +30,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvmech.core.checks import as_int
+from tvmech.core.fast import fast_path_enabled, sdpa_enabled
+from tvmech.core.layers import (
+    PrefixKV,
+    batched,
+    collecting_cache,
+    filled_cache,
+    prefix_cache,
+    record_layer_calls,
+    swap_cache,
+)
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
 HOOK_POINTS = ("resid_pre", "resid_post")
@@ -185,77 +195,160 @@ class Adapter:
         tokens = tokens.to(self.device)
         if not self.is_bridge:
             return self.model(tokens, stop_at_layer=0)
-        args, _ = _record_layer_calls(self.model, tokens)[0]
+        args, _ = record_layer_calls(self.model, tokens)[0]
         return args[0]
 
-    def layer_kwargs(self, layer: int, seq_len: int) -> tuple[tuple, dict[str, Any]]:
+    def layer_kwargs(self, layer: int, seq_len: int, past: int | None = None) -> tuple[tuple, dict[str, Any]]:
         """The arguments (besides the hidden states) that the Hugging Face model passes to decoder layer
         ``layer`` for an unpadded sequence of ``seq_len`` tokens: causal / sliding-window masks, rotary
         embeddings, position ids. Recorded from the model's own forward, with batch size 1, and kept per
-        (length, device, dtype), so architectures need no hand-built inputs."""
-        key = (seq_len, str(self.device), str(self.dtype))
+        (length, past, device, dtype), so architectures need no hand-built inputs. With ``past`` (an int),
+        the call of ``seq_len`` new positions after ``past`` cached ones, its cache argument included (a
+        placeholder that :meth:`run_blocks` replaces)."""
+        key = (seq_len, past, str(self.device), str(self.dtype))
         cache = self.model.__dict__.setdefault("_tvmech_layer_kwargs", {})
         if key not in cache:
             if len(cache) >= 64:
                 cache.pop(next(iter(cache)))
             tokens = torch.zeros(1, seq_len, dtype=torch.long, device=self.device)
+            kv = None if past is None else filled_cache(self.n_layers, self.n_kv_heads, self.d_head, past,
+                                                        self.device, self.dtype)
             with torch.no_grad():
-                cache[key] = [(args[1:], kw) for args, kw in _record_layer_calls(self.model, tokens)]
+                cache[key] = [(args[1:], kw) for args, kw in record_layer_calls(self.model, tokens, kv)]
         return cache[key][layer]
 
     def run_blocks(
-        self, resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None
+        self, resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None, *,
+        prefix: PrefixKV | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         """Run blocks ``start .. stop-1`` on ``resid`` (the input of block ``start``).
 
         Hook points inside those blocks fire as in a full forward pass. Only the blocks in the
         slice are computed, which is what makes suffix-only training cheap. Each block gets the
-        arguments the Hugging Face model itself would pass it (:meth:`layer_kwargs`).
+        arguments the Hugging Face model itself would pass it (:meth:`layer_kwargs`). With ``prefix``
+        (:meth:`prefix_kv`; fast path only), ``resid`` holds positions ``prefix.cut..`` alone, and each
+        attention reads the prefix's keys and values for the positions before them.
         """
         stop = self.n_layers if stop is None else stop
         start, stop = self.check_layer(start, allow_final=True), self.check_layer(stop, allow_final=True)
         if start >= stop:
             return resid
-        if not self.is_bridge:
-            return self.model(resid, start_at_layer=start, stop_at_layer=stop)
+        if not self.fast():
+            if prefix is not None:
+                raise RuntimeError("a frozen prefix needs the fast path (a bridge, the switch on, no "
+                                   "TransformerLens hooks attached)")
+            if not self.is_bridge:
+                return self.model(resid, start_at_layer=start, stop_at_layer=stop)
+            return self._run_layers(resid, start, stop, None)
+        with self.native(), self.sdpa():
+            return self._run_layers(resid, start, stop, prefix)
+
+    def run_block(self, resid: Float[Tensor, "batch pos d_model"], layer: int, *, prefix: PrefixKV | None = None
+                  ) -> Float[Tensor, "batch pos d_model"]:
+        """Block ``layer`` alone on ``resid`` (its input); the fast path when :meth:`fast` allows it."""
+        return self.run_blocks(resid, layer, layer + 1, prefix=prefix)
+
+    def _run_layers(self, resid: Tensor, start: int, stop: int, prefix: PrefixKV | None) -> Tensor:
         batch, pos, _ = resid.shape
         h = resid
-        for layer in range(start, stop):
-            args, kwargs = self.layer_kwargs(layer, pos)
-            out = self.model.blocks[layer](h, *_batched(args, batch), **_batched(kwargs, batch))
+        kv = None if prefix is None else prefix_cache(prefix)
+        for layer in range(start, stop):  # inside native(): the Hugging Face layers themselves
+            args, kwargs = self.layer_kwargs(layer, pos, None if prefix is None else prefix.cut)
+            args, kwargs = batched(args, batch), batched(kwargs, batch)
+            if kv is not None:
+                args, kwargs = swap_cache(args, kwargs, kv)
+            out = self.model.blocks[layer](h, *args, **kwargs)
             h = out[0] if isinstance(out, tuple) else out
         return h
+
+    def prefix_kv(self, resid: Float[Tensor, "batch pos d_model"], start: int, cut: int) -> PrefixKV:
+        """Keys and values of positions ``0..cut-1`` at blocks ``start..L-1`` of the clean run from ``resid`` (the
+        input of block ``start``), without gradients: what :meth:`run_blocks` needs to run positions ``cut..``
+        alone. Fast path only (the Hugging Face attention fills the cache)."""
+        start = self.check_layer(start)
+        if not 0 < cut < resid.shape[1]:
+            raise ValueError(f"cut {cut} must lie inside the sequence (1..{resid.shape[1] - 1})")
+        if not self.fast():
+            raise RuntimeError("prefix_kv needs the fast path (a bridge, the switch on, no TransformerLens hooks)")
+        collect = collecting_cache()
+        with torch.no_grad(), self.native():
+            h = resid[:, :cut]
+            for layer in range(start, self.n_layers):
+                args, kwargs = self.layer_kwargs(layer, cut, 0)
+                args, kwargs = swap_cache(batched(args, h.shape[0]), batched(kwargs, h.shape[0]), collect)
+                out = self.model.blocks[layer](h, *args, **kwargs)
+                h = out[0] if isinstance(out, tuple) else out
+        keys = {l: collect.kv[l][0] for l in range(start, self.n_layers)}
+        values = {l: collect.kv[l][1] for l in range(start, self.n_layers)}
+        return PrefixKV(keys, values, cut, start)
+
+    @contextlib.contextmanager
+    def sdpa(self) -> Iterator[bool]:
+        """PyTorch's fused attention (``scaled_dot_product_attention``) instead of eager attention inside the
+        block when :func:`tvmech.core.fast.sdpa_enabled` (off by default), on the fast path, where no attention
+        pattern is read; not for soft-capped attention logits (Gemma-2). Yields whether it is on."""
+        configs = self.model.__dict__.get("_tvmech_configs")
+        if configs is None:
+            found = [self.model.original_model.config, *(getattr(m, "config", None) for m in self.model.modules())]
+            configs = list({id(c): c for c in found if hasattr(c, "_attn_implementation")}.values())
+            self.model.__dict__["_tvmech_configs"] = configs
+        before = [c._attn_implementation for c in configs]
+        on = sdpa_enabled() and all(b == "eager" for b in before) and not any(
+            getattr(c, "attn_logit_softcapping", None) for c in configs)
+        if on:
+            for c in configs:
+                c._attn_implementation = "sdpa"
+        try:
+            yield on
+        finally:
+            for c, b in zip(configs, before):
+                c._attn_implementation = b
 
     @contextlib.contextmanager
     def native(self) -> Iterator[Any]:
         """The wrapped Hugging Face model with the bridge's components taken out for the duration of the
-        block (yielded): plain PyTorch modules, so that Hugging Face's own KV-cache decoding runs as
-        Hugging Face wrote it. TransformerLens hooks do not fire inside."""
+        block (yielded): plain PyTorch modules, so that Hugging Face's own code runs as Hugging Face wrote it
+        (KV-cache decoding, the fast path). TransformerLens hooks do not fire inside. Re-entrant; the swaps
+        are found once per model and then cost a few dictionary writes."""
         if not self.is_bridge:
             raise TypeError("native() needs a TransformerBridge (the HookedTransformer has no Hugging Face model)")
-        swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-
-        def strip(module: torch.nn.Module) -> None:
-            for name, child in list(module.named_children()):
-                original = getattr(child, "original_component", None) if _is_bridge_component(child) else None
-                if original is not None:
-                    swaps.append((module, name, child))
-                    module._modules[name] = original
-                    strip(original)
-                else:
-                    strip(child)
-
-        hf = self.model.original_model
-        # resolved while the bridge is whole: inside, model.blocks holds the Hugging Face layers
-        parts = {(l, part): self.native_module(l, part) for l in range(self.n_layers) for part in _PARTS}
-        strip(hf)
-        self.model.__dict__["_tvmech_native_parts"] = parts
+        state = self.model.__dict__
+        if state.get("_tvmech_native_depth", 0):
+            state["_tvmech_native_depth"] += 1
+            try:
+                yield self.model.original_model
+            finally:
+                state["_tvmech_native_depth"] -= 1
+            return
+        if "_tvmech_swaps" not in state:
+            # resolved while the bridge is whole: inside, model.blocks holds the Hugging Face layers
+            state["_tvmech_parts"] = {(l, part): self.native_module(l, part)
+                                      for l in range(self.n_layers) for part in _PARTS}
+            state["_tvmech_swaps"] = _bridge_swaps(self.model.original_model)
+        swaps = state["_tvmech_swaps"]
+        for module, name, _, original in swaps:
+            module._modules[name] = original
+        state["_tvmech_native_parts"], state["_tvmech_native_depth"] = state["_tvmech_parts"], 1
         try:
-            yield hf
+            yield self.model.original_model
         finally:
-            self.model.__dict__.pop("_tvmech_native_parts", None)
-            for module, name, child in reversed(swaps):
+            state.pop("_tvmech_native_parts", None)
+            state["_tvmech_native_depth"] = 0
+            for module, name, child, _ in reversed(swaps):
                 module._modules[name] = child
+
+    def hooks_attached(self) -> bool:
+        """Whether any TransformerLens hook is attached to the model (then the fast path is not taken)."""
+        points = self.model.__dict__.get("_tvmech_hook_points")
+        if points is None:
+            points = list({id(hp): hp for hp in self.model.hook_dict.values()}.values())
+            self.model.__dict__["_tvmech_hook_points"] = points
+        return any(hp._forward_hooks or hp._forward_pre_hooks or hp._backward_hooks for hp in points)
+
+    def fast(self) -> bool:
+        """Whether a pass started now takes the fast path: a bridge, the switch on
+        (:mod:`tvmech.core.fast`), no TransformerLens hook attached."""
+        return self.is_bridge and fast_path_enabled() and not self.hooks_attached()
 
     def native_module(self, layer: int, part: str) -> torch.nn.Module:
         """The Hugging Face module behind block ``layer`` (``"block"``), its attention (``"attn"``), its
@@ -323,51 +416,22 @@ def _part(block: torch.nn.Module, name: str, x: Tensor) -> Tensor:
     return x if m is None else (getattr(m, "original_component", None) or m)(x)
 
 
-class _Recorded(Exception):
-    """Raised by the last recorder: everything after the decoder layers is skipped."""
+def _bridge_swaps(root: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]]:
+    """``(parent, name, bridge component, Hugging Face module)`` for every bridge component under ``root``,
+    outermost first (found with the bridge whole; nothing is changed)."""
+    swaps = []
 
+    def walk(module: torch.nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            original = getattr(child, "original_component", None) if _is_bridge_component(child) else None
+            if original is not None:
+                swaps.append((module, name, child, original))
+                walk(original)
+            else:
+                walk(child)
 
-def _record_layer_calls(model: Any, tokens: Tensor) -> list[tuple[tuple, dict[str, Any]]]:
-    """``(args, kwargs)`` of every decoder-layer call in a forward pass of ``tokens`` through the
-    Hugging Face model, with the layers themselves skipped (each passes its input on unchanged; the
-    last stops the pass): the embedding and the per-layer masks and rotary embeddings, nothing else."""
-    blocks = list(model.blocks)
-    calls: list[Any] = [None] * len(blocks)
-
-    def recorder(i: int) -> Callable[..., Any]:
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if not args:
-                args, kwargs = (kwargs.pop("hidden_states"),), kwargs
-            calls[i] = (args, kwargs)
-            if i == len(blocks) - 1:
-                raise _Recorded
-            return args[0]
-        return forward
-
-    for i, block in enumerate(blocks):  # an instance attribute, set past the bridge's attribute passthrough
-        object.__setattr__(block, "forward", recorder(i))
-    try:
-        model.original_model(input_ids=tokens, use_cache=False)
-    except _Recorded:
-        pass
-    finally:
-        for block in blocks:
-            block.__dict__.pop("forward", None)
-    if any(c is None for c in calls):
-        raise RuntimeError("the Hugging Face forward did not call every decoder layer once; "
-                           "this architecture's layer loop is not supported by the suffix path")
-    return calls
-
-
-def _batched(value: Any, batch: int) -> Any:
-    """Expand tensors recorded with batch size 1 (masks, rotary tables, position ids) to ``batch`` rows."""
-    if isinstance(value, Tensor):
-        return value.expand(batch, *value.shape[1:]) if value.ndim >= 2 and value.shape[0] == 1 else value
-    if isinstance(value, tuple):
-        return tuple(_batched(v, batch) for v in value)
-    if isinstance(value, dict):
-        return {k: _batched(v, batch) for k, v in value.items()}
-    return value
+    walk(root)
+    return swaps
 
 
 def _is_bridge_component(module: Any) -> bool:

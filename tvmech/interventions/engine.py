@@ -78,9 +78,10 @@ class Intervention:
         ctx = Context(query_pos) if ctx is None else ctx
         return [(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in self.writes(ad)]
 
-    def hooks_for(self, model) -> Callable[[Any], list[tuple[str, HookFn]]]:
-        """A ``Batch -> hooks`` function (each batch's own query positions), for :func:`tvmech.evaluate`."""
-        return lambda batch: self.hooks(model, batch.query_pos)
+    def hooks_for(self, model) -> BatchHooks:
+        """A ``Batch -> hooks`` function (each batch's own query positions), for :func:`tvmech.evaluate`; it
+        carries the intervention, so that evaluation can take the fast path (:func:`attached`)."""
+        return BatchHooks(self, adapt(model))
 
     @contextlib.contextmanager
     def apply(self, model, query_pos: Tensor | int | None = None) -> Iterator[Intervention]:
@@ -91,8 +92,41 @@ class Intervention:
         with ad.hooks(hooks):
             yield self
 
+    @contextlib.contextmanager
+    def attach(self, model, query_pos: Tensor | int | None = None) -> Iterator[bool]:
+        """Context manager for tvmech's own passes (:meth:`Adapter.run_blocks`, :meth:`Adapter.residual`): the
+        intervention on the fast path where it can be taken (:func:`attached`), TransformerLens hooks
+        otherwise; yields which. Use :meth:`apply` around any other forward (e.g. ``model(tokens)``)."""
+        with attached(model, self, Context(query_pos)) as fast:
+            yield fast
+
     def __add__(self, other: Intervention) -> Compose:
         return Compose((self, other))
+
+
+@dataclass(frozen=True)
+class BatchHooks:
+    """``batch -> TransformerLens hooks`` of ``intervention`` at that batch's query positions."""
+
+    intervention: Intervention
+    model: Adapter
+
+    def __call__(self, batch: Any) -> list[tuple[str, HookFn]]:
+        return self.intervention.hooks(self.model, batch.query_pos)
+
+
+@contextlib.contextmanager
+def attached_for(model, hooks_for: Callable[[Any], Sequence[tuple[str, HookFn]]] | None, batch: Any
+                 ) -> Iterator[bool]:
+    """``hooks_for``'s hooks attached for ``batch``: through :func:`attached` (fast path where possible) when it
+    carries its intervention (:meth:`Intervention.hooks_for`), as TransformerLens hooks otherwise."""
+    ad = adapt(model)
+    if isinstance(hooks_for, BatchHooks):
+        with attached(ad, hooks_for.intervention, Context(batch.query_pos)) as fast:
+            yield fast
+    else:
+        with ad.hooks(list(hooks_for(batch)) if hooks_for else []):
+            yield False
 
 
 @dataclass(frozen=True)
@@ -117,6 +151,34 @@ def _tl_hook(edit: Edit, ctx: Context) -> HookFn:
         return x if out is None else out
 
     return hook
+
+
+@contextlib.contextmanager
+def attached(model, intervention: Intervention | None, ctx: Context) -> Iterator[bool]:
+    """Attach ``intervention`` for the passes run inside the block, on the fast path where it can be taken.
+
+    Fast path (:meth:`Adapter.fast`, every write at a point with a Hugging Face module): PyTorch hooks on the
+    Hugging Face modules (:func:`native_hooks`), which the adapter's native layer loop fires
+    (:meth:`Adapter.run_blocks`); otherwise TransformerLens hooks. Yields whether the fast path was taken.
+    """
+    ad = adapt(model)
+    writes = intervention.writes(ad) if intervention is not None else []
+    if ad.fast() and all(w.point in _NATIVE for w in writes):
+        with native_hooks(ad, _Fixed(writes), ctx):
+            yield True
+    else:
+        with ad.hooks([(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in writes]):
+            yield False
+
+
+@dataclass(frozen=True)
+class _Fixed(Intervention):
+    """Writes already made (so that an intervention's ``writes`` runs once per attachment)."""
+
+    made: list[Write]
+
+    def writes(self, model: Adapter) -> list[Write]:
+        return self.made
 
 
 # ------------------------------------------------------------------------------------ native path
@@ -174,4 +236,5 @@ def _post(w: Write, ctx: Context):
     return hook
 
 
-__all__ = ["Edit", "Write", "Intervention", "Compose", "compose", "site_name", "native_hooks"]
+__all__ = ["Edit", "Write", "Intervention", "BatchHooks", "Compose", "compose", "site_name", "attached", "attached_for",
+           "native_hooks"]

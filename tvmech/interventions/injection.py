@@ -141,6 +141,8 @@ class Injection(Intervention):
             else:
                 grid = self.vector_at(i)[None].expand(len(rows), -1, -1)
             values = grid.reshape(-1, x.shape[-1])[flat.to(grid.device)].to(x.device, x.dtype)
+            if self.mode == "add" and ctx.checked:  # distinct targets: a plain scatter (CUDA-graph safe)
+                return x.index_put((r, c), x[r, c] + values)
             return x.index_put((r, c), values, accumulate=self.mode == "add")
 
         return edit

@@ -61,6 +61,10 @@ class Context:
 
     query_pos: Tensor | int | None = None
     offset: int = 0
+    # True: every position is known to lie inside its prompt (checked once, before a training loop) and at or
+    # after the offset, so writes skip the range check and the filtering, which read values (device syncs)
+    # and make shapes data-dependent (no CUDA graph)
+    checked: bool = False
 
     def __post_init__(self) -> None:
         if self.query_pos is not None and not (isinstance(self.query_pos, Tensor) and self.query_pos.ndim):
@@ -91,8 +95,7 @@ def resolve_positions(positions: Sequence[int], query_pos: Int[Tensor, " batch"]
         ``[batch, n_pos]`` absolute indices; raises when one lies before the prompt or after its query.
     """
     positions = as_ints(positions, "position")
-    pos = torch.tensor(positions, device=query_pos.device, dtype=torch.long)
-    idx = torch.where(pos < 0, query_pos[:, None] + 1 + pos[None], pos[None].expand(len(query_pos), -1))
+    idx = _absolute(positions, query_pos)
     bad = (idx < 0) | (idx > query_pos[:, None])
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
@@ -101,6 +104,12 @@ def resolve_positions(positions: Sequence[int], query_pos: Int[Tensor, " batch"]
             f"{int(query_pos[row])}: valid positions are -{int(query_pos[row]) + 1}..-1 or 0..{int(query_pos[row])}"
         )
     return idx
+
+
+def _absolute(positions: tuple[int, ...], query_pos: Int[Tensor, " batch"]) -> Int[Tensor, "batch n_pos"]:
+    # arithmetic with Python scalars only: no host-to-device copy (allowed inside a CUDA-graph capture)
+    q = query_pos.long()
+    return torch.stack([q + (1 + p) if p < 0 else torch.full_like(q, p) for p in positions], dim=1)
 
 
 def local_targets(positions: Sequence[int], ctx: Context, rows: Int[Tensor, " n"], batch: int, seq: int,
@@ -121,6 +130,9 @@ def local_targets(positions: Sequence[int], ctx: Context, rows: Int[Tensor, " n"
         ``(rows, columns, flat grid indices)`` of the targets inside the tensor.
     """
     q = ctx.queries(batch, seq, device)[rows]
+    if ctx.checked:  # static shapes, no value read (see Context.checked)
+        idx = _absolute(as_ints(positions, "position"), q) - ctx.offset
+        return rows[:, None].expand_as(idx).flatten(), idx.flatten(), torch.arange(idx.numel(), device=device)
     idx = resolve_positions(positions, q, seq) - ctx.offset
     r = rows[:, None].expand_as(idx)
     keep = (idx >= 0) & (idx < seq)

@@ -44,7 +44,7 @@ def mean_head_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "
     ad = adapt(model)
     batch = encode(ad.tokenizer, task, prompts).to(ad.device)
     capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
-    with torch.no_grad(), capture.apply(ad, batch.query_pos):
+    with torch.no_grad(), capture.attach(ad, batch.query_pos):
         ad.residual(batch.tokens, ad.n_layers)
     return torch.stack([capture[layer, "z"][:, 0].mean(0) for layer in range(ad.n_layers)])
 
@@ -87,7 +87,7 @@ def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float
         resid = ad.residual(batch.tokens, 0)
         for layer in tqdm(range(ad.n_layers), desc="indirect effects", disable=not progress, leave=False):
             patch = HeadPatch(layer, head_of_row, values=z_mean[layer], per_row=True)
-            with patch.apply(ad, qpos):
+            with patch.attach(ad, qpos):
                 out = ad.run_blocks(resid.repeat(H, 1, 1), layer)
             patched[layer] = torch.softmax(ad.unembed(out[rows, qpos]).float(), -1)[rows, label].view(H, B).cpu()
             resid = ad.run_blocks(resid, layer, layer + 1)

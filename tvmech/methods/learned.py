@@ -41,13 +41,16 @@ from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
+from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Point, check_point, resolve_positions
+from tvmech.interventions.sweep import forked_run
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.training import (
     Objective,
     TrainData,
     TrainingDiverged,
     fit,
+    frozen_prefix,
+    label_nll,
     prepare_data,
     query_norm,
     row_nll,
@@ -113,7 +116,8 @@ class LTVConfig:
 
 def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int, ...]], positions: tuple[int, ...],
                   *, shared: bool = False, point: Point = "resid_pre", config: LTVConfig = LTVConfig(),
-                  generator: torch.Generator | None = None) -> tuple[Objective, list[Float[Tensor, "n 1 1"]]]:
+                  generator: torch.Generator | None = None, fork: bool = True
+                  ) -> tuple[Objective, list[Float[Tensor, "n 1 1"]]]:
     """The LTV objective: group ``g`` adds its vectors at ``layer_groups[g]`` to its copy of the batch.
 
     Args:
@@ -125,6 +129,9 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         point: where the vectors are added.
         config: lr, its unit, weight decay and initialisation.
         generator: draws the ``"uniform"`` initialisation (then the batch order, in :func:`fit`).
+        fork: run a sweep (several groups of one ``resid_pre`` layer each) as one clean batch forking at each
+            group's layer (:func:`~tvmech.interventions.sweep.forked_run`) instead of one copy per group
+            through every block; the same losses (to float rounding), about half the work.
 
     Returns:
         The :class:`Objective` (its values: each group's θ) and each group's scale (θ = scale ⊙ φ;
@@ -145,22 +152,46 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
             init = torch.zeros(shape)
         else:
             init = (torch.rand(shape, generator=gen) * 2 - 1) * config.init_scale
-        params.append(init.to(ad.device, ad.dtype).requires_grad_(True))
-        scales.append(scale.to(ad.device, ad.dtype))
+        # float32 vectors whatever the model's dtype (bfloat16 compute, float32 vectors and loss)
+        params.append(init.to(ad.device, torch.float32).requires_grad_(True))
+        scales.append(scale.to(ad.device, torch.float32))
 
     def vectors() -> list[Tensor]:
         return [p * sc for p, sc in zip(params, scales)]
 
+    forked = fork and len(layer_groups) > 1 and point == "resid_pre" and all(len(ls) == 1 for ls in layer_groups)
+    cuts: dict[int, int] = {}  # per split (its batch): the first position any vector is written to
+
+    def prefix_of(d: TrainData, idx: Tensor):
+        if id(d.batch) not in cuts:
+            cuts[id(d.batch)] = int(resolve_positions(positions, d.batch.query_pos, d.resid.shape[1]).min())
+        prefix = frozen_prefix(ad, d, cuts[id(d.batch)]) if checked else None
+        return None if prefix is None else prefix.rows(idx)
+
     def row_loss(d: TrainData, idx: Tensor) -> Tensor:
         n, G = len(idx), len(layer_groups)
+        slots = d.max_labels if d.static else None
+        # positions were checked on every split before training (_train): Context.checked; the positions before
+        # the first written one are frozen (their keys and values computed once: frozen_prefix)
+        prefix = prefix_of(d, idx)
+        cut = 0 if prefix is None else prefix.cut
+        if forked:  # a sweep: one clean batch forking at each group's layer (about half the row-blocks)
+            resid, batch = take_rows(d, idx, 1)
+            final = forked_run(ad, resid[:, cut:], d.start, [Injection(v, ls, positions, point, check_finite=False)
+                                                             for v, ls in zip(vectors(), layer_groups)],
+                               Context(batch.query_pos, offset=cut, checked=checked), prefix=prefix)
+            return label_nll(ad, final, batch.targets[:, cut:].repeat(G, 1), slots=slots).view(G, n)
         resid, batch = take_rows(d, idx, G)
         injection = compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n), check_finite=False)
                              for g, (v, ls) in enumerate(zip(vectors(), layer_groups))])
-        return row_nll(ad, resid, batch, d.start, injection).view(G, n)
+        return row_nll(ad, resid, batch, d.start, injection, slots=slots, checked=checked,
+                       prefix=prefix).view(G, n)
 
+    checked = all(p < 0 for p in positions) or all(p >= 0 for p in positions)  # distinct targets per row
     obj = Objective([[p] for p in params], [config.lr] * len(params),
                     [config.weight_decay * float(sc.mean()) for sc in scales], row_loss,
-                    lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups])
+                    lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups],
+                    graphable=checked)
     return obj, scales
 
 
@@ -185,7 +216,8 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     prep = dict(first_token_only=cfg.first_token_only, k=cfg.k, demos=train, seed=cfg.seed)
     data = prepare_data(ad, task, train, start, **prep)
     vdata = prepare_data(ad, task, val, start, **prep) if val else None
-    resolve_positions(positions, data.batch.query_pos, data.batch.tokens.shape[1])  # fail early on bad positions
+    for d in (data, vdata) if vdata is not None else (data,):  # fail early on bad positions, on every split
+        resolve_positions(positions, d.batch.query_pos, d.batch.tokens.shape[1])
     gen = torch.Generator().manual_seed(cfg.seed)
     obj, scales = ltv_objective(ad, data, layer_groups, positions, shared=shared, point=point, config=cfg,
                                 generator=gen)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -41,10 +41,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvmech.core.adapter import Adapter
+from tvmech.core.fast import cuda_graphs_enabled
+from tvmech.core.layers import PrefixKV
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
-from tvmech.interventions.engine import Intervention
+from tvmech.interventions.engine import Intervention, attached
+from tvmech.interventions.sites import Context
+from tvmech.methods.stepping import Stepper
 
 RowLoss = Callable[["TrainData", Int[Tensor, " n"]], Float[Tensor, "n_groups n"]]
 
@@ -67,6 +71,9 @@ class TrainData:
     resid: Float[Tensor, "n pos d_model"]
     batch: Batch
     start: int
+    max_labels: int = 0  # the most label tokens of any row
+    static: bool = False  # take_rows keeps the full width; row_nll gathers max_labels slots (no host reads)
+    prefixes: dict[int, PrefixKV] = field(default_factory=dict, repr=False)  # frozen_prefix, per cut
 
 
 def prepare_data(ad: Adapter, task: Task, examples: Sequence[Example], start: int, *,
@@ -95,18 +102,18 @@ def prepare_data(ad: Adapter, task: Task, examples: Sequence[Example], start: in
         batch.targets = torch.where(keep, batch.targets, -100)
     with torch.no_grad():
         resid = ad.residual(batch.tokens, start)
-    return TrainData(resid, batch, start)
+    return TrainData(resid, batch, start, int(batch.label_mask.sum(1).max()))
 
 
 def take_rows(data: TrainData, idx: Int[Tensor, " n"], copies: int = 1
               ) -> tuple[Float[Tensor, "copies*n pos d_model"], Batch]:
-    """Rows ``idx`` of ``data`` (cut to their longest row), the whole selection repeated ``copies``
+    """Rows ``idx`` of ``data`` (cut to their longest row unless ``data.static``), the selection repeated ``copies``
     times: rows ``g*n .. (g+1)*n - 1`` are group ``g``'s copy.
 
     Returns:
         The residual stream at ``data.start`` and the matching :class:`Batch`.
     """
-    width = int(data.batch.lengths[idx].max())
+    width = data.resid.shape[1] if data.static else int(data.batch.lengths[idx].max())
     rep = idx.repeat(copies)
     b = data.batch
     sub = Batch(b.tokens[rep, :width], b.query_pos[rep], b.label_first[rep], b.targets[rep, :width], b.lengths[rep])
@@ -114,7 +121,8 @@ def take_rows(data: TrainData, idx: Int[Tensor, " n"], copies: int = 1
 
 
 def row_nll(ad: Adapter, resid: Float[Tensor, "batch pos d_model"], batch: Batch, start: int,
-            intervention: Intervention | None = None) -> Float[Tensor, " batch"]:
+            intervention: Intervention | None = None, *, slots: int | None = None, checked: bool = False,
+            prefix: PrefixKV | None = None) -> Float[Tensor, " batch"]:
     """Each row's NLL of its label tokens, averaged over the row's label tokens.
 
     Args:
@@ -122,17 +130,47 @@ def row_nll(ad: Adapter, resid: Float[Tensor, "batch pos d_model"], batch: Batch
         batch: its tokens' targets and query positions.
         start: the first block to run (blocks ``start ..`` run with ``intervention`` attached).
         intervention: written into the pass (its positions relative to ``batch.query_pos``).
+        slots: logits at this many positions per row (at least the most label tokens of any row), found without
+            reading values (static shapes); ``None``: exactly at the label positions (a data-dependent shape).
+        checked: the intervention's positions are known to be valid (:attr:`Context.checked`).
+        prefix: the frozen keys and values of positions ``0..prefix.cut-1`` (:meth:`Adapter.prefix_kv`, these
+            rows): only positions ``prefix.cut..`` run (the intervention must write nothing before them).
 
     Returns:
         ``[batch]`` losses; logits are computed at the label positions only.
     """
-    hooks = intervention.hooks(ad, batch.query_pos) if intervention is not None else []
-    with ad.hooks(hooks):
-        final = ad.run_blocks(resid, start)
-    mask = batch.label_mask
-    nll = F.cross_entropy(ad.unembed(final[mask]).float(), batch.targets[mask], reduction="none")
-    row_of = mask.nonzero()[:, 0]
-    return torch.zeros(len(batch), device=nll.device).index_add(0, row_of, nll) / mask.sum(1)
+    cut = 0 if prefix is None else prefix.cut
+    with attached(ad, intervention, Context(batch.query_pos, offset=cut, checked=checked)):
+        final = ad.run_blocks(resid[:, cut:], start, prefix=prefix)
+    return label_nll(ad, final, batch.targets[:, cut:], slots=slots)
+
+
+def label_nll(ad: Adapter, final: Float[Tensor, "batch pos d_model"], targets: Int[Tensor, "batch pos"], *,
+              slots: int | None = None) -> Float[Tensor, " batch"]:
+    """Each row's NLL of its label tokens (``targets``: the label token each position predicts, -100 elsewhere)
+    from the final residual stream ``final`` (see :func:`row_nll`)."""
+    mask = targets != -100
+    if slots is None:
+        nll = F.cross_entropy(ad.unembed(final[mask]).float(), targets[mask], reduction="none")
+        row_of = mask.nonzero()[:, 0]
+        return torch.zeros(len(targets), device=nll.device).index_add(0, row_of, nll) / mask.sum(1)
+    # each row's label positions first, in order (a stable sort of "is not a label"), then padding slots
+    pos = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :slots]
+    states = final.gather(1, pos[..., None].expand(-1, -1, final.shape[-1]))
+    nll = F.cross_entropy(ad.unembed(states).float().flatten(0, 1), targets.gather(1, pos).flatten(),
+                          reduction="none", ignore_index=-100).view(len(targets), slots)
+    return nll.sum(1) / mask.sum(1)
+
+
+def frozen_prefix(ad: Adapter, data: TrainData, cut: int) -> PrefixKV | None:
+    """The keys and values of positions ``0..cut-1`` of ``data``'s clean run from block ``data.start`` (computed
+    once per ``cut`` and kept on ``data``), or ``None`` where they cannot serve: ``cut < 1``, the fast path not
+    taken now (:meth:`Adapter.fast`), or every row shorter than ``cut + 1``."""
+    if cut < 1 or not ad.fast() or cut >= data.resid.shape[1]:
+        return None
+    if data.prefixes.get(cut) is None:
+        data.prefixes[cut] = ad.prefix_kv(data.resid, data.start, cut)
+    return data.prefixes[cut]
 
 
 def query_norm(ad: Adapter, data: TrainData, layer: int) -> float:
@@ -178,6 +216,8 @@ class Objective:
     row_loss: RowLoss
     values: Callable[[], list[Any]]
     names: list[str] = field(default_factory=list)
+    # row_loss keeps static shapes (no host reads) when given TrainData with static=True: CUDA-graph safe
+    graphable: bool = False
 
     def __post_init__(self) -> None:
         if not self.groups or not len(self.groups) == len(self.lrs) == len(self.weight_decays):
@@ -212,6 +252,7 @@ class Fit:
     curve: list[dict[str, float]]
     step_times_s: list[float]
     stopped_early: bool
+    capture_s: float = 0.0  # time spent capturing the CUDA graph (0 without one)
 
     @property
     def steps_run(self) -> int:
@@ -252,52 +293,100 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
         raise ValueError(f"patience must be an integer >= 1 or None, got {patience!r}")
     device = data.resid.device
     G = len(objective.groups)
+    leaves = [p for ps in objective.groups for p in ps]
+    graph = device.type == "cuda" and objective.graphable and cuda_graphs_enabled()
     opt = torch.optim.AdamW([{"params": list(ps), "lr": lr, "weight_decay": wd}
-                             for ps, lr, wd in zip(objective.groups, objective.lrs, objective.weight_decays)])
+                             for ps, lr, wd in zip(objective.groups, objective.lrs, objective.weight_decays)],
+                            capturable=graph)
     order = BatchOrder(len(data.batch), batch_size, generator)
-    last_good = objective.values()
-    best = list(last_good)
+    static = replace(data, static=True) if graph else data
+    stepper = Stepper(lambda idx: objective.row_loss(static, idx).mean(1), leaves, opt, device, graph=graph)
+    initial = objective.values()
+    best = list(initial)
     best_val, stale = [math.inf] * G, [0] * G
-    curve: list[dict[str, float]] = []
-    times: list[float] = []
-    stopped = False
+    losses = torch.zeros(steps, G, device=device)
+    val_at: dict[int, float] = {}
+    timer = _Timer(device)
+    # on the CPU a read is free: check every step; on CUDA, at evaluations and every CHECK_EVERY steps
+    check_every = _check_every(device)
+    stopped, run = False, 0
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
-        idx = order.next().to(device)
-        _sync(device)
-        t0 = time.perf_counter()
-        losses = objective.row_loss(data, idx).mean(1)
-        ok = torch.stack([torch.stack([torch.isfinite(p).all() for p in ps]).all() for ps in objective.groups])
-        finite = torch.isfinite(losses) & ok.to(losses.device)
-        if not finite.all():
-            bad = [objective.names[g] for g in range(G) if not finite[g]]
-            raise TrainingDiverged(f"{desc}: loss became {losses.tolist()} at step {step} ({', '.join(bad)}); "
-                                   "the last good values are in .last_good (try a lower lr)",
-                                   on_diverge(last_good) if on_diverge else last_good)
-        last_good = objective.values()
-        opt.zero_grad()
-        losses.sum().backward()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        record = {"step": step, "loss": float(losses.detach().mean())}
-        if val is not None and ((eval_every is not None and (step + 1) % eval_every == 0) or step == steps - 1):
+        idx = order.next().to(device, non_blocking=True)
+        timer.start()
+        losses[step] = stepper(idx)
+        timer.stop()
+        run = step + 1
+        evaluate = val is not None and ((eval_every is not None and run % eval_every == 0) or run == steps)
+        if evaluate or run % check_every == 0 or run == steps:
+            _raise_if_diverged(stepper, losses, objective, desc, on_diverge, initial)
+            bar.set_postfix(loss=f"{float(losses[step].mean()):.3f}")
+        if evaluate:
             vl = objective.mean_loss(val, eval_batch_size)
-            record["val_loss"] = float(vl.mean())
+            val_at[step] = float(vl.mean())
             now = objective.values()
             for g in range(G):
                 if vl[g] < best_val[g]:
                     best_val[g], best[g], stale[g] = float(vl[g]), now[g], 0
                 else:
                     stale[g] += 1
-        curve.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}")
-        if patience is not None and all(s >= patience for s in stale):
-            stopped = True
-            break
+            if patience is not None and all(s >= patience for s in stale):
+                stopped = True
+                break
     final = objective.values()
-    return Fit(final if val is None else best, final, best_val, curve, times, stopped)
+    curve = [{"step": i, "loss": loss} for i, loss in enumerate(losses[:run].mean(1).tolist())]
+    for i, v in val_at.items():
+        curve[i]["val_loss"] = v
+    return Fit(final if val is None else best, final, best_val, curve, timer.times(), stopped, stepper.capture_s)
 
 
-__all__ = ["RowLoss", "TrainingDiverged", "TrainData", "prepare_data", "take_rows", "row_nll", "query_norm",
-           "BatchOrder", "Objective", "Fit", "fit"]
+CHECK_EVERY = 25  # steps between divergence checks on CUDA (each is a host sync)
+
+
+def _check_every(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else CHECK_EVERY
+
+
+def _raise_if_diverged(stepper: Stepper, losses: Tensor, objective: Objective, desc: str,
+                       on_diverge: Callable[[list[Any]], list[Any]] | None, initial: list[Any]) -> None:
+    bad = stepper.first_bad()
+    if bad is None:
+        return
+    row = losses[bad]
+    names = [objective.names[g] for g in range(len(row)) if not torch.isfinite(row[g])] or ["a parameter"]
+    last_good = initial if bad == 0 else stepper.good_values(objective.values)
+    raise TrainingDiverged(f"{desc}: loss became {row.tolist()} at step {bad} ({', '.join(names)}); "
+                           "the last good values are in .last_good (try a lower lr)",
+                           on_diverge(last_good) if on_diverge else last_good)
+
+
+class _Timer:
+    """Wall time of each step: ``perf_counter`` around it on the CPU, CUDA events on a GPU (read at the end,
+    so timing adds no sync)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+
+    def start(self) -> None:
+        self.marks.append([self._mark(), None])
+
+    def stop(self) -> None:
+        self.marks[-1][1] = self._mark()
+
+    def _mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    def times(self) -> list[float]:
+        if not self.cuda:
+            return [b - a for a, b in self.marks]
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) / 1000 for a, b in self.marks]
+
+
+__all__ = ["RowLoss", "TrainingDiverged", "TrainData", "prepare_data", "take_rows", "row_nll", "label_nll",
+           "frozen_prefix", "query_norm", "BatchOrder", "Objective", "Fit", "fit"]

@@ -1,0 +1,155 @@
+"""The fast path (Hugging Face layers called directly, interventions as PyTorch hooks on them) against the
+hooked reference path (TransformerLens hooks on the bridge), on every architecture of the matrix; the forked
+layer sweep against one copy per layer; the training loop's deferred divergence checks."""
+
+import copy
+
+import pytest
+import torch
+
+import tvmech as tv
+from tvmech.core.fast import cuda_graphs_enabled, fast_path, fast_path_enabled, sdpa_enabled
+from tvmech.interventions.engine import attached
+from tvmech.interventions.sites import Context
+from tvmech.methods import training
+from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector, ltv_objective
+from tvmech.methods.training import TrainingDiverged, prepare_data
+
+TASK = tv.builtin_task("capitalize")
+SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)
+CFG = LTVConfig(steps=6, batch_size=8, eval_every=2, lr=3e-2, init="uniform", init_scale=0.5)
+
+
+def _both(fn):
+    with fast_path(True):
+        fast = fn()
+    with fast_path(False):
+        ref = fn()
+    return fast, ref
+
+
+def test_fast_path_switch_restores_and_refuses_non_booleans():
+    before = (fast_path_enabled(), cuda_graphs_enabled(), sdpa_enabled())
+    with fast_path(False):
+        assert not fast_path_enabled() and not cuda_graphs_enabled()
+        with fast_path(True, sdpa=True):
+            assert fast_path_enabled() and sdpa_enabled()
+    assert (fast_path_enabled(), cuda_graphs_enabled(), sdpa_enabled()) == before
+    with pytest.raises(TypeError, match="enabled must be True or False, got 'yes'"):
+        tv.set_fast_path("yes")
+
+
+def test_fast_path_is_taken_only_without_transformerlens_hooks(tiny):
+    ad = tv.adapt(tiny)
+    inj = tv.Injection.single(torch.ones(ad.d_model), 1)
+    assert ad.fast()
+    with attached(ad, inj, Context()) as fast:
+        assert fast
+    with ad.hooks([(ad.hook_name(0), lambda x, hook: x)]):
+        assert ad.hooks_attached() and not ad.fast()
+        with attached(ad, inj, Context()) as fast:
+            assert not fast
+    with fast_path(False), attached(ad, inj, Context()) as fast:
+        assert not fast and not ad.fast()
+
+
+def test_fast_path_equals_hooked_path_on_every_architecture(make_arch, arch):
+    model, _ = make_arch(arch)
+    ad = tv.adapt(model)
+    data = prepare_data(ad, SMALL, SMALL.examples[:12], 1)
+    obj, _ = ltv_objective(ad, data, [(1,), (1, 2)], (-2, -1), config=CFG)
+    idx = torch.arange(3, 11)
+
+    def loss_and_grads():
+        for ps in obj.groups:
+            ps[0].grad = None
+        loss = obj.row_loss(data, idx)
+        loss.sum().backward()
+        return loss.detach(), [ps[0].grad.clone() for ps in obj.groups]
+
+    (fast_loss, fast_grads), (ref_loss, ref_grads) = _both(loss_and_grads)
+    assert ref_loss.abs().sum() > 0 and all(g.abs().sum() > 0 for g in ref_grads)
+    torch.testing.assert_close(fast_loss, ref_loss, atol=1e-5, rtol=1e-5)
+    for f, r in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma3", "gpt2"])
+def test_trained_vectors_and_curves_equal_the_hooked_path(make_arch, which):
+    model, _ = make_arch(which)
+    fast, ref = _both(lambda: learn_task_vector(model, SMALL, layers=(1,), config=CFG, progress=False))
+    torch.testing.assert_close(fast.vectors, ref.vectors, atol=1e-5, rtol=1e-5)
+    assert [r["step"] for r in fast.curve] == [r["step"] for r in ref.curve] == list(range(CFG.steps))
+    for a, b in zip(fast.curve, ref.curve):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 and abs(a.get("val_loss", 0) - b.get("val_loss", 0)) <= 1e-5
+    assert fast.curve[-1]["loss"] < fast.curve[0]["loss"]  # it trained
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma2", "gpt_neox"])
+def test_forked_sweep_equals_one_copy_per_layer(make_arch, which):
+    model, _ = make_arch(which)
+    ad = tv.adapt(model)
+    data = prepare_data(ad, SMALL, SMALL.examples[:12], 0)
+    groups = [(2,), (0,), (1,), (0,)]  # out of order, a layer twice
+    idx = torch.arange(1, 9)
+    got = {}
+    for fork in (True, False):
+        obj, _ = ltv_objective(ad, data, groups, (-1,), config=CFG, fork=fork)
+        loss = obj.row_loss(data, idx)
+        grads = torch.autograd.grad(loss.sum(), [ps[0] for ps in obj.groups])
+        got[fork] = (loss.detach(), grads)
+    torch.testing.assert_close(got[True][0], got[False][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(got[True][1], got[False][1]):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_forked_sweep_vectors_equal_single_runs(tiny):
+    cfg = LTVConfig(steps=6, batch_size=8, eval_every=2, lr=3e-2)  # zero init: no per-group random draws
+    sweep = learn_layer_sweep(tiny, SMALL, layers=(2, 0), config=cfg, progress=False)
+    for tvec, layer in zip(sweep, (2, 0)):
+        assert tvec.vectors.abs().sum() > 0
+        one = learn_task_vector(tiny, SMALL, layers=(layer,), config=cfg, progress=False)
+        torch.testing.assert_close(tvec.vectors, one.vectors, atol=1e-5, rtol=1e-5)
+
+
+def _nan_at_step(model, bad: int, monkeypatch, check_every: int):
+    """A one-parameter objective whose loss turns NaN at step ``bad``; fit's error and last good value."""
+    monkeypatch.setattr(training, "_check_every", lambda device: check_every)
+    data = prepare_data(tv.adapt(model), SMALL, SMALL.examples[:8], 0)
+    p = torch.tensor([2.0], requires_grad=True)
+    calls = []
+
+    def row_loss(d, idx):
+        calls.append(1)
+        loss = (p**2).expand(1, len(idx))
+        return loss * float("nan") if len(calls) > bad else loss
+
+    obj = training.Objective([[p]], [0.1], [0.0], row_loss, lambda: [p.detach().clone()])
+    with pytest.raises(TrainingDiverged) as e:
+        training.fit(obj, data, steps=20, batch_size=4, generator=torch.Generator().manual_seed(0))
+    return str(e.value), e.value.last_good[0], len(calls)
+
+
+def test_deferred_divergence_checks_report_what_per_step_checks_report(tiny, monkeypatch):
+    message, good, calls = _nan_at_step(tiny, 7, monkeypatch, 1)
+    deferred, deferred_good, deferred_calls = _nan_at_step(tiny, 7, monkeypatch, 5)
+    assert "at step 7" in message and message == deferred
+    assert calls == 8 and deferred_calls == 10  # per step: stops at once; deferred: at the next check
+    torch.testing.assert_close(deferred_good, good, atol=0, rtol=0)
+    # the last good value is the one before step 6's update (step 6 is the last finite step): 7 AdamW steps
+    # of size ~0.1 from 2.0 would give ~1.3, six give ~1.4
+    assert 1.35 < float(good) < 1.45
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_step_equals_eager_step(make_arch):
+    model, ref = make_arch("llama")
+    gpu = tv.wrap(copy.deepcopy(ref), tv.adapt(model).tokenizer, "tiny-cuda", device="cuda")
+    runs = {}
+    for graphs in (True, False):
+        with fast_path(True, cuda_graphs=graphs):
+            runs[graphs] = learn_task_vector(gpu, SMALL, layers=(1,), config=CFG, progress=False)
+    torch.testing.assert_close(runs[True].vectors, runs[False].vectors, atol=1e-5, rtol=1e-5)
+    for a, b in zip(runs[True].curve, runs[False].curve):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5
