@@ -203,7 +203,12 @@ faster than the baseline), for a rate (prompts/s, TFLOP/s) value ÷ baseline; a 
 "(value ÷ baseline)" is a time read as a multiple of its baseline (> 1: takes longer). "—": no baseline
 could be measured (the notes say why). Values are medians of the
 repeats; the range in brackets is min–max over the repeats. Warm-up runs are not timed; on CUDA the timed
-regions are synchronised. These are benchmarks, not tests: nothing here asserts a speed.
+regions are synchronised. These are benchmarks, not tests: nothing here asserts a speed. A `--quick` run
+(the environment table says which) takes few steps and repeats: its numbers show the order of magnitude.
+
+The benchmarks: `ltv_step`, `sweep`, `evaluation`, `taylor_vs_ablation`, `linear_fit`, `load`, `step_8b`;
+`--only synthetic` (not in the default set) times the synthetic-ICL training of `bench_synthetic.py`. The
+single-purpose scripts `bench_ltv.py`, `bench_load.py` and `bench_synthetic.py` still run on their own.
 """
 
 
