@@ -101,7 +101,10 @@ def git_commit() -> str:
                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "tvmech"], cwd=HERE.parent,
                                capture_output=True, text=True).stdout.strip()
-        return sha + (" (tvmech/ modified)" if dirty else "")
+        last = subprocess.run(["git", "log", "-1", "--format=%h", "--", "tvmech"], cwd=HERE.parent,
+                              capture_output=True, text=True).stdout.strip()
+        return sha + (f" (tvmech/ last changed in {last})" if last and not sha.startswith(last) else "") + (
+            " (tvmech/ modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -293,7 +293,7 @@ def bench_linear_fit(ctx: Context) -> list:
         t_jac.append(t)
     agree = compare_maps(J, lm.W, theta)
     samples = cfg.samples_for(ad.d_model)
-    return [speedup("linear_fit", f"W_TV at layer {LAYER} on {n_prompts} prompts ({samples} + {cfg.n_heldout} "
+    return [speedup("linear_fit", f"W_TV at layer {LAYER} on {n_prompts} prompt(s) ({samples} + {cfg.n_heldout} "
                     "noisy samples): seconds", "exact_jacobian (jacrev per prompt)", t_jac, t_fit, "s",
                     f"agreement: ‖J − W‖/‖J‖ = {agree['jac_rel_frobenius']:.3f}, cos(J, W) = "
                     f"{agree['jac_cosine']:.3f}, ‖(J − W)θ‖/‖Jθ‖ = {agree['jac_rel_theta']:.3f}; "
