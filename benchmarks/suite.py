@@ -404,7 +404,7 @@ def bench_step_8b(ctx: Context) -> list:
              "scores and norms not counted; eager attention",
              f"model built with {n_layers} layers, injection at layer {layer}; the blocks below run once (no grad)"]
     if cuda:
-        notes.append(f"max memory allocated {mem:.1f} GiB")
+        notes.append(f"torch.cuda.max_memory_allocated {mem:.1f} GiB during the timed steps (weights included)")
         notes.append(f"{statistics.median(achieved) / peak:.1%} of the {peak:.0f} TFLOP/s bf16 dense peak"
                      if peak else "device not in the peak table: TFLOP/s only")
     return [rate_ratio("step_8b", f"LTV step on a {label}, batch {B} × {T} tokens: achieved TFLOP/s",
