@@ -49,7 +49,8 @@ def _run(code: str, *args: str) -> tuple[float, dict]:
     return wall, json.loads(last) if last.startswith("{") else {}
 
 
-def main(repeats: int = 3) -> dict:
+def measure(repeats: int = 3) -> dict[str, list[float]]:
+    """Each measurement's seconds over ``repeats`` fresh-process runs (after one priming run)."""
     rows: dict[str, list[float]] = {k: [] for k in ("floor_wall_s", "warm_wall_s", "warm_load_s", "warm_import_s",
                                                      "second_load_s", "cold_wall_s", "cold_load_s")}
     _run(LOAD, "")  # make sure the default cache exists (and the files are in the page cache)
@@ -64,6 +65,11 @@ def main(repeats: int = 3) -> dict:
             wall, inner = _run(LOAD, d)
             rows["cold_wall_s"].append(wall)
             rows["cold_load_s"].append(inner["load_s"])
+    return rows
+
+
+def main(repeats: int = 3) -> dict:
+    rows = measure(repeats)
     med = {k.replace("_s", "_median_s"): statistics.median(v) for k, v in rows.items()}
     result = {
         "benchmark": "load_model() in fresh processes: warm (cache present), cold (empty cache), the import floor",

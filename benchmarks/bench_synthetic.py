@@ -29,6 +29,28 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def measure(preset_name: str, device: str, steps: int, warmup: int = 10, echo: bool = False) -> list[dict]:
+    """Milliseconds per training step of each task of the preset, vanilla (λ = 0) then TVP (λ > 0)."""
+    preset = steps_synthetic.PRESETS[preset_name]
+    rows = []
+    for name, kw in preset["tasks"].items():
+        task = SyntheticTask(name, **kw)
+        for lam in (0.0, preset["train"]["tvp_weight"]):
+            model = SyntheticModel(task, ModelConfig(**preset["model"])).to(device)
+            cfg = TrainConfig(**{**preset["train"], "tvp_weight": lam, "steps": steps, "log_every": steps})
+            train(model, TrainConfig(**{**cfg.__dict__, "steps": warmup}), progress=False)
+            sync(device)
+            t = time.perf_counter()
+            res = train(model, cfg, progress=False)
+            sync(device)
+            ms = (time.perf_counter() - t) / steps * 1e3
+            rows.append({"task": name, "tvp_weight": lam, "ms_per_step": ms,
+                         "full_run_min": ms * preset["train"]["steps"] / 6e4, "last": res.curve[-1]})
+            if echo:
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="gpu", choices=list(steps_synthetic.PRESETS))
@@ -37,22 +59,7 @@ def main() -> None:
     p.add_argument("--figures", type=Path, default=None, help="also run the figures step into this directory")
     p.add_argument("--figure-steps", type=int, default=200)
     args = p.parse_args()
-    preset = steps_synthetic.PRESETS[args.preset]
-    rows = []
-    for name, kw in preset["tasks"].items():
-        task = SyntheticTask(name, **kw)
-        for lam in (0.0, preset["train"]["tvp_weight"]):
-            model = SyntheticModel(task, ModelConfig(**preset["model"])).to(args.device)
-            cfg = TrainConfig(**{**preset["train"], "tvp_weight": lam, "steps": args.steps, "log_every": args.steps})
-            train(model, TrainConfig(**{**cfg.__dict__, "steps": 10}), progress=False)
-            sync(args.device)
-            t = time.perf_counter()
-            res = train(model, cfg, progress=False)
-            sync(args.device)
-            ms = (time.perf_counter() - t) / args.steps * 1e3
-            rows.append({"task": name, "tvp_weight": lam, "ms_per_step": ms,
-                         "full_run_min": ms * preset["train"]["steps"] / 6e4, "last": res.curve[-1]})
-            print(json.dumps(rows[-1]), flush=True)
+    rows = measure(args.preset, args.device, args.steps, echo=True)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     out = Path(__file__).parent / "results" / f"synthetic_steps_{args.device.split(':')[0]}.json"
     out.parent.mkdir(exist_ok=True)
@@ -60,7 +67,7 @@ def main() -> None:
                                "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
     if args.figures is not None:
-        short = copy.deepcopy(preset)
+        short = copy.deepcopy(steps_synthetic.PRESETS[args.preset])
         short["train"].update(steps=args.figure_steps, log_every=max(args.figure_steps // 4, 1))
         short["ltv_steps"] = 20
         steps_synthetic.PRESETS[args.preset] = short
