@@ -26,6 +26,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=list(KINDS))
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (the CPU run in a few minutes)")
+    p.add_argument("--tf32", action="store_true", help="float32 matmuls on TF32 tensor cores (CUDA): rows [tf32]")
     p.add_argument("--only", nargs="+", default=None, choices=[*BENCHMARKS, *OPTIONAL], metavar="NAME",
                    help=f"run only these ({', '.join([*BENCHMARKS, *OPTIONAL])}); the file keeps the others' rows")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
+    if args.tf32:  # float32 matmuls on TF32 tensor cores (CUDA)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    variant = "".join(f" [{v}]" for v, on in ((args.dtype, args.dtype != "float32"), ("tf32", args.tf32)) if on)
     ctx = Context(args.device, args.dtype, args.quick)
     names = args.only or list(BENCHMARKS)
     env = environment(args.device, args.dtype, args.quick)
@@ -58,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             got = [Row(name, "did not run", "—", None, None, "", None, f"failed: {type(e).__name__}: {e}"[:300])]
         for r in got:
-            r.bench = name
+            r.bench = name + variant
+            r.name += variant
             print(f"    {r.name}: {r.value} {r.unit} vs {r.baseline_value} -> ratio {r.ratio}", flush=True)
         rows += got
         ctx.release()
         print(f"    ({time.perf_counter() - t:.0f} s)", flush=True)
+        save_results(args.device, env, rows, merge=True)  # after every benchmark: a killed run keeps what it did
     env["wall time of this run"] = f"{time.perf_counter() - t_all:.0f} s" + ("" if args.only is None else
                                                                             f" (--only {' '.join(names)})")
     save_results(args.device, env, rows, merge=args.only is not None)

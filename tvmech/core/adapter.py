@@ -207,6 +207,10 @@ class Adapter:
         placeholder that :meth:`run_blocks` replaces)."""
         key = (seq_len, past, str(self.device), str(self.dtype))
         cache = self.model.__dict__.setdefault("_tvmech_layer_kwargs", {})
+        # what a CUDA graph captured must outlive it: entries read during a capture are never evicted
+        pinned = self.model.__dict__.setdefault("_tvmech_layer_kwargs_pinned", {})
+        if key in pinned:
+            return pinned[key][layer]
         if key not in cache:
             if len(cache) >= 64:
                 cache.pop(next(iter(cache)))
@@ -215,6 +219,8 @@ class Adapter:
                                                         self.device, self.dtype)
             with torch.no_grad():
                 cache[key] = [(args[1:], kw) for args, kw in record_layer_calls(self.model, tokens, kv)]
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            pinned[key] = cache[key]
         return cache[key][layer]
 
     def run_blocks(

@@ -52,7 +52,7 @@ from tvmech.methods.training import (
     frozen_prefix,
     label_nll,
     prepare_data,
-    query_norm,
+    query_norms,
     row_nll,
     take_rows,
 )
@@ -141,9 +141,12 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
     layer_groups = [as_ints(ls, "layer") for ls in layer_groups]
     positions = as_ints(positions, "position")
     params, scales = [], []
+    if config.lr_unit == "resid_norm":  # every group's norms from one pass through the blocks
+        all_norms = query_norms(ad, data, [l + (point == "resid_post") for ls in layer_groups for l in ls])
     for ls in layer_groups:
         if config.lr_unit == "resid_norm":
-            norms = torch.tensor([query_norm(ad, data, layer + (point == "resid_post")) for layer in ls])
+            at = [layer + (point == "resid_post") for layer in ls]
+            norms = torch.tensor([all_norms[layer] for layer in at])
         else:
             norms = torch.ones(len(ls))
         scale = norms.mean().view(1, 1, 1) if shared else norms.view(-1, 1, 1)

@@ -74,6 +74,11 @@ class TrainData:
     max_labels: int = 0  # the most label tokens of any row
     static: bool = False  # take_rows keeps the full width; row_nll gathers max_labels slots (no host reads)
     prefixes: dict[int, PrefixKV] = field(default_factory=dict, repr=False)  # frozen_prefix, per cut
+    norms: dict[int, float] = field(default_factory=dict, repr=False)  # query_norms, per layer
+
+    def __post_init__(self) -> None:
+        if not self.max_labels:
+            self.max_labels = int(self.batch.label_mask.sum(1).max())
 
 
 def prepare_data(ad: Adapter, task: Task, examples: Sequence[Example], start: int, *,
@@ -176,9 +181,21 @@ def frozen_prefix(ad: Adapter, data: TrainData, cut: int) -> PrefixKV | None:
 def query_norm(ad: Adapter, data: TrainData, layer: int) -> float:
     """Mean over rows of ``‖h_layer[q]‖``, the residual norm entering block ``layer`` at the query
     (``layer >= data.start``): the unit of a scale-aware learning rate."""
+    return query_norms(ad, data, [layer])[layer]
+
+
+def query_norms(ad: Adapter, data: TrainData, layers: Sequence[int]) -> dict[int, float]:
+    """:func:`query_norm` at each of ``layers``, from one pass through the blocks (kept on ``data``)."""
+    rows = torch.arange(len(data.batch), device=data.resid.device)
+    missing = sorted({int(layer) for layer in layers} - set(data.norms))
     with torch.no_grad():
-        h = ad.run_blocks(data.resid, data.start, layer)
-    return float(h[torch.arange(len(data.batch)), data.batch.query_pos].norm(dim=-1).mean())
+        h, at = data.resid, data.start
+        for layer in missing:
+            if layer < data.start:
+                raise ValueError(f"layer {layer} lies below the data's first block {data.start}")
+            h, at = ad.run_blocks(h, at, layer), layer
+            data.norms[layer] = float(h[rows, data.batch.query_pos].norm(dim=-1).mean())
+    return {int(layer): data.norms[int(layer)] for layer in layers}
 
 
 class BatchOrder:
@@ -389,4 +406,4 @@ class _Timer:
 
 
 __all__ = ["RowLoss", "TrainingDiverged", "TrainData", "prepare_data", "take_rows", "row_nll", "label_nll",
-           "frozen_prefix", "query_norm", "BatchOrder", "Objective", "Fit", "fit"]
+           "frozen_prefix", "query_norm", "query_norms", "BatchOrder", "Objective", "Fit", "fit"]
