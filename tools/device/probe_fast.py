@@ -1,5 +1,8 @@
-# ruff: noqa
-"""GPU probe of the fast path (one run on the device): LTV step and layer-sweep timings by path, parity."""
+"""GPU probe of the fast path (one run on the device, 2026-12-01): LTV step and layer-sweep timings by path
+(CUDA graph, eager fast path, hooked path), the graphed loss curve against the hooked one, and the 30-layer sweep
+against a hooked per-layer loop estimated from layers 0, 15, 29. Output: $OUT/probe.json (kept as
+benchmarks/results/probe_fast_cuda.json). Run after ../shared/device/stage.sh's pieces:
+``python tools/device/probe_fast.py``."""
 import json
 import os
 import time
@@ -40,8 +43,9 @@ for dtype in (torch.float32, torch.bfloat16):
     name = str(dtype).split(".")[-1]
     m = tv.load_model(device="cuda", dtype=dtype, verbose=False)
     r = {}
-    for label, fp in (("graph", dict(enabled=True, cuda_graphs=True)), ("eager_fast", dict(enabled=True, cuda_graphs=False)),
-                      ("hooked", dict(enabled=False))):
+    paths = (("graph", dict(enabled=True, cuda_graphs=True)), ("eager_fast", dict(enabled=True, cuda_graphs=False)),
+             ("hooked", dict(enabled=False)))
+    for label, fp in paths:
         try:
             s, v = per_step(m, task, 15, 40 if label != "hooked" else 20, **fp)
             r[label] = {"ms_per_step": s * 1000, "curve": [c["loss"] for c in v.curve]}
@@ -50,7 +54,8 @@ for dtype in (torch.float32, torch.bfloat16):
         print(name, label, {k: v for k, v in r[label].items() if k != "curve"}, flush=True)
     if "curve" in r.get("graph", {}) and "curve" in r.get("hooked", {}):
         n = min(len(r["graph"]["curve"]), len(r["hooked"]["curve"]))
-        r["curve_max_diff_graph_vs_hooked"] = max(abs(a - b) for a, b in zip(r["graph"]["curve"][:n], r["hooked"]["curve"][:n]))
+        pairs = zip(r["graph"]["curve"][:n], r["hooked"]["curve"][:n])
+        r["curve_max_diff_graph_vs_hooked"] = max(abs(a - b) for a, b in pairs)
     for k in list(r):
         if isinstance(r[k], dict):
             r[k].pop("curve", None)
@@ -58,12 +63,13 @@ for dtype in (torch.float32, torch.bfloat16):
     cfg = LTVConfig(steps=100, eval_every=10**9)
     try:
         learn_layer_sweep(m, task, range(30), config=LTVConfig(steps=3, eval_every=10**9), progress=False)
-        _, t_sweep = timed(lambda: learn_layer_sweep(m, task, range(30), config=cfg, progress=False))
+        _, t_sweep = timed(lambda m=m: learn_layer_sweep(m, task, range(30), config=cfg, progress=False))
         r["sweep_30x100_s"] = t_sweep
     except Exception as e:  # noqa: BLE001
         r["sweep_error"] = f"{type(e).__name__}: {e}"
     with fast_path(False):
-        _, t_loop = timed(lambda: [learn_task_vector(m, task, layers=(l,), config=cfg, progress=False) for l in (0, 15, 29)])
+        _, t_loop = timed(lambda m=m: [learn_task_vector(m, task, layers=(layer,), config=cfg, progress=False)
+                                       for layer in (0, 15, 29)])
     r["loop_3_layers_hooked_s"] = t_loop
     r["loop_30_est_s"] = t_loop * 10
     print(name, r, flush=True)

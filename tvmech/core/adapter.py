@@ -61,10 +61,22 @@ def weights_sha256(module: torch.nn.Module) -> str:
     """SHA-256 of ``module``'s state dict: names, shapes and float32 bytes, in key order."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
+        if t.device.type == "meta":  # offloaded by accelerate (device_map with "disk" / "cpu"): read it back
+            t = _onloaded(module, name)
         t = t.detach().to("cpu", torch.float32).contiguous()
         h.update(f"{name}|{tuple(t.shape)}|".encode())
         h.update(t.numpy())  # (a contiguous buffer: no copy)
     return h.hexdigest()
+
+
+def _onloaded(root: torch.nn.Module, name: str) -> Tensor:
+    """The value of the offloaded tensor ``name`` of ``root``, materialised through its module's accelerate hook."""
+    from accelerate.utils import align_module_device
+
+    owner_name, _, leaf = name.rpartition(".")
+    owner = root.get_submodule(owner_name) if owner_name else root
+    with align_module_device(owner):
+        return getattr(owner, leaf).detach().to("cpu").clone()
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,11 @@ class Adapter:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where token ids and the first residual stream go: the first parameter's device (the input embedding's
+        device of a model split by ``device_map``, as TransformerLens records it, when that one is offloaded)."""
+        first = next(self.model.parameters()).device
+        recorded = getattr(self.cfg, "device", None)
+        return torch.device(recorded) if first.type == "meta" and recorded else first
 
     @property
     def dtype(self) -> torch.dtype:

@@ -106,26 +106,33 @@ def gguf_cache_dir(path: Path, cache_dir: Path | None = None, sha256: str | None
     return root / f"{path.stem}-{key}"
 
 
-def _load_hf_dir(path: Path) -> tuple[Any, Any]:
+def _load_hf_dir(path: Path, placement: dict | None = None) -> tuple[Any, Any]:
+    """``placement``: ``dtype``, ``device_map``, ``max_memory``, ``offload_folder`` for accelerate's big-model
+    loading (weights read straight into their dtype and device)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
-    )
+    if placement:
+        check_fits(path, placement)
+    kw = {"dtype": torch.float32, **{k: v for k, v in (placement or {}).items() if v is not None}}
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", local_files_only=True, **kw)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 
 
-def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None) -> tuple[Any, Any]:
+def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None, placement: dict | None = None
+               ) -> tuple[Any, Any]:
     """Dequantize ``path`` once; afterwards load the cached safetensors copy. The model's weight hash (what
     saved vectors are fingerprinted with) is the GGUF file's SHA-256: it names the quantized weights themselves,
     whichever library version dequantized them."""
     digest = sha256 or _file_hash(path)
     target = gguf_cache_dir(path, cache_dir, digest)
     if (target / "model.safetensors").is_file():
-        model, tokenizer = _load_hf_dir(target)
+        model, tokenizer = _load_hf_dir(target, placement)
     else:
-        model, tokenizer = _dequantize(path, target)
+        model, tokenizer = _dequantize(path, target)  # once, in float32 on the host (how GGUF files are read)
+        if placement:  # then from the cache, straight into the dtype and devices asked for
+            del model
+            model, tokenizer = _load_hf_dir(target, placement)
     setattr(model, WEIGHTS_HASH_ATTR, f"gguf:{digest}")
     return model, tokenizer
 
@@ -185,31 +192,33 @@ def _load_hub(name: str) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(name)
 
 
-def load_hf(source: str | os.PathLike | None = None, *,
-            cache_dir: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
-    """The Hugging Face model (float32, eager attention), its tokenizer and a display name.
+def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
+            placement: dict | None = None) -> tuple[Any, Any, str]:
+    """The Hugging Face model (float32 unless ``placement`` says, eager attention), its tokenizer and a name.
 
     Args:
         source: as for :func:`load_model`.
         cache_dir: where assembled and dequantized GGUF weights are kept.
+        placement: ``dtype``, ``device_map``, ``max_memory``, ``offload_folder`` for accelerate's big-model
+            loading (local directories and GGUF models).
 
     Returns:
         ``(hf_model, tokenizer, name)``.
     """
     cache = Path(cache_dir) if cache_dir else None
     if source in _DEFAULT_ALIASES:
-        model, tok = _load_gguf(default_gguf_path(), cache)
+        model, tok = _load_gguf(default_gguf_path(), cache, placement=placement)
         return model, tok, DEFAULT_MODEL
     if isinstance(source, str) and source.lower() in GEMMA3_ALIASES:
         path = gemma3_gguf_path(cache)
         known = None if os.environ.get("TVMECH_GEMMA3_GGUF") else GEMMA3_SHA256
-        model, tok = _load_gguf(path, cache, known)
+        model, tok = _load_gguf(path, cache, known, placement)
         return model, tok, GEMMA3_NAME
     path = Path(source).expanduser()  # type: ignore[arg-type]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        model, tok = _load_gguf(path, cache)
+        model, tok = _load_gguf(path, cache, placement=placement)
         return model, tok, path.stem
     if not path.exists() and _looks_like_path(source):  # type: ignore[arg-type]
         raise FileNotFoundError(f"model path {str(source)!r} does not exist (looked for {str(path.absolute())!r}). "
@@ -217,12 +226,28 @@ def load_hf(source: str | os.PathLike | None = None, *,
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"{str(path)!r} is a directory but holds no config.json: not a Hugging Face model")
-        model, tok = _load_hf_dir(path)
+        model, tok = _load_hf_dir(path, placement)
         return model, tok, path.name
     if path.is_file():
         raise ValueError(f"{str(path)!r} is a file but not a .gguf file. Valid sources: {_valid_sources()}")
     model, tok = _load_hub(str(source))
     return model, tok, str(source)
+
+
+def dispatched(hf_model: Any) -> bool:
+    """Whether accelerate placed ``hf_model``'s weights (a ``device_map`` over several devices, or offload)."""
+    placement = getattr(hf_model, "hf_device_map", None) or {}
+    return len({str(v) for v in placement.values()}) > 1 or any(str(v) in ("cpu", "disk") for v in placement.values()
+                                                                  if len(placement) > 1)
+
+
+def first_device(hf_model: Any) -> torch.device:
+    """The device of the input embedding (where token ids go), for a dispatched model."""
+    emb = hf_model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    if hook is not None and getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    return next(emb.parameters()).device
 
 
 def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device = "cpu",
@@ -249,7 +274,10 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
     """
     if wrapper not in WRAPPERS:
         raise ValueError(f"wrapper {wrapper!r} is not valid; choose one of {WRAPPERS}")
-    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    placed = dispatched(hf_model)
+    if not placed:
+        hf_model = hf_model.to(device=device, dtype=dtype)
+    hf_model = hf_model.eval()
     if copy_tokenizer:
         tokenizer = copy.deepcopy(tokenizer)  # TransformerLens edits the tokenizer it is given
     if tokenizer.pad_token_id is None:
@@ -257,8 +285,10 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
     if not getattr(hf_model.config, "architectures", None):  # GGUF and from_config models carry none
         hf_model.config.architectures = [type(hf_model).__name__]
     with quiet(verbose):
+        if placed:  # accelerate placed the weights (device_map): the bridge must not move them
+            device = first_device(hf_model)
         model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
-        model = model.to(device).eval()
+        model = (model if placed else model.to(device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -266,7 +296,9 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
 
 def load_model(source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, wrapper: str = "bridge",
-               cache_dir: str | os.PathLike | None = None, verbose: bool = False) -> Any:
+               cache_dir: str | os.PathLike | None = None, verbose: bool = False,
+               device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | os.PathLike | None = None) -> Any:
     """Load a model wrapped in TransformerLens, frozen and in eval mode.
 
     Args:
@@ -279,6 +311,14 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
         wrapper: ``"bridge"`` (``TransformerBridge``) or ``"hooked"`` (``HookedTransformer``, TL 3.x).
         cache_dir: where dequantized GGUF weights are kept (default ``$TVMECH_CACHE/models``).
         verbose: show the libraries' loading messages and progress bars (silenced by default).
+        device_map: ``"auto"``, ``"balanced"`` or a ``{module name: device}`` dict: the model is loaded by
+            Hugging Face accelerate's big-model loading, each weight straight into ``dtype`` on its device
+            (``"cpu"`` and ``"disk"`` offload included; TransformerLens 4.3 refuses maps mixing a GPU with
+            CPU/disk offload), and wrapped as it lies (``device`` is then the input embedding's device). Every
+            tvmech algorithm runs on it: activations move with the layers, vectors follow the layer they touch.
+        max_memory: per-device budgets for ``device_map="auto"`` (e.g. ``{0: "70GiB", 1: "70GiB"}``); a model
+            larger than their sum, with no ``offload_folder``, is refused before loading, naming its size.
+        offload_folder: where disk-offloaded weights go.
 
     Returns:
         The wrapped model (``TransformerBridge`` or ``HookedTransformer``).
@@ -291,7 +331,34 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
         ValueError: an unknown name (the message lists the closest known names), or an architecture
             TransformerLens cannot wrap.
     """
+    placement = None
+    if device_map is not None or max_memory is not None or offload_folder is not None:
+        if device_map is None:
+            raise ValueError("max_memory and offload_folder need a device_map (e.g. device_map='auto')")
+        placement = {"dtype": dtype, "device_map": device_map, "max_memory": max_memory,
+                     "offload_folder": None if offload_folder is None else str(offload_folder)}
     with quiet(verbose):
-        hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir)
+        hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir, placement=placement)
     return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper, verbose=verbose,
                 copy_tokenizer=False)
+
+
+def check_fits(path: Path, placement: dict) -> None:
+    """Refuse, before loading, a model larger than ``placement["max_memory"]``'s sum without an offload folder
+    (the message names the memory the model needs in its dtype)."""
+    budget = placement.get("max_memory")
+    if not budget or placement.get("offload_folder"):
+        return
+    from accelerate import init_empty_weights
+    from accelerate.utils import convert_file_size_to_int
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+    itemsize = torch.empty((), dtype=placement.get("dtype") or torch.float32).element_size()
+    need = sum(p.numel() for p in skeleton.parameters()) * itemsize
+    have = sum(convert_file_size_to_int(v) if isinstance(v, str) else int(v) for v in budget.values())
+    if need > have:
+        raise ValueError(f"the model needs {need / 2**30:.2f} GiB of weights in {placement.get('dtype')}, but "
+                         f"max_memory {budget} allows {have / 2**30:.2f} GiB: raise max_memory, add 'cpu' to it, "
+                         "or give an offload_folder")

@@ -53,7 +53,9 @@ STEP_COST: dict[str, dict[str, str]] = {
     "quick": {"icl": "18 s", "sweep": "132 s", "robustness": "131 s", "geometry": "52 s", "composition": "53 s",
               "peft": "150 s", "ov_circuits": "57 s", "key_heads": "39 s", "sinks": "4 s", "lens": "17 s",
               "linear": "144 s", "synthetic": "237 s"},  # 2-core CPU, 2026-12-01: 17 min 17 s in all
-    "paper": {"icl": "8 min, 2-core CPU", "sweep": "7 min, H100", "robustness": "25 min, H100",
+    # H200 (fast path, 2026-12-01, one process, `--device cuda --no-png`); the mechanism steps: parallel runs
+    "paper": {"icl": "24 s, H200", "sweep": "2 min 35 s, H200", "robustness": "2 min 20 s, H200",
+              "geometry": "37 s, H200", "composition": "< 1 s, H200", "peft": "31 s, H200",
               "ov_circuits": "3 seeds: < 8 min, H200*", "key_heads": "(with ov_circuits)*",
               "sinks": "(with ov_circuits)*", "linear": "3 seeds: 9-13 min, H200*"},
 }

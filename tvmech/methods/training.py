@@ -154,6 +154,7 @@ def label_nll(ad: Adapter, final: Float[Tensor, "batch pos d_model"], targets: I
               slots: int | None = None) -> Float[Tensor, " batch"]:
     """Each row's NLL of its label tokens (``targets``: the label token each position predicts, -100 elsewhere)
     from the final residual stream ``final`` (see :func:`row_nll`)."""
+    targets = targets.to(final.device)  # (a model split over devices ends on its last layer's)
     mask = targets != -100
     if slots is None:
         nll = F.cross_entropy(ad.unembed(final[mask]).float(), targets[mask], reduction="none")
