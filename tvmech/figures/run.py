@@ -12,6 +12,10 @@ experiment that has it (an experiment's own flag wins). ``--seeds 0 1 2`` runs e
 draws mean ± sd over the runs (:mod:`tvmech.figures.runner`); without ``--seed``/``--seeds`` a step whose
 saved numbers are multi-seed keeps their seeds. A default "derived from the model" is resolved
 from the loaded model (e.g. the middle layer ``n_layers // 2``).
+
+Under ``torchrun --nproc-per-node N -m tvmech.figures ...`` the N ranks share each step's tasks and seeds
+(``--device cuda``: one GPU per rank); rank 0 alone draws, writes the gallery and prints
+(:mod:`tvmech.figures.distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
 from tvmech.core.progress import tqdm
 from tvmech.data.tasks import BUILTIN
+from tvmech.figures import distributed as dist
 from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST
 from tvmech.figures.presets import apply as apply_preset
@@ -238,6 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(step_list())
         return 0
+    args.device = dist.init(args.device)  # under torchrun: this rank's device
+    if not dist.is_main():
+        logging.getLogger("tvmech").setLevel(logging.WARNING)
+    try:
+        return _main(args)
+    finally:
+        dist.shutdown()
+
+
+def _main(args: argparse.Namespace) -> int:
     loaded: list = []
 
     def model():  # loaded lazily: a redraw from saved numbers needs no model
@@ -245,15 +260,16 @@ def main(argv: list[str] | None = None) -> int:
             loaded.append(load_model(args.model, device=args.device))
         return loaded[0]
 
-    for left in remove_partials(args.out):  # what a killed earlier run was writing
+    for left in remove_partials(args.out) if dist.is_main() else ():  # what a killed earlier run was writing
         log.info("removed %s, left half-written by an interrupted run", left)
     ctx = Context(out=args.out, model=model, model_name=args.model or DEFAULT_MODEL, device=args.device,
                   force=args.force, png=not args.no_png, preset=args.preset)
     try:
         run_steps(args, ctx)
-        index = write_index(args.out, f"tvmech figures — {ctx.model_name} (preset {args.preset})")
-        print(summary(ctx.report))
-        print(f"gallery: {index}")
+        if dist.is_main():
+            index = write_index(args.out, f"tvmech figures — {ctx.model_name} (preset {args.preset})")
+            print(summary(ctx.report))
+            print(f"gallery: {index}")
     except ValueError as err:  # a setting the loaded model rejects (e.g. a layer past its depth)
         print(f"python -m tvmech.figures: error: {err}", file=sys.stderr)
         return 2
@@ -267,7 +283,7 @@ def run_steps(args: argparse.Namespace, ctx: Context) -> None:
     else those of its saved multi-seed numbers; else its config's seed.
     """
     names = args.only or list(STEP_NAMES)
-    bar = tqdm(names, desc=f"figures ({args.preset})", unit="step")
+    bar = tqdm(names, desc=f"figures ({args.preset})", unit="step", disable=not dist.is_main())
     for name in bar:
         bar.set_postfix_str(name)
         if name == SYNTHETIC:

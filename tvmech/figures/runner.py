@@ -6,10 +6,14 @@ and the random sets), each run kept in ``<out>/runs/seed<s>/`` (its tables and i
 settings match, so a run can be computed elsewhere, e.g. one process per seed on a GPU, and gathered here). The
 step's tables hold every run's rows, each tagged ``run_seed``; their settings name ``seeds`` instead of ``seed``,
 and the figures draw mean ± sd over the run seeds.
+
+Under ``torchrun`` the ranks share each step's missing (seed, task) jobs and only rank 0 draws and writes the
+step's outputs: see :mod:`tvmech.figures.distributed`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -20,6 +24,7 @@ from pathlib import Path
 from tvmech.core.adapter import adapt
 from tvmech.core.io import write_json
 from tvmech.experiments import synthetic
+from tvmech.figures import distributed as dist
 from tvmech.figures import synthetic_plots as sp
 from tvmech.figures.cache import meta as fresh_meta
 from tvmech.figures.export import save_figure, save_table
@@ -82,22 +87,40 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     """Run the experiment task by task, keeping each task's tables in ``<out>/.tasks/<table>/<task>.json`` (with
     the settings without ``tasks``, the device and the date): an interrupted run resumes at the first task
     without numbers, and runs of disjoint task subsets (e.g. parallel processes) share one output directory
-    without overwriting each other.
+    without overwriting each other. Under ``torchrun`` each rank computes its share of the tasks without numbers
+    (the record then names its ``rank``) and every rank reads all of them back after a barrier.
 
     Returns:
         The tables, and each task's saved record (its ``device`` and ``date`` are the provenance).
     """
     key = {k: v for k, v in settings.items() if k != "tasks"}
-    done: dict[str, dict] = {}
-    for task in cfg.tasks:
-        found = None if ctx.force else cached_task(ctx.out, step, task, key)
-        if found is None:
-            tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
-            found = {**fresh_meta(ctx.device, key), "tables": tables}
-            write_json(task_cache(ctx.out, step, task), found)
+    done: dict[str, dict | None] = {t: None if ctx.force else cached_task(ctx.out, step, t, key) for t in cfg.tasks}
+    missing = [t for t, found in done.items() if found is None]
+    dist.barrier()  # every rank has listed the missing tasks before any is written
+    for i, task in enumerate(missing):
+        if not dist.mine(i):
+            continue
+        tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+        found = {**fresh_meta(ctx.device, key), "tables": tables}
+        if dist.world_size() > 1:
+            found["rank"] = dist.rank()
+        write_json(task_cache(ctx.out, step, task), found)
         done[task] = found
+    if dist.world_size() > 1:
+        dist.barrier()  # every missing task is now saved, by one rank or another
+        for task in missing:
+            done[task] = done[task] or cached_task(ctx.out, step, task, key)
+            if done[task] is None:
+                raise RuntimeError(f"{task_cache(ctx.out, step, task)}: no numbers after every rank's share")
     tables = {name: [r for t in cfg.tasks for r in done[t]["tables"][name]] for name in step.tables}
     return tables, list(done.values())
+
+
+def _quiet(step: Step, kwargs: dict) -> dict:
+    """``kwargs`` with ``progress=False`` on the ranks other than 0 (when the experiment has progress bars)."""
+    if dist.is_main() or "progress" not in inspect.signature(step.experiment.run).parameters:
+        return kwargs
+    return {**kwargs, "progress": False}
 
 
 def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas]:
@@ -111,7 +134,7 @@ def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas
     if not cfg.resolved:
         cfg = cfg.resolve(adapt(model).n_layers)
     settings = _settings(cfg, ctx)
-    kwargs = step.inputs(cfg, ctx) if step.inputs else {}
+    kwargs = _quiet(step, step.inputs(cfg, ctx) if step.inputs else {})
     ctx.out.mkdir(parents=True, exist_ok=True)
     meta = fresh_meta(ctx.device, settings)
     if step.per_task:
@@ -135,24 +158,43 @@ def _gathered_meta(metas: dict[int, dict], settings: dict) -> dict:
     return {"settings": settings, **_provenance(list(metas.values())), "runs": runs}
 
 
-def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[object, Tables, Metas]:
+def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[object, Tables, Metas] | None:
     """The step's tables over several seeds: each seed's run reused from ``<out>/runs/seed<s>`` (or from a
     single-seed ``<out>`` of that seed) when its settings match, else computed and saved there; rows tagged
-    ``run_seed``.
+    ``run_seed``. Under ``torchrun`` a per-task step shares each missing seed's tasks over the ranks; another
+    step gives each rank its share of the missing seeds.
 
     Returns:
-        ``(resolved config of the first seed, tables, metas)``.
+        ``(resolved config of the first seed, tables, metas)``; ``None`` on the ranks other than 0.
     """
-    runs: dict[int, tuple] = {}
-    for s in seeds:
-        sub = replace(ctx, out=seed_dir(ctx.out, s), png=False)
-        scfg = replace(cfg, seed=s)
-        found = saved_tables(step, scfg, sub)
-        if found is None:
-            found = saved_tables(step, scfg, ctx) or compute_tables(step, scfg, sub)
-            for name in step.tables:
-                write_json(sub.out / f"{name}.json", {"meta": found[2][name], "rows": found[1][name]})
-        runs[s] = found
+    runs: dict[int, tuple | None] = {}
+    subs = {s: (replace(ctx, out=seed_dir(ctx.out, s), png=False), replace(cfg, seed=s)) for s in seeds}
+    adopted = []  # seeds whose run is the single-seed <out>'s: saved into their run folder too
+    for s, (sub, scfg) in subs.items():
+        runs[s] = saved_tables(step, scfg, sub)
+        if runs[s] is None:
+            runs[s] = saved_tables(step, scfg, ctx)
+            adopted += [s] if runs[s] is not None else []
+    missing = [s for s, found in runs.items() if found is None]
+    dist.barrier()  # every rank has listed the missing runs before any is written
+    for i, s in enumerate(missing):
+        if step.per_task or dist.mine(i):  # a per-task step shares the seed's tasks; another step the seeds
+            sub, scfg = subs[s]
+            runs[s] = compute_tables(step, scfg, sub)
+            if dist.is_main() or not step.per_task:
+                for name in step.tables:
+                    write_json(sub.out / f"{name}.json", {"meta": runs[s][2][name], "rows": runs[s][1][name]})
+    dist.barrier()  # every run is saved
+    if not dist.is_main():
+        return None
+    for s in adopted:
+        for name in step.tables:
+            write_json(subs[s][0].out / f"{name}.json", {"meta": runs[s][2][name], "rows": runs[s][1][name]})
+    for s in missing:
+        if runs[s] is None:  # computed by another rank
+            runs[s] = saved_tables(step, subs[s][1], replace(subs[s][0], force=False))  # (just written)
+            if runs[s] is None:
+                raise RuntimeError(f"{subs[s][0].out}: no saved {step.name} tables after every rank's share")
     cfg = replace(runs[seeds[0]][0], seed=seeds[0])
     settings = _settings(cfg, ctx, seeds)
     tables = {n: [{**r, "run_seed": s} for s, run in runs.items() for r in run[1][n]] for n in step.tables}
@@ -171,7 +213,7 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
             run with that seed; ``None``: ``cfg.seed``.
 
     Returns:
-        The written files.
+        The written files (none on the ranks other than 0).
     """
     start = time.time()
     seeds = list(dict.fromkeys(seeds)) if seeds else None
@@ -180,10 +222,16 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
     found = saved_tables(step, cfg, ctx, seeds)
     computed = found is None
     if computed:
-        found = seeded_tables(step, cfg, ctx, seeds) if seeds else compute_tables(step, cfg, ctx)
-        if ctx.preset:
-            for meta in found[2].values():
-                meta["preset"] = ctx.preset
+        if seeds:
+            found = seeded_tables(step, cfg, ctx, seeds)
+        elif step.per_task or dist.is_main():  # (a step not computed task by task: rank 0 alone)
+            found = compute_tables(step, cfg, ctx)
+    if not dist.is_main():  # rank 0 draws and writes the step's outputs
+        dist.barrier()
+        return []
+    if computed and ctx.preset:
+        for meta in found[2].values():
+            meta["preset"] = ctx.preset
     cfg, tables, metas = found
     written = []
     for name, fig, table in step.draw(tables, metas, cfg, ctx):
@@ -194,6 +242,7 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
             written += list(save_table(ctx.out, table, tables[table], metas[table]).values())
     log.info("%s: %s", step.name, ", ".join(str(p) for p in written))
     ctx.report.append({"step": step.name, "computed": computed, "seconds": time.time() - start, "tables": tables})
+    dist.barrier()  # the next step may read this one's tables
     return written
 
 
@@ -214,15 +263,19 @@ def _synthetic_figures(name: str, task, cfg: synthetic.Config, results: dict) ->
 
 
 def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
-    """The synthetic step: per task of the preset, redraw its saved figures or train and compute the missing ones.
+    """The synthetic step: per task of the preset, redraw its saved figures or train and compute the missing ones
+    (under ``torchrun``: rank 0 alone, the others wait).
 
     Args:
         cfg: the synthetic config.
         ctx: the run's context (models are kept under ``<out>/synthetic``).
 
     Returns:
-        The written files.
+        The written files (none on the ranks other than 0).
     """
+    if not dist.is_main():
+        dist.barrier()
+        return []
     start, computed = time.time(), False
     written = []
     for name in cfg.task_names():
@@ -249,4 +302,5 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
             written += [p for p in paths.values() if p]
     log.info("synthetic: %s", ", ".join(str(p) for p in written))
     ctx.report.append({"step": "synthetic", "computed": computed, "seconds": time.time() - start, "tables": {}})
+    dist.barrier()
     return written

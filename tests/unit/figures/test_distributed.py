@@ -1,0 +1,127 @@
+"""The figure steps spread over two worker processes under torchrun (gloo, CPU): each rank computes its share
+of the tasks through the per-task cache, the tables equal a single process's, and a rerun (with two ranks or
+one) reuses every task either rank saved."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+
+import pytest
+from test_crash import ROOT, WORD_TASKS, _save_tiny
+
+TASKS = WORD_TASKS[:4]
+
+
+def _run(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def _rows(out) -> list[dict]:
+    return json.loads((out / "icl_accuracy.json").read_text())["rows"]
+
+
+def test_two_ranks_share_the_tasks_equal_one_process_and_resume(tmp_path):
+    model_dir, one, two = tmp_path / "tiny", tmp_path / "one", tmp_path / "two"
+    _save_tiny(model_dir)
+    args = ["-m", "tvmech.figures", "--model", str(model_dir), "--only", "icl", "--icl-ks", "0", "1",
+            "--n-test", "6", "--no-png", "--device", "cpu", "--tasks", *TASKS]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _run([sys.executable, *args, "--out", str(one)], env)
+    first = _run([*torchrun, *args, "--out", str(two)], env)
+    assert _rows(two) == _rows(one) and [r["task"] for r in _rows(two)][::2] == list(TASKS)
+    assert first.stdout.count("gallery:") == 1  # rank 0 alone prints
+    cache = two / ".tasks" / "icl_accuracy"
+    record = {p.stem: json.loads(p.read_text()) for p in cache.glob("*.json")}
+    assert set(record) == set(TASKS)
+    assert sorted(r["rank"] for r in record.values()) == [0, 0, 1, 1]  # each rank computed its share
+    assert "rank" not in json.loads((one / ".tasks" / "icl_accuracy" / f"{TASKS[0]}.json").read_text())
+
+    # as if killed before the end: the step's table and one task of each rank are missing
+    dropped = [next(t for t in TASKS if record[t]["rank"] == r) for r in (0, 1)]
+    for task in dropped:
+        (cache / f"{task}.json").unlink()
+    (two / "icl_accuracy.json").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+    _run([*torchrun, *args, "--out", str(two)], env)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json") if p.name in kept} == kept  # reused
+    redone = [json.loads((cache / f"{t}.json").read_text())["rank"] for t in dropped]
+    assert sorted(redone) == [0, 1]  # the missing tasks were shared again
+    assert _rows(two) == _rows(one)
+
+    # one process reuses what the two ranks saved: nothing recomputed
+    kept = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+    (two / "icl_accuracy.json").unlink()
+    _run([sys.executable, *args, "--out", str(two)], env)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")} == kept
+    assert _rows(two) == _rows(one)
+
+
+def _as_two_ranks(monkeypatch, fn) -> dict:
+    """``fn()`` run by two threads posing as ranks 0 and 1 of a torchrun job (their barrier: a thread barrier)."""
+    from tvmech.figures import distributed
+
+    local, gate = threading.local(), threading.Barrier(2, timeout=60)
+    monkeypatch.setattr(distributed, "rank", lambda: local.rank)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "barrier", lambda: gate.wait())
+    results, errors = {}, []
+
+    def body(r):
+        local.rank = r
+        try:
+            results[r] = fn()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+            gate.abort()
+
+    threads = [threading.Thread(target=body, args=(r,)) for r in (0, 1)]
+    level = logging.getLogger("tvmech").level  # (rank 1 quietens the package's logger)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        logging.getLogger("tvmech").setLevel(level)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("per_task", [True, False])
+def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path, monkeypatch, per_task):
+    from tvmech.experiments import icl
+    from tvmech.figures import distributed, run, steps
+
+    calls = []
+
+    def fake_run(model, config, **kw):
+        calls.append((distributed.rank(), config.seed, config.tasks))
+        return icl.Result(config, [{"task": t, "k": k, "accuracy": 0.1 * (config.seed + 1) + 0.01 * i, "n": 1,
+                                    "scoring": "x"} for i, t in enumerate(config.tasks) for k in (0, 5)])
+
+    monkeypatch.setattr(icl, "run", fake_run)
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
+    monkeypatch.setitem(steps.STEPS, "icl", replace(steps.STEPS["icl"], per_task=per_task))
+    argv = ["--only", "icl", "--tasks", "antonym", "nli", "--no-png", "--icl-ks", "0", "5", "--seeds", "0", "1"]
+    assert run.main(["--out", str(tmp_path / "one"), *argv]) == 0
+    alone = sorted((s, t) for _, s, t in calls)
+    calls.clear()
+    two = tmp_path / "two"
+    assert _as_two_ranks(monkeypatch, lambda: run.main(["--out", str(two), *argv])) == {0: 0, 1: 0}
+    assert sorted((s, t) for _, s, t in calls) == alone  # every job once
+    if per_task:  # each seed's tasks shared
+        assert sorted(calls) == [(0, 0, ("antonym",)), (0, 1, ("antonym",)), (1, 0, ("nli",)), (1, 1, ("nli",))]
+    else:  # the seeds shared
+        assert sorted(calls) == [(0, 0, ("antonym", "nli")), (1, 1, ("antonym", "nli"))]
+    assert _rows(two) == _rows(tmp_path / "one")
+    assert json.loads((two / "icl_accuracy.json").read_text())["meta"]["settings"]["seeds"] == [0, 1]
+    calls.clear()  # everything saved: nothing computed again, on either rank
+    assert _as_two_ranks(monkeypatch, lambda: run.main(["--out", str(two), *argv])) == {0: 0, 1: 0}
+    assert calls == []

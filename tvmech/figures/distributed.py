@@ -1,0 +1,98 @@
+"""The figure steps spread over several worker processes started by ``torchrun`` (one per GPU).
+
+Scheme: every rank runs the same steps in the same order and takes the same decisions from the same files
+(read between barriers). A step's jobs are its (seed, task) pairs that have no saved numbers yet: each rank
+computes its share (job ``i`` of the missing ones belongs to rank ``i % world_size``) and writes it through the
+resumable per-task cache (``<out>/.tasks/``, atomic writes), then all ranks meet at a barrier and read every
+job's numbers back. A step that is not computed task by task is computed by one rank (per seed with several
+seeds). Only rank 0 draws and writes the step's tables, figures and the gallery; every step ends with a
+barrier, so the next step (which may read this one's tables) sees them. A killed run, restarted with any
+number of ranks, reuses every job that any rank finished.
+
+The process group is NCCL on CUDA devices (for any tensor collective to come), gloo otherwise, but the ranks
+exchange no tensors, only barriers: those go through a CPU (gloo) group whatever the device, so a rank waiting
+for a long job holds no GPU kernel, and their timeout is long (``TVMECH_BARRIER_TIMEOUT_S``, default two days:
+a step computed by rank 0 alone may take hours while the others wait). When a rank fails, ``torchrun`` stops
+the others.
+
+A single process (no ``WORLD_SIZE`` above 1 in the environment) is rank 0 of 1: every function is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+_state: dict = {}  # "group": the CPU group of the barriers, once initialised
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def active() -> bool:
+    """Whether this process is one of several ranks (the process group is initialised)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank (0 in a single process)."""
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """The number of ranks (1 in a single process)."""
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0, the one that draws, writes the step's outputs and prints."""
+    return rank() == 0
+
+
+def mine(i: int) -> bool:
+    """Whether job ``i`` (its position in a list every rank builds alike) belongs to this rank."""
+    return i % world_size() == rank()
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (nothing in a single process)."""
+    if active():
+        dist.barrier(group=_state.get("group"))
+
+
+def init(device: str) -> str:
+    """Join the ranks started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment; once per process) and
+    return this rank's torch device.
+
+    Args:
+        device: the requested device; ``"cuda"`` becomes ``cuda:<LOCAL_RANK>`` (one GPU per rank); an explicit
+            ``cuda:<i>``, ``cpu`` or ``mps`` is kept.
+
+    Returns:
+        The device of this rank (``device`` itself in a single process).
+    """
+    if _env_int("WORLD_SIZE", 1) <= 1:
+        return device
+    local = _env_int("LOCAL_RANK", 0)
+    if device == "cuda":
+        device = f"cuda:{local}"
+    if not active():
+        timeout = timedelta(seconds=float(os.environ.get("TVMECH_BARRIER_TIMEOUT_S", 2 * 24 * 3600)))
+        if torch.device(device).type == "cuda":
+            torch.cuda.set_device(torch.device(device))
+            dist.init_process_group("nccl", timeout=timeout)  # (its communicator is made at a first collective)
+            _state["group"] = dist.new_group(backend="gloo", timeout=timeout)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
+    return device
+
+
+def shutdown() -> None:
+    """Leave the process group, when one was joined."""
+    if active():
+        dist.destroy_process_group()
+        _state.clear()
