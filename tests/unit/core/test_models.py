@@ -132,7 +132,7 @@ def test_gemma3_aliases_and_env_override(monkeypatch, tmp_path):
         tv.load_model("gemma3-270m")
     seen = {}
 
-    def fake_load(path, cache_dir, sha256=None):
+    def fake_load(path, cache_dir, sha256=None, placement=None):
         seen.update(path=path, sha256=sha256)
         raise RuntimeError("stop here")
 
