@@ -50,9 +50,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 # measured cost per step (quick: `python -m tvmech.figures` on the 2-core CPU; paper: where README says), "?"
 # where none was measured
 STEP_COST: dict[str, dict[str, str]] = {
-    "quick": {"icl": "18 s", "sweep": "132 s", "robustness": "131 s", "geometry": "52 s", "composition": "53 s",
-              "peft": "150 s", "ov_circuits": "57 s", "key_heads": "39 s", "sinks": "4 s", "lens": "17 s",
-              "linear": "144 s", "synthetic": "237 s"},  # 2-core CPU, 2026-12-01: 17 min 17 s in all
+    "quick": {"icl": "22 s", "sweep": "119 s", "robustness": "108 s", "geometry": "43 s", "composition": "58 s",
+              "peft": "162 s", "ov_circuits": "70 s", "key_heads": "39 s", "sinks": "10 s", "lens": "24 s",
+              "linear": "154 s", "synthetic": "50 s"},  # 2-core CPU, fresh clone, 2026-12-01: 14 min 18 s in all
     # H200 (fast path, 2026-12-01, one process, `--device cuda --no-png`); the mechanism steps: parallel runs
     "paper": {"icl": "24 s, H200", "sweep": "2 min 35 s, H200", "robustness": "2 min 20 s, H200",
               "geometry": "37 s, H200", "composition": "< 1 s, H200", "peft": "31 s, H200",
