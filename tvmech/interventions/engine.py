@@ -75,8 +75,7 @@ class Intervention:
             ``(hook_name, hook_fn)`` pairs.
         """
         ad = adapt(model)
-        ctx = Context(query_pos) if ctx is None else ctx
-        return [(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in self.writes(ad)]
+        return _tl_hooks(ad, self.writes(ad), Context(query_pos) if ctx is None else ctx)
 
     def hooks_for(self, model) -> BatchHooks:
         """A ``Batch -> hooks`` function (each batch's own query positions), for :func:`tvmech.evaluate`; it
@@ -145,6 +144,10 @@ def compose(parts: Sequence[Intervention]) -> Intervention:
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
+def _tl_hooks(ad: Adapter, writes: Sequence[Write], ctx: Context) -> list[tuple[str, HookFn]]:
+    return [(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in writes]
+
+
 def _tl_hook(edit: Edit, ctx: Context) -> HookFn:
     def hook(x: Tensor, hook=None) -> Tensor:
         out = edit(x, ctx)
@@ -167,7 +170,7 @@ def attached(model, intervention: Intervention | None, ctx: Context) -> Iterator
         with native_hooks(ad, _Fixed(writes), ctx):
             yield True
     else:
-        with ad.hooks([(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in writes]):
+        with ad.hooks(_tl_hooks(ad, writes, ctx)):
             yield False
 
 

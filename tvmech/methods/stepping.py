@@ -89,7 +89,7 @@ class Stepper:
 
         t0 = time.perf_counter()
         self._idx = idx.clone()
-        self._saved = saved = [p.detach().clone() for p in self.leaves]
+        self._saved = [p.detach().clone() for p in self.leaves]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -97,17 +97,12 @@ class Stepper:
                 self.opt.zero_grad(set_to_none=True)
                 self._body(self._idx)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        with torch.no_grad():  # undo the warm-up: the first real step starts from the initial state
-            for p, s in zip(self.leaves, saved):
-                p.copy_(s)
-            for g, s in zip(self.good, saved):
-                g.copy_(s)
-            for state in self.opt.state.values():
+        self._restore()  # undo the warm-up: the first real step starts from the initial state
+        with torch.no_grad():
+            for state in self.opt.state.values():  # kept (the graph reads these tensors), zeroed
                 for v in state.values():
                     if isinstance(v, Tensor):
                         v.zero_()
-            self.bad_step.fill_(-1)
-            self.count.zero_()
         self.opt.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
@@ -123,12 +118,15 @@ class Stepper:
                       f"{error}); training eagerly instead", RuntimeWarning, stacklevel=3)
         torch.cuda.synchronize(self.device)
         self.graph, self._graph, self.fallback = False, None, f"{type(error).__name__}: {error}"
+        self._restore()
+        self.opt.state.clear()
+
+    def _restore(self) -> None:
+        """Leaves, ``good`` and the bookkeeping back to their values before the capture attempt."""
         with torch.no_grad():
-            for p, s in zip(self.leaves, self._saved):
+            for p, g, s in zip(self.leaves, self.good, self._saved):
                 p.copy_(s)
-            for g, s in zip(self.good, self._saved):
                 g.copy_(s)
-            self.opt.state.clear()
             self.bad_step.fill_(-1)
             self.count.zero_()
 

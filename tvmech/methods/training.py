@@ -107,7 +107,7 @@ def prepare_data(ad: Adapter, task: Task, examples: Sequence[Example], start: in
         batch.targets = torch.where(keep, batch.targets, -100)
     with torch.no_grad():
         resid = ad.residual(batch.tokens, start)
-    return TrainData(resid, batch, start, int(batch.label_mask.sum(1).max()))
+    return TrainData(resid, batch, start)  # max_labels: computed by TrainData
 
 
 def take_rows(data: TrainData, idx: Int[Tensor, " n"], copies: int = 1
