@@ -164,12 +164,33 @@ def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hook
     Returns:
         Scoring -> ``(correct, predicted first token)``, both on the CPU, in the order of ``scorings``.
     """
-    scorings = check_scorings(scorings)
+    check_scorings(scorings)
     ad = adapt(model)
     batch = batch.to(ad.device)
+    with torch.no_grad():
+        return predict_from_final(ad, task, batch, final_residual(ad, batch, hooks_for), scorings)
+
+
+def predict_from_final(model, task: Task, batch: Batch, resid: Float[Tensor, "batch seq d_model"],
+                       scorings: Sequence[str]) -> dict[str, tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]]:
+    """:func:`predict_batch` from a final residual stream already computed (before the final norm): e.g. one
+    row-block of a pass that ran several variants of ``batch`` stacked along the batch axis, or a clean
+    stream with a vector added at the query (what a hook at ``blocks.{L-1}.hook_resid_post`` does).
+
+    Args:
+        model: a loaded model or its adapter.
+        task: the batch's task.
+        batch: the encoded prompts (on the model's device).
+        resid: the batch's final residual stream.
+        scorings: scoring modes.
+
+    Returns:
+        Scoring -> ``(correct, predicted first token)``, both on the CPU, in the order of ``scorings``.
+    """
+    scorings = check_scorings(scorings)
+    ad = adapt(model)
     out = {}
     with torch.no_grad():
-        resid = final_residual(ad, batch, hooks_for)
         rows = torch.arange(len(batch), device=resid.device)
         if any(s != "exact_match" for s in scorings):
             logits = ad.unembed(resid[rows, batch.query_pos])
@@ -314,5 +335,6 @@ def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
 
 
 __all__ = ["EvalResult", "evaluate", "evaluate_multi", "evaluate_prompts", "evaluate_prompts_multi", "score_batch",
-           "score_batch_multi", "predict_batch", "query_logits", "final_residual", "resolve_scoring",
+           "score_batch_multi", "predict_batch", "predict_from_final", "query_logits", "final_residual",
+           "resolve_scoring",
            "resolve_scorings", "default_scorings", "check_scorings", "check_context", "last_logprobs", "Adapter"]

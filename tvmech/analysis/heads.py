@@ -41,11 +41,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvmech.analysis.evaluation import EvalResult, evaluate_multi
+from tvmech.analysis.evaluation import EvalResult, check_context, check_scorings, predict_from_final
 from tvmech.analysis.ov import check_head, single_site
 from tvmech.core.adapter import HookFn, adapt
 from tvmech.core.progress import tqdm
-from tvmech.data.prompts import Batch, Prompt, encode
+from tvmech.data.prompts import Batch, Prompt, batches, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Intervention, compose
@@ -341,7 +341,7 @@ def ablated_accuracies(model, vec: TaskVector, task: Task, queries: Sequence[Exa
                        scorings: Sequence[str], kind: AblationKind = "zero", means: Tensor | None = None,
                        batch_size: int = 16) -> dict[str, EvalResult]:
     """Zero-shot + θ accuracy with ``heads`` ablated at the query position, under each of ``scorings`` from
-    the same forward passes (:func:`tvmech.analysis.evaluation.evaluate_multi`).
+    the same forward passes (:func:`ablated_accuracies_many` with one ablation).
 
     Args:
         model: a TransformerLens model or its adapter.
@@ -357,13 +357,56 @@ def ablated_accuracies(model, vec: TaskVector, task: Task, queries: Sequence[Exa
     Returns:
         Scoring -> its :class:`~tvmech.analysis.evaluation.EvalResult`.
     """
+    return ablated_accuracies_many(model, vec, task, queries, [(heads, kind)], scorings=scorings, means=means,
+                                   batch_size=batch_size)[0]
+
+
+def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequence[Example],
+                            ablations: Sequence[tuple[Sequence[Head], AblationKind]], *, scorings: Sequence[str],
+                            means: Tensor | None = None, batch_size: int = 16, max_rows: int = 512,
+                            progress: bool = False) -> list[dict[str, EvalResult]]:
+    """:func:`ablated_accuracies` of several ablations ``(heads, kind)``, stacked: each batch of queries is
+    repeated once per ablation along the batch axis, each ablation's head patches restricted to its rows
+    (``HeadPatch(rows=...)``), θ injected in every row, up to ``max_rows`` rows per forward pass.
+
+    Returns:
+        Per ablation, in order: scoring -> its :class:`~tvmech.analysis.evaluation.EvalResult`.
+    """
     ad = adapt(model)
-    heads = check_heads(ad, heads)
     vec.check_model(ad)
-    both = vec.injection + ablation(ad, heads, kind=kind, means=means)
-    both.writes(ad)  # validate early
-    return evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size,
-                          hooks_for=both.hooks_for(ad))
+    scorings = check_scorings(scorings)
+    patches = []
+    for heads, kind in ablations:
+        heads = check_heads(ad, heads)
+        check_ablation(ad, kind, means)
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in heads:
+            by_layer.setdefault(layer, []).append(head)
+        patches.append([(l, hs, None if kind == "zero" else means[l]) for l, hs in by_layer.items()])
+    prompts = make_prompts(task, queries, 0)
+    if not prompts:
+        raise ValueError(f"task {task.name!r}: no queries to evaluate")
+    check_context(ad, task, prompts, with_labels="exact_match" in scorings)
+    n, per_pass = len(prompts), max(1, max_rows // batch_size)
+    correct = [{s: [False] * n for s in scorings} for _ in ablations]
+    preds = [{s: [""] * n for s in scorings} for _ in ablations]
+    it = batches(ad.tokenizer, task, prompts, batch_size, with_labels="exact_match" in scorings)
+    for idx, batch in tqdm(it, total=-(-n // batch_size), desc=f"{len(ablations)} ablations {task.name}",
+                           disable=not progress, leave=False):
+        batch, B = batch.to(ad.device), len(idx)
+        for j0 in range(0, len(ablations), per_pass):
+            chunk = list(range(j0, min(len(ablations), j0 + per_pass)))
+            both = compose([vec.injection] + [HeadPatch(l, hs, v, rows=(i * B, (i + 1) * B))
+                                              for i, j in enumerate(chunk) for l, hs, v in patches[j]])
+            with torch.no_grad(), both.attach(ad, batch.query_pos.repeat(len(chunk))):
+                stream = ad.residual(batch.tokens.repeat(len(chunk), 1), ad.n_layers)
+            for i, j in enumerate(chunk):
+                for s, (ok, first) in predict_from_final(ad, task, batch, stream[i * B:(i + 1) * B], scorings).items():
+                    for k, row in enumerate(idx):
+                        correct[j][s][row] = bool(ok[k])
+                        preds[j][s][row] = ad.tokenizer.decode([int(first[k])])
+    return [{s: EvalResult(task.name, 0, s, sum(c[s]) / n, n, c[s], p[s]) for s in scorings}
+            for c, p in zip(correct, preds)]
 
 
 def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,

@@ -185,6 +185,9 @@ class ThetaEffects:
     final_clean: Float[Tensor, "batch d_model"]  # final residual (before the final norm) at q, without θ
     final_injected: Float[Tensor, "batch d_model"]  # the same with θ
     position: int = -1  # θ's site position (negative: relative to the query)
+    start: Float[Tensor, "batch seq d_model"] | None = None  # the residual entering block l (no θ)
+    clean_stream: Float[Tensor, "batch seq d_model"] | None = None  # final residual stream, every position, no θ
+    injected_stream: Float[Tensor, "batch seq d_model"] | None = None  # the same with θ
 
 
 def single_site(model, vec: TaskVector) -> tuple[int, int]:
@@ -230,9 +233,9 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
         with (clean_out + resid).attach(ad, q):
-            final_clean = ad.run_blocks(h, layer)[rows, q]
+            clean_stream = ad.run_blocks(h, layer)
         with (vec.injection + inj_out + pattern).attach(ad, q):
-            final_inj = ad.run_blocks(h, layer)[rows, q]
+            injected_stream = ad.run_blocks(h, layer)
 
     def stack(rec: Capture, point: str) -> Tensor:
         return torch.stack([rec[l, point][:, 0] for l in layers], 1)
@@ -246,7 +249,8 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     return ThetaEffects(theta=theta, layers=layers, query_pos=q, inj_pos=p, resid=stack(resid, "resid_pre"),
                         weights=weights, attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
                         mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"), mlp_direct=direct,
-                        final_clean=final_clean, final_injected=final_inj, position=pos)
+                        final_clean=clean_stream[rows, q], final_injected=injected_stream[rows, q], position=pos,
+                        start=h, clean_stream=clean_stream, injected_stream=injected_stream)
 
 
 def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_aware: bool = True

@@ -64,13 +64,18 @@ def haar_orthogonal(d: int, generator: torch.Generator) -> Float[Tensor, "d d"]:
     """A Haar-random orthogonal ``d × d`` matrix (float64): ``Q · sign(diag R)`` for ``QR`` of a Gaussian matrix."""
     if d < 1:
         raise ValueError(f"d must be >= 1, got {d}")
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
-    signs = torch.sign(torch.diagonal(r))
-    return q * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return _haar(torch.randn(d, d, generator=generator, dtype=torch.float64))
+
+
+def _haar(gaussian: Float[Tensor, "*n d d"]) -> Float[Tensor, "*n d d"]:
+    """``Q · sign(diag R)`` for the QR of each Gaussian matrix (batched; on the matrices' device)."""
+    q, r = torch.linalg.qr(gaussian)
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    return q * torch.where(signs == 0, torch.ones_like(signs), signs)[..., None, :]
 
 
 def rotation_null(Q: Float[Tensor, "d d"], theta: Float[Tensor, " d"], direction: Float[Tensor, " d"], *,
-                  n: int = 200, seed: int = 0) -> dict:
+                  n: int = 200, seed: int = 0, device: str | torch.device | None = None, chunk: int = 50) -> dict:
     """``cos(Qθ, ū)`` against its null over ``n`` Haar-random orthogonal ``R`` (see the module docstring).
 
     Args:
@@ -79,6 +84,9 @@ def rotation_null(Q: Float[Tensor, "d d"], theta: Float[Tensor, " d"], direction
         direction: the task direction ``ū``.
         n: null draws (>= 1).
         seed: the draws' seed.
+        device: where the QR factorisations run (``None``: the CPU); the Gaussian draws are always made by the
+            CPU generator, one ``d × d`` matrix after another, so every device sees the same rotations.
+        chunk: draws factorised per batched QR.
 
     Returns:
         ``rot_align`` (= cos(Qθ, ū)), ``rot_null`` (the ``n`` null cosines), ``rot_null_mean``, ``rot_null_std``,
@@ -96,7 +104,12 @@ def rotation_null(Q: Float[Tensor, "d d"], theta: Float[Tensor, " d"], direction
         raise ValueError("θ and ū must be non-zero")
     u = u / u.norm()
     g = torch.Generator().manual_seed(seed)
-    null = torch.stack([(haar_orthogonal(len(th), g) @ th) @ u for _ in range(n)]) / th.norm()
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    d, parts = len(th), []
+    for start in range(0, n, chunk):
+        gauss = torch.stack([torch.randn(d, d, generator=g, dtype=torch.float64) for _ in range(min(chunk, n - start))])
+        parts.append((_haar(gauss.to(dev)) @ th.to(dev) @ u.to(dev)).cpu())
+    null = torch.cat(parts) / th.norm()
     actual = float((Q @ th) @ u / (Q @ th).norm())
     return {"rot_align": actual, "rot_null": null.tolist(), "rot_null_mean": float(null.mean()),
             "rot_null_std": float(null.std()) if n > 1 else 0.0, "rot_null_q05": float(null.quantile(0.05)),

@@ -241,6 +241,34 @@ def dispatched(hf_model: Any) -> bool:
                                                                   if len(placement) > 1)
 
 
+def offloaded(hf_model: Any) -> bool:
+    """Whether some of ``hf_model``'s weights are offloaded by accelerate (``"cpu"`` or ``"disk"`` in its
+    ``hf_device_map``): they are copied to the execution device at every call, so nothing may capture them."""
+    return any(str(v).lower() in ("cpu", "disk") for v in (getattr(hf_model, "hf_device_map", None) or {}).values())
+
+
+@contextlib.contextmanager
+def _hidden_mixed_map(hf_model: Any):
+    """Boot a model whose map mixes a GPU with CPU/disk offload with its ``hf_device_map`` out of sight.
+
+    TransformerLens 4.3 refuses such maps as "only verified on CPU-only hardware" (its bridge components
+    already run every call under accelerate's ``align_module_device``); tvmech verifies them itself on a GPU
+    (``tests/unit/core/test_sharded.py``: CPU-offloaded layers executing on ``cuda:0`` give the single-GPU
+    numbers) and boots the bridge on the execution device of the embedding.
+    """
+    placement = getattr(hf_model, "hf_device_map", None) or {}
+    values = [str(v).lower() for v in placement.values()]
+    mixed = any(v in ("cpu", "disk") for v in values) and any(v.isdigit() or v.startswith("cuda") for v in values)
+    if not mixed:
+        yield
+        return
+    del hf_model.hf_device_map
+    try:
+        yield
+    finally:
+        hf_model.hf_device_map = placement
+
+
 def first_device(hf_model: Any) -> torch.device:
     """The device of the input embedding (where token ids go), for a dispatched model."""
     emb = hf_model.get_input_embeddings()
@@ -284,7 +312,7 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(hf_model.config, "architectures", None):  # GGUF and from_config models carry none
         hf_model.config.architectures = [type(hf_model).__name__]
-    with quiet(verbose):
+    with quiet(verbose), _hidden_mixed_map(hf_model):
         if placed:  # accelerate placed the weights (device_map): the bridge must not move them
             device = first_device(hf_model)
         model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)

@@ -26,7 +26,7 @@ from tvmech.analysis.heads import (
     KINDS,
     SCORES,
     HeadScores,
-    ablated_accuracies,
+    ablated_accuracies_many,
     ablation_effects,
     heads_from_layer,
     key_heads,
@@ -38,7 +38,6 @@ from tvmech.analysis.heads import (
 )
 from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
-from tvmech.core.progress import tqdm
 from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
 from tvmech.experiments import ov_reconstruction
@@ -201,9 +200,9 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
     rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,
              "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in base.items()]
     jobs = [(k, s) for k in kinds for s in sets]
-    for kind, (name, s, heads) in tqdm(jobs, desc=f"ablations {task.name}", disable=not progress, leave=False):
-        res = ablated_accuracies(ad, vec, task, queries, heads, scorings=scorings, kind=kind, means=means,
-                                 batch_size=batch_size)
+    results = ablated_accuracies_many(ad, vec, task, queries, [(heads, kind) for kind, (_, _, heads) in jobs],
+                                      scorings=scorings, means=means, batch_size=batch_size, progress=progress)
+    for (kind, (name, s, heads)), res in zip(jobs, results):
         rows += [{"task": task.name, "score": scores.score, "set": name, "seed": s, "kind": kind,
                   "size": len(heads), "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in res.items()]
     return rows

@@ -30,14 +30,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.evaluation import check_scorings, evaluate_multi, resolve_scorings
+from tvmech.analysis.evaluation import check_context, check_scorings, predict_from_final, resolve_scorings
 from tvmech.analysis.lens import decode, label_directions
 from tvmech.analysis.linear_map import (
     LinearMap,
     MapConfig,
     compare_maps,
     exact_jacobian,
-    final_injection,
     fit_prompts,
     fit_tv_map,
 )
@@ -143,29 +142,39 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
     """
     ad = adapt(model)
     scorings = resolve_scorings(task, scorings)
+    prompts = make_prompts(task, queries, 0)
+    check_context(ad, task, prompts, with_labels="exact_match" in scorings)
     theta = fit.theta.to(ad.device)
-    original = Injection.single(theta, fit.layer)
-    recon = final_injection(ad, fit.reconstructed)
-    runs = {"zero_shot": None, "original": original.hooks_for(ad), "reconstructed": recon.hooks_for(ad)}
-    res = {name: evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, hooks_for=hooks)
-           for name, hooks in runs.items()}
-    by_scoring = {s: {name: res[name][s].accuracy for name in runs} for s in scorings}
-    primary = scorings[0]
-    orig, rec = res["original"][primary], res["reconstructed"][primary]
-    hits_layer = hits_map = 0
     wt = fit.reconstructed.to(ad.device, ad.dtype)
-    for _, b in batches(ad.tokenizer, task, make_prompts(task, queries, 0), batch_size):
-        rows, q = torch.arange(len(b)), b.query_pos
+    conditions = ("zero_shot", "original", "reconstructed")
+    hits = {c: dict.fromkeys(scorings, 0) for c in conditions}
+    firsts: dict[str, list[str]] = {c: [] for c in conditions}
+    hits_layer = hits_map = 0
+    for _, b in batches(ad.tokenizer, task, prompts, batch_size, with_labels="exact_match" in scorings):
+        b = b.to(ad.device)
+        rows, q = torch.arange(len(b), device=ad.device), b.query_pos
         with torch.no_grad():
-            resid = ad.residual(b.tokens.to(ad.device), fit.layer)
+            resid = ad.residual(b.tokens, fit.layer)  # shared by the three conditions
+            clean = ad.run_blocks(resid, fit.layer)
+            with Injection.single(theta, fit.layer).attach(ad, q):
+                original = ad.run_blocks(resid, fit.layer)
+            reconstructed = clean.clone()  # W θ at the final stream (blocks.{L-1}.hook_resid_post) at the query
+            reconstructed[rows, q] += wt
+            for c, stream in zip(conditions, (clean, original, reconstructed)):
+                for sc, (ok, first) in predict_from_final(ad, task, b, stream, scorings).items():
+                    hits[c][sc] += int(ok.sum())
+                    if sc == scorings[0]:
+                        firsts[c] += [ad.tokenizer.decode([int(t)]) for t in first]
             h_l = resid[rows, q] + theta.to(ad.dtype)
-            h_L = ad.run_blocks(resid, fit.layer)[rows, q] + wt
-            hits_layer += int((ad.unembed(h_l).argmax(-1).cpu() == b.label_first).sum())
-            hits_map += int((ad.unembed(h_L).argmax(-1).cpu() == b.label_first).sum())
+            hits_layer += int((ad.unembed(h_l).argmax(-1) == b.label_first).sum())
+            hits_map += int((ad.unembed(reconstructed[rows, q]).argmax(-1) == b.label_first).sum())
     n = len(queries)
+    by_scoring = {sc: {c: hits[c][sc] / n for c in conditions} for sc in scorings}
+    primary = scorings[0]
     return {"n": n, "scoring": primary, "acc_zero_shot": by_scoring[primary]["zero_shot"],
-            "acc_original": orig.accuracy, "acc_reconstructed": rec.accuracy, "acc_by_scoring": by_scoring,
-            "agreement": sum(a == b for a, b in zip(orig.predictions, rec.predictions)) / n,
+            "acc_original": by_scoring[primary]["original"], "acc_reconstructed": by_scoring[primary]["reconstructed"],
+            "acc_by_scoring": by_scoring,
+            "agreement": sum(a == b for a, b in zip(firsts["original"], firsts["reconstructed"])) / n,
             "lens_acc_layer": hits_layer / n, "lens_acc_map": hits_map / n}
 
 
@@ -207,7 +216,7 @@ def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor
         row[f"tokens_{name}"] = dec.text()
         row[f"label_in_top_{name}"] = bool(labels & set(dec.ids))
     if null_draws:
-        row.update(rotation_null(Q, th, dirs.mean, n=null_draws, seed=seed))
+        row.update(rotation_null(Q, th, dirs.mean, n=null_draws, seed=seed, device=adapt(model).device))
     return row
 
 

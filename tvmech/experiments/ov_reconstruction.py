@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor
 
-from tvmech.analysis.evaluation import check_scorings, resolve_scorings, score_batch_multi
-from tvmech.analysis.ov import Reconstruction, capture, reconstruction_effect, reconstruction_hooks, single_site
+from tvmech.analysis.evaluation import check_scorings, predict_from_final, resolve_scorings
+from tvmech.analysis.ov import Reconstruction, ThetaEffects, capture, reconstruction_effect, reinjection, single_site
 from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import batches, make_prompts
@@ -44,6 +45,7 @@ from tvmech.experiments.common import (
     option,
 )
 from tvmech.experiments.vectors import VectorStore
+from tvmech.interventions.engine import compose
 from tvmech.interventions.paths import PATHS, PathRestricted, check_paths
 from tvmech.interventions.task_vector import TaskVector
 
@@ -121,10 +123,29 @@ def method_name(name: str, alpha: float) -> str:
     return name if alpha == 1 else f"{name}@{alpha:g}"
 
 
-def _count(tally: dict[str, int], model, task: Task, batch, scorings: Sequence[str], hooks_for=None) -> None:
-    """Add each scoring's correct rows of one forward pass over ``batch`` to ``tally`` (scoring -> count)."""
-    for s, ok in score_batch_multi(model, task, batch, scorings, hooks_for).items():
-        tally[s] += int(ok.sum())
+def final_stream(cap: ThetaEffects, total: Tensor, rec: Reconstruction) -> Tensor:
+    """The clean final residual stream of ``cap`` with ``total`` added at the query (θ's position for the direct
+    MLP path and θ): what adding it at ``blocks.{L-1}.hook_resid_post`` gives, without a forward pass."""
+    stream = cap.clean_stream.clone()
+    rows = torch.arange(len(stream), device=stream.device)
+    pos = cap.inj_pos if rec.at_injected_position else cap.query_pos
+    stream[rows, pos] += total.to(stream.dtype)
+    return stream
+
+
+def layerwise_streams(model, cap: ThetaEffects, runs: list[tuple[str, Reconstruction, Tensor]]) -> dict[str, Tensor]:
+    """Final residual streams of the layer-wise re-injections ``(method, reconstruction, per-block effect)``,
+    all in one pass from block ``l``: the batch stacked once per run, each run's injection on its rows."""
+    if not runs:
+        return {}
+    ad = adapt(model)
+    B, layer = len(cap.query_pos), cap.layers[0]
+    injections = [replace(reinjection(ad, effect, cap.layers, "layerwise", rec.layerwise_point,
+                                      cap.position if rec.at_injected_position else -1), rows=(i * B, (i + 1) * B))
+                  for i, (_, rec, effect) in enumerate(runs)]
+    with torch.no_grad(), compose(injections).attach(ad, cap.query_pos.repeat(len(runs))):
+        out = ad.run_blocks(cap.start.repeat(len(runs), 1, 1), layer)
+    return {m: out[i * B:(i + 1) * B] for i, (m, _, _) in enumerate(runs)}
 
 
 def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example],
@@ -181,18 +202,25 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
         batch = batch.to(ad.device)
         cap = capture(ad, vec, batch)
         attn_total = cap.attn_delta.sum(1)
-        _count(correct["zero_shot"], ad, task, batch, scorings)
-        _count(correct["ltv"], ad, task, batch, scorings, vec.hooks_for(ad))
+        streams = {"zero_shot": cap.clean_stream, "ltv": cap.injected_stream}
         norm["ltv"] += float(cap.theta.norm()) * len(batch)
+        layerwise = []
         for m, (_, rec) in runs.items():
-            hooks = reconstruction_hooks(ad, cap, rec)
-            _count(correct[m], ad, task, batch, scorings, lambda b, h=hooks: h)
-            total = reconstruction_effect(ad, cap, rec).sum(1)
+            effect = reconstruction_effect(ad, cap, rec)
+            total = effect.sum(1)
             norm[m] += float(total.norm(dim=-1).sum())
             cos[m] += float(torch.cosine_similarity(total, attn_total, dim=-1).sum())
+            if rec.reinject == "final":  # a vector at the final stream: only its position's logits change
+                streams[m] = final_stream(cap, total, rec)
+            else:
+                layerwise.append((m, rec, effect))
+        streams.update(layerwise_streams(ad, cap, layerwise))
         for spec, open_ in open_paths.items():
-            restricted = PathRestricted(cap.theta, layer, open_, position)
-            _count(correct[f"path_{spec}"], ad, task, batch, scorings, restricted.hooks_for(ad))
+            with torch.no_grad(), PathRestricted(cap.theta, layer, open_, position).attach(ad, batch.query_pos):
+                streams[f"path_{spec}"] = ad.run_blocks(cap.start, layer)
+        for m, stream in streams.items():
+            for s, (ok, _) in predict_from_final(ad, task, batch, stream, scorings).items():
+                correct[m][s] += int(ok.sum())
     n = len(prompts)
     return [{"task": task.name, "layer": layer, "method": m, "variant": v, "path": path, "alpha": alpha,
              "scoring": s, "accuracy": correct[m][s] / n, "n": n,

@@ -7,6 +7,9 @@ to 0 (``values=None``) or to ``values[h]`` for
 * every head in ``heads``, in every row (``per_row=False``), or
 * one head per row, ``heads[b]`` for row ``b`` (``per_row=True``): a batch replicated once per head
   patches every head of a layer in one pass.
+
+``rows=(start, stop)`` restricts the patch to a slice of the batch (as :class:`~tvmech.interventions.injection.
+Injection`'s ``rows``): several ablations of one batch, stacked along the batch axis, run in one pass.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class HeadPatch(Intervention):
     values: Float[Tensor, "n_heads d_head"] | None = None
     positions: tuple[int, ...] = (-1,)
     per_row: bool = False
+    rows: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.layer = as_int(self.layer, "layer")
@@ -47,6 +51,10 @@ class HeadPatch(Intervention):
         self.positions = as_ints(self.positions, "position")
         if self.heads.ndim != 1 or not len(self.heads):
             raise ValueError("HeadPatch needs at least one head")
+        if self.rows is not None:
+            self.rows = as_ints(self.rows, "row")
+            if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]:
+                raise ValueError(f"rows {self.rows} is not a valid (start, stop) slice of the batch")
 
     def writes(self, model) -> list[Write]:
         from tvmech.core.adapter import adapt
@@ -62,13 +70,16 @@ class HeadPatch(Intervention):
 
     def _edit(self, z: Tensor, ctx: Context) -> Tensor:
         batch, seq = z.shape[:2]
-        rows = torch.arange(batch, device=z.device)
+        start, stop = self.rows if self.rows is not None else (0, batch)
+        if stop > batch:
+            raise ValueError(f"rows {self.rows} do not fit a batch of {batch} rows")
+        rows = torch.arange(start, stop, device=z.device)
         r, c, flat = local_targets(self.positions, ctx, rows, batch, seq, z.device)
         heads = self.heads.to(z.device)
         if self.per_row:
-            if len(heads) != batch:
-                raise ValueError(f"{len(heads)} per-row heads do not fit a batch of {batch} rows")
-            h = heads[r]
+            if len(heads) != stop - start:
+                raise ValueError(f"{len(heads)} per-row heads do not fit {stop - start} rows")
+            h = heads[r - start]
         else:
             n = len(heads)
             r, c, h = r.repeat_interleave(n), c.repeat_interleave(n), heads.repeat(len(flat))

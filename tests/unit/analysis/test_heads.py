@@ -173,6 +173,27 @@ def test_key_vs_random_rows(tiny):
     assert sorted(r["seed"] for r in rows if r["set"] == "random" and r["kind"] == "mean") == [0, 1, 2, 3, 4]
 
 
+def test_stacked_ablations_equal_each_ablation_in_its_own_hooked_pass(tiny):
+    """Several ablations stacked along the batch axis (chunked by max_rows) give, row by row, each ablation's
+    own predictions from a pass with only its hooks (the reference path)."""
+    from tvmech.analysis.heads import ablated_accuracies_many, ablation
+
+    ad = tv.adapt(tiny)
+    vec, queries = _vec(tiny), TASK.splits(0).test[:7]
+    means = mean_head_z(tiny, TASK, PROMPTS)
+    jobs = [([(0, 1), (2, 3)], "zero"), ([(1, 0)], "mean"), ([(0, 0), (1, 1), (2, 2), (1, 3)], "zero"),
+            ([(2, 0), (0, 3)], "mean"), ([(l, h) for l in range(ad.n_layers) for h in range(ad.n_heads)], "zero")]
+    got = ablated_accuracies_many(tiny, vec, TASK, queries, jobs, scorings=("first_token",), means=means,
+                                  batch_size=3, max_rows=6)
+    preds = set()
+    for (heads, kind), res in zip(jobs, got):
+        both = vec.injection + ablation(ad, heads, kind=kind, means=means)
+        ref = tv.evaluate(tiny, TASK, queries, 0, scoring="first_token", batch_size=3, hooks_for=both.hooks_for(ad))
+        assert (res["first_token"].correct, res["first_token"].predictions) == (ref.correct, ref.predictions)
+        preds.add(tuple(ref.predictions))
+    assert len(preds) > 1  # the ablations differ from one another
+
+
 def _uniform_pattern(p, hook=None):
     T = p.shape[-1]
     causal = torch.ones(T, T).tril()

@@ -74,6 +74,15 @@ def test_haar_rotations_and_the_rotation_null():
     assert null["rot_null_std"] == pytest.approx(1 / math.sqrt(d), rel=0.2)
     assert null == rotation_null(torch.eye(d), theta, u, n=200, seed=3)
     assert null["rot_null"] != rotation_null(torch.eye(d), theta, u, n=200, seed=4)["rot_null"]
+    # batched QR in chunks (any chunk size, any device) draws the rotations haar_orthogonal draws one by one
+    g3 = torch.Generator().manual_seed(3)
+    one_by_one = [float((haar_orthogonal(d, g3) @ theta.double()) @ (u.double() / 2) / theta.double().norm())
+                  for _ in range(200)]
+    assert rotation_null(torch.eye(d), theta, u, n=200, seed=3, chunk=7)["rot_null"] == pytest.approx(one_by_one,
+                                                                                                      abs=1e-12)
+    if torch.cuda.is_available():
+        assert rotation_null(torch.eye(d), theta, u, n=200, seed=3, device="cuda")["rot_null"] == pytest.approx(
+            one_by_one, abs=1e-10)
     # a rotation taking θ onto ū beats every draw; one taking it onto −ū none
     onto = polar_decomposition(torch.outer(u, theta) + 1e-3 * torch.eye(d))[0]  # Q θ ∝ ū (approximately)
     top = rotation_null(onto, theta, u, n=200, seed=3)

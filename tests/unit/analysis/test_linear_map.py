@@ -269,6 +269,16 @@ def test_reconstruction_report_is_consistent(tiny):
                                                      "reconstructed": rep["acc_reconstructed"]}}
     # capitalize is scored by the first-token argmax, which is what the lens of h_L + Wθ reads
     assert rep["lens_acc_map"] == rep["acc_reconstructed"]
+    # one pass per condition from layer l (W θ added to the clean final stream) = the hooked full passes
+    from tvmech.analysis.linear_map import final_injection
+    from tvmech.interventions.injection import Injection
+
+    hooked = {c: tv.evaluate(tiny, TASK, TASK.examples[:10], 0, hooks_for=h) for c, h in (
+        ("zero_shot", None), ("original", Injection.single(fit.theta, 2).hooks_for(tiny)),
+        ("reconstructed", final_injection(tiny, fit.reconstructed).hooks_for(tiny)))}
+    assert all(rep[f"acc_{c}"] == r.accuracy for c, r in hooked.items())
+    same = [a == b for a, b in zip(hooked["original"].predictions, hooked["reconstructed"].predictions)]
+    assert rep["agreement"] == sum(same) / 10 and 0 < sum(same) < 10  # the two conditions differ somewhere
 
 
 # ------------------------------------------------------------------------------- figure steps

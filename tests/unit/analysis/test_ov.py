@@ -291,3 +291,30 @@ def test_bad_input(tiny):
         capture(tiny, two, _batch(tiny))
     with pytest.raises(ValueError, match="no queries"):
         reconstruction_accuracy(tiny, _vec(tiny, 0), TASK, [])
+
+
+def test_reconstruction_streams_without_hooks_equal_the_hooked_reinjections(tiny):
+    """The accuracies read every reconstruction's final stream without its own forward pass ("final": the clean
+    stream plus the vector at its position) or from one stacked pass (layer-wise): each equals the stream of the
+    full forward pass with the re-injection hooked in."""
+    from dataclasses import replace
+
+    from tvmech.analysis.evaluation import final_residual
+    from tvmech.experiments.ov_reconstruction import DEFAULT_RECONSTRUCTIONS, final_stream, layerwise_streams
+
+    ad = tv.adapt(tiny)
+    vec = _vec(tiny, 1)
+    batch = _batch(tiny, 6).to(ad.device)
+    cap = capture(ad, vec, batch)
+    torch.testing.assert_close(cap.clean_stream, final_residual(ad, batch))
+    torch.testing.assert_close(cap.injected_stream, final_residual(ad, batch, vec.hooks_for(ad)))
+    recs = {f"{n}@{a}": replace(r, alpha=a) for n, r in DEFAULT_RECONSTRUCTIONS.items() for a in (1.0, 3.0)}
+    layerwise = [(m, r, reconstruction_effect(ad, cap, r)) for m, r in recs.items() if r.reinject == "layerwise"]
+    stacked = layerwise_streams(ad, cap, layerwise)
+    assert len(stacked) == len(layerwise) >= 6
+    for m, rec in recs.items():
+        ref = final_residual(ad, batch, lambda b, rec=rec: reconstruction_hooks(ad, cap, rec))
+        total = reconstruction_effect(ad, cap, rec).sum(1)
+        got = stacked[m] if rec.reinject == "layerwise" else final_stream(cap, total, rec)
+        assert (got - cap.clean_stream).abs().max() > 1e-3, m  # it changes something
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5, msg=m)

@@ -1,5 +1,6 @@
 """Models loaded through accelerate's big-model loading (``load_model(..., device_map=...)``), split across
-layers on the CPU with disk offload: every algorithm gives the single-device numbers."""
+layers on the CPU with disk offload, and (with CUDA) across ``cuda:0`` and CPU offload: every algorithm gives
+the single-device numbers."""
 
 import pytest
 import torch
@@ -32,8 +33,8 @@ def test_split_model_is_dispatched_and_offloaded(pair):
     assert tv.adapt(split).device.type == "cpu"
 
 
-def test_split_model_gives_the_single_device_numbers(pair):
-    single, split = pair
+def assert_same_numbers(single, split) -> None:
+    """LTV, evaluation, Taylor scores and the W_TV fit of ``split`` equal those of ``single``."""
     cfg = LTVConfig(steps=5, batch_size=8, eval_every=2, lr=3e-2)
     a = learn_task_vector(single, SMALL, layers=(1,), config=cfg, progress=False)
     b = learn_task_vector(split, SMALL, layers=(1,), config=cfg, progress=False)
@@ -52,6 +53,26 @@ def test_split_model_gives_the_single_device_numbers(pair):
     wa = tv.fit_tv_map(single, batch, a.vectors.reshape(-1), 1, mc)
     wb = tv.fit_tv_map(split, batch, a.vectors.reshape(-1), 1, mc)
     torch.testing.assert_close(wb.W, wa.W, atol=1e-4, rtol=1e-4)
+
+
+def test_split_model_gives_the_single_device_numbers(pair):
+    assert_same_numbers(*pair)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_split_across_cuda_and_cpu_offload_gives_the_single_gpu_numbers(tmp_path, make_tiny_hf, make_tokenizer):
+    tok = make_tokenizer()
+    make_tiny_hf(vocab=len(tok)).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    single = tv.load_model(tmp_path / "tiny", device="cuda")
+    mixed = {**{k: 0 for k in SPLIT}, "model.layers.1": "cpu", "model.layers.2": "cpu"}
+    split = tv.load_model(tmp_path / "tiny", device_map=mixed)
+    hf = tv.adapt(split).model.original_model
+    assert hf.hf_device_map["model.layers.1"] == "cpu" and hf.hf_device_map["model.layers.0"] == 0
+    assert tv.adapt(split).device == torch.device("cuda", 0)
+    assert all(p.device.type != "cuda" for p in hf.model.layers[1].parameters())  # offloaded: on the GPU per call
+    with tv.fast_path(True, cuda_graphs=False):  # offloaded weights are never graph-captured: compare like for like
+        assert_same_numbers(single, split)
 
 
 def test_a_model_larger_than_max_memory_is_refused_naming_its_size(tmp_path, make_tiny_hf, make_tokenizer):

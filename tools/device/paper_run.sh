@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the GPU machine after staging (tools/device/profile_run.sh's sibling): the CUDA tests, then the paper preset of
+# `python -m tvmech.figures` end to end with RANKS worker processes (torchrun) sharing the one GPU, into
+# /root/paper (resumable: a second call continues where the first stopped). Prints the step summary.
+set -u
+export TQDM_DISABLE=1 OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=${THREADS:-4}
+RANKS=${RANKS:-4}
+if [ "${TESTS:-1}" = 1 ]; then
+  python -m pytest -q tests/unit/core/test_sharded.py tests/unit/core/test_fast_path.py \
+    tests/unit/analysis/test_linear_checks.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
+fi
+start=$(date +%s)
+timeout "${LIMIT:-500}" torchrun --standalone --nproc-per-node "$RANKS" -m tvmech.figures --preset paper \
+  --out /root/paper --device cuda:0 --no-png 2>&1 | while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done \
+  > "$OUT/paper.log"
+echo "rc=${PIPESTATUS[0]} seconds=$(( $(date +%s) - start )) ranks=$RANKS"
+grep -aE "^[0-9]+ ([a-z_]+: /|[a-z_]+ +(computed|reused)|.*[Ee]rror)" "$OUT/paper.log" | cut -c1-110 | tail -30
+mkdir -p "$OUT/paper"; cp /root/paper/*.json "$OUT/paper/" 2>/dev/null; nvidia-smi --query-gpu=memory.used --format=csv
