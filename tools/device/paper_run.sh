@@ -2,6 +2,7 @@
 # On the GPU machine after staging (tools/device/profile_run.sh's sibling): the CUDA tests, then the paper preset of
 # `python -m tvmech.figures` end to end with RANKS worker processes (torchrun) sharing the one GPU, into
 # /root/paper (resumable: a second call continues where the first stopped). Prints the step summary.
+# Env: RANKS (4), LIMIT (seconds, 500), TESTS (1: run the CUDA tests first), ONLY (steps), THREADS (4).
 set -u
 export TQDM_DISABLE=1 OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=${THREADS:-4}
 RANKS=${RANKS:-4}
@@ -11,7 +12,7 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 start=$(date +%s)
 timeout "${LIMIT:-500}" torchrun --standalone --nproc-per-node "$RANKS" -m tvmech.figures --preset paper \
-  --out /root/paper --device cuda:0 --no-png 2>&1 | while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done \
+  --out /root/paper --device cuda:0 --no-png ${ONLY:+--only $ONLY} 2>&1 | while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done \
   > "$OUT/paper.log"
 echo "rc=${PIPESTATUS[0]} seconds=$(( $(date +%s) - start )) ranks=$RANKS"
 grep -aE "^[0-9]+ ([a-z_]+: /|[a-z_]+ +(computed|reused)|.*[Ee]rror)" "$OUT/paper.log" | cut -c1-110 | tail -30

@@ -262,9 +262,41 @@ def _synthetic_figures(name: str, task, cfg: synthetic.Config, results: dict) ->
     return figs
 
 
+def pretrain_synthetic(cfg: synthetic.Config, ctx: Context) -> bool:
+    """Under ``torchrun``, train (or find saved) the step's models, job ``i`` of the (task, vanilla/TVP) pairs on
+    rank ``i % world_size``, so that rank 0 then only loads them; no-op in a single process.
+
+    Returns:
+        Whether the models were made here (rank 0 must then not retrain them under ``--force``).
+    """
+    if dist.world_size() <= 1:
+        return False
+    jobs = [(name, which) for name in cfg.task_names() for which in synthetic.MODELS]
+    for i, (name, which) in enumerate(jobs):
+        if dist.mine(i):
+            synthetic.trained_model(cfg, cfg.task(name), which, ctx.out / "synthetic", ctx.device, ctx.force)
+    dist.barrier()  # every model is saved
+    return True
+
+
+def _saved_synthetic(cfg: synthetic.Config, ctx: Context, name: str) -> tuple[list[str], dict[str, tuple]]:
+    """One synthetic task's figures and, of those, the saved ones of these settings: ``fig -> (rows, meta)``."""
+    task, settings = cfg.task(name), cfg.settings(name)
+    wanted = [f for f in synthetic.FIGURES if f != "ltv" or task.discrete]
+    saved = {}
+    for fig in wanted:
+        path = ctx.out / f"synthetic_{name}_{fig}.json"
+        if not ctx.force and path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("meta", {}).get("settings") == settings:
+                saved[fig] = (data["rows"], data["meta"])
+    return wanted, saved
+
+
 def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
     """The synthetic step: per task of the preset, redraw its saved figures or train and compute the missing ones
-    (under ``torchrun``: rank 0 alone, the others wait).
+    (under ``torchrun``: the ranks train the models in parallel (:func:`pretrain_synthetic`), then rank 0 alone
+    computes and draws, the others wait).
 
     Args:
         cfg: the synthetic config.
@@ -273,26 +305,22 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
     Returns:
         The written files (none on the ranks other than 0).
     """
+    start = time.time()
+    missing_any = any(len(saved) < len(wanted) for wanted, saved in (_saved_synthetic(cfg, ctx, n)
+                                                                      for n in cfg.task_names()))
+    pretrained = pretrain_synthetic(cfg, ctx) if missing_any else False
     if not dist.is_main():
         dist.barrier()
         return []
-    start, computed = time.time(), False
-    written = []
+    computed, written = False, []
     for name in cfg.task_names():
-        task = cfg.task(name)
-        settings = cfg.settings(name)
-        wanted = [f for f in synthetic.FIGURES if f != "ltv" or task.discrete]
-        results: dict[str, tuple] = {}
-        for fig in wanted:
-            path = ctx.out / f"synthetic_{name}_{fig}.json"
-            if not ctx.force and path.is_file():
-                data = json.loads(path.read_text())
-                if data.get("meta", {}).get("settings") == settings:
-                    results[fig] = (data["rows"], data["meta"])
+        task, settings = cfg.task(name), cfg.settings(name)
+        wanted, results = _saved_synthetic(cfg, ctx, name)
         missing = tuple(f for f in wanted if f not in results)
         computed = computed or bool(missing)
         if missing:
-            rows, scores = synthetic.run_task(cfg, name, ctx.out / "synthetic", ctx.device, ctx.force, missing)
+            rows, scores = synthetic.run_task(cfg, name, ctx.out / "synthetic", ctx.device,
+                                              ctx.force and not pretrained, missing)
             for fig in missing:
                 meta = fresh_meta(ctx.device, settings)
                 results[fig] = (rows[fig], {**meta, "sharpness": scores} if fig == "pca" else meta)

@@ -125,3 +125,27 @@ def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path
     calls.clear()  # everything saved: nothing computed again, on either rank
     assert _as_two_ranks(monkeypatch, lambda: run.main(["--out", str(two), *argv])) == {0: 0, 1: 0}
     assert calls == []
+
+
+def test_synthetic_models_are_shared_by_the_ranks_and_trained_once(monkeypatch, tmp_path):
+    """Under torchrun the ranks train the synthetic step's (task, vanilla/TVP) models in turn before rank 0 computes
+    the figures; in one process nothing is pretrained (rank 0 trains as it goes)."""
+    from tvmech.experiments import synthetic
+    from tvmech.figures import distributed, runner
+    from tvmech.figures.steps import Context
+
+    calls = []
+    monkeypatch.setattr(synthetic, "trained_model", lambda cfg, task, which, *a: calls.append((task.name, which)))
+    monkeypatch.setattr(distributed, "barrier", lambda: None)
+    cfg, ctx = synthetic.Config(preset="gpu"), Context(tmp_path, lambda: None, "tiny", "cpu")
+    assert runner.pretrain_synthetic(cfg, ctx) is False and calls == []  # one process
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "mine", lambda i, r=rank: i % 2 == r)
+        assert runner.pretrain_synthetic(cfg, ctx) is True
+        per_rank.append(list(calls))
+        calls.clear()
+    every = [(t, w) for t in cfg.task_names() for w in synthetic.MODELS]
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(every) and len(every) == 6
+    assert per_rank[0] and per_rank[1] and not set(per_rank[0]) & set(per_rank[1])
