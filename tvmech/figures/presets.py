@@ -53,13 +53,11 @@ STEP_COST: dict[str, dict[str, str]] = {
     "quick": {"icl": "22 s", "sweep": "119 s", "robustness": "108 s", "geometry": "43 s", "composition": "58 s",
               "peft": "162 s", "ov_circuits": "70 s", "key_heads": "39 s", "sinks": "10 s", "lens": "24 s",
               "linear": "154 s", "synthetic": "50 s"},  # 2-core CPU, fresh clone, 2026-12-01: 14 min 18 s in all
-    # H200 (fast path, 2026-12-01, one process, `--device cuda --no-png`); the mechanism steps: parallel runs
-    "paper": {"icl": "24 s, H200", "sweep": "2 min 35 s, H200", "robustness": "2 min 20 s, H200",
-              "geometry": "37 s, H200", "composition": "< 1 s, H200", "peft": "31 s, H200",
-              "ov_circuits": "3 seeds: < 8 min, H200*", "key_heads": "(with ov_circuits)*",
-              "sinks": "(with ov_circuits)*", "linear": "3 seeds: 9-13 min, H200*"},
-}
-# * tools/device/mechanism_runs.sh: one process per seed and 3-4 tasks, 12-16 processes sharing one H200
+    # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, 2026-12-01): time from the previous step's end
+    "paper": {"icl": "52 s (40 s start-up)", "sweep": "84 s", "robustness": "91 s", "geometry": "38 s",
+              "composition": "< 1 s", "peft": "30 s", "ov_circuits": "70 s, 3 seeds", "key_heads": "34 s, 3 seeds",
+              "sinks": "2 s, 3 seeds", "lens": "7 s", "linear": "108 s, 3 seeds", "synthetic": "126 s"},
+}  # in all about 10 min 40 s (README, "Speed")
 
 
 def apply(preset: Preset, args) -> None:
