@@ -18,8 +18,18 @@ from pathlib import Path
 import torch
 
 import tvmech as tv
-from tvmech.experiments import (geometry, icl, key_heads, layer_sweep, linear_map, logit_lens, ov_reconstruction,
-                                peft, robustness, sinks)
+from tvmech.experiments import (
+    geometry,
+    icl,
+    key_heads,
+    layer_sweep,
+    linear_map,
+    logit_lens,
+    ov_reconstruction,
+    peft,
+    robustness,
+    sinks,
+)
 from tvmech.experiments.vectors import VectorStore
 
 STEPS = {"icl": icl, "sweep": layer_sweep, "robustness": robustness, "geometry": geometry, "peft": peft,
