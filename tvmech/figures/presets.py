@@ -50,9 +50,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 # measured cost per step (quick: `python -m tvmech.figures` on the 2-core CPU; paper: where README says), "?"
 # where none was measured
 STEP_COST: dict[str, dict[str, str]] = {
-    "quick": {"icl": "22 s", "sweep": "119 s", "robustness": "108 s", "geometry": "43 s", "composition": "58 s",
-              "peft": "162 s", "ov_circuits": "70 s", "key_heads": "39 s", "sinks": "10 s", "lens": "24 s",
-              "linear": "154 s", "synthetic": "50 s"},  # 2-core CPU, fresh clone, 2026-12-01: 14 min 18 s in all
+    "quick": {"icl": "23 s", "sweep": "135 s", "robustness": "122 s", "geometry": "54 s", "composition": "59 s",
+              "peft": "180 s", "ov_circuits": "26 s", "key_heads": "36 s", "sinks": "9 s", "lens": "23 s",
+              "linear": "185 s", "synthetic": "65 s"},  # 2-core CPU, fresh clone, 2026-12-01: 15 min 16 s in all
     # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, 2026-12-01): time from the previous step's end
     "paper": {"icl": "52 s (40 s start-up)", "sweep": "84 s", "robustness": "91 s", "geometry": "38 s",
               "composition": "< 1 s", "peft": "30 s", "ov_circuits": "70 s, 3 seeds", "key_heads": "34 s, 3 seeds",
