@@ -11,6 +11,7 @@ OUT_DIR/<step>.prof.
 import argparse
 import cProfile
 import dataclasses
+import inspect
 import pstats
 import time
 from pathlib import Path
@@ -18,43 +19,26 @@ from pathlib import Path
 import torch
 
 import tvmech as tv
-from tvmech.experiments import (
-    geometry,
-    icl,
-    key_heads,
-    layer_sweep,
-    linear_map,
-    logit_lens,
-    ov_reconstruction,
-    peft,
-    robustness,
-    sinks,
-)
 from tvmech.experiments.vectors import VectorStore
-
-STEPS = {"icl": icl, "sweep": layer_sweep, "robustness": robustness, "geometry": geometry, "peft": peft,
-         "ov_circuits": ov_reconstruction, "key_heads": key_heads, "sinks": sinks, "lens": logit_lens,
-         "linear": linear_map}
-HAS_VECTORS = {"geometry", "ov_circuits", "key_heads", "sinks", "lens", "linear"}
+from tvmech.figures.steps import STEPS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--profile", nargs="*", default=[])
-    ap.add_argument("--only", nargs="*", default=list(STEPS))
+    ap.add_argument("--only", nargs="*", default=[n for n in STEPS if n != "composition"])
     ap.add_argument("--task", default="antonym")
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
     model = tv.load_model(device=args.device)
     store = VectorStore(args.out / "vectors", False)
     for name in args.only:
-        mod = STEPS[name]
+        mod = STEPS[name].experiment
         fields = {f.name for f in dataclasses.fields(mod.Config)}
         cfg = mod.Config(**({"tasks": (args.task,)} if "tasks" in fields else {}))
-        kw = {"vectors": store} if name in HAS_VECTORS else {}
-        if "progress" in mod.run.__code__.co_varnames:
-            kw["progress"] = False
+        params = inspect.signature(mod.run).parameters
+        kw = {k: v for k, v in (("vectors", store), ("progress", False)) if k in params}
         prof = cProfile.Profile() if name in args.profile else None
         t0 = time.perf_counter()
         if prof:

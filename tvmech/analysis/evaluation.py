@@ -171,6 +171,16 @@ def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hook
         return predict_from_final(ad, task, batch, final_residual(ad, batch, hooks_for), scorings)
 
 
+def add_to_final(stream: Float[Tensor, "batch seq d_model"], positions: Int[Tensor, " batch"],
+                 vectors: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "batch seq d_model"]:
+    """A copy of a final residual stream with ``vectors`` (one per row, or one for all) added at each row's
+    position: what an addition at ``blocks.{L-1}.hook_resid_post`` gives, without a forward pass (nothing
+    after it reads other positions)."""
+    out = stream.clone()
+    out[torch.arange(len(out), device=out.device), positions.to(out.device)] += vectors.to(out.device, out.dtype)
+    return out
+
+
 def predict_from_final(model, task: Task, batch: Batch, resid: Float[Tensor, "batch seq d_model"],
                        scorings: Sequence[str]) -> dict[str, tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]]:
     """:func:`predict_batch` from a final residual stream already computed (before the final norm): e.g. one
@@ -335,6 +345,6 @@ def last_logprobs(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
 
 
 __all__ = ["EvalResult", "evaluate", "evaluate_multi", "evaluate_prompts", "evaluate_prompts_multi", "score_batch",
-           "score_batch_multi", "predict_batch", "predict_from_final", "query_logits", "final_residual",
+           "score_batch_multi", "predict_batch", "predict_from_final", "add_to_final", "query_logits", "final_residual",
            "resolve_scoring",
            "resolve_scorings", "default_scorings", "check_scorings", "check_context", "last_logprobs", "Adapter"]

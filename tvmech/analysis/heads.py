@@ -158,7 +158,8 @@ def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt],
 
 
 def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
-             means: Float[Tensor, "n_layers n_heads d_head"] | None = None) -> Intervention:
+             means: Float[Tensor, "n_layers n_heads d_head"] | None = None,
+             rows: tuple[int, int] | None = None) -> Intervention:
     """One :class:`~tvmech.interventions.heads.HeadPatch` per layer, together setting ``z[q]`` of each head in
     ``heads`` to 0 (``"zero"``) or to ``means[l, h]`` (``"mean"``).
 
@@ -167,6 +168,7 @@ def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
         heads: ``(layer, head)`` pairs, no repeats.
         kind: ``"zero"`` or ``"mean"``.
         means: ``[n_layers, n_heads, d_head]`` mean ``z`` (mean ablation only).
+        rows: ``(start, stop)``: only these rows of the batch (``None``: every row).
 
     Returns:
         The ablation; its hooks need the batch's query positions.
@@ -177,7 +179,7 @@ def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
-    return compose([HeadPatch(l, hs, None if kind == "zero" else means[l]) for l, hs in by_layer.items()])
+    return compose([HeadPatch(l, hs, None if kind == "zero" else means[l], rows=rows) for l, hs in by_layer.items()])
 
 
 def check_ablation(model, kind: str, means: Tensor | None) -> None:
@@ -375,14 +377,8 @@ def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequenc
     ad = adapt(model)
     vec.check_model(ad)
     scorings = check_scorings(scorings)
-    patches = []
-    for heads, kind in ablations:
-        heads = check_heads(ad, heads)
-        check_ablation(ad, kind, means)
-        by_layer: dict[int, list[int]] = {}
-        for layer, head in heads:
-            by_layer.setdefault(layer, []).append(head)
-        patches.append([(l, hs, None if kind == "zero" else means[l]) for l, hs in by_layer.items()])
+    for heads, kind in ablations:  # validate before any forward pass
+        ablation(ad, heads, kind=kind, means=means).writes(ad)
     prompts = make_prompts(task, queries, 0)
     if not prompts:
         raise ValueError(f"task {task.name!r}: no queries to evaluate")
@@ -396,8 +392,8 @@ def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequenc
         batch, B = batch.to(ad.device), len(idx)
         for j0 in range(0, len(ablations), per_pass):
             chunk = list(range(j0, min(len(ablations), j0 + per_pass)))
-            both = compose([vec.injection] + [HeadPatch(l, hs, v, rows=(i * B, (i + 1) * B))
-                                              for i, j in enumerate(chunk) for l, hs, v in patches[j]])
+            both = compose([vec.injection] + [ablation(ad, ablations[j][0], kind=ablations[j][1], means=means,
+                                                       rows=(i * B, (i + 1) * B)) for i, j in enumerate(chunk)])
             with torch.no_grad(), both.attach(ad, batch.query_pos.repeat(len(chunk))):
                 stream = ad.residual(batch.tokens.repeat(len(chunk), 1), ad.n_layers)
             for i, j in enumerate(chunk):

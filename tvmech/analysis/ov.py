@@ -182,12 +182,20 @@ class ThetaEffects:
     attn_delta: Float[Tensor, "batch n_sel d_model"]  # attention output with θ minus without, at q
     mlp_delta: Float[Tensor, "batch n_sel d_model"]  # MLP output with θ minus without, at q
     mlp_direct: Float[Tensor, "batch n_sel d_model"]  # MLP(h_mid + θ) - MLP(h_mid) at p, h_mid clean
-    final_clean: Float[Tensor, "batch d_model"]  # final residual (before the final norm) at q, without θ
-    final_injected: Float[Tensor, "batch d_model"]  # the same with θ
+    start: Float[Tensor, "batch seq d_model"]  # the residual entering block l (no θ)
+    clean_stream: Float[Tensor, "batch seq d_model"]  # final residual (before the final norm), every position, no θ
+    injected_stream: Float[Tensor, "batch seq d_model"]  # the same with θ
     position: int = -1  # θ's site position (negative: relative to the query)
-    start: Float[Tensor, "batch seq d_model"] | None = None  # the residual entering block l (no θ)
-    clean_stream: Float[Tensor, "batch seq d_model"] | None = None  # final residual stream, every position, no θ
-    injected_stream: Float[Tensor, "batch seq d_model"] | None = None  # the same with θ
+
+    @property
+    def final_clean(self) -> Float[Tensor, "batch d_model"]:
+        """The final residual at the query, without θ."""
+        return self.clean_stream[torch.arange(len(self.query_pos), device=self.query_pos.device), self.query_pos]
+
+    @property
+    def final_injected(self) -> Float[Tensor, "batch d_model"]:
+        """The final residual at the query, with θ."""
+        return self.injected_stream[torch.arange(len(self.query_pos), device=self.query_pos.device), self.query_pos]
 
 
 def single_site(model, vec: TaskVector) -> tuple[int, int]:
@@ -249,8 +257,7 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     return ThetaEffects(theta=theta, layers=layers, query_pos=q, inj_pos=p, resid=stack(resid, "resid_pre"),
                         weights=weights, attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
                         mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"), mlp_direct=direct,
-                        final_clean=clean_stream[rows, q], final_injected=injected_stream[rows, q], position=pos,
-                        start=h, clean_stream=clean_stream, injected_stream=injected_stream)
+                        start=h, clean_stream=clean_stream, injected_stream=injected_stream, position=pos)
 
 
 def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_aware: bool = True

@@ -257,9 +257,8 @@ def _hidden_mixed_map(hf_model: Any):
     numbers) and boots the bridge on the execution device of the embedding.
     """
     placement = getattr(hf_model, "hf_device_map", None) or {}
-    values = [str(v).lower() for v in placement.values()]
-    mixed = any(v in ("cpu", "disk") for v in values) and any(v.isdigit() or v.startswith("cuda") for v in values)
-    if not mixed:
+    on_gpu = any(str(v).isdigit() or str(v).lower().startswith("cuda") for v in placement.values())
+    if not (on_gpu and offloaded(hf_model)):
         yield
         return
     del hf_model.hf_device_map

@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.evaluation import check_context, check_scorings, predict_from_final, resolve_scorings
+from tvmech.analysis.evaluation import add_to_final, check_context, check_scorings, predict_from_final, resolve_scorings
 from tvmech.analysis.lens import decode, label_directions
 from tvmech.analysis.linear_map import (
     LinearMap,
@@ -158,8 +158,7 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
             clean = ad.run_blocks(resid, fit.layer)
             with Injection.single(theta, fit.layer).attach(ad, q):
                 original = ad.run_blocks(resid, fit.layer)
-            reconstructed = clean.clone()  # W θ at the final stream (blocks.{L-1}.hook_resid_post) at the query
-            reconstructed[rows, q] += wt
+            reconstructed = add_to_final(clean, q, wt)  # W θ at the final stream, at the query
             for c, stream in zip(conditions, (clean, original, reconstructed)):
                 for sc, (ok, first) in predict_from_final(ad, task, b, stream, scorings).items():
                     hits[c][sc] += int(ok.sum())

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from tvmech.analysis.evaluation import check_scorings, predict_from_final, resolve_scorings
+from tvmech.analysis.evaluation import add_to_final, check_scorings, predict_from_final, resolve_scorings
 from tvmech.analysis.ov import Reconstruction, ThetaEffects, capture, reconstruction_effect, reinjection, single_site
 from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
@@ -126,11 +126,7 @@ def method_name(name: str, alpha: float) -> str:
 def final_stream(cap: ThetaEffects, total: Tensor, rec: Reconstruction) -> Tensor:
     """The clean final residual stream of ``cap`` with ``total`` added at the query (θ's position for the direct
     MLP path and θ): what adding it at ``blocks.{L-1}.hook_resid_post`` gives, without a forward pass."""
-    stream = cap.clean_stream.clone()
-    rows = torch.arange(len(stream), device=stream.device)
-    pos = cap.inj_pos if rec.at_injected_position else cap.query_pos
-    stream[rows, pos] += total.to(stream.dtype)
-    return stream
+    return add_to_final(cap.clean_stream, cap.inj_pos if rec.at_injected_position else cap.query_pos, total)
 
 
 def layerwise_streams(model, cap: ThetaEffects, runs: list[tuple[str, Reconstruction, Tensor]]) -> dict[str, Tensor]:

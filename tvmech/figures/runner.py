@@ -306,8 +306,8 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
         The written files (none on the ranks other than 0).
     """
     start = time.time()
-    missing_any = any(len(saved) < len(wanted) for wanted, saved in (_saved_synthetic(cfg, ctx, n)
-                                                                      for n in cfg.task_names()))
+    found = {name: _saved_synthetic(cfg, ctx, name) for name in cfg.task_names()}
+    missing_any = any(len(saved) < len(wanted) for wanted, saved in found.values())
     pretrained = pretrain_synthetic(cfg, ctx) if missing_any else False
     if not dist.is_main():
         dist.barrier()
@@ -315,7 +315,7 @@ def run_synthetic(cfg: synthetic.Config, ctx: Context) -> list[Path]:
     computed, written = False, []
     for name in cfg.task_names():
         task, settings = cfg.task(name), cfg.settings(name)
-        wanted, results = _saved_synthetic(cfg, ctx, name)
+        wanted, results = found[name]
         missing = tuple(f for f in wanted if f not in results)
         computed = computed or bool(missing)
         if missing:
