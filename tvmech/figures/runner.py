@@ -24,6 +24,7 @@ from pathlib import Path
 from tvmech.core.adapter import adapt
 from tvmech.core.io import write_json
 from tvmech.experiments import synthetic
+from tvmech.experiments.common import learned_vectors
 from tvmech.figures import distributed as dist
 from tvmech.figures import synthetic_plots as sp
 from tvmech.figures.cache import meta as fresh_meta
@@ -83,6 +84,23 @@ def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = No
     return resolved, tables, metas
 
 
+def _missing_tasks(step: Step, cfg, ctx: Context, settings: dict) -> tuple[dict, dict[str, dict | None]]:
+    """``(key, done)``: the settings a task's cached numbers must match (those without ``tasks``), and each task's
+    cached record (``None`` where there is none, or under ``--force``)."""
+    key = {k: v for k, v in settings.items() if k != "tasks"}
+    return key, {t: None if ctx.force else cached_task(ctx.out, step, t, key) for t in cfg.tasks}
+
+
+def _run_task(step: Step, cfg, ctx: Context, task: str, key: dict, model, kwargs: dict) -> dict:
+    """Compute one task's tables and save them in the task cache (naming the rank under ``torchrun``)."""
+    tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+    found = {**fresh_meta(ctx.device, key), "tables": tables}
+    if dist.world_size() > 1:
+        found["rank"] = dist.rank()
+    write_json(task_cache(ctx.out, step, task), found)
+    return found
+
+
 def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> tuple[Tables, list[dict]]:
     """Run the experiment task by task, keeping each task's tables in ``<out>/.tasks/<table>/<task>.json`` (with
     the settings without ``tasks``, the device and the date): an interrupted run resumes at the first task
@@ -93,19 +111,12 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     Returns:
         The tables, and each task's saved record (its ``device`` and ``date`` are the provenance).
     """
-    key = {k: v for k, v in settings.items() if k != "tasks"}
-    done: dict[str, dict | None] = {t: None if ctx.force else cached_task(ctx.out, step, t, key) for t in cfg.tasks}
+    key, done = _missing_tasks(step, cfg, ctx, settings)
     missing = [t for t, found in done.items() if found is None]
     dist.barrier()  # every rank has listed the missing tasks before any is written
     for i, task in enumerate(missing):
-        if not dist.mine(i):
-            continue
-        tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
-        found = {**fresh_meta(ctx.device, key), "tables": tables}
-        if dist.world_size() > 1:
-            found["rank"] = dist.rank()
-        write_json(task_cache(ctx.out, step, task), found)
-        done[task] = found
+        if dist.mine(i):
+            done[task] = _run_task(step, cfg, ctx, task, key, model, kwargs)
     if dist.world_size() > 1:
         dist.barrier()  # every missing task is now saved, by one rank or another
         for task in missing:
@@ -114,6 +125,40 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
                 raise RuntimeError(f"{task_cache(ctx.out, step, task)}: no numbers after every rank's share")
     tables = {name: [r for t in cfg.tasks for r in done[t]["tables"][name]] for name in step.tables}
     return tables, list(done.values())
+
+
+def _prepared(step: Step, cfg, ctx: Context) -> tuple[object, object, dict, dict]:
+    """``(model, cfg resolved against it, settings, keyword arguments of the experiment)``."""
+    model = ctx.model()
+    if not cfg.resolved:
+        cfg = cfg.resolve(adapt(model).n_layers)
+    return model, cfg, _settings(cfg, ctx), _quiet(step, step.inputs(cfg, ctx) if step.inputs else {})
+
+
+def share_seed_tasks(step: Step, runs: Sequence[tuple[object, Context]]) -> None:
+    """Under ``torchrun``, before a per-task step's missing seeds are computed one by one: the (seed, task) jobs
+    without numbers of all of them, job ``i`` on rank ``i % world_size``, saved in each seed's task cache; the
+    seeds' own runs then find every task there. Without it each seed would end in a barrier, the ranks with no
+    task left idling (10 tasks on 4 ranks: three rounds per seed instead of 7.5 over three seeds). No-op in a
+    single process or for a step not computed task by task.
+
+    Args:
+        step: the step.
+        runs: ``(config, context)`` of each missing seed (the config with that seed, the context writing into the
+            seed's folder).
+    """
+    if dist.world_size() <= 1 or not step.per_task:
+        return
+    jobs = []
+    for cfg, ctx in runs:
+        model, cfg, settings, kwargs = _prepared(step, cfg, ctx)
+        key, done = _missing_tasks(step, cfg, ctx, settings)
+        jobs += [(cfg, ctx, task, key, model, kwargs) for task, found in done.items() if found is None]
+    dist.barrier()  # every rank has listed the jobs before any is written
+    for i, job in enumerate(jobs):
+        if dist.mine(i):
+            _run_task(step, *job)
+    dist.barrier()  # every job is saved
 
 
 def _quiet(step: Step, kwargs: dict) -> dict:
@@ -130,11 +175,7 @@ def compute_tables(step: Step, cfg, ctx: Context) -> tuple[object, Tables, Metas
     Returns:
         ``(resolved config, tables, metas)``.
     """
-    model = ctx.model()
-    if not cfg.resolved:
-        cfg = cfg.resolve(adapt(model).n_layers)
-    settings = _settings(cfg, ctx)
-    kwargs = _quiet(step, step.inputs(cfg, ctx) if step.inputs else {})
+    model, cfg, settings, kwargs = _prepared(step, cfg, ctx)
     ctx.out.mkdir(parents=True, exist_ok=True)
     meta = fresh_meta(ctx.device, settings)
     if step.per_task:
@@ -176,6 +217,7 @@ def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[
             runs[s] = saved_tables(step, scfg, ctx)
             adopted += [s] if runs[s] is not None else []
     missing = [s for s, found in runs.items() if found is None]
+    share_seed_tasks(step, [(subs[s][1], subs[s][0]) for s in missing])
     dist.barrier()  # every rank has listed the missing runs before any is written
     for i, s in enumerate(missing):
         if step.per_task or dist.mine(i):  # a per-task step shares the seed's tasks; another step the seeds
@@ -202,6 +244,23 @@ def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[
     return cfg, tables, metas
 
 
+def share_vectors(step: Step, cfg, ctx: Context) -> None:
+    """Under ``torchrun``, before a step that rank 0 computes alone (not task by task): the LTVs it trains
+    (``step.vectors``), task ``i`` on rank ``i % world_size``, saved in the run's vector store, where rank 0 then
+    finds them. No-op in a single process, for a step that names no vectors, or under ``--force`` (which
+    retrains whatever is saved).
+    """
+    if dist.world_size() <= 1 or step.per_task or step.vectors is None or ctx.force:
+        return
+    model = ctx.model()
+    cfg = cfg.for_model(model)
+    tasks, layer = step.vectors(cfg)
+    for i, task in enumerate(tasks):
+        if dist.mine(i):
+            learned_vectors(model, cfg, layer, ctx.vectors, tasks=(task,))
+    dist.barrier()  # every vector is saved
+
+
 def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) -> list[Path]:
     """Redraw ``step`` from saved numbers or compute them; write every figure.
 
@@ -224,8 +283,10 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
     if computed:
         if seeds:
             found = seeded_tables(step, cfg, ctx, seeds)
-        elif step.per_task or dist.is_main():  # (a step not computed task by task: rank 0 alone)
-            found = compute_tables(step, cfg, ctx)
+        else:
+            share_vectors(step, cfg, ctx)
+            if step.per_task or dist.is_main():  # (a step not computed task by task: rank 0 alone)
+                found = compute_tables(step, cfg, ctx)
     if not dist.is_main():  # rank 0 draws and writes the step's outputs
         dist.barrier()
         return []

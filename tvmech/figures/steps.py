@@ -8,7 +8,7 @@ numbers, and which figures it draws from them. Drawing is done by the pure build
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -66,6 +66,9 @@ class Step:
     draw: Callable[[Tables, Metas, object, Context], Drawn]  # tables, metas, resolved config, context -> figures
     per_task: bool = True  # compute task by task, saving after each (resumable); the config has ``tasks``
     inputs: Callable[[object, Context], dict] | None = None  # extra keyword arguments of experiment.run
+    # (tasks, layer) of the LTVs that a step not computed task by task trains (from its resolved config): under
+    # torchrun the ranks train them in turn before rank 0 computes the step (runner.share_vectors)
+    vectors: Callable[[object], tuple[Sequence[str], int]] | None = None
 
 
 TASKS = ".tasks"  # <out>/.tasks/<table>/<task>.json: each task's numbers of a per-task step
@@ -195,10 +198,11 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("task_cosine", geometry_plots.cosine_heatmap(*_cosine_matrix(t["task_cosine"]), model_name=ctx.model_name),
          "task_cosine"),
         ("task_transfer", geometry_plots.transfer_heatmap(t["task_transfer"], model_name=ctx.model_name),
-         "task_transfer")], per_task=False, inputs=_vectors),
+         "task_transfer")], per_task=False, inputs=_vectors, vectors=lambda cfg: (cfg.tasks, cfg.layer)),
     Step("composition", composition, ("composition",), lambda t, m, cfg, ctx: [
         ("composition", geometry_plots.composition_bars(t["composition"], model_name=ctx.model_name),
-         "composition")], per_task=False, inputs=_vectors),
+         "composition")], per_task=False, inputs=_vectors,
+         vectors=lambda cfg: (composition.PARTS, cfg.layer)),
     Step("peft", peft, ("peft",), lambda t, m, cfg, ctx: [
         ("peft", peft_plots.peft_figure(t["peft"], ctx.model_name), "peft")], per_task=False),
     Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), _draw_ov, inputs=_vectors),

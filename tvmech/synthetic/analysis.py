@@ -51,10 +51,10 @@ def context_vectors(model: SyntheticModel, batch: SyntheticBatch,
                     layers: Sequence[int]) -> tuple[Float[Tensor, "n_layers batch d_model"], Float[Tensor, " batch"]]:
     """``h_l(prompt)[q]`` for each layer (the query position of the full prompt, without ``y_q``), and
     the ICL error of the same pass."""
-    task, ad = model.task, model.adapter
+    task = model.task
     q = int(task.pred_positions(batch.ys.shape[1])[-1])
     read = Capture([(l, "resid_pre") for l in layers], positions=(q,))
-    final = model(task.sequence(batch), read.hooks(ad))
+    final = model(task.sequence(batch), read)
     err = row_errors(task, model.head(final[:, q]), batch.ys[:, -1])
     return torch.stack([captured(read, l) for l in layers]), err
 
@@ -63,10 +63,10 @@ def context_vectors(model: SyntheticModel, batch: SyntheticBatch,
 def query_only_errors(model: SyntheticModel, query: SyntheticBatch, layer: int | None = None,
                       vectors: Tensor | None = None, mode: Mode = "replace") -> Float[Tensor, " batch"]:
     """Error on query-only prompts, with ``vectors[b]`` written at layer ``layer`` (or nothing)."""
-    task, ad = model.task, model.adapter
+    task = model.task
     q = int(task.pred_positions(1)[-1])
-    hooks = [] if vectors is None else write_query(vectors, layer, q, mode).hooks(ad)
-    final = model(task.query_sequence(query), hooks)
+    write = None if vectors is None else write_query(vectors, layer, q, mode)
+    final = model(task.query_sequence(query), write)
     return row_errors(task, model.head(final[:, q]), query.ys[:, -1])
 
 

@@ -8,8 +8,12 @@ The core is a Llama-architecture Hugging Face model built from a config and wrap
   tokenizer, :func:`tvmech.synthetic.tasks.offset_tokenizer`): ``model.bridge`` is a complete language
   model of the prompt format.
 * Continuous tasks: a learned linear read-in ``R^{d_in} -> R^{d_model}`` replaces the embedding, the
-  blocks run through ``adapter.run_blocks(resid, 0, n_layers)`` (their hook points fire), and a linear
-  read-out head maps the final residual, after the final norm, to a scalar.
+  blocks run through ``adapter.run_blocks(resid, 0, n_layers)``, and a linear read-out head maps the final
+  residual, after the final norm, to a scalar.
+
+A pass takes an :class:`~tvmech.interventions.engine.Intervention` (the read of a query state, the write of a
+vector), attached on the adapter's fast path (the Hugging Face layers called directly, bit-identical to the
+hooked path and several times cheaper per pass on a GPU), as TransformerLens hooks where the fast path is off.
 
 Checkpoints: ``<dir>/model.safetensors``, one atomic file with the weights, the Adam moments (when saved) and
 the metadata (model config, training config, step, loss curve) in its header; ``<dir>/checkpoint.json`` is a
@@ -19,7 +23,6 @@ readable copy of the metadata. Never pickle.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,10 @@ from jaxtyping import Float
 from safetensors.torch import load, save
 from torch import Tensor, nn
 
-from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.io import atomic_write_bytes, write_json
+from tvmech.interventions.engine import Intervention, attached
+from tvmech.interventions.sites import Context
 from tvmech.synthetic.tasks import SyntheticTask, offset_tokenizer
 
 OPTIM = "optimizer/"  # prefix of the Adam state's tensors in model.safetensors
@@ -127,10 +132,11 @@ class SyntheticModel(nn.Module):
             return self.adapter.unembed(resid)[..., VALUE0:]
         return self.read_out(self.adapter.final_norm(resid)).squeeze(-1)
 
-    def forward(self, inputs: Tensor, hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch pos d_model"]:
-        """Final residual stream (before the final norm) of a prompt, with optional forward hooks."""
+    def forward(self, inputs: Tensor, intervention: Intervention | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """Final residual stream (before the final norm) of a prompt, with an optional intervention (its
+        positions absolute: synthetic prompts are not padded)."""
         ad = self.adapter
-        with ad.hooks(hooks):
+        with attached(ad, intervention, Context(None)):
             return ad.run_blocks(self.embed(inputs), 0, self.n_layers)
 
     # ----------------------------------------------------------------- checkpoints

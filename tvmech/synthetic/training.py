@@ -123,17 +123,17 @@ def prediction_loss(task: SyntheticTask, pred: Tensor, target: Tensor) -> Tensor
 def losses(model: SyntheticModel, batch: SyntheticBatch, tvp_query: SyntheticBatch, layer: int,
            mode: Mode = "replace", tvp_grad: bool = True) -> tuple[Tensor, Tensor]:
     """``(L_icl, L_tvp)`` of a batch (see the module docstring); ``tvp_query`` holds one example per row."""
-    task, ad = model.task, model.adapter
+    task = model.task
     seq = task.sequence(batch, with_query_label=True)
     pos = task.pred_positions(batch.ys.shape[1])
     read = read_query(layer, int(pos[-1]), detach=False)
-    final = model(seq, read.hooks(ad))
+    final = model(seq, read)
     icl = prediction_loss(task, model.head(final[:, pos.to(final.device)]), batch.ys.to(final.device))
     theta = captured(read, layer) if tvp_grad else captured(read, layer).detach()
     with torch.set_grad_enabled(tvp_grad and torch.is_grad_enabled()):
         q_seq = task.query_sequence(tvp_query)
         q_pos = int(task.pred_positions(1)[-1])
-        q_final = model(q_seq, write_query(theta, layer, q_pos, mode).hooks(ad))
+        q_final = model(q_seq, write_query(theta, layer, q_pos, mode))
         tvp = prediction_loss(task, model.head(q_final[:, q_pos]), tvp_query.ys[:, -1].to(q_final.device))
     return icl, tvp
 
@@ -148,6 +148,13 @@ def step_batches(task: SyntheticTask, cfg: TrainConfig, step: int) -> tuple[Synt
 
 
 # ----------------------------------------------------------------- training
+def reads_are_free(device: torch.device) -> bool:
+    """Whether the loop reads each step's losses back at once (the CPU), or only when it logs or saves (a GPU,
+    where every read would stall the queue of kernels: a non-finite loss is then reported at its own step, at
+    the next log)."""
+    return device.type == "cpu"
+
+
 def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | None = None, save_every: int = 0,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps and return it with its loss curve.
@@ -182,27 +189,40 @@ def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | N
     bar = tqdm(range(start, cfg.steps), desc=f"train {task.name} λ={cfg.tvp_weight} L{cfg.tvp_layer}",
                disable=not progress, leave=False)
     acc = {"icl": 0.0, "tvp": 0.0, "n": 0}
+    pending: list[tuple[int, Tensor]] = []  # (step, [loss, icl, tvp]) on the device, not read back yet
+    read_every_step = reads_are_free(device)
+
+    def read_back() -> None:  # the pending losses: finite, then into the running means (in step order)
+        values = torch.stack([v for _, v in pending]).tolist() if pending else []
+        for (step, _), (total, icl, tvp) in zip(pending, values):
+            if not math.isfinite(total):
+                raise RuntimeError(f"the loss became {total} at step {step}; lower the learning rate")
+            acc["icl"] += icl
+            acc["tvp"] += tvp
+            acc["n"] += 1
+        pending.clear()
+
     for step in bar:
         batch, query = step_batches(task, cfg, step)
         icl, tvp = losses(model, batch.to(device), query.to(device), cfg.tvp_layer, cfg.tvp_mode,
                           tvp_grad=cfg.tvp_weight > 0)
         loss = icl + cfg.tvp_weight * tvp if cfg.tvp_weight > 0 else icl
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"the loss became {float(loss)} at step {step}; lower the learning rate")
+        pending.append((step, torch.stack([loss, icl, tvp]).detach()))
+        logged = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        saving = bool(save_every) and (step + 1) % save_every == 0
+        if read_every_step or logged or saving:  # before any update from a non-finite loss is logged or saved
+            read_back()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(list(model.named_tensors().values()), cfg.grad_clip)
         opt.step()
-        acc["icl"] += float(icl.detach())
-        acc["tvp"] += float(tvp.detach())
-        acc["n"] += 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        if logged:
             rec = {"step": step + 1, "icl_loss": acc["icl"] / acc["n"], "tvp_loss": acc["tvp"] / acc["n"]}
             curve.append(rec)
-            acc = {"icl": 0.0, "tvp": 0.0, "n": 0}
+            acc.update(icl=0.0, tvp=0.0, n=0)
             bar.set_postfix(icl=f"{rec['icl_loss']:.3f}", tvp=f"{rec['tvp_loss']:.3f}")
-        if save_every and (step + 1) % save_every == 0:
+        if saving:
             save(step + 1)
     save(cfg.steps)
     model.trainable(False)

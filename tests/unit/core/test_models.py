@@ -146,3 +146,34 @@ def test_gemma3_aliases_and_env_override(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="stop here"):
         tv.load_model("google/gemma-3-270m")
     assert seen == {"path": tmp_path / "g.gguf", "sha256": None}  # a file from the environment is hashed
+
+
+def test_gguf_file_is_parsed_once_while_dequantizing_and_gguf_is_restored(monkeypatch, tmp_path):
+    """Inside ``_gguf_parsed_once`` every ``GGUFReader`` of one file is the first one made (per path and mode)
+    and the tensor-name map is built once per (architecture, depth); gguf's own functions come back on exit,
+    also when the body raises."""
+    import gguf
+
+    made, maps = [], []
+
+    class Reader:
+        def __init__(self, path, mode="r"):
+            made.append((str(path), mode))
+
+    def name_map(arch, n_blocks):
+        maps.append((arch, n_blocks))
+        return {"arch": arch, "n": n_blocks}
+
+    monkeypatch.setattr(gguf, "GGUFReader", Reader)
+    monkeypatch.setattr(gguf, "get_tensor_name_map", name_map)
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    with models._gguf_parsed_once():
+        assert gguf.GGUFReader(a) is gguf.GGUFReader(str(a)) is gguf.GGUFReader(tmp_path / "." / "a.gguf")
+        assert gguf.GGUFReader(b) is not gguf.GGUFReader(a)
+        assert gguf.get_tensor_name_map(1, 30) == gguf.get_tensor_name_map(1, 30) == {"arch": 1, "n": 30}
+        gguf.get_tensor_name_map(1, 2)
+    assert made == [(str(a), "r"), (str(b), "r")] and maps == [(1, 30), (1, 2)]
+    assert gguf.GGUFReader is Reader and gguf.get_tensor_name_map is name_map
+    with pytest.raises(KeyError), models._gguf_parsed_once():
+        raise KeyError("body fails")
+    assert gguf.GGUFReader is Reader and gguf.get_tensor_name_map is name_map

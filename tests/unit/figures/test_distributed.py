@@ -109,17 +109,19 @@ def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path
     monkeypatch.setattr(icl, "run", fake_run)
     monkeypatch.setattr(run, "load_model", lambda *a, **k: object())
     monkeypatch.setitem(steps.STEPS, "icl", replace(steps.STEPS["icl"], per_task=per_task))
-    argv = ["--only", "icl", "--tasks", "antonym", "nli", "--no-png", "--icl-ks", "0", "5", "--seeds", "0", "1"]
+    argv = ["--only", "icl", "--tasks", "antonym", "nli", "sentiment", "--no-png", "--icl-ks", "0", "5",
+            "--seeds", "0", "1"]
     assert run.main(["--out", str(tmp_path / "one"), *argv]) == 0
     alone = sorted((s, t) for _, s, t in calls)
     calls.clear()
     two = tmp_path / "two"
     assert _as_two_ranks(monkeypatch, lambda: run.main(["--out", str(two), *argv])) == {0: 0, 1: 0}
     assert sorted((s, t) for _, s, t in calls) == alone  # every job once
-    if per_task:  # each seed's tasks shared
-        assert sorted(calls) == [(0, 0, ("antonym",)), (0, 1, ("antonym",)), (1, 0, ("nli",)), (1, 1, ("nli",))]
+    if per_task:  # the (seed, task) jobs of both seeds shared as one list: three each (per seed: four and two)
+        assert sorted(calls) == [(0, 0, ("antonym",)), (0, 0, ("sentiment",)), (0, 1, ("nli",)),
+                                 (1, 0, ("nli",)), (1, 1, ("antonym",)), (1, 1, ("sentiment",))]
     else:  # the seeds shared
-        assert sorted(calls) == [(0, 0, ("antonym", "nli")), (1, 1, ("antonym", "nli"))]
+        assert sorted(calls) == [(0, 0, ("antonym", "nli", "sentiment")), (1, 1, ("antonym", "nli", "sentiment"))]
     assert _rows(two) == _rows(tmp_path / "one")
     assert json.loads((two / "icl_accuracy.json").read_text())["meta"]["settings"]["seeds"] == [0, 1]
     calls.clear()  # everything saved: nothing computed again, on either rank
@@ -149,3 +151,31 @@ def test_synthetic_models_are_shared_by_the_ranks_and_trained_once(monkeypatch, 
     every = [(t, w) for t in cfg.task_names() for w in synthetic.MODELS]
     assert sorted(per_rank[0] + per_rank[1]) == sorted(every) and len(every) == 6
     assert per_rank[0] and per_rank[1] and not set(per_rank[0]) & set(per_rank[1])
+
+
+def test_vectors_of_a_step_computed_by_rank_0_are_trained_by_the_ranks_in_turn(monkeypatch, tmp_path):
+    """Before geometry (computed by rank 0 alone) the ranks train its LTVs in turn at the resolved layer; one
+    process, a per-task step, or --force trains nothing ahead."""
+    from tvmech.experiments import geometry
+    from tvmech.figures import distributed, runner, steps
+    from tvmech.figures.steps import Context
+
+    calls = []
+    monkeypatch.setattr(runner, "learned_vectors", lambda model, cfg, layer, store, tasks: calls.append(
+        (distributed.rank(), tasks, layer, cfg.ltv_steps)))
+    monkeypatch.setattr(distributed, "barrier", lambda: None)
+    monkeypatch.setattr(geometry.Config, "for_model", lambda self, model: self.resolve(8))
+    cfg = geometry.Config(tasks=("antonym", "nli", "sentiment"), ltv_steps=7)
+    ctx = Context(tmp_path, lambda: None, "tiny", "cpu")
+    runner.share_vectors(steps.STEPS["geometry"], cfg, ctx)  # one process
+    assert calls == []
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
+        monkeypatch.setattr(distributed, "mine", lambda i, r=rank: i % 2 == r)
+        runner.share_vectors(steps.STEPS["geometry"], cfg, ctx)
+    assert calls == [(0, ("antonym",), 4, 7), (0, ("sentiment",), 4, 7), (1, ("nli",), 4, 7)]  # middle layer
+    calls.clear()
+    runner.share_vectors(steps.STEPS["icl"], cfg, ctx)  # per task: its tasks are shared already
+    runner.share_vectors(steps.STEPS["geometry"], cfg, replace(ctx, force=True))
+    assert calls == []

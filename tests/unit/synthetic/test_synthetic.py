@@ -89,23 +89,77 @@ def test_tvp_write_sets_the_query_state_and_carries_gradients_into_both_passes(m
     parameters of the blocks below the layer through it."""
     task = SyntheticTask("linear", dim=3)
     model = SyntheticModel(task, TINY).trainable(True)
-    ad = model.adapter
     batch, query = step_batches(task, TrainConfig(batch_size=4, n_demos=2), 0)
     read = read_query(1, int(task.pred_positions(3)[-1]), detach=False)
-    model(task.sequence(batch, with_query_label=True), read.hooks(ad))
+    model(task.sequence(batch, with_query_label=True), read)
     theta = captured(read, 1)
     assert theta.shape == (4, 32) and theta.requires_grad
     q_seq, q_pos = task.query_sequence(query), int(task.pred_positions(1)[-1])
     clean, seen = read_query(1, q_pos), read_query(1, q_pos)
     with torch.no_grad():
-        model(q_seq, clean.hooks(ad))
-    out = model(q_seq, (write_query(theta, 1, q_pos, mode) + seen).hooks(ad))
+        model(q_seq, clean)
+    out = model(q_seq, write_query(theta, 1, q_pos, mode) + seen)
     expected = theta if mode == "replace" else captured(clean, 1) + theta
     assert torch.allclose(captured(seen, 1), expected.detach(), atol=1e-6)
     (g_theta,) = torch.autograd.grad(model.head(out[:, q_pos]).sum(), [theta])  # the query pass reads θ
     read_in = model.named_tensors()["read_in.weight"]
     (g_context,) = torch.autograd.grad(theta, [read_in], g_theta)  # ... and θ the context pass
     assert g_theta.abs().max() > 0 and g_context.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["offset", "linear"])
+def test_training_on_the_fast_path_equals_the_hooked_path_bit_for_bit(name, monkeypatch):
+    """The read of θ and its write at the query run as PyTorch hooks on the Hugging Face layers (fast path) or as
+    TransformerLens hooks (reference): the same loss curve and the same trained weights, exactly."""
+    import contextlib
+
+    from tvmech import fast_path
+    from tvmech.synthetic import model as synthetic_model
+
+    taken, attached = [], synthetic_model.attached
+
+    @contextlib.contextmanager
+    def recorded(*args):
+        with attached(*args) as fast:
+            taken.append(fast)
+            yield fast
+
+    monkeypatch.setattr(synthetic_model, "attached", recorded)
+
+    task = SyntheticTask(name, n_values=8, n_offsets=4) if name == "offset" else SyntheticTask(name, dim=3)
+    cfg = TrainConfig(steps=4, batch_size=8, tvp_weight=1.0, tvp_layer=1, n_demos=3, log_every=1, seed=1)
+    runs = {}
+    for fast in (True, False):
+        with fast_path(fast):
+            runs[fast] = train(SyntheticModel(task, TINY), cfg, progress=False)
+        assert set(taken) == {fast} and len(taken) == 2 * 4  # two passes per step, all on the path asked for
+        taken.clear()
+    fast, hooked = runs[True], runs[False]
+    assert fast.curve == hooked.curve and len(fast.curve) == 4 and fast.curve[0] != fast.curve[-1]
+    for (k, a), b in zip(fast.model.named_tensors().items(), hooked.model.named_tensors().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("every_step", [True, False])
+def test_a_non_finite_loss_stops_training_naming_its_step(monkeypatch, tmp_path, every_step):
+    """Read back every step (CPU) or only at the logs (GPU): either way the error names the step whose loss was
+    not finite, and no checkpoint holds an update made from it."""
+    from tvmech.synthetic import training
+
+    real, calls = training.losses, []
+
+    def losses(*args, **kw):
+        icl, tvp = real(*args, **kw)
+        calls.append(1)
+        return (icl * float("nan"), tvp) if len(calls) == 3 else (icl, tvp)
+
+    monkeypatch.setattr(training, "losses", losses)
+    monkeypatch.setattr(training, "reads_are_free", lambda device: every_step)
+    task = SyntheticTask("linear", dim=3)
+    cfg = TrainConfig(steps=8, batch_size=4, tvp_layer=1, n_demos=2, log_every=4, seed=0)
+    with pytest.raises(RuntimeError, match="at step 2;"):
+        train(SyntheticModel(task, TINY), cfg, checkpoint=tmp_path / "ck", save_every=4, progress=False)
+    assert len(calls) == (3 if every_step else 4) and not (tmp_path / "ck").exists()
 
 
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
