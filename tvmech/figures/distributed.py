@@ -6,8 +6,9 @@ its seeds at once: each rank computes its share (job ``i`` of the missing ones b
 ``i % world_size``) and writes it through the resumable per-task cache (``<out>/.tasks/``, atomic writes), then
 all ranks meet at a barrier and read every job's numbers back. A step that is not computed task by task is
 computed by one rank (per seed with several seeds), after the ranks have trained the LTVs it needs in turn
-(``Step.vectors``); the synthetic step's models are likewise trained by the ranks in turn. Only rank 0 draws and writes the step's tables, figures and the gallery; every step ends with a
-barrier, so the next step (which may read this one's tables) sees them. A killed run, restarted with any
+(``Step.vectors``); the synthetic step's models are likewise trained by the ranks in turn. Only rank 0 draws
+and writes the step's tables, figures and the gallery; every step ends with a barrier, so the next step (which
+may read this one's tables) sees them. A killed run, restarted with any
 number of ranks, reuses every job that any rank finished.
 
 The process group is NCCL on CUDA devices (for any tensor collective to come), gloo otherwise, but the ranks
