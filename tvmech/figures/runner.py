@@ -84,46 +84,47 @@ def saved_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = No
     return resolved, tables, metas
 
 
-def _missing_tasks(step: Step, cfg, ctx: Context, settings: dict) -> tuple[dict, dict[str, dict | None]]:
-    """``(key, done)``: the settings a task's cached numbers must match (those without ``tasks``), and each task's
-    cached record (``None`` where there is none, or under ``--force``)."""
-    key = {k: v for k, v in settings.items() if k != "tasks"}
-    return key, {t: None if ctx.force else cached_task(ctx.out, step, t, key) for t in cfg.tasks}
+def _missing_jobs(step: Step, cfg, ctx: Context, settings: dict) -> tuple[dict, dict[str, dict | None]]:
+    """``(key, done)``: the settings a job's cached numbers must match (:meth:`Step.job_key`), and each job's
+    cached record (``None`` where there is none, or under ``--force``), in the order of :meth:`Step.jobs`."""
+    key = step.job_key(settings)
+    return key, {name: None if ctx.force else cached_task(ctx.out, step, name, key) for name, _ in step.jobs(cfg)}
 
 
-def _run_task(step: Step, cfg, ctx: Context, task: str, key: dict, model, kwargs: dict) -> dict:
-    """Compute one task's tables and save them in the task cache (naming the rank under ``torchrun``)."""
-    tables = step.experiment.run(model, replace(cfg, tasks=(task,)), **kwargs).tables()
+def _run_job(step: Step, cfg, ctx: Context, job: str, key: dict, model, kwargs: dict) -> dict:
+    """Compute one job's tables and save them in the task cache (naming the rank under ``torchrun``)."""
+    tables = step.experiment.run(model, replace(cfg, **dict(step.jobs(cfg))[job]), **kwargs).tables()
     found = {**fresh_meta(ctx.device, key), "tables": tables}
     if dist.world_size() > 1:
         found["rank"] = dist.rank()
-    write_json(task_cache(ctx.out, step, task), found)
+    write_json(task_cache(ctx.out, step, job), found)
     return found
 
 
 def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict) -> tuple[Tables, list[dict]]:
-    """Run the experiment task by task, keeping each task's tables in ``<out>/.tasks/<table>/<task>.json`` (with
-    the settings without ``tasks``, the device and the date): an interrupted run resumes at the first task
-    without numbers, and runs of disjoint task subsets (e.g. parallel processes) share one output directory
-    without overwriting each other. Under ``torchrun`` each rank computes its share of the tasks without numbers
-    (the record then names its ``rank``) and every rank reads all of them back after a barrier.
+    """Run the experiment job by job (task by task, or (task, layer) pair by pair: :meth:`Step.jobs`), keeping
+    each job's tables in ``<out>/.tasks/<table>/<job>.json`` (with the settings that do not name the job, the
+    device and the date): an interrupted run resumes at the first job without numbers, and runs of disjoint
+    task subsets (e.g. parallel processes) share one output directory without overwriting each other. Under
+    ``torchrun`` each rank computes its share of the jobs without numbers (the record then names its ``rank``)
+    and every rank reads all of them back after a barrier.
 
     Returns:
-        The tables, and each task's saved record (its ``device`` and ``date`` are the provenance).
+        The tables, and each job's saved record (its ``device`` and ``date`` are the provenance).
     """
-    key, done = _missing_tasks(step, cfg, ctx, settings)
-    missing = [t for t, found in done.items() if found is None]
-    dist.barrier()  # every rank has listed the missing tasks before any is written
-    for i, task in enumerate(missing):
+    key, done = _missing_jobs(step, cfg, ctx, settings)
+    missing = [job for job, found in done.items() if found is None]
+    dist.barrier()  # every rank has listed the missing jobs before any is written
+    for i, job in enumerate(missing):
         if dist.mine(i):
-            done[task] = _run_task(step, cfg, ctx, task, key, model, kwargs)
+            done[job] = _run_job(step, cfg, ctx, job, key, model, kwargs)
     if dist.world_size() > 1:
-        dist.barrier()  # every missing task is now saved, by one rank or another
-        for task in missing:
-            done[task] = done[task] or cached_task(ctx.out, step, task, key)
-            if done[task] is None:
-                raise RuntimeError(f"{task_cache(ctx.out, step, task)}: no numbers after every rank's share")
-    tables = {name: [r for t in cfg.tasks for r in done[t]["tables"][name]] for name in step.tables}
+        dist.barrier()  # every missing job is now saved, by one rank or another
+        for job in missing:
+            done[job] = done[job] or cached_task(ctx.out, step, job, key)
+            if done[job] is None:
+                raise RuntimeError(f"{task_cache(ctx.out, step, job)}: no numbers after every rank's share")
+    tables = {name: [r for job in done for r in done[job]["tables"][name]] for name in step.tables}
     return tables, list(done.values())
 
 
@@ -152,12 +153,12 @@ def share_seed_tasks(step: Step, runs: Sequence[tuple[object, Context]]) -> None
     jobs = []
     for cfg, ctx in runs:
         model, cfg, settings, kwargs = _prepared(step, cfg, ctx)
-        key, done = _missing_tasks(step, cfg, ctx, settings)
-        jobs += [(cfg, ctx, task, key, model, kwargs) for task, found in done.items() if found is None]
+        key, done = _missing_jobs(step, cfg, ctx, settings)
+        jobs += [(cfg, ctx, job, key, model, kwargs) for job, found in done.items() if found is None]
     dist.barrier()  # every rank has listed the jobs before any is written
     for i, job in enumerate(jobs):
         if dist.mine(i):
-            _run_task(step, *job)
+            _run_job(step, *job)
     dist.barrier()  # every job is saved
 
 

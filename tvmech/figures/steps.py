@@ -69,19 +69,35 @@ class Step:
     # (tasks, layer) of the LTVs that a step not computed task by task trains (from its resolved config): under
     # torchrun the ranks train them in turn before rank 0 computes the step (runner.share_vectors)
     vectors: Callable[[object], tuple[Sequence[str], int]] | None = None
+    # a per-task step whose jobs are its (task, layer) pairs (the config's ``layers``, each computed on its own)
+    split_layers: bool = False
+
+    def jobs(self, cfg) -> list[tuple[str, dict]]:
+        """The jobs of a per-task step: ``(name, fields)``, the name its numbers are cached under and the config
+        fields that restrict ``cfg`` (resolved) to it: each task, or with ``split_layers`` each (task, layer)
+        pair, named ``<task>_L<layer>`` (tasks outer: the order of the step's rows)."""
+        if self.split_layers:
+            return [(f"{t}_L{l}", {"tasks": (t,), "layers": (l,)}) for t in cfg.tasks for l in cfg.layers]
+        return [(t, {"tasks": (t,)}) for t in cfg.tasks]
+
+    def job_key(self, settings: dict) -> dict:
+        """The settings a job's cached numbers must match: the step's, less the fields that name the job."""
+        named = ("tasks", "layers") if self.split_layers else ("tasks",)
+        return {k: v for k, v in settings.items() if k not in named}
 
 
-TASKS = ".tasks"  # <out>/.tasks/<table>/<task>.json: each task's numbers of a per-task step
+TASKS = ".tasks"  # <out>/.tasks/<table>/<job>.json: each job's numbers of a per-task step
 
 
 def task_cache(out: Path, step: Step, task: str) -> Path:
-    """Where one task's numbers of a per-task step are kept: ``<out>/.tasks/<first table>/<task>.json``."""
+    """Where one job's numbers (a task's, :meth:`Step.jobs`) of a per-task step are kept:
+    ``<out>/.tasks/<first table>/<job>.json``."""
     return Path(out) / TASKS / step.tables[0] / f"{task}.json"
 
 
 def cached_task(out: Path, step: Step, task: str, key: dict) -> dict | None:
-    """One task's saved numbers ``{"settings", "tables", "device", "date"}`` when they hold every table of the
-    step and were computed with the settings ``key`` (the step's settings without ``tasks``); ``None`` otherwise."""
+    """One job's saved numbers ``{"settings", "tables", "device", "date"}`` when they hold every table of the
+    step and were computed with the settings ``key`` (:meth:`Step.job_key`); ``None`` otherwise."""
     path = task_cache(out, step, task)
     if not path.is_file():
         return None
@@ -219,7 +235,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("rotation_scaling", lens_plots.transition_figure(t["linear_map"], ctx.model_name), None),
         ("rotation_alignment", lens_plots.alignment_figure(t["linear_map"], ctx.model_name), None),
         ("rotation_by_layer", interactive.rotation_layer_figure(t["linear_map"], ctx.model_name), None)],
-         inputs=_vectors),
+         inputs=_vectors, split_layers=True),
 )}
 # the synthetic step trains its own models and has one set of tables per task: see tvmech.figures.runner
 SYNTHETIC = "synthetic"

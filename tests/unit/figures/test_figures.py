@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import plotly.graph_objects as go
 import pytest
@@ -86,3 +87,35 @@ def test_draw_gives_the_figures_of_an_experiment_result():
     assert list(figs) == ["icl_accuracy"] and isinstance(figs["icl_accuracy"], go.Figure)
     with pytest.raises(TypeError, match="Result of one of"):
         draw(linear_map.Config())
+
+
+def test_a_step_split_by_layer_caches_each_task_layer_pair_and_reuses_them_for_other_layer_sets(tmp_path):
+    """The linear step's jobs are its (task, layer) pairs: each computed alone and cached as <task>_L<layer>,
+    the rows in task-then-layer order as one run gives them; the cache key leaves out the layers, so a run over
+    other layers computes only the pairs it lacks."""
+    from types import SimpleNamespace
+
+    from tvmech.experiments import linear_map
+    from tvmech.figures import runner
+    from tvmech.figures.steps import STEPS, Context
+
+    calls = []
+
+    def fake_run(model, config, **kw):
+        calls.append((config.tasks, config.layers))
+        return linear_map.Result(config, [{"task": t, "layer": l} for t in config.tasks for l in config.layers])
+
+    step = replace(STEPS["linear"], experiment=SimpleNamespace(run=fake_run))
+    ctx = Context(tmp_path, lambda: None, "tiny", "cpu")
+    cfg = linear_map.Config(tasks=("antonym", "nli"), layers=(1, 3))
+    tables, _ = runner._per_task(step, cfg, ctx, runner._settings(cfg, ctx), None, {})
+    assert calls == [(("antonym",), (1,)), (("antonym",), (3,)), (("nli",), (1,)), (("nli",), (3,))]
+    assert tables["linear_map"] == fake_run(None, cfg).rows()
+    assert sorted(p.name for p in (tmp_path / ".tasks" / "linear_map").iterdir()) == [
+        "antonym_L1.json", "antonym_L3.json", "nli_L1.json", "nli_L3.json"]
+    calls.clear()
+    wider = replace(cfg, layers=(1, 2, 3))
+    tables, _ = runner._per_task(step, wider, ctx, runner._settings(wider, ctx), None, {})
+    assert calls == [(("antonym",), (2,)), (("nli",), (2,))]
+    assert [(r["task"], r["layer"]) for r in tables["linear_map"]] == [(t, l) for t in ("antonym", "nli")
+                                                                        for l in (1, 2, 3)]
