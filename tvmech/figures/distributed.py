@@ -22,8 +22,12 @@ A single process (no ``WORLD_SIZE`` above 1 in the environment) is rank 0 of 1: 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -60,6 +64,37 @@ def mine(i: int) -> bool:
     return i % world_size() == rank()
 
 
+def run_id() -> str:
+    """An id shared by the ranks of this run (rank 0's, broadcast by :func:`init`; one per process otherwise)."""
+    return _state.setdefault("run_id", uuid.uuid4().hex)
+
+
+def claim(out: Path, job: str) -> bool:
+    """Whether this rank takes ``job`` (a name every rank builds alike): the first rank to ask gets it, through
+    an exclusive file under ``<out>/.tasks/.claims/<run id>/``, so that a rank that finishes early takes the next
+    job instead of idling behind a fixed share (jobs of unequal cost: a synthetic model and a layer's linear
+    map). The claims of a killed run are not seen by the next one (another run id). Always ``True`` in a single
+    process.
+
+    Args:
+        out: an output folder every rank sees.
+        job: the job's name.
+
+    Returns:
+        Whether this rank computes the job.
+    """
+    if world_size() <= 1:
+        return True
+    folder = Path(out) / ".tasks" / ".claims" / run_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    _state.setdefault("claimed", set()).add(folder)
+    try:
+        os.close(os.open(folder / hashlib.sha256(job.encode()).hexdigest()[:32], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def barrier() -> None:
     """Wait until every rank gets here (nothing in a single process)."""
     if active():
@@ -90,11 +125,18 @@ def init(device: str) -> str:
             _state["group"] = dist.new_group(backend="gloo", timeout=timeout)
         else:
             dist.init_process_group("gloo", timeout=timeout)
+        shared = [uuid.uuid4().hex]
+        dist.broadcast_object_list(shared, src=0, group=_state.get("group"))
+        _state["run_id"] = shared[0]
     return device
 
 
 def shutdown() -> None:
     """Leave the process group, when one was joined."""
     if active():
+        barrier()
+        if is_main():  # every rank is past its claims
+            for folder in _state.get("claimed", ()):
+                shutil.rmtree(folder, ignore_errors=True)
         dist.destroy_process_group()
         _state.clear()

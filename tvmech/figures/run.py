@@ -38,7 +38,7 @@ from tvmech.figures import distributed as dist
 from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST
 from tvmech.figures.presets import apply as apply_preset
-from tvmech.figures.runner import run_step, run_synthetic, saved_seeds
+from tvmech.figures.runner import run_step, run_synthetic, saved_seeds, synthetic_jobs
 from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
 
 log = logging.getLogger("tvmech.figures")
@@ -284,7 +284,7 @@ def run_steps(args: argparse.Namespace, ctx: Context) -> None:
     """
     names = args.only or list(STEP_NAMES)
     bar = tqdm(names, desc=f"figures ({args.preset})", unit="step", disable=not dist.is_main())
-    for name in bar:
+    for i, name in enumerate(bar):
         bar.set_postfix_str(name)
         if name == SYNTHETIC:
             run_synthetic(args.configs[name], ctx)
@@ -292,7 +292,10 @@ def run_steps(args: argparse.Namespace, ctx: Context) -> None:
         seeds = args.seeds
         if seeds is None and name not in args.seed_named:
             seeds = PRESETS[args.preset].seeds.get(name) or saved_seeds(STEPS[name], ctx)
-        run_step(STEPS[name], args.configs[name], ctx, seeds=seeds)
+        # under torchrun the synthetic step's models are trained in the pool of the step before it
+        last = i + 1 < len(names) and names[i + 1] == SYNTHETIC and dist.world_size() > 1
+        background = synthetic_jobs(args.configs[SYNTHETIC], ctx) if last else ()
+        run_step(STEPS[name], args.configs[name], ctx, seeds=seeds, background=background)
 
 
 def summary(report: list[dict]) -> str:

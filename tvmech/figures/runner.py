@@ -13,11 +13,12 @@ step's outputs: see :mod:`tvmech.figures.distributed`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     each job's tables in ``<out>/.tasks/<table>/<job>.json`` (with the settings that do not name the job, the
     device and the date): an interrupted run resumes at the first job without numbers, and runs of disjoint
     task subsets (e.g. parallel processes) share one output directory without overwriting each other. Under
-    ``torchrun`` each rank computes its share of the jobs without numbers (the record then names its ``rank``)
-    and every rank reads all of them back after a barrier.
+    ``torchrun`` the ranks claim the jobs without numbers one by one (:func:`distributed.claim`; the record
+    names the ``rank``) and every rank reads all of them back after a barrier.
 
     Returns:
         The tables, and each job's saved record (its ``device`` and ``date`` are the provenance).
@@ -115,8 +116,8 @@ def _per_task(step: Step, cfg, ctx: Context, settings: dict, model, kwargs: dict
     key, done = _missing_jobs(step, cfg, ctx, settings)
     missing = [job for job, found in done.items() if found is None]
     dist.barrier()  # every rank has listed the missing jobs before any is written
-    for i, job in enumerate(missing):
-        if dist.mine(i):
+    for job in missing:
+        if dist.claim(ctx.out, f"{step.name}/{job}"):
             done[job] = _run_job(step, cfg, ctx, job, key, model, kwargs)
     if dist.world_size() > 1:
         dist.barrier()  # every missing job is now saved, by one rank or another
@@ -136,29 +137,38 @@ def _prepared(step: Step, cfg, ctx: Context) -> tuple[object, object, dict, dict
     return model, cfg, _settings(cfg, ctx), _quiet(step, step.inputs(cfg, ctx) if step.inputs else {})
 
 
-def share_seed_tasks(step: Step, runs: Sequence[tuple[object, Context]]) -> None:
-    """Under ``torchrun``, before a per-task step's missing seeds are computed one by one: the (seed, task) jobs
-    without numbers of all of them, job ``i`` on rank ``i % world_size``, saved in each seed's task cache; the
-    seeds' own runs then find every task there. Without it each seed would end in a barrier, the ranks with no
-    task left idling (10 tasks on 4 ranks: three rounds per seed instead of 7.5 over three seeds). No-op in a
-    single process or for a step not computed task by task.
+Background = Sequence[tuple[Path, str, Callable[[], object]]]  # (folder, name, work) of jobs of a later step
+
+
+def share_jobs(step: Step, runs: Sequence[tuple[object, Context]], background: Background = ()) -> None:
+    """Under ``torchrun``, before a per-task step's runs (its missing seeds, or its one run) are computed one by
+    one: the jobs without numbers of all of them, claimed one at a time by whichever rank is free
+    (:func:`distributed.claim`) and saved in each run's task cache, where the runs then find them. Without it
+    each seed would end in a barrier, the ranks with no job left idling (10 tasks on 4 ranks: three rounds per
+    seed instead of 7.5 over three seeds). ``background``: jobs of a later step put first in the same pool (the
+    synthetic step's models, which keep two ranks busy while the others work through this step's jobs). No-op
+    in a single process or for a step not computed task by task.
 
     Args:
         step: the step.
-        runs: ``(config, context)`` of each missing seed (the config with that seed, the context writing into the
-            seed's folder).
+        runs: ``(config, context)`` of each run to compute (the config with its seed, the context writing into
+            its folder).
+        background: ``(folder, name, work)``: claimed under ``folder`` as ``name``, then ``work()``.
     """
     if dist.world_size() <= 1 or not step.per_task:
         return
-    jobs = []
+    jobs = list(background)
     for cfg, ctx in runs:
         model, cfg, settings, kwargs = _prepared(step, cfg, ctx)
         key, done = _missing_jobs(step, cfg, ctx, settings)
-        jobs += [(cfg, ctx, job, key, model, kwargs) for job, found in done.items() if found is None]
+        jobs += [(ctx.out, f"{step.name}/{job}", functools.partial(_run_job, step, cfg, ctx, job, key, model, kwargs))
+                 for job, found in done.items() if found is None]
+    if len(jobs) == len(background):
+        return  # nothing of this step to compute: the background jobs wait for their own step
     dist.barrier()  # every rank has listed the jobs before any is written
-    for i, job in enumerate(jobs):
-        if dist.mine(i):
-            _run_job(step, *job)
+    for folder, name, work in jobs:
+        if dist.claim(folder, name):
+            work()
     dist.barrier()  # every job is saved
 
 
@@ -200,11 +210,12 @@ def _gathered_meta(metas: dict[int, dict], settings: dict) -> dict:
     return {"settings": settings, **_provenance(list(metas.values())), "runs": runs}
 
 
-def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[object, Tables, Metas] | None:
+def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int], background: Background = ()
+                  ) -> tuple[object, Tables, Metas] | None:
     """The step's tables over several seeds: each seed's run reused from ``<out>/runs/seed<s>`` (or from a
     single-seed ``<out>`` of that seed) when its settings match, else computed and saved there; rows tagged
-    ``run_seed``. Under ``torchrun`` a per-task step shares each missing seed's tasks over the ranks; another
-    step gives each rank its share of the missing seeds.
+    ``run_seed``. Under ``torchrun`` a per-task step shares the missing seeds' jobs over the ranks (with
+    ``background``: :func:`share_jobs`); another step gives each rank its share of the missing seeds.
 
     Returns:
         ``(resolved config of the first seed, tables, metas)``; ``None`` on the ranks other than 0.
@@ -218,7 +229,7 @@ def seeded_tables(step: Step, cfg, ctx: Context, seeds: Sequence[int]) -> tuple[
             runs[s] = saved_tables(step, scfg, ctx)
             adopted += [s] if runs[s] is not None else []
     missing = [s for s, found in runs.items() if found is None]
-    share_seed_tasks(step, [(subs[s][1], subs[s][0]) for s in missing])
+    share_jobs(step, [(subs[s][1], subs[s][0]) for s in missing], background)
     dist.barrier()  # every rank has listed the missing runs before any is written
     for i, s in enumerate(missing):
         if step.per_task or dist.mine(i):  # a per-task step shares the seed's tasks; another step the seeds
@@ -262,7 +273,8 @@ def share_vectors(step: Step, cfg, ctx: Context) -> None:
     dist.barrier()  # every vector is saved
 
 
-def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) -> list[Path]:
+def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None, background: Background = ()
+             ) -> list[Path]:
     """Redraw ``step`` from saved numbers or compute them; write every figure.
 
     Args:
@@ -271,6 +283,7 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
         ctx: the run's context.
         seeds: run the step once per seed (overriding ``cfg.seed``) and gather the runs; one seed is a plain
             run with that seed; ``None``: ``cfg.seed``.
+        background: jobs of a later step that the ranks take in this step's pool (:func:`share_jobs`).
 
     Returns:
         The written files (none on the ranks other than 0).
@@ -283,8 +296,9 @@ def run_step(step: Step, cfg, ctx: Context, seeds: Sequence[int] | None = None) 
     computed = found is None
     if computed:
         if seeds:
-            found = seeded_tables(step, cfg, ctx, seeds)
+            found = seeded_tables(step, cfg, ctx, seeds, background)
         else:
+            share_jobs(step, [(cfg, ctx)], background)
             share_vectors(step, cfg, ctx)
             if step.per_task or dist.is_main():  # (a step not computed task by task: rank 0 alone)
                 found = compute_tables(step, cfg, ctx)
@@ -324,19 +338,30 @@ def _synthetic_figures(name: str, task, cfg: synthetic.Config, results: dict) ->
     return figs
 
 
+def synthetic_jobs(cfg: synthetic.Config, ctx: Context) -> list[tuple[Path, str, Callable[[], object]]]:
+    """The synthetic step's model trainings as claimable jobs ``(folder, name, work)``, one per (task,
+    vanilla/TVP) pair; none when every figure of the step is saved with these settings (nothing to train)."""
+    if all(len(saved) == len(wanted) for wanted, saved in
+           (_saved_synthetic(cfg, ctx, name) for name in cfg.task_names())):
+        return []
+    return [(ctx.out, f"synthetic/{name}/{which}", functools.partial(
+        synthetic.trained_model, cfg, cfg.task(name), which, ctx.out / "synthetic", ctx.device, ctx.force))
+        for name in cfg.task_names() for which in synthetic.MODELS]
+
+
 def pretrain_synthetic(cfg: synthetic.Config, ctx: Context) -> bool:
-    """Under ``torchrun``, train (or find saved) the step's models, job ``i`` of the (task, vanilla/TVP) pairs on
-    rank ``i % world_size``, so that rank 0 then only loads them; no-op in a single process.
+    """Under ``torchrun``, train (or find saved) the step's models, each claimed by whichever rank is free
+    (:func:`synthetic_jobs`; those already claimed in this run, e.g. in the previous step's pool, are skipped),
+    so that rank 0 then only loads them; no-op in a single process.
 
     Returns:
         Whether the models were made here (rank 0 must then not retrain them under ``--force``).
     """
     if dist.world_size() <= 1:
         return False
-    jobs = [(name, which) for name in cfg.task_names() for which in synthetic.MODELS]
-    for i, (name, which) in enumerate(jobs):
-        if dist.mine(i):
-            synthetic.trained_model(cfg, cfg.task(name), which, ctx.out / "synthetic", ctx.device, ctx.force)
+    for folder, name, work in synthetic_jobs(cfg, ctx):
+        if dist.claim(folder, name):
+            work()
     dist.barrier()  # every model is saved
     return True
 

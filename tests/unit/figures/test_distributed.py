@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -40,19 +41,18 @@ def test_two_ranks_share_the_tasks_equal_one_process_and_resume(tmp_path):
     cache = two / ".tasks" / "icl_accuracy"
     record = {p.stem: json.loads(p.read_text()) for p in cache.glob("*.json")}
     assert set(record) == set(TASKS)
-    assert sorted(r["rank"] for r in record.values()) == [0, 0, 1, 1]  # each rank computed its share
+    assert {r["rank"] for r in record.values()} == {0, 1}  # each rank claimed some of the tasks
     assert "rank" not in json.loads((one / ".tasks" / "icl_accuracy" / f"{TASKS[0]}.json").read_text())
 
-    # as if killed before the end: the step's table and one task of each rank are missing
-    dropped = [next(t for t in TASKS if record[t]["rank"] == r) for r in (0, 1)]
+    # as if killed before the end: the step's table and two tasks are missing
+    dropped = TASKS[1:3]
     for task in dropped:
         (cache / f"{task}.json").unlink()
     (two / "icl_accuracy.json").unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
     _run([*torchrun, *args, "--out", str(two)], env)
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json") if p.name in kept} == kept  # reused
-    redone = [json.loads((cache / f"{t}.json").read_text())["rank"] for t in dropped]
-    assert sorted(redone) == [0, 1]  # the missing tasks were shared again
+    assert all(json.loads((cache / f"{t}.json").read_text()).get("rank") in (0, 1) for t in dropped)  # redone
     assert _rows(two) == _rows(one)
 
     # one process reuses what the two ranks saved: nothing recomputed
@@ -102,6 +102,7 @@ def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path
     calls = []
 
     def fake_run(model, config, **kw):
+        time.sleep(0.05)  # (so that both ranks get to claim jobs)
         calls.append((distributed.rank(), config.seed, config.tasks))
         return icl.Result(config, [{"task": t, "k": k, "accuracy": 0.1 * (config.seed + 1) + 0.01 * i, "n": 1,
                                     "scoring": "x"} for i, t in enumerate(config.tasks) for k in (0, 5)])
@@ -117,9 +118,8 @@ def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path
     two = tmp_path / "two"
     assert _as_two_ranks(monkeypatch, lambda: run.main(["--out", str(two), *argv])) == {0: 0, 1: 0}
     assert sorted((s, t) for _, s, t in calls) == alone  # every job once
-    if per_task:  # the (seed, task) jobs of both seeds shared as one list: three each (per seed: four and two)
-        assert sorted(calls) == [(0, 0, ("antonym",)), (0, 0, ("sentiment",)), (0, 1, ("nli",)),
-                                 (1, 0, ("nli",)), (1, 1, ("antonym",)), (1, 1, ("sentiment",))]
+    if per_task:  # the (seed, task) jobs of both seeds in one pool, each claimed by one rank
+        assert {r for r, _, _ in calls} == {0, 1} and all(len(t) == 1 for _, _, t in calls)
     else:  # the seeds shared
         assert sorted(calls) == [(0, 0, ("antonym", "nli", "sentiment")), (1, 1, ("antonym", "nli", "sentiment"))]
     assert _rows(two) == _rows(tmp_path / "one")
@@ -130,27 +130,38 @@ def test_seeds_are_shared_over_the_ranks_and_gathered_as_by_one_process(tmp_path
 
 
 def test_synthetic_models_are_shared_by_the_ranks_and_trained_once(monkeypatch, tmp_path):
-    """Under torchrun the ranks train the synthetic step's (task, vanilla/TVP) models in turn before rank 0 computes
-    the figures; in one process nothing is pretrained (rank 0 trains as it goes)."""
+    """Under torchrun the ranks claim the synthetic step's (task, vanilla/TVP) models before rank 0 computes the
+    figures, each model trained once (a second pass in the same run, as after the previous step's pool, trains
+    nothing); in one process nothing is pretrained (rank 0 trains as it goes)."""
     from tvmech.experiments import synthetic
-    from tvmech.figures import distributed, runner
+    from tvmech.figures import runner
     from tvmech.figures.steps import Context
 
     calls = []
-    monkeypatch.setattr(synthetic, "trained_model", lambda cfg, task, which, *a: calls.append((task.name, which)))
-    monkeypatch.setattr(distributed, "barrier", lambda: None)
+
+    def trained(cfg, task, which, *a):
+        time.sleep(0.05)
+        calls.append((task.name, which))
+
+    monkeypatch.setattr(synthetic, "trained_model", trained)
     cfg, ctx = synthetic.Config(preset="gpu"), Context(tmp_path, lambda: None, "tiny", "cpu")
     assert runner.pretrain_synthetic(cfg, ctx) is False and calls == []  # one process
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    per_rank = []
-    for rank in (0, 1):
-        monkeypatch.setattr(distributed, "mine", lambda i, r=rank: i % 2 == r)
-        assert runner.pretrain_synthetic(cfg, ctx) is True
-        per_rank.append(list(calls))
-        calls.clear()
+    assert len(runner.synthetic_jobs(cfg, ctx)) == 6  # nothing saved: every model is a job
+    assert _as_two_ranks(monkeypatch, lambda: runner.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
     every = [(t, w) for t in cfg.task_names() for w in synthetic.MODELS]
-    assert sorted(per_rank[0] + per_rank[1]) == sorted(every) and len(every) == 6
-    assert per_rank[0] and per_rank[1] and not set(per_rank[0]) & set(per_rank[1])
+    assert sorted(calls) == sorted(every) and len(every) == 6
+    calls.clear()
+    assert _as_two_ranks(monkeypatch, lambda: runner.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
+    assert calls == []
+
+
+def test_a_job_is_claimed_by_one_rank_only(monkeypatch, tmp_path):
+    from tvmech.figures import distributed
+
+    assert distributed.claim(tmp_path, "a") and distributed.claim(tmp_path, "a")  # one process: always
+    names = [f"job{i}" for i in range(40)]
+    won = _as_two_ranks(monkeypatch, lambda: [n for n in names if distributed.claim(tmp_path, n)])
+    assert sorted(won[0] + won[1]) == sorted(names)
 
 
 def test_vectors_of_a_step_computed_by_rank_0_are_trained_by_the_ranks_in_turn(monkeypatch, tmp_path):
