@@ -134,9 +134,14 @@ def init(device: str) -> str:
 def shutdown() -> None:
     """Leave the process group, when one was joined."""
     if active():
-        barrier()
-        if is_main():  # every rank is past its claims
-            for folder in _state.get("claimed", ()):
-                shutil.rmtree(folder, ignore_errors=True)
         dist.destroy_process_group()
         _state.clear()
+
+
+def release_claims() -> None:
+    """At the end of a run: once every rank is past its claims, rank 0 removes this run's claim folders (a
+    failed run leaves them, unseen by the next one, which has another run id)."""
+    barrier()
+    if is_main():
+        for folder in _state.pop("claimed", ()):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -38,8 +38,9 @@ from tvmech.figures import distributed as dist
 from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST
 from tvmech.figures.presets import apply as apply_preset
-from tvmech.figures.runner import run_step, run_synthetic, saved_seeds, synthetic_jobs
+from tvmech.figures.runner import run_step, saved_seeds
 from tvmech.figures.steps import CONFIGS, STEP_NAMES, STEPS, SYNTHETIC, Context
+from tvmech.figures.synthetic_step import run_synthetic, synthetic_jobs
 
 log = logging.getLogger("tvmech.figures")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -247,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if not dist.is_main():
         logging.getLogger("tvmech").setLevel(logging.WARNING)
     try:
-        return _main(args)
+        code = _main(args)
+        dist.release_claims()
+        return code
     finally:
         dist.shutdown()
 

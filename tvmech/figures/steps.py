@@ -237,7 +237,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
         ("rotation_by_layer", interactive.rotation_layer_figure(t["linear_map"], ctx.model_name), None)],
          inputs=_vectors, split_layers=True),
 )}
-# the synthetic step trains its own models and has one set of tables per task: see tvmech.figures.runner
+# the synthetic step trains its own models and has one set of tables per task: see tvmech.figures.synthetic_step
 SYNTHETIC = "synthetic"
 STEP_NAMES: tuple[str, ...] = (*STEPS, SYNTHETIC)
 CONFIGS: dict[str, type] = {**{n: s.experiment.Config for n, s in STEPS.items()}, SYNTHETIC: synthetic.Config}

@@ -38,6 +38,7 @@ def test_two_ranks_share_the_tasks_equal_one_process_and_resume(tmp_path):
     first = _run([*torchrun, *args, "--out", str(two)], env)
     assert _rows(two) == _rows(one) and [r["task"] for r in _rows(two)][::2] == list(TASKS)
     assert first.stdout.count("gallery:") == 1  # rank 0 alone prints
+    assert not list((two / ".tasks" / ".claims").iterdir())  # the run's claims are gone with it
     cache = two / ".tasks" / "icl_accuracy"
     record = {p.stem: json.loads(p.read_text()) for p in cache.glob("*.json")}
     assert set(record) == set(TASKS)
@@ -134,7 +135,7 @@ def test_synthetic_models_are_shared_by_the_ranks_and_trained_once(monkeypatch, 
     figures, each model trained once (a second pass in the same run, as after the previous step's pool, trains
     nothing); in one process nothing is pretrained (rank 0 trains as it goes)."""
     from tvmech.experiments import synthetic
-    from tvmech.figures import runner
+    from tvmech.figures import synthetic_step
     from tvmech.figures.steps import Context
 
     calls = []
@@ -145,13 +146,13 @@ def test_synthetic_models_are_shared_by_the_ranks_and_trained_once(monkeypatch, 
 
     monkeypatch.setattr(synthetic, "trained_model", trained)
     cfg, ctx = synthetic.Config(preset="gpu"), Context(tmp_path, lambda: None, "tiny", "cpu")
-    assert runner.pretrain_synthetic(cfg, ctx) is False and calls == []  # one process
-    assert len(runner.synthetic_jobs(cfg, ctx)) == 6  # nothing saved: every model is a job
-    assert _as_two_ranks(monkeypatch, lambda: runner.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
+    assert synthetic_step.pretrain_synthetic(cfg, ctx) is False and calls == []  # one process
+    assert len(synthetic_step.synthetic_jobs(cfg, ctx)) == 6  # nothing saved: every model is a job
+    assert _as_two_ranks(monkeypatch, lambda: synthetic_step.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
     every = [(t, w) for t in cfg.task_names() for w in synthetic.MODELS]
     assert sorted(calls) == sorted(every) and len(every) == 6
     calls.clear()
-    assert _as_two_ranks(monkeypatch, lambda: runner.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
+    assert _as_two_ranks(monkeypatch, lambda: synthetic_step.pretrain_synthetic(cfg, ctx)) == {0: True, 1: True}
     assert calls == []
 
 
