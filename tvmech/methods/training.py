@@ -326,7 +326,7 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
     val_at: dict[int, float] = {}
     timer = _Timer(device)
     # on the CPU a read is free: check every step; on CUDA, at evaluations and every CHECK_EVERY steps
-    check_every = _check_every(device)
+    every = check_every(device)
     stopped, run = False, 0
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
@@ -336,7 +336,7 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
         timer.stop()
         run = step + 1
         evaluate = val is not None and ((eval_every is not None and run % eval_every == 0) or run == steps)
-        if evaluate or run % check_every == 0 or run == steps:
+        if evaluate or run % every == 0 or run == steps:
             _raise_if_diverged(stepper, losses, objective, desc, on_diverge, initial)
             bar.set_postfix(loss=f"{float(losses[step].mean()):.3f}")
         if evaluate:
@@ -361,7 +361,9 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
 CHECK_EVERY = 25  # steps between divergence checks on CUDA (each is a host sync)
 
 
-def _check_every(device: torch.device) -> int:
+def check_every(device: torch.device) -> int:
+    """Steps between reads of a training loop's losses back to the host: every step on the CPU (a read is free),
+    every ``CHECK_EVERY`` on an accelerator (each read is a host sync that stalls the queue of kernels)."""
     return 1 if device.type == "cpu" else CHECK_EVERY
 
 

@@ -34,6 +34,7 @@ from tvmech.core.progress import tqdm
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import MODES, Mode
+from tvmech.methods.training import check_every
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
 from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, check_n_demos
 
@@ -148,13 +149,6 @@ def step_batches(task: SyntheticTask, cfg: TrainConfig, step: int) -> tuple[Synt
 
 
 # ----------------------------------------------------------------- training
-def reads_are_free(device: torch.device) -> bool:
-    """Whether the loop reads each step's losses back at once (the CPU), or only when it logs or saves (a GPU,
-    where every read would stall the queue of kernels: a non-finite loss is then reported at its own step, at
-    the next log)."""
-    return device.type == "cpu"
-
-
 def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | None = None, save_every: int = 0,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``model`` in place for ``cfg.steps`` steps and return it with its loss curve.
@@ -190,7 +184,7 @@ def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | N
                disable=not progress, leave=False)
     acc = {"icl": 0.0, "tvp": 0.0, "n": 0}
     pending: list[tuple[int, Tensor]] = []  # (step, [loss, icl, tvp]) on the device, not read back yet
-    read_every_step = reads_are_free(device)
+    every = check_every(device)  # (a non-finite loss is reported at its own step, when read back)
 
     def read_back() -> None:  # the pending losses: finite, then into the running means (in step order)
         values = torch.stack([v for _, v in pending]).tolist() if pending else []
@@ -210,7 +204,7 @@ def train(model: SyntheticModel, cfg: TrainConfig, *, checkpoint: str | Path | N
         pending.append((step, torch.stack([loss, icl, tvp]).detach()))
         logged = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
         saving = bool(save_every) and (step + 1) % save_every == 0
-        if read_every_step or logged or saving:  # before any update from a non-finite loss is logged or saved
+        if (step + 1) % every == 0 or logged or saving:  # before any update from a non-finite loss is logged or saved
             read_back()
         opt.zero_grad(set_to_none=True)
         loss.backward()

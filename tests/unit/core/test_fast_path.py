@@ -116,7 +116,7 @@ def test_forked_sweep_vectors_equal_single_runs(tiny):
 
 def _nan_at_step(model, bad: int, monkeypatch, check_every: int):
     """A one-parameter objective whose loss turns NaN at step ``bad``; fit's error and last good value."""
-    monkeypatch.setattr(training, "_check_every", lambda device: check_every)
+    monkeypatch.setattr(training, "check_every", lambda device: check_every)
     data = prepare_data(tv.adapt(model), SMALL, SMALL.examples[:8], 0)
     p = torch.tensor([2.0], requires_grad=True)
     calls = []
