@@ -1,12 +1,12 @@
 """The figure steps spread over several worker processes started by ``torchrun`` (one per GPU).
 
 Scheme: every rank runs the same steps in the same order and takes the same decisions from the same files
-(read between barriers). A step's jobs are its (seed, task) pairs that have no saved numbers yet, over all
-its seeds at once: each rank computes its share (job ``i`` of the missing ones belongs to rank
-``i % world_size``) and writes it through the resumable per-task cache (``<out>/.tasks/``, atomic writes), then
-all ranks meet at a barrier and read every job's numbers back. A step that is not computed task by task is
-computed by one rank (per seed with several seeds), after the ranks have trained the LTVs it needs in turn
-(``Step.vectors``); the synthetic step's models are likewise trained by the ranks in turn. Only rank 0 draws
+(read between barriers). A step's jobs are its (seed, task) pairs (linear's (seed, task, layer) triples) that
+have no saved numbers yet, over all its seeds at once: the ranks claim them one at a time (:func:`claim`) and
+write each through the resumable per-task cache (``<out>/.tasks/``, atomic writes), then all ranks meet at a
+barrier and read every job's numbers back. A step that is not computed task by task is computed by one rank
+(per seed with several seeds), after the ranks have trained the LTVs it needs in turn (``Step.vectors``); the
+synthetic step's models are claimed in the pool of the step before it. Only rank 0 draws
 and writes the step's tables, figures and the gallery; every step ends with a barrier, so the next step (which
 may read this one's tables) sees them. A killed run, restarted with any
 number of ranks, reuses every job that any rank finished.

@@ -48,22 +48,26 @@ def synthetic_jobs(cfg: synthetic.Config, ctx: Context) -> list[tuple[Path, str,
     if all(len(saved) == len(wanted) for wanted, saved in
            (_saved_synthetic(cfg, ctx, name) for name in cfg.task_names())):
         return []
+    return _model_jobs(cfg, ctx)
+
+
+def _model_jobs(cfg: synthetic.Config, ctx: Context) -> list[tuple[Path, str, Callable[[], object]]]:
     return [(ctx.out, f"synthetic/{name}/{which}", functools.partial(
         synthetic.trained_model, cfg, cfg.task(name), which, ctx.out / "synthetic", ctx.device, ctx.force))
         for name in cfg.task_names() for which in synthetic.MODELS]
 
 
 def pretrain_synthetic(cfg: synthetic.Config, ctx: Context) -> bool:
-    """Under ``torchrun``, train (or find saved) the step's models, each claimed by whichever rank is free
-    (:func:`synthetic_jobs`; those already claimed in this run, e.g. in the previous step's pool, are skipped),
-    so that rank 0 then only loads them; no-op in a single process.
+    """Under ``torchrun``, train (or find saved) the step's models, each claimed by whichever rank is free (those
+    already claimed in this run, e.g. in the previous step's pool, are skipped), so that rank 0 then only loads
+    them; no-op in a single process. Its caller has found figures to compute (:func:`run_synthetic`).
 
     Returns:
         Whether the models were made here (rank 0 must then not retrain them under ``--force``).
     """
     if dist.world_size() <= 1:
         return False
-    for folder, name, work in synthetic_jobs(cfg, ctx):
+    for folder, name, work in _model_jobs(cfg, ctx):
         if dist.claim(folder, name):
             work()
     dist.barrier()  # every model is saved
