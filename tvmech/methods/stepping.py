@@ -33,7 +33,7 @@ class Stepper:
     Args:
         loss_fn: batch row indices (a ``[n]`` long tensor on the device) → ``[G]`` losses.
         leaves: every trainable tensor (what ``good`` mirrors).
-        opt: the optimizer over ``leaves`` (``capturable=True`` for ``graph``).
+        opt: the optimizer over ``leaves`` (for ``graph``, one without host-side state: ``GraphAdamW``).
         device: where the leaves live.
         graph: capture the step in a CUDA graph at the first call (batches must keep their size).
     """

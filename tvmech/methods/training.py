@@ -8,7 +8,8 @@ the loss minimised at a step is
     L = Σ_g L_g,    L_g = (1/B) Σ_{i ∈ batch} ℓ_g(i),    ℓ_g(i) = -(1/|y_i|) Σ_t log p(y_{i,t} | x_i, y_{i,<t} ; θ_g)
 
 (the label NLL averaged over each row's label tokens, then over the batch's rows); the groups share no
-parameters, so one backward pass of ``L`` gives every group its own gradient. AdamW steps every group.
+parameters, so one backward pass of ``L`` gives every group its own gradient. AdamW steps every group
+(``torch.optim.AdamW``; in a CUDA-graphed step :class:`~tvmech.methods.graph_adamw.GraphAdamW`, the same arithmetic).
 
 What is shared here, so that each method only describes its parameters and its forward pass:
 
@@ -48,6 +49,7 @@ from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import Intervention, attached
 from tvmech.interventions.sites import Context
+from tvmech.methods.graph_adamw import GraphAdamW
 from tvmech.methods.stepping import Stepper
 
 RowLoss = Callable[["TrainData", Int[Tensor, " n"]], Float[Tensor, "n_groups n"]]
@@ -313,9 +315,10 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
     G = len(objective.groups)
     leaves = [p for ps in objective.groups for p in ps]
     graph = device.type == "cuda" and objective.graphable and cuda_graphs_enabled()
-    opt = torch.optim.AdamW([{"params": list(ps), "lr": lr, "weight_decay": wd}
-                             for ps, lr, wd in zip(objective.groups, objective.lrs, objective.weight_decays)],
-                            capturable=graph)
+    groups = [{"params": list(ps), "lr": lr, "weight_decay": wd}
+              for ps, lr, wd in zip(objective.groups, objective.lrs, objective.weight_decays)]
+    # a graphed step needs an optimizer without host-side state; GraphAdamW's arithmetic is the default AdamW's
+    opt = GraphAdamW(groups, max_steps=steps) if graph else torch.optim.AdamW(groups)
     order = BatchOrder(len(data.batch), batch_size, generator)
     static = replace(data, static=True) if graph else data
     stepper = Stepper(lambda idx: objective.row_loss(static, idx).mean(1), leaves, opt, device, graph=graph)
