@@ -53,13 +53,13 @@ STEP_COST: dict[str, dict[str, str]] = {
     "quick": {"icl": "23 s", "sweep": "135 s", "robustness": "122 s", "geometry": "54 s", "composition": "59 s",
               "peft": "180 s", "ov_circuits": "26 s", "key_heads": "36 s", "sinks": "9 s", "lens": "23 s",
               "linear": "185 s", "synthetic": "65 s"},  # 2-core CPU, fresh clone, 2026-12-01: 15 min 16 s in all
-    # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, fresh, 2026-12-02): time from the previous
-    # step's end; linear and synthetic from the second run (its models trained in linear's pool)
-    "paper": {"icl": "44 s (31 s start-up)", "sweep": "85 s", "robustness": "91 s", "geometry": "35 s",
-              "composition": "< 1 s", "peft": "32 s", "ov_circuits": "67 s, 3 seeds", "key_heads": "34 s, 3 seeds",
-              "sinks": "2 s, 3 seeds", "lens": "8 s", "linear": "175 s, 3 seeds, with synthetic's models",
+    # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, fresh, 2026-12-02, one run): each step's
+    # seconds on rank 0 (the run's summary)
+    "paper": {"icl": "30 s", "sweep": "87 s", "robustness": "92 s", "geometry": "35 s",
+              "composition": "< 1 s", "peft": "28 s", "ov_circuits": "70 s, 3 seeds", "key_heads": "35 s, 3 seeds",
+              "sinks": "2 s, 3 seeds", "lens": "8 s", "linear": "178 s, 3 seeds, with synthetic's models",
               "synthetic": "6 s (models trained during linear)"},
-}  # in all about 9 min 40 s, from two runs (README, "Speed")
+}  # in all 583 s from launch to the gallery (README, "Speed")
 
 
 def apply(preset: Preset, args) -> None:
