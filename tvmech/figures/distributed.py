@@ -22,6 +22,7 @@ A single process (no ``WORLD_SIZE`` above 1 in the environment) is rank 0 of 1: 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -139,9 +140,12 @@ def shutdown() -> None:
 
 
 def release_claims() -> None:
-    """At the end of a run: once every rank is past its claims, rank 0 removes this run's claim folders (a
-    failed run leaves them, unseen by the next one, which has another run id)."""
+    """At the end of a run: once every rank is past its claims, rank 0 removes this run's claim folders, and
+    ``.claims`` itself once no other run's are left in it (a failed run leaves its own, unseen by the next one,
+    which has another run id)."""
     barrier()
     if is_main():
         for folder in _state.pop("claimed", ()):
             shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: another run's claims
+                folder.parent.rmdir()
