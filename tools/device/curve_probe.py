@@ -37,7 +37,7 @@ OPTIMIZERS = {
     "graph_adamw": GraphAdamW,
 }
 saved = training.Stepper, training.GraphAdamW, TorchAdamW
-RealStepper = training.Stepper
+RealStepper = saved[0]
 
 
 def variant(name: str, *, fast: bool = True, graphs: bool = True, run_graph: bool = True, opt: str = "") -> dict:

@@ -8,7 +8,7 @@ from tvmech.methods.graph_adamw import GraphAdamW
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _pair(device: str, max_steps: int = 60, **torch_kw):
+def _pair(device: str, max_steps: int = 60):
     """Two copies of the same parameters (two groups: own lr and weight decay), one per optimizer."""
     g = torch.Generator().manual_seed(0)
     ps = [torch.randn(576, generator=g) * 3, torch.randn(3, 7, generator=g)]
@@ -18,7 +18,7 @@ def _pair(device: str, max_steps: int = 60, **torch_kw):
     def groups(x):
         return [{"params": [x[0]], "lr": 0.05, "weight_decay": 1.7}, {"params": [x[1]], "lr": 1e-3}]
 
-    return a, b, torch.optim.AdamW(groups(a), **torch_kw), GraphAdamW(groups(b), max_steps=max_steps)
+    return a, b, torch.optim.AdamW(groups(a)), GraphAdamW(groups(b), max_steps=max_steps)
 
 
 def _run(a, b, oa, ob, steps: int, device: str) -> float:
