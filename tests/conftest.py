@@ -115,6 +115,21 @@ def make_arch():
 
 
 @pytest.fixture(scope="session")
+def make_arch64():
+    """``make_arch64(arch) -> bridge``: the tiny model of ``arch`` (same weights as ``make_arch``'s) in float64,
+    for identities checked to rounding; cached per architecture."""
+    cache: dict[str, object] = {}
+
+    def make(arch: str):
+        if arch not in cache:
+            tok = char_tokenizer()
+            cache[arch] = wrap(arch_hf(arch, len(tok)).double(), tok, f"tiny-{arch}-f64", dtype=torch.float64)
+        return cache[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny():
     tok = char_tokenizer()
     return wrap(tiny_hf(vocab=len(tok)), tok, "tiny-llama")

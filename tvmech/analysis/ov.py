@@ -20,6 +20,12 @@ path, with the attention pattern held fixed:
   (no θ) residual entering block ``l'`` at ``p``: the change that adding θ alone makes to the head's
   normalized input, RMS scale and norm weight included. Raw: ``θ̃ = θ`` (ignores the norm; its scale is
   then off by the norm's ``w / rms(h)``, so raw is mainly a contrast).
+* post-attention norm (Gemma-2/3, OLMo-2: ``hook_attn_out = P(o)``, ``o`` the output projection's output,
+  :mod:`tvmech.core.anatomy`): the effect is taken through it exactly, as the difference of the normed outputs
+  ``E_{l'} = P(o_{l'} + E^pre_{l'}) − P(o_{l'})``, with ``E^pre`` the sum above and ``o_{l'}`` the clean pass's
+  output at the query. With every pattern held at the θ pass's (``capture(..., freeze_patterns=True)``) the
+  clean pass's ``o + E^pre`` *is* the θ pass's output at block ``l``, so ``E_l`` equals the measured change of
+  ``hook_attn_out`` there, on every architecture (tested to 1e-5);
 * ``from_next``: the sum starts at block ``l + 1`` (the paper's ``Σ_{l' ≥ l+1, h} θ W_V W_O``: raw θ,
   unweighted, re-injected at the final residual, is the paper-literal variant).
 * ``reinject="final"``: ``α Σ_{l'} E_{l'}`` is added once to the final residual stream (``blocks.{L-1}.
@@ -33,9 +39,11 @@ path, with the attention pattern held fixed:
 In both cases the reconstruction runs on the zero-shot prompt *without* θ: only the OV-carried part of
 θ's effect is put back. MLP counterparts, like for like:
 
-* ``"mlp_direct"``: the **direct MLP path** ``D_{l'} = MLP_{l'}(h^mid_{l'} + θ) − MLP_{l'}(h^mid_{l'})`` at the
-  injected position ``p``, with ``h^mid`` the clean mid-residual of block ``l'`` and the MLP's own norm
-  included (:meth:`~tvmech.core.adapter.Adapter.mlp_output`); re-injected at ``p``;
+* ``"mlp_direct"``: the **direct MLP path** ``D_{l'} = M_{l'}(x_{l'} + θ) − M_{l'}(x_{l'})`` at the
+  injected position ``p``, with ``x`` the clean residual the block's MLP reads (its mid-residual; its input on a
+  parallel block such as GPT-NeoX's) and the MLP's own norms included
+  (:meth:`~tvmech.core.adapter.Adapter.mlp_output`); re-injected at ``p``. It equals the measured change of
+  ``hook_mlp_out`` when only that MLP's input changes (tested on every architecture);
 * ``"mlp"`` (*total measured*): ``ΔMLP_{l'} = mlp_out_{l'}(with θ) − mlp_out_{l'}(without θ)`` at the
   query (everything θ causes in the MLPs, direct or through attention);
 
@@ -43,8 +51,9 @@ In both cases the reconstruction runs on the zero-shot prompt *without* θ: only
 changes of the attention pattern included), ``"attn_mlp"`` the sum of both (everything but θ's own
 direct path to the unembedding), ``"theta"`` the control θ itself added to the final residual at ``p``
 (that direct path alone). Exactness: with the
-pattern fixed, ``E_{l}`` of the injection block equals the change of its attention output at ``q``
-(tests/test_ov.py), and ``final_clean + θ + Σ ΔAttn + Σ ΔMLP = final_with_θ`` at ``q``.
+patterns fixed, ``E_{l}`` of the injection block equals the change of its attention output at ``q``, and
+``final_clean + θ + Σ ΔAttn + Σ ΔMLP = final_with_θ`` at ``q`` (θ counted where ``p = q``), on every
+architecture of the test matrix (``tests/unit/core/test_invariants.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +69,9 @@ from torch import Tensor
 from tvmech.core.adapter import Adapter, HookFn, adapt, factored_matrix
 from tvmech.data.prompts import Batch
 from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
+from tvmech.interventions.patterns import FixedPatterns
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
@@ -181,11 +192,13 @@ class ThetaEffects:
     weights: Float[Tensor, "batch n_sel n_heads"]  # attention q -> p with θ
     attn_delta: Float[Tensor, "batch n_sel d_model"]  # attention output with θ minus without, at q
     mlp_delta: Float[Tensor, "batch n_sel d_model"]  # MLP output with θ minus without, at q
-    mlp_direct: Float[Tensor, "batch n_sel d_model"]  # MLP(h_mid + θ) - MLP(h_mid) at p, h_mid clean
+    mlp_direct: Float[Tensor, "batch n_sel d_model"]  # M(x + θ) - M(x) at p, x the clean residual the MLP reads
     start: Float[Tensor, "batch seq d_model"]  # the residual entering block l (no θ)
     clean_stream: Float[Tensor, "batch seq d_model"]  # final residual (before the final norm), every position, no θ
     injected_stream: Float[Tensor, "batch seq d_model"]  # the same with θ
     position: int = -1  # θ's site position (negative: relative to the query)
+    # the clean pass's attention output at q before the post-attention norm (o-projection output), per block
+    attn_clean: Float[Tensor, "batch n_sel d_model"] | None = None
 
     @property
     def final_clean(self) -> Float[Tensor, "batch d_model"]:
@@ -208,18 +221,23 @@ def single_site(model, vec: TaskVector) -> tuple[int, int]:
     return ad.check_layer(vec.layers[0]), vec.positions[0]
 
 
-def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
+def capture(model, vec: TaskVector, batch: Batch, *, freeze_patterns: bool = False) -> ThetaEffects:
     """Run ``batch`` from block ``l`` without and with θ and record what the OV effect and the MLP and
     attention counterparts need (no gradients).
 
     The recordings are :class:`~tvmech.interventions.capture.Capture` interventions: attention and MLP
-    outputs at the query of blocks ``l..L-1`` (both passes), the clean residual entering them at the
-    injected position, and the θ-pass attention pattern's query row.
+    outputs and the heads' ``z`` at the query of blocks ``l..L-1`` (both passes), the clean residuals entering
+    them and their MLPs at the injected position (what the MLP reads: the mid-residual, or the block's input
+    on a parallel block, :meth:`~tvmech.core.adapter.Adapter.anatomy`), and the θ-pass attention pattern's
+    query row.
 
     Args:
         model: a TransformerLens model or its adapter.
         vec: a one-site additive ``resid_pre`` task vector.
         batch: zero-shot prompts.
+        freeze_patterns: run the clean pass with the θ pass's attention patterns written over its own
+            (:class:`~tvmech.interventions.patterns.FixedPatterns`), so that θ changes only values: the setting
+            in which :func:`packaged_ov_effect` of block ``l`` is exactly ``attn_delta`` of block ``l``.
 
     Returns:
         A :class:`ThetaEffects` of both passes.
@@ -231,38 +249,47 @@ def capture(model, vec: TaskVector, batch: Batch) -> ThetaEffects:
     q = batch.query_pos
     p = resolve_positions((pos,), q, batch.tokens.shape[1])[:, 0]
     layers = tuple(range(layer, ad.n_layers))
+    mlp_reads = {l: ad.anatomy(l).mlp_reads for l in layers}
 
-    def outputs() -> Capture:  # attention and MLP outputs at the query
-        return Capture([(l, point) for l in layers for point in ("attn_out", "mlp_out")], positions=(-1,))
+    def outputs() -> Capture:  # attention and MLP outputs and the heads' z at the query
+        return Capture([(l, point) for l in layers for point in ("attn_out", "mlp_out", "z")], positions=(-1,))
 
     clean_out, inj_out = outputs(), outputs()
-    resid = Capture([(l, point) for l in layers for point in ("resid_pre", "resid_mid")], positions=(pos,))
-    pattern = Capture([(l, "pattern") for l in layers], positions=(-1,))  # [B, 1, H, key]
+    resid = Capture(list(dict.fromkeys((l, point) for l in layers for point in ("resid_pre", mlp_reads[l]))),
+                    positions=(pos,))
+    pattern = Capture([(l, "pattern") for l in layers], positions=None if freeze_patterns else (-1,))
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
-        with (clean_out + resid).attach(ad, q):
-            clean_stream = ad.run_blocks(h, layer)
         with (vec.injection + inj_out + pattern).attach(ad, q):
             injected_stream = ad.run_blocks(h, layer)
+        frozen = [FixedPatterns({l: pattern[l, "pattern"] for l in layers})] if freeze_patterns else []
+        with compose([clean_out, resid, *frozen]).attach(ad, q):
+            clean_stream = ad.run_blocks(h, layer)
 
     def stack(rec: Capture, point: str) -> Tensor:
         return torch.stack([rec[l, point][:, 0] for l in layers], 1)
 
-    weights = torch.stack([pattern[l, "pattern"][rows, 0, :, p] for l in layers], 1)
+    query_row = (lambda l: pattern[l, "pattern"][rows, :, q]) if freeze_patterns else \
+        (lambda l: pattern[l, "pattern"][:, 0])
+    weights = torch.stack([query_row(l)[rows, :, p] for l in layers], 1)
     theta = vec.vectors[0, 0].to(ad.device, ad.dtype)
-    mid = stack(resid, "resid_mid")
     with torch.no_grad():
-        direct = torch.stack([ad.mlp_output(l, mid[:, i] + theta) - ad.mlp_output(l, mid[:, i])
-                              for i, l in enumerate(layers)], 1)
+        mlp_in = [resid[l, mlp_reads[l]][:, 0] for l in layers]
+        direct = torch.stack([ad.mlp_output(l, x + theta) - ad.mlp_output(l, x) for l, x in zip(layers, mlp_in)], 1)
+        attn_clean = torch.stack([ad.native_module(l, "o")(clean_out[l, "z"][:, 0].flatten(-2)) for l in layers], 1)
     return ThetaEffects(theta=theta, layers=layers, query_pos=q, inj_pos=p, resid=stack(resid, "resid_pre"),
                         weights=weights, attn_delta=stack(inj_out, "attn_out") - stack(clean_out, "attn_out"),
                         mlp_delta=stack(inj_out, "mlp_out") - stack(clean_out, "mlp_out"), mlp_direct=direct,
-                        start=h, clean_stream=clean_stream, injected_stream=injected_stream, position=pos)
+                        start=h, clean_stream=clean_stream, injected_stream=injected_stream, position=pos,
+                        attn_clean=attn_clean)
 
 
 def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_aware: bool = True
                        ) -> Float[Tensor, "batch n_sel d_model"]:
-    """``E[b, i] = Σ_h w[b, i, h] · θ̃[b, i] W_V[l_i, h] W_O[l_i, h]`` for the blocks ``l_i`` of ``cap``."""
+    """``E[b, i]``: the packaged OV effect of θ at each block ``l_i`` of ``cap`` (module docstring), in the
+    residual basis: ``Σ_h w[b, i, h] · θ̃[b, i] W_V[l_i, h] W_O[l_i, h]``, passed through the block's
+    post-attention norm ``P`` where it has one (Gemma, OLMo-2) as ``P(a + E) − P(a)``, ``a`` the clean pass's
+    attention output at the query before that norm (``cap.attn_clean``)."""
     ad = adapt(model)
     B = cap.resid.shape[0]
     if norm_aware:
@@ -273,7 +300,19 @@ def packaged_ov_effect(model, cap: ThetaEffects, *, weighted: bool = True, norm_
     else:
         images = ov_images(ad, cap.theta, cap.layers).expand(B, -1, -1, -1)
     w = cap.weights if weighted else torch.ones_like(cap.weights)
-    return torch.einsum("bih,bihd->bid", w.to(images.dtype), images)
+    effect = torch.einsum("bih,bihd->bid", w.to(images.dtype), images)
+    post = [i for i, l in enumerate(cap.layers) if ad.anatomy(l).attn_post_norm]
+    if post:
+        if cap.attn_clean is None:
+            raise ValueError("this model has post-attention norms: the packaged OV effect needs cap.attn_clean "
+                             "(a ThetaEffects made by capture())")
+        effect = effect.clone()
+        with torch.no_grad():
+            for i in post:
+                norm = ad.native_module(cap.layers[i], "attn")  # the post-attention norm (hook_attn_out's module)
+                a = cap.attn_clean[:, i].to(effect.dtype)
+                effect[:, i] = norm(a + effect[:, i]) - norm(a)
+    return effect
 
 
 def reconstruction_effect(model, cap: ThetaEffects, rec: Reconstruction) -> Float[Tensor, "batch n_sel d_model"]:

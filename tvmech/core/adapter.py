@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tvmech.core.anatomy import BlockAnatomy, NormParams, frozen_norm, norm_params, wide
 from tvmech.core.checks import as_int
 from tvmech.core.fast import fast_path_enabled, sdpa_enabled
 from tvmech.core.layers import (
@@ -392,6 +393,84 @@ class Adapter:
             raise ValueError(f"block {layer} has no {part!r} component")
         return getattr(component, "original_component", None) or component
 
+    # ----------------------------------------------------------------- block anatomy
+    def anatomy(self, layer: int) -> BlockAnatomy:
+        """What block ``layer`` has: input and output norms, parallel attention + MLP, ``b_O``
+        (:mod:`tvmech.core.anatomy`); found once per model, from the modules and one probe run of the block."""
+        layer = self.check_layer(layer)
+        found = self.model.__dict__.setdefault("_tvmech_anatomy", {})
+        if layer not in found:
+            found[layer] = self._find_anatomy(layer)
+        return found[layer]
+
+    def _find_anatomy(self, layer: int) -> BlockAnatomy:
+        if not self.is_bridge:  # HookedTransformer (TransformerLens 3.x): its config says
+            cfg = self.cfg
+            post = bool(getattr(cfg, "use_normalization_before_and_after", False))
+            return BlockAnatomy(cfg.normalization_type is not None, cfg.normalization_type is not None, post, post,
+                                bool(getattr(cfg, "parallel_attn_mlp", False)), True)
+        block = self.model.blocks[layer]
+        has = {name: block._modules.get(name) is not None for name in ("ln1", "ln2", "ln1_post", "ln2_post")}
+        # parallel: what the MLP (its norm, where it has one) reads is the block's own input
+        reader = _hf(block._modules.get("ln2") or block._modules["mlp"])
+        seen: dict[str, Tensor] = {}
+
+        def record(module, args, kwargs):
+            seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+        x = torch.randn(1, 2, self.d_model, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+        args, kwargs = self.layer_kwargs(layer, 2)
+        handle = reader.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            with torch.no_grad(), self.native():
+                self.model.blocks[layer](x, *args, **kwargs)
+        finally:
+            handle.remove()
+        o_bias = getattr(self.native_module(layer, "o"), "bias", None) is not None
+        return BlockAnatomy(has["ln1"], has["ln2"], has["ln1_post"], has["ln2_post"], torch.equal(seen["x"], x), o_bias)
+
+    def norm(self, layer: int, name: str) -> NormParams | None:
+        """Block ``layer``'s norm ``name`` (``ln1``, ``ln2``, ``ln1_post``, ``ln2_post``) as numbers
+        (:func:`tvmech.core.anatomy.norm_params`), ``None`` where the block has none."""
+        if name not in _NORMS:
+            raise ValueError(f"norm {name!r} is not valid; choose one of {_NORMS}")
+        m = self.model.blocks[self.check_layer(layer)]._modules.get(name)
+        if m is None:
+            return None
+        found = self.model.__dict__.setdefault("_tvmech_norms", {})
+        if (layer, name) not in found:
+            found[layer, name] = norm_params(_hf(m))
+        return found[layer, name]
+
+    def attention_output(self, layer: int, z: Float[Tensor, "... n_heads d_head"]) -> Float[Tensor, "... d_model"]:
+        """``hook_attn_out`` of block ``layer`` from the heads' ``z``: the output projection (``Σ_h z_h W_O[h] +
+        b_O``) and the post-attention norm where the block has one (Gemma, OLMo-2); no hook fires."""
+        block = self.model.blocks[self.check_layer(layer)]
+        a = self.native_module(layer, "o")(z.reshape(*z.shape[:-2], self.n_heads * self.d_head))
+        return _part(block, "ln1_post", a)
+
+    def head_outputs(self, layer: int, z: Float[Tensor, "... n_heads d_head"]
+                     ) -> tuple[Float[Tensor, "... n_heads d_model"], Float[Tensor, "... d_model"]]:
+        """Each head's share of ``hook_attn_out`` and the rest: ``(per_head, rest)`` with ``per_head.sum(-2) + rest
+        = attention_output(layer, z)`` (at least float32).
+
+        Without a post-attention norm ``per_head[h] = z_h W_O[h]`` and ``rest = b_O`` (zero without a bias). With
+        one (Gemma, OLMo-2), the norm's scale is frozen at the whole output ``a = Σ_h z_h W_O[h] + b_O``
+        (:func:`tvmech.core.anatomy.frozen_norm`): ``per_head[h] = N_a(z_h W_O[h])`` and ``rest = N_a(b_O) + β``.
+        """
+        layer = self.check_layer(layer)
+        dtype = wide(z.dtype)
+        per_head = torch.einsum("...hd,hdm->...hm", z.to(dtype), self.W_O[layer].to(z.device, dtype))
+        bias = getattr(self.native_module(layer, "o"), "bias", None)
+        rest = torch.zeros(per_head.shape[:-2] + per_head.shape[-1:], device=z.device, dtype=dtype) if bias is None \
+            else bias.detach().to(z.device, dtype).expand(*per_head.shape[:-2], -1)
+        post = self.norm(layer, "ln1_post")
+        if post is None:
+            return per_head, rest
+        a = per_head.sum(-2) + rest
+        shift = 0 if post.bias is None else post.bias.to(z.device)
+        return frozen_norm(post, a, per_head), frozen_norm(post, a, rest) + shift
+
     def input_norm(self, layer: int, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """Block ``layer``'s attention-input norm (``ln1``, with its weight) applied to ``x`` (the values of head
         h are ``input_norm(l, resid) @ W_V[l, h]``); ``x`` itself where there is none (OLMo-2). The Hugging
@@ -399,8 +478,9 @@ class Adapter:
         return _part(self.model.blocks[self.check_layer(layer)], "ln1", x)
 
     def mlp_output(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        """What block ``layer``'s MLP adds to the residual stream (``hook_mlp_out``) for the mid-residual
-        ``resid_mid``: norm, MLP and post-MLP norm where the block has them (Gemma); no hook fires."""
+        """What block ``layer``'s MLP adds to the residual stream (``hook_mlp_out``) when it reads ``resid_mid`` (the
+        mid-residual; on a parallel block, the block's input: :attr:`BlockAnatomy.mlp_reads`): norm, MLP and
+        post-MLP norm where the block has them (Gemma, OLMo-2); no hook fires."""
         block = self.model.blocks[self.check_layer(layer)]
         return _part(block, "ln2_post", _part(block, "mlp", _part(block, "ln2", resid_mid)))
 
@@ -430,12 +510,18 @@ class Adapter:
 
 
 _PARTS = ("block", "attn", "mlp", "o")
+_NORMS = ("ln1", "ln2", "ln1_post", "ln2_post")
+
+
+def _hf(m: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face module behind a bridge component (the module itself otherwise)."""
+    return getattr(m, "original_component", None) or m
 
 
 def _part(block: torch.nn.Module, name: str, x: Tensor) -> Tensor:
     """The Hugging Face module behind ``block.<name>`` applied to ``x`` (``x`` when the block has none)."""
     m = block._modules.get(name)
-    return x if m is None else (getattr(m, "original_component", None) or m)(x)
+    return x if m is None else _hf(m)(x)
 
 
 def _bridge_swaps(root: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]]:

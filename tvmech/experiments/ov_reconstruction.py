@@ -10,7 +10,8 @@ residual (``theta_final``)), optionally scaled by each ``α`` of ``Config.alphas
 and the accuracy shows how much of the LTV's effect that part carries. Path-restricted runs
 (:class:`~tvmech.interventions.paths.PathRestricted`, method ``path_<paths>``) keep θ out of the residual
 stream and show it only to the values (``v``), queries and keys (``qk``) or MLP inputs (``mlp``) of blocks
-``≥ l``, with all downstream processing kept.
+``≥ l``, or directly to the final norm (``direct``), with all downstream processing kept; ``path_all`` (every
+path open) is the LTV run itself, exactly (the control of the decomposition: the same accuracy as ``ltv``).
 
 Every accuracy is reported under each scoring of ``Config.scorings`` (default: the task's own, plus the
 paper's full-vocabulary ``first_token`` for the label-set tasks), one row per (method, scoring), all
@@ -69,8 +70,9 @@ class Config(ExperimentConfig):
         (0.5, 1.0, 2.0, 4.0, 8.0), "OV/MLP reconstruction: scales α of every re-injected effect, to tell a wrong "
                                    "direction from a too small one (None: 1 only)")
     paths: tuple[str, ...] | None = option(
-        None, "OV/MLP reconstruction: path-restricted runs, each a path or paths joined by '+' of v, qk, mlp, "
-              "direct, or 'all' (None: v qk mlp v+qk+mlp)")
+        ("v", "qk", "mlp", "v+qk+mlp", "all"),
+        "OV/MLP reconstruction: path-restricted runs, each a path or paths joined by '+' of v, qk, mlp, direct, or "
+        "'all' (every path open: the LTV run itself, the control); None: v qk mlp v+qk+mlp")
     scorings: tuple[str, ...] | None = option(
         None, "scoring modes of every accuracy (None: the task's own, plus first_token for label-set tasks)",
         choices=SCORING_MODES)
@@ -85,7 +87,7 @@ class Config(ExperimentConfig):
             parse_path(spec)
 
 
-# paths of the path-restricted runs when Config.paths is None
+# paths of the path-restricted runs when Config.paths is None (settings saved before issue 24: no 'all' row)
 DEFAULT_PATHS: tuple[str, ...] = ("v", "qk", "mlp", "v+qk+mlp")
 
 

@@ -24,7 +24,7 @@ METHOD_LABELS = {
     "attn_total_measured": "attention, total measured change",
     "attn_mlp_total_measured": "attention + MLP, total measured", "theta_final": "θ itself at the final layer",
     "path_v": "θ through values only", "path_qk": "θ through queries/keys only", "path_mlp": "θ through MLPs only",
-    "path_v+qk+mlp": "θ through values, queries/keys and MLPs",
+    "path_v+qk+mlp": "θ through values, queries/keys and MLPs", "path_all": "θ through every path (= the LTV)",
     # rows of the first computation (figures/ov_reconstruction.json of 2026-11-24)
     "ov": "OV reconstruction", "ov_layerwise": "OV, layer by layer",
     "ov_unweighted": "OV, unweighted", "ov_raw": "OV, raw θ (no norm)", "mlp": "MLP reconstruction",

@@ -57,7 +57,7 @@ def ov_reconstruction(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
 SCORING_HEADERS = {"": "accuracy", "label_set": "accuracy, own scoring", "first_token": "accuracy, full vocabulary"}
 CLASSIFICATION_METHODS = ("zero_shot", "ltv", "ov_direct", "ov_direct_layerwise", "ov_paper", "mlp_direct",
                           "mlp_direct_layerwise", "mlp_total_measured", "attn_mlp_total_measured", "theta_final",
-                          "path_v", "path_qk", "path_mlp", "path_v+qk+mlp")
+                          "path_v", "path_qk", "path_mlp", "path_v+qk+mlp", "path_all")
 
 
 @register("ov_classification", "ov_reconstruction")

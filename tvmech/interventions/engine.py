@@ -28,12 +28,16 @@ from tvmech.interventions.sites import Context
 Edit = Callable[[Tensor, Context], "Tensor | None"]
 # TransformerLens names, relative to blocks.{l}; "pattern", "ln1" and "resid_mid" are for reading only.
 # Per-input points of the bridge (see tvmech.interventions.paths): "attn_in" / "mlp_in" are the inputs of the
-# attention / MLP norms (editing one changes what that sublayer reads, not the residual stream), "q_in",
+# attention / MLP norms, or of the sublayer itself where the block has no such norm (OLMo-2; site_name asks the
+# block's anatomy) (editing one changes what that sublayer reads, not the residual stream), "q_in",
 # "k_in", "v_in" the inputs of the query / key / value projections (the normed residual).
 _TL_NAMES = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "attn_out": "hook_attn_out",
              "mlp_out": "hook_mlp_out", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
              "ln1": "ln1.hook_normalized", "resid_mid": "hook_resid_mid", "attn_in": "ln1.hook_in",
              "mlp_in": "ln2.hook_in", "q_in": "attn.q.hook_in", "k_in": "attn.k.hook_in", "v_in": "attn.v.hook_in"}
+
+# an input point of a block without that norm: (the anatomy field that says so, the sublayer's own input)
+_NORMED_INPUTS = {"attn_in": ("attn_norm", "attn.hook_in"), "mlp_in": ("mlp_norm", "mlp.hook_in")}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ def site_name(model, layer: int, point: str) -> str:
     ad.check_layer(layer)
     if point not in _TL_NAMES:
         raise ValueError(f"hook point {point!r} is not supported; valid: {', '.join(_TL_NAMES)}")
+    if point in _NORMED_INPUTS and not getattr(ad.anatomy(layer), _NORMED_INPUTS[point][0]):
+        return f"blocks.{layer}.{_NORMED_INPUTS[point][1]}"
     return f"blocks.{layer}.{_TL_NAMES[point]}"
 
 

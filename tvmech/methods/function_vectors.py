@@ -2,7 +2,10 @@
 
 1. Mean head outputs. Over k-shot ICL prompts, the mean per-head attention result at the query
    token, ``ā_{l,h} = mean_i z_{l,h}(ICL_i)[q]`` (``z`` is the attention-weighted value of head h,
-   ``[d_head]``); in the residual basis the head's mean output is ``o_{l,h} = ā_{l,h} W_O^{l,h}``.
+   ``[d_head]``), and the head's mean output in the residual basis ``o_{l,h} = mean_i z_{l,h}(ICL_i)[q] W_O^{l,h}``
+   (``= ā_{l,h} W_O^{l,h}``). On blocks with a post-attention norm (Gemma, OLMo-2) a head's output in the
+   residual stream is that norm's linear part at the scale of the block's whole output
+   (:meth:`~tvmech.core.adapter.Adapter.head_outputs`), so the mean is taken over those per-prompt outputs.
 2. Causal indirect effect. On ICL prompts whose demonstration labels are shuffled among themselves
    (so the prompt no longer shows the task), patch head (l, h)'s query-token ``z`` with ``ā_{l,h}``
    and measure the gain in the probability of the correct label's first token:
@@ -30,28 +33,39 @@ from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 
-def mean_head_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n_layers n_heads d_head"]:
-    """Mean over prompts of every head's ``z`` at the query token.
+def query_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "batch n_layers n_heads d_head"]:
+    """Every head's ``z`` at each prompt's query token, read with a
+    :class:`~tvmech.interventions.capture.Capture` of ``z`` at every layer (one batch, no gradients).
 
     Args:
         model: a TransformerLens model or its adapter.
         task: the task (label tokenization).
-        prompts: the (k-shot) prompts, one batch.
+        prompts: the prompts, one batch.
 
     Returns:
-        ``ā[l, h]``, read with a :class:`~tvmech.interventions.capture.Capture` of ``z`` at every layer.
+        ``z[b, l, h]``.
     """
     ad = adapt(model)
     batch = encode(ad.tokenizer, task, prompts).to(ad.device)
     capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
     with torch.no_grad(), capture.attach(ad, batch.query_pos):
         ad.residual(batch.tokens, ad.n_layers)
-    return torch.stack([capture[layer, "z"][:, 0].mean(0) for layer in range(ad.n_layers)])
+    return torch.stack([capture[layer, "z"][:, 0] for layer in range(ad.n_layers)], 1)
 
 
-def head_outputs(model, z_mean: Float[Tensor, "n_layers n_heads d_head"]) -> Float[Tensor, "n_layers n_heads d_model"]:
-    """``o_{l,h} = z̄_{l,h} W_O^{l,h}``: each head's mean output in the residual basis."""
-    return torch.einsum("lhd,lhdm->lhm", z_mean, adapt(model).W_O.to(z_mean.dtype))
+def mean_head_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n_layers n_heads d_head"]:
+    """Mean over prompts of every head's ``z`` at the query token (:func:`query_z`), ``ā[l, h]``."""
+    return query_z(model, task, prompts).mean(0)
+
+
+def head_outputs(model, z: Float[Tensor, "*batch n_layers n_heads d_head"]
+                 ) -> Float[Tensor, "*batch n_layers n_heads d_model"]:
+    """Each head's output in the residual basis, its share of ``hook_attn_out``
+    (:meth:`~tvmech.core.adapter.Adapter.head_outputs`): ``z_{l,h} W_O^{l,h}``, and on blocks with a
+    post-attention norm (Gemma, OLMo-2) that norm's linear part at the scale of the block's whole output
+    (at least float32)."""
+    ad = adapt(model)
+    return torch.stack([ad.head_outputs(l, z[..., l, :, :])[0] for l in range(ad.n_layers)], -3)
 
 
 def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float[Tensor, "n_layers n_heads d_head"],
@@ -113,11 +127,11 @@ def function_vector_heads(model, task: Task, *, k: int = 5, n_prompts: int = 16,
     queries = list(sp.train)[:n_prompts]
     if len(queries) < 1:
         raise ValueError(f"task {task.name!r} has no training examples for function-vector heads")
-    z_mean = mean_head_z(model, task, make_prompts(task, queries, k, sp.train, seed=seed))
+    z = query_z(model, task, make_prompts(task, queries, k, sp.train, seed=seed))
     t = time.perf_counter()
     shuffled = make_prompts(task, queries, k, sp.train, seed=seed + 1, shuffle_labels=True)
-    cie = indirect_effects(model, task, shuffled, z_mean, progress)
-    return FunctionVectorHeads(cie, head_outputs(model, z_mean).cpu(), time.perf_counter() - t)
+    cie = indirect_effects(model, task, shuffled, z.mean(0), progress)
+    return FunctionVectorHeads(cie, head_outputs(model, z).mean(0).cpu(), time.perf_counter() - t)
 
 
 def function_vector(model, task: Task, layer: int, heads: FunctionVectorHeads | None = None, *, n_heads: int = 10,
