@@ -1,9 +1,12 @@
-"""Keep README.md's results tables equal to the figures' JSON.
+"""Keep README.md's results tables and result sentences equal to the figures' JSON.
 
 README regions ``<!-- table: NAME -->`` ... ``<!-- /table -->`` are regenerated from ``figures/<file>.json`` by
 the builders registered in :data:`tvmech.figures.readme_tables.REGIONS` (the tables themselves live in
-:mod:`~tvmech.figures.readme_tables` and :mod:`~tvmech.figures.readme_mechanism`). Everything outside the
-regions is kept byte for byte.
+:mod:`~tvmech.figures.readme_tables`, :mod:`~tvmech.figures.readme_mechanism` and
+:mod:`tvmech.figures.claims.paper`). Regions ``<!-- claim: NAME -->`` ... ``<!-- /claim -->`` hold one sentence,
+inline: the claim ``NAME`` of :data:`tvmech.figures.claims.CLAIMS` (its statement, verdict and evidence, computed
+from the JSON). ``NAME@SUB`` reads ``figures/SUB/`` instead. Everything outside the regions is kept byte for byte.
+A claim marker must not start a line: markdown would take that line for raw HTML and not render it.
 
 ``python -m tvmech.figures.readme [--check] [--readme README.md] [--figures figures]``: without ``--check``
 rewrite the regions in place (atomically; the file is not touched when nothing changes); with ``--check``
@@ -23,11 +26,13 @@ from pathlib import Path
 
 from tvmech.core.io import atomic_write_text
 from tvmech.figures import readme_mechanism  # noqa: F401  (registers the mechanism tables)
+from tvmech.figures.claims import CLAIMS
 from tvmech.figures.readme_tables import REGIONS
 
-START = re.compile(r"<!-- table: ([A-Za-z0-9_.@/-]+) -->")
-END = "<!-- /table -->"
-REGION = re.compile(r"(<!-- table: ([A-Za-z0-9_.@/-]+) -->)(.*?)(<!-- /table -->)", re.DOTALL)
+KINDS = ("table", "claim")
+NAME = r"[A-Za-z0-9_.@/-]+"
+REGION = re.compile(rf"(<!-- (table|claim): ({NAME}) -->)(.*?)(<!-- /\2 -->)", re.DOTALL)
+LINE_START = re.compile(r"^[ \t]*(?:[-*+][ \t]+|\d+[.)][ \t]+)?<!-- claim: ", re.MULTILINE)
 
 
 class ReadmeError(ValueError):
@@ -36,57 +41,88 @@ class ReadmeError(ValueError):
 
 @dataclass(frozen=True)
 class Region:
-    """One region found in the README: its name, current content (between the markers) and span."""
+    """One region found in the README: its name, current content (between the markers), span and kind
+    (``table`` or ``claim``)."""
 
     name: str
     content: str
     start: int
     end: int
+    kind: str = "table"
+
+
+def _known(kind: str) -> dict:
+    return REGIONS if kind == "table" else CLAIMS
 
 
 def find_regions(text: str) -> list[Region]:
-    """The table regions of ``text``, in order.
+    """The table and claim regions of ``text``, in order.
 
     Raises:
-        ReadmeError: a start marker without its end marker, or an unknown region name (listing the known ones).
+        ReadmeError: a start marker without its end marker, an unknown region name (listing the known ones), or
+            a claim marker at the start of a line.
     """
-    regions = [Region(m.group(2), m.group(3), m.start(3), m.end(3)) for m in REGION.finditer(text)]
-    if len(regions) != len(START.findall(text)) or text.count(END) != len(regions):
-        raise ReadmeError(f"unbalanced table markers: {len(START.findall(text))} '<!-- table: NAME -->', "
-                          f"{text.count(END)} '{END}'")
+    regions = [Region(m.group(3), m.group(4), m.start(4), m.end(4), m.group(2)) for m in REGION.finditer(text)]
+    for kind in KINDS:
+        starts = len(re.findall(rf"<!-- {kind}: {NAME} -->", text))
+        ends, found = text.count(f"<!-- /{kind} -->"), sum(r.kind == kind for r in regions)
+        if starts != found or ends != found:
+            raise ReadmeError(f"unbalanced {kind} markers: {starts} '<!-- {kind}: NAME -->', {ends} "
+                              f"'<!-- /{kind} -->'")
     for r in regions:
-        if r.name.partition("@")[0] not in REGIONS:
-            raise ReadmeError(f"unknown README table region {r.name!r}; known: {', '.join(sorted(REGIONS))}")
+        if r.name.partition("@")[0] not in _known(r.kind):
+            raise ReadmeError(f"unknown README {r.kind} region {r.name!r}; known: "
+                              f"{', '.join(sorted(_known(r.kind)))}")
+    if m := LINE_START.search(text):
+        line = text.count("\n", 0, m.start()) + 1
+        raise ReadmeError(f"line {line}: a '<!-- claim: NAME -->' marker starts the line; markdown would show the "
+                          "line as raw HTML: put text before it (e.g. a bold label)")
     return regions
 
 
-def load_json(figures: Path, stems: Sequence[str], region: str) -> tuple[dict[str, list], dict[str, dict]]:
+def load_json(figures: Path, stems: Sequence[str], region: str, root: Path | None = None
+              ) -> tuple[dict[str, list], dict[str, dict]]:
     """Rows and meta of ``figures/<stem>.json`` for each stem.
 
+    Args:
+        figures: the folder of plain stems.
+        stems: ``stem`` (in ``figures``), ``stem@SUB`` (in ``root/SUB``); a trailing ``?`` makes it optional.
+        region: the region's name, for the error message.
+        root: the figures root (default ``figures``).
+
     Returns:
-        ``(tables, metas)`` keyed by stem.
+        ``(tables, metas)`` keyed by stem (without ``?``); an absent optional file has no key.
 
     Raises:
         ReadmeError: a file is missing (named, with the region that needs it).
     """
     tables, metas = {}, {}
-    for stem in stems:
-        path = Path(figures) / f"{stem}.json"
+    for spec in stems:
+        stem, optional = spec.rstrip("?"), spec.endswith("?")
+        file, _, sub = stem.partition("@")
+        path = (Path(root if root is not None else figures) / sub if sub else Path(figures)) / f"{file}.json"
         if not path.is_file():
-            raise ReadmeError(f"README table region {region!r} needs {path}, which does not exist")
+            if optional:
+                continue
+            raise ReadmeError(f"README region {region!r} needs {path}, which does not exist")
         data = json.loads(path.read_text(encoding="utf-8"))
         tables[stem], metas[stem] = list(data.get("rows", [])), dict(data.get("meta", {}))
     return tables, metas
 
 
-def render(name: str, figures: Path) -> str:
+def render(name: str, figures: Path, kind: str = "table") -> str:
     """The content of region ``name`` (between its markers) generated from the JSON under ``figures``;
-    ``NAME@SUB`` reads ``figures/SUB/`` instead (e.g. ``ov_reconstruction@gemma3``, another model's run)."""
+    ``NAME@SUB`` reads ``figures/SUB/`` instead (e.g. ``ov_reconstruction@gemma3``, another model's run).
+    A table is set off by blank lines; a claim is its sentence, inline."""
     base, _, sub = name.partition("@")
-    if base not in REGIONS:
-        raise ReadmeError(f"unknown README table region {base!r}; known: {', '.join(sorted(REGIONS))}")
-    region = REGIONS[base]
-    body = region.build(*load_json(Path(figures) / sub if sub else Path(figures), region.files, name))
+    known = _known(kind)
+    if base not in known:
+        raise ReadmeError(f"unknown README {kind} region {base!r}; known: {', '.join(sorted(known))}")
+    folder = Path(figures) / sub if sub else Path(figures)
+    if kind == "claim":
+        return known[base](*load_json(folder, known[base].files, name, Path(figures))).sentence
+    region = known[base]
+    body = region.build(*load_json(folder, region.files, name, Path(figures)))
     if sub:
         body = body.replace("*figures/", f"*figures/{sub}/")
     return f"\n\n{body.strip()}\n\n"
@@ -104,13 +140,15 @@ def regenerate(text: str, figures: Path) -> tuple[str, dict[str, str]]:
     """
     pieces, diffs, at = [], {}, 0
     for r in find_regions(text):
-        new = render(r.name, figures)
+        new = render(r.name, figures, r.kind)
         pieces += [text[at:r.start], new]
         at = r.end
         if new != r.content:
-            label = f"{r.name}" if r.name not in diffs else f"{r.name} ({len(diffs)})"
+            label = r.name if r.kind == "table" else f"claim:{r.name}"
+            label = label if label not in diffs else f"{label} ({len(diffs)})"
+            nl = "\n" if r.kind == "claim" else ""  # a claim is one line without its newline
             diffs[label] = "".join(difflib.unified_diff(
-                r.content.splitlines(keepends=True), new.splitlines(keepends=True),
+                (r.content + nl).splitlines(keepends=True), (new + nl).splitlines(keepends=True),
                 fromfile=f"README [{r.name}] (current)", tofile=f"README [{r.name}] (from the JSON)"))
     pieces.append(text[at:])
     return "".join(pieces), diffs
@@ -147,11 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for diff in diffs.values():
                 sys.stdout.write(diff)
             if diffs:
-                print(f"{args.readme}: {len(diffs)} table region(s) differ from {args.figures}/*.json: "
+                print(f"{args.readme}: {len(diffs)} region(s) differ from {args.figures}/*.json: "
                       f"{', '.join(diffs)}; run python -m tvmech.figures.readme", file=sys.stderr)
             return 1 if diffs else 0
         changed = update(args.readme, args.figures)
-        print(f"{args.readme}: " + (f"regenerated {', '.join(changed)}" if changed else "all tables up to date"))
+        print(f"{args.readme}: " + (f"regenerated {', '.join(changed)}" if changed else "all regions up to date"))
         return 0
     except (ReadmeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -118,12 +118,6 @@ def test_missing_json_names_the_file_and_unknown_regions_list_the_known_ones(tmp
         readme.check(path, tmp_path)
 
 
-def test_every_region_builds_from_the_committed_json_and_ends_with_its_provenance():
-    for name, region in REGIONS.items():
-        text = readme.render(name, ROOT / "figures").strip()
-        assert text.splitlines()[-1].startswith(f"*figures/{region.files[-1]}.json — "), name
-
-
 def test_ov_alpha_variants_get_their_own_table_and_key_head_set_index_is_not_a_run_seed(tmp_path):
     ov = [{"task": t, "method": m, "accuracy": a, "effect_norm": 2.0}
           for t in ("a", "b") for m, a in [("ltv", 0.7), ("ov_direct", 0.2), ("ov_direct@4", 0.4 if t == "a" else 0.6)]]
@@ -153,3 +147,61 @@ def test_a_region_with_at_reads_a_subfolder_and_names_it(tmp_path):
     assert "0.90" in new and "*figures/other/icl_accuracy.json — gpu-y" in new and list(diffs) == ["icl@other"]
     with pytest.raises(readme.ReadmeError, match="needs"):
         readme.regenerate(text.replace("@other", "@missing"), tmp_path)
+
+
+def test_every_region_builds_from_the_committed_json_and_ends_with_its_provenance():
+    for name, region in REGIONS.items():
+        text = readme.render(name, ROOT / "figures").strip()
+        last = region.files[-1].rstrip("?").split("@")
+        assert text.splitlines()[-1].startswith("*figures/"), name
+        assert f"figures/{'/'.join(reversed(last))}.json" in text.splitlines()[-1], name
+
+
+CLAIM_README = ("# t\n\n- **Word tasks**: <!-- claim: icl_word_tasks -->old sentence<!-- /claim --> tail text\n"
+                "<!-- table: icl -->\n<!-- /table -->\n")
+
+
+def _icl_k5() -> list[dict]:
+    return _icl_rows() + [{**r, "k": 5, "accuracy": 0.9} for r in _icl_rows() if r["task"] == "antonym"]
+
+
+def test_a_claim_region_is_rendered_inline_and_a_hand_edit_fails_the_check(tmp_path, capsys):
+    _write(tmp_path, "icl_accuracy", _icl_k5())
+    path = tmp_path / "README.md"
+    path.write_text(CLAIM_README)
+    assert readme.update(path, tmp_path) == ["claim:icl_word_tasks", "icl"]
+    text = path.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("- **Word tasks**"))
+    assert line.startswith("- **Word tasks**: <!-- claim: icl_word_tasks -->**Demonstrations lift the word tasks")
+    assert line.endswith("<!-- /claim --> tail text") and "old sentence" not in text
+    assert readme.main(["--check", "--readme", str(path), "--figures", str(tmp_path)]) == 0
+    path.write_text(text.replace(": holds.**", ": does not hold.**"))  # a verdict edited by hand
+    assert list(readme.check(path, tmp_path)) == ["claim:icl_word_tasks"]
+    assert readme.main(["--check", "--readme", str(path), "--figures", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "-- **Word tasks**" not in out and ": does not hold.**" in out and ": holds.**" in out
+
+
+def test_claim_regions_at_a_subfolder_and_bad_claim_markers_are_refused(tmp_path):
+    sub = tmp_path / "other"
+    sub.mkdir()
+    _write(sub, "icl_accuracy", _icl_k5())
+    new, diffs = readme.regenerate("x: <!-- claim: icl_word_tasks@other --><!-- /claim -->\n", tmp_path)
+    assert list(diffs) == ["claim:icl_word_tasks@other"] and "Demonstrations lift" in new
+    with pytest.raises(readme.ReadmeError, match="unknown README claim region 'nosuch'"):
+        readme.regenerate("x: <!-- claim: nosuch --><!-- /claim -->\n", tmp_path)
+    with pytest.raises(readme.ReadmeError, match="unbalanced claim markers"):
+        readme.regenerate("x: <!-- claim: icl_word_tasks@other -->\n", tmp_path)
+    for start in ("", "- ", "  ", "1. "):
+        with pytest.raises(readme.ReadmeError, match="line 2: .* starts the line"):
+            readme.regenerate(f"x\n{start}<!-- claim: icl_word_tasks@other --><!-- /claim -->\n", tmp_path)
+
+
+def test_load_json_reads_subfolder_stems_and_skips_missing_optional_ones(tmp_path):
+    sub = tmp_path / "m2"
+    sub.mkdir()
+    _write(sub, "icl_accuracy", _icl_rows())
+    tables, _ = readme.load_json(tmp_path, ["icl_accuracy@m2", "robustness?"], "r", tmp_path)
+    assert list(tables) == ["icl_accuracy@m2"] and len(tables["icl_accuracy@m2"]) == 6
+    with pytest.raises(readme.ReadmeError, match="'r' needs .*robustness.json"):
+        readme.load_json(tmp_path, ["robustness"], "r", tmp_path)
