@@ -4,8 +4,11 @@ that model's JSON (numbers and verdict from :data:`tvmech.figures.claims.CLAIMS`
 
 The table is a README table region (``<!-- table: paper_agreement -->``). A model's cell joins the headlines of
 the claims listed for it (each on a figures subfolder); its verdict is their conjunction
-(:func:`~tvmech.figures.claims.core.all_of`). The paper's numbers are not restated here: the column says "see
-paper" (its Tables 1-2 and Figs. 3-8 report them per model and task).
+(:func:`~tvmech.figures.claims.core.all_of`). The Llama-3.1-8B column says "see paper": a number goes there only
+when it has been read in the paper's own text (arXiv 2509.24169) or the authors' repository, cited by version
+(v1/v2/v3) and section, table or figure. None has been so far (the stored copies reached only the abstract; the
+authors' repository HLYang2001/Learned_TV was not available); numbers from third-party summaries of the paper are
+not used.
 """
 
 from __future__ import annotations
