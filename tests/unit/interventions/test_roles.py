@@ -178,3 +178,19 @@ def test_input_first_on_the_default_model_for_every_builtin_task(default_model):
                 assert prompt_roles(_NoOffsets(tok), p, ids) == prompt_roles(tok, p, ids)
             undefined = (batch.roles["before_input"] < 0).any()
             assert bool(undefined) == (k == 0 and task.template.query.startswith("{input}")), task.name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ltv_at_roles_in_a_cuda_graph_equals_the_eager_run(make_tiny_hf, make_tokenizer):
+    """Per-row role positions inside the captured step (k-shot prompts: the input moves from row to row)."""
+    from tvmech.core.models import wrap
+
+    tok = make_tokenizer()
+    model = wrap(make_tiny_hf(vocab=len(tok)), tok, "tiny-cuda", device="cuda")
+    cfg = LTVConfig(steps=8, batch_size=4, eval_every=4, lr=1e-2, k=1)
+    roles, got = ("before_input", "input_first", "query"), {}
+    for graphs in (True, False):
+        with fast_path(True, cuda_graphs=graphs):
+            got[graphs] = learn_task_vector(model, WORDS, layers=(1, 2), positions=roles, config=cfg,
+                                            progress=False).vectors
+    torch.testing.assert_close(got[True], got[False], rtol=1e-4, atol=1e-6)
