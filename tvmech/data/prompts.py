@@ -5,6 +5,14 @@ label continuation ``template.answer`` is tokenized separately, so a batch row i
 ``prompt_ids + label_ids + padding``. The *query position* of a row is the index of its last prompt
 token: the logits there predict the first label token. Rows are padded on the right, so positions
 never shift and, under the causal mask, padding cannot influence any real position.
+
+Role positions. Each row also records where the query's input sits (``Batch.roles``, absolute token indices):
+``input_first``, the first token whose character span overlaps the input text (so a token that merges the
+space before the input with its first word, `` Afghanistan``, is the input's first token), and
+``before_input``, the token before it (-1 when the input starts the prompt: undefined). Character spans
+come from the tokenizer's offsets where it gives them (fast tokenizers), else from encoding the text before
+the input on its own (:func:`first_overlapping`). :mod:`tvmech.interventions.sites` resolves positions named
+by these roles row by row.
 """
 
 from __future__ import annotations
@@ -27,6 +35,19 @@ class Prompt:
     label: str  # the task output, e.g. "Paris"
     query: str  # the task input, e.g. "France"
     k: int
+    # character span [start, stop) of the query's input in ``text`` (None: its last occurrence, see input_span)
+    span: tuple[int, int] | None = None
+
+
+def input_span(prompt: Prompt) -> tuple[int, int]:
+    """Character span ``[start, stop)`` of the query's input in the prompt's text: ``prompt.span`` (recorded by
+    :func:`make_prompts`), else the input's last occurrence in the text."""
+    if prompt.span is not None:
+        return prompt.span
+    start = prompt.text.rfind(prompt.query)
+    if start < 0 or not prompt.query:
+        raise ValueError(f"the query input {prompt.query!r} does not occur in prompt {prompt.text!r}")
+    return start, start + len(prompt.query)
 
 
 def make_prompts(task: Task, queries: Sequence[Example], k: int, demos: Sequence[Example] = (),
@@ -76,12 +97,64 @@ def make_prompts(task: Task, queries: Sequence[Example], k: int, demos: Sequence
             outs = [d.output for d in chosen]
             label_rng.shuffle(outs)
             chosen = [Example(d.input, o) for d, o in zip(chosen, outs)]
-        out.append(Prompt(task.template.prompt(chosen, q.input), q.output, q.input, k))
+        text = task.template.prompt(chosen, q.input)
+        out.append(Prompt(text, q.output, q.input, k, _query_input_span(task, text, q.input)))
     return out
+
+
+def _query_input_span(task: Task, text: str, query: str) -> tuple[int, int] | None:
+    """Where the query's input sits in ``text`` (which ends with the formatted query template): the place of a
+    sentinel in the template formatted with it; ``None`` unless the template holds ``{input}`` exactly once."""
+    tail = task.template.query.format(input="\0")
+    if tail.count("\0") != 1:
+        return None
+    start = len(text) - (len(tail) - 1 + len(query)) + tail.index("\0")
+    return start, start + len(query)
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def first_overlapping(tokenizer: Any, text: str, ids: Sequence[int], start: int, stop: int) -> int:
+    """Index of the first token of ``ids`` (the tokens of ``text``) whose character span overlaps
+    ``[start, stop)``.
+
+    Spans come from the tokenizer's offsets (fast tokenizers; empty spans, e.g. special tokens, are skipped).
+    Without offsets, the text up to and including the span's first character is encoded alone: its last token
+    is the one that holds that character, at the same index in ``ids`` where the two encodings agree before it
+    (else the first index where they differ).
+
+    Raises:
+        ValueError: no token overlaps the span.
+    """
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"] if list(enc["input_ids"]) == list(ids) else None
+    except (NotImplementedError, KeyError, TypeError, ValueError):
+        offsets = None
+    if offsets is not None:
+        hit = next((i for i, (a, b) in enumerate(offsets) if b > a and a < stop and b > start), None)
+    elif start < stop:
+        head = encode_text(tokenizer, text[: start + 1])
+        hit = next((i for i, (a, b) in enumerate(zip(head[:-1], ids)) if a != b), len(head) - 1)
+        hit = hit if 0 <= hit < len(ids) else None
+    else:
+        hit = None
+    if hit is None:
+        raise ValueError(f"no token of {text!r} overlaps characters {start}..{stop}")
+    return hit
+
+
+def prompt_roles(tokenizer: Any, prompt: Prompt, ids: Sequence[int]) -> dict[str, int]:
+    """Absolute token index of each role of ``prompt`` (see the module docstring): ``input_first`` and
+    ``before_input`` (-1 where the input starts the prompt); both -1 where the input cannot be placed (it does
+    not occur in the text)."""
+    try:
+        first = first_overlapping(tokenizer, prompt.text, ids, *input_span(prompt))
+    except ValueError:
+        return {"input_first": -1, "before_input": -1}
+    return {"input_first": first, "before_input": first - 1}
 
 
 def label_ids(tokenizer: Any, task: Task, output: str) -> list[int]:
@@ -112,6 +185,8 @@ class Batch:
     label_first: Int[Tensor, " batch"]
     targets: Int[Tensor, "batch seq"]  # label token predicted at each position, -100 elsewhere
     lengths: Int[Tensor, " batch"]  # prompt length + label length (when included)
+    # role name -> each row's absolute token index (-1: undefined), see prompt_roles; None: not recorded
+    roles: dict[str, Int[Tensor, " batch"]] | None = None
 
     @property
     def label_mask(self) -> Tensor:
@@ -119,7 +194,8 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         parts = (self.tokens, self.query_pos, self.label_first, self.targets, self.lengths)
-        return Batch(*(t.to(device) for t in parts))
+        roles = None if self.roles is None else {k: v.to(device) for k, v in self.roles.items()}
+        return Batch(*(t.to(device) for t in parts), roles)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -131,17 +207,18 @@ def encode(tokenizer: Any, task: Task, prompts: Sequence[Prompt], *, with_labels
 
     With ``with_labels`` the label tokens follow each prompt (teacher forcing), so ``targets`` holds
     every label token at the position that predicts it; otherwise only the first label token is
-    targeted, at the query position.
+    targeted, at the query position. ``roles`` holds each row's role positions (:func:`prompt_roles`).
     """
     if not prompts:
         raise ValueError("no prompts to encode")
     pad = pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    rows, qpos, firsts, labs = [], [], [], []
+    rows, qpos, firsts, labs, roles = [], [], [], [], []
     for p in prompts:
         ids = encode_text(tokenizer, p.text)
         lab = label_ids(tokenizer, task, p.label)
         if not ids:
             raise ValueError(f"prompt {p.text!r} tokenizes to nothing")
+        roles.append(prompt_roles(tokenizer, p, ids))
         qpos.append(len(ids) - 1)
         firsts.append(lab[0])
         labs.append(lab)
@@ -153,7 +230,9 @@ def encode(tokenizer: Any, task: Task, prompts: Sequence[Prompt], *, with_labels
         tokens[b, : len(row)] = torch.tensor(row)
         n = len(lab) if with_labels else 1
         targets[b, q : q + n] = torch.tensor(lab[:n])
-    return Batch(tokens, torch.tensor(qpos), torch.tensor(firsts), targets, torch.tensor([len(r) for r in rows]))
+    role_pos = {name: torch.tensor([r[name] for r in roles]) for name in roles[0]}
+    return Batch(tokens, torch.tensor(qpos), torch.tensor(firsts), targets, torch.tensor([len(r) for r in rows]),
+                 role_pos)
 
 
 def batches(tokenizer: Any, task: Task, prompts: Sequence[Prompt], batch_size: int = 16, *,

@@ -4,7 +4,7 @@ derived from the loaded model where ``None``), ``run(model, config) -> Result`` 
 
 * :mod:`~tvmech.experiments.icl`: zero-shot vs k-shot ICL accuracy.
 * :mod:`~tvmech.experiments.layer_sweep`: LTV vs Vanilla TV vs function vector at every 3rd layer.
-* :mod:`~tvmech.experiments.robustness`: LTVs in six injection configurations.
+* :mod:`~tvmech.experiments.robustness`: LTV, Vanilla TV and FV in seven injection configurations (positions by role).
 * :mod:`~tvmech.experiments.geometry`: cosine similarity and transfer between the tasks' LTVs.
 * :mod:`~tvmech.experiments.composition`: english_french + masculine_feminine on the composed task.
 * :mod:`~tvmech.experiments.peft`: LTV vs prefix tuning vs rank-1 LoRA.

@@ -21,7 +21,7 @@ CAPTIONS = {
     "icl_accuracy": "Zero-shot vs k-shot in-context accuracy per task.",
     "layer_sweep": "One task vector (LTV, Vanilla TV, function vector) injected at one layer: mean accuracy.",
     "layer_sweep_by_task": "The layer sweep per task.",
-    "robustness": "LTV accuracy under other injection configurations (layers, positions, prompts).",
+    "robustness": "LTV, Vanilla TV and FV accuracy in other injection configurations (layers, positions by role).",
     "task_cosine": "Cosine similarity between the tasks' LTVs.",
     "task_transfer": "One task's LTV applied to another task's prompts.",
     "composition": "Sums of two tasks' LTVs on composed tasks.",

@@ -99,24 +99,37 @@ def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols:
     return fig
 
 
+ROBUSTNESS_METHODS = {"ltv": "LTV", "vanilla": "Vanilla TV", "fv": "Function vector"}
+
+
 def robustness_figure(rows: Sequence[dict], references: dict[str, float] | None = None,
                       note: str | None = None) -> go.Figure:
-    """Mean LTV accuracy over tasks for each injection configuration (bars), references dashed."""
+    """Mean accuracy over tasks for each injection configuration, one bar per method (rows without ``method``:
+    the LTV), ± sd over run seeds; references dashed. A configuration whose role is undefined for some task
+    (``accuracy`` ``None``) is averaged over the other tasks, and its hover says over how many."""
+    rows = [{**r, "method": r.get("method") or "ltv"} for r in rows]
     confs = list(dict.fromkeys(r["configuration"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    spreads = over_runs(rows, lambda r: r["configuration"], "accuracy")
-    mean = [spreads[c].mean for c in confs]
-    per_task = over_runs(rows, lambda r: (r["configuration"], r["task"]), "accuracy")
-    detail = ["<br>".join(f"{t}: {per_task[(c, t)].mean:.2f}" for t in tasks if (c, t) in per_task) for c in confs]
-    fig = go.Figure(go.Bar(x=confs, y=mean, text=[f"{m:.2f}" for m in mean], textposition="outside",
-                           error_y=error_bars([spreads[c] for c in confs]),
-                           customdata=detail, marker_color=PALETTE[0],
-                           hovertemplate="%{x}<br>mean %{y:.3f}<br>%{customdata}<extra></extra>"))
+    methods = [m for m in ROBUSTNESS_METHODS if any(r["method"] == m for r in rows)]
+    spreads = over_runs(rows, lambda r: (r["method"], r["configuration"]), "accuracy")
+    per_task = over_runs(rows, lambda r: (r["method"], r["configuration"], r["task"]), "accuracy")
+    fig = go.Figure()
+    for i, m in enumerate(methods):
+        here = [c for c in confs if (m, c) in spreads]
+        done = {c: [t for t in tasks if (m, c, t) in per_task] for c in here}
+        detail = [(f"over {len(done[c])} of {len(tasks)} tasks<br>" if len(done[c]) < len(tasks) else "")
+                  + "<br>".join(f"{t}: {per_task[(m, c, t)].mean:.2f}" for t in done[c]) for c in here]
+        mean = [spreads[(m, c)].mean for c in here]
+        fig.add_trace(go.Bar(x=here, y=mean, name=ROBUSTNESS_METHODS[m], text=[f"{v:.2f}" for v in mean],
+                             textposition="outside", error_y=error_bars([spreads[(m, c)] for c in here]),
+                             customdata=detail, marker_color=PALETTE[i % len(PALETTE)],
+                             hovertemplate=f"{ROBUSTNESS_METHODS[m]}<br>%{{x}}<br>mean %{{y:.3f}}<br>%{{customdata}}"
+                                           "<extra></extra>"))
     for j, (name, value) in enumerate((references or {}).items()):
-        fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 1]), annotation_text=f"{name} {value:.2f}")
-    title = f"LTV robustness: mean test accuracy over {len(tasks)} tasks{runs_note(rows)}"
+        fig.add_hline(y=value, line=dict(dash="dash", color=PALETTE[j + 3]), annotation_text=f"{name} {value:.2f}")
+    title = f"Robustness: mean test accuracy over {len(tasks)} tasks{runs_note(rows)}"
     if note:
         title += "".join(f"<br><sup>{line}</sup>" for line in textwrap.wrap(note, 150))
-    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150, t=130),
-                      yaxis_title="test accuracy", template="plotly_white", width=1000, height=550)
+    fig.update_layout(title=title, yaxis=dict(range=[0, 1.05]), margin=dict(r=150, t=130), barmode="group",
+                      yaxis_title="test accuracy", template="plotly_white", width=1100, height=550)
     return fig

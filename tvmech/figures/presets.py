@@ -5,7 +5,7 @@
   queries) into the git-ignored ``figures/quick/``; measured at about a quarter of an hour on a 2-core CPU
   (``STEP_COST``).
 * ``paper``: the committed paper-scale figures in ``figures/`` (all tasks, every 3rd layer, 150 steps, the
-  mechanism and linear-map steps over seeds 0, 1, 2); meant for a GPU (``make figures-paper``). With nothing
+  robustness, mechanism and linear-map steps over seeds 0, 1, 2); meant for a GPU (``make figures-paper``). With nothing
   to recompute it redraws them byte for byte.
 
 A flag given on the command line wins over the preset's value.
@@ -32,30 +32,35 @@ class Preset:
 
 
 MECHANISM_STEPS = ("ov_circuits", "key_heads", "sinks", "linear")
+SEEDED_STEPS = ("robustness", *MECHANISM_STEPS)  # steps the paper preset runs over seeds 0, 1, 2
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("quick", Path("figures/quick"), "every step recomputed at reduced scale (2-core CPU, minutes)", {
         "tasks": QUICK_TASKS, "n_test": 16, "ltv_steps": 30,
         "icl_ks": (0, 1, 5), "sweep_tasks": ("antonym",), "sweep_layer_count": 3, "sweep_fv_prompts": 4,
-        "robustness_tasks": ("antonym",), "robustness_ltv_steps": 15, "synthetic_preset": "small",
+        "robustness_tasks": ("antonym",), "robustness_ltv_steps": 15, "robustness_fv_prompts": 2,
+        "robustness_configurations": ("query", "input_first", "before_input", "last5", "every2_query", "kshot_query"),
+        "synthetic_preset": "small",
         "geometry_tasks": QUICK_TASKS, "peft_task": "sentiment",
         "mech_alphas": (1.0, 4.0), "mech_n_score": 8, "n_random": 2, "exact_every": 4,
         "lens_tasks": QUICK_TASKS,
         "linear_tasks": ("antonym",), "linear_layer_count": 2, "map_prompts": 4, "map_heldout": 32, "map_null": 50,
     }),
     Preset("paper", Path("figures"), "the committed paper-scale figures (all tasks and layers, 150 steps; a GPU)",
-           seeds={step: (0, 1, 2) for step in MECHANISM_STEPS}),
+           seeds={step: (0, 1, 2) for step in SEEDED_STEPS}),
 )}
 
 # measured cost per step (quick: `python -m tvmech.figures` on the 2-core CPU; paper: where README says), "?"
 # where none was measured
 STEP_COST: dict[str, dict[str, str]] = {
-    "quick": {"icl": "23 s", "sweep": "135 s", "robustness": "122 s", "geometry": "54 s", "composition": "59 s",
-              "peft": "180 s", "ov_circuits": "26 s", "key_heads": "36 s", "sinks": "9 s", "lens": "23 s",
-              "linear": "185 s", "synthetic": "65 s"},  # 2-core CPU, fresh clone, 2026-12-01: 15 min 16 s in all
+    # 2-core CPU, fresh clone, 2026-12-01: 15 min 16 s in all (robustness with issue 24's configurations and
+    # methods: 167 s on the CPU shared by other jobs, where the step before them took 147 s)
+    "quick": {"icl": "23 s", "sweep": "135 s", "robustness": "167 s, shared CPU", "geometry": "54 s",
+              "composition": "59 s", "peft": "180 s", "ov_circuits": "26 s", "key_heads": "36 s", "sinks": "9 s",
+              "lens": "23 s", "linear": "185 s", "synthetic": "65 s"},
     # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, fresh, 2026-12-02, one run): each step's
     # seconds on rank 0 (the run's summary)
-    "paper": {"icl": "30 s", "sweep": "87 s", "robustness": "92 s", "geometry": "35 s",
+    "paper": {"icl": "30 s", "sweep": "87 s", "robustness": "92 s, 1 seed, LTV only", "geometry": "35 s",
               "composition": "< 1 s", "peft": "28 s", "ov_circuits": "70 s, 3 seeds", "key_heads": "35 s, 3 seeds",
               "sinks": "2 s, 3 seeds", "lens": "8 s", "linear": "178 s, 3 seeds, with synthetic's models",
               "synthetic": "6 s (models trained during linear)"},
@@ -70,4 +75,4 @@ def apply(preset: Preset, args) -> None:
             setattr(args, dest, value)
 
 
-__all__ = ["Preset", "PRESETS", "STEP_COST", "apply", "QUICK_TASKS", "MECHANISM_STEPS"]
+__all__ = ["Preset", "PRESETS", "STEP_COST", "apply", "QUICK_TASKS", "MECHANISM_STEPS", "SEEDED_STEPS"]

@@ -208,19 +208,55 @@ def layer_sweep(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
             + provenance("layer_sweep", rows, metas["layer_sweep"], ("model", "ltv_steps", "k")))
 
 
-@register("robustness", "robustness")
-def robustness(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
-    """Accuracy per LTV configuration: mean over tasks, then each task."""
-    rows = tables["robustness"]
+def _span(values: list) -> str:
+    """A list of layers or positions, short: ``15``; ``-5..-1``; ``0, 2, …, 28``; roles by name."""
+    if len(values) > 2 and all(isinstance(v, int) for v in values):
+        steps = {b - a for a, b in zip(values, values[1:])}
+        if steps == {1}:
+            return f"{values[0]}..{values[-1]}"
+        if len(steps) == 1:
+            return f"{values[0]}, {values[1]}, …, {values[-1]}"
+    return ", ".join(str(v) for v in values)
+
+
+def _robustness_methods(rows: Rows) -> str:
+    """Mean accuracy over tasks per configuration (rows) and method (columns), with each configuration's sites;
+    a cell averaged over fewer tasks than the table has says over how many (a role undefined for the others)."""
     tasks = ordered(rows, "task")
-    mean_over = f"mean over {len(tasks)} tasks"
+    methods = [m for m in SWEEP_METHODS if m in ordered(rows, "method")]
     body = []
     for scoring, view in scoring_views(rows):
+        mean = aggregate(view, ("configuration", "method"), "accuracy")
+        for c in ordered(view, "configuration"):
+            first = next(r for r in view if r["configuration"] == c)
+            line = [view_label(c, scoring), _span(first.get("layers") or []) or "—",
+                    _span(first.get("positions") or []) or "—", str(first.get("k", "—"))]
+            for m in methods:
+                done = {r["task"] for r in view if (r["configuration"], r["method"]) == (c, m)
+                        and r.get("accuracy") is not None}
+                short = f" ({len(done)} of {len(tasks)} tasks)" if 0 < len(done) < len(tasks) else ""
+                line.append(cell(mean, (c, m)) + short)
+            body.append(line)
+    return table(["configuration", "layers", "positions", "k", *(SWEEP_METHODS[m] for m in methods)], body)
+
+
+@register("robustness", "robustness")
+def robustness(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """Accuracy per configuration: with several methods first their means over tasks side by side (with each
+    configuration's sites), then the LTV's mean over tasks and each task (rows without ``method``: the LTV)."""
+    rows = tables["robustness"]
+    tasks = ordered(rows, "task")
+    ltv = [r for r in rows if r.get("method", "ltv") == "ltv"]
+    mean_over = f"LTV, mean over {len(tasks)} tasks" if has(rows, "method") else f"mean over {len(tasks)} tasks"
+    body = []
+    for scoring, view in scoring_views(ltv):
         mean = aggregate(view, ("configuration",), "accuracy")
         per_task = aggregate(view, ("configuration", "task"), "accuracy")
         body += [[view_label(c, scoring), cell(mean, (c,)), *(cell(per_task, (c, t)) for t in tasks)]
                  for c in ordered(view, "configuration")]
     out = table(["configuration", mean_over, *tasks], body)
+    if has(rows, "method"):
+        out = _robustness_methods(rows) + "\n\n" + out
     return out + "\n\n" + provenance("robustness", rows, metas["robustness"], ("model", "ltv_steps", "k"))
 
 

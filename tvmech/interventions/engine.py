@@ -111,13 +111,13 @@ class Intervention:
 
 @dataclass(frozen=True)
 class BatchHooks:
-    """``batch -> TransformerLens hooks`` of ``intervention`` at that batch's query positions."""
+    """``batch -> TransformerLens hooks`` of ``intervention`` at that batch's query (and role) positions."""
 
     intervention: Intervention
     model: Adapter
 
     def __call__(self, batch: Any) -> list[tuple[str, HookFn]]:
-        return self.intervention.hooks(self.model, batch.query_pos)
+        return self.intervention.hooks(self.model, ctx=Context.of(batch))
 
 
 @contextlib.contextmanager
@@ -127,7 +127,7 @@ def attached_for(model, hooks_for: Callable[[Any], Sequence[tuple[str, HookFn]]]
     carries its intervention (:meth:`Intervention.hooks_for`), as TransformerLens hooks otherwise."""
     ad = adapt(model)
     if isinstance(hooks_for, BatchHooks):
-        with attached(ad, hooks_for.intervention, Context(batch.query_pos)) as fast:
+        with attached(ad, hooks_for.intervention, Context.of(batch)) as fast:
             yield fast
     else:
         with ad.hooks(list(hooks_for(batch)) if hooks_for else []):

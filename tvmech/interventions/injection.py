@@ -6,7 +6,8 @@ one vector per batch row and site, and acts at ``blocks.{l}.hook_resid_pre`` (de
 ``mode="replace"`` sets ``h[b, p] = v``. ``rows=(start, stop)`` restricts it to a slice of the batch
 (one row group of a batched sweep, where each group carries its own vector).
 
-Positions follow :mod:`tvmech.interventions.sites` (negative: relative to each row's query token).
+Positions follow :mod:`tvmech.interventions.sites` (negative: relative to each row's query token; a string:
+the token of that role in each row, e.g. ``"input_first"``, resolved from the batch's role positions).
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from torch import Tensor
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_int, as_ints
 from tvmech.interventions.engine import Intervention, Write
-from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Mode, Point, check_mode, check_point, local_targets
+from tvmech.interventions.sites import (
+    RESIDUAL_POINTS,
+    Context,
+    Mode,
+    Point,
+    Position,
+    as_positions,
+    check_mode,
+    check_point,
+    local_targets,
+    site_key,
+)
 
 
 def check_vectors(vectors, what: str = "vectors", *, finite: bool = True) -> Tensor:
@@ -48,13 +60,14 @@ class Injection(Intervention):
     every site); ``[d_model]`` (one site); or ``[n_rows, n_layers, n_positions, d_model]`` (a vector per
     batch row, ``n_rows`` = the rows the injection covers).
 
-    ``layers`` and ``positions`` take one integer or a sequence of them (Python, numpy or 0-d tensor
-    integers; not ``bool``); they are stored as tuples of Python ints.
+    ``layers`` take one integer or a sequence of them (Python, numpy or 0-d tensor integers; not ``bool``);
+    ``positions`` the same, or role names (:data:`~tvmech.interventions.sites.ROLES`); they are stored as tuples
+    of Python ints (and strings).
     """
 
     vectors: Float[Tensor, "... d_model"]
     layers: tuple[int, ...]
-    positions: tuple[int, ...] = (-1,)
+    positions: tuple[Position, ...] = (-1,)
     point: Point = "resid_pre"
     mode: Mode = "add"
     rows: tuple[int, int] | None = None
@@ -62,13 +75,14 @@ class Injection(Intervention):
     check_finite: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
-        self.layers, self.positions = as_ints(self.layers, "layer"), as_ints(self.positions, "position")
+        self.layers, self.positions = as_ints(self.layers, "layer"), as_positions(self.positions, "position")
         check_vectors(self.vectors, "injected vectors", finite=self.check_finite)
         if self.vectors.ndim == 1:
             self.vectors = self.vectors[None, None]
         if not self.layers or not self.positions:
             raise ValueError("an injection needs at least one layer and one position")
-        if len(set(self.layers)) != len(self.layers) or len(set(self.positions)) != len(self.positions):
+        named = {site_key(p) for p in self.positions}  # "query" and -1 are one site
+        if len(set(self.layers)) != len(self.layers) or len(named) != len(self.positions):
             raise ValueError(f"layers {self.layers} and positions {self.positions} must not repeat")
         check_mode(self.mode)
         check_point(self.point, RESIDUAL_POINTS)
@@ -87,19 +101,20 @@ class Injection(Intervention):
             raise ValueError(f"rows {self.rows} is not a valid (start, stop) slice of the batch")
 
     @classmethod
-    def single(cls, vector: Float[Tensor, " d_model"], layer: int, position: int = -1, **kw) -> Injection:
+    def single(cls, vector: Float[Tensor, " d_model"], layer: int, position: Position = -1, **kw) -> Injection:
         """One vector at one (layer, position) site.
 
         Args:
             vector: ``[d_model]``.
             layer: the block (any integer, see :func:`tvmech.core.checks.as_int`).
-            position: the token position (negative: relative to the query).
+            position: the token position (negative: relative to the query; a string: a role).
             **kw: ``point``, ``mode``, ``rows``.
 
         Returns:
             The injection.
         """
-        return cls(vector[None, None], (as_int(layer, "layer"),), (as_int(position, "position"),), **kw)
+        position = position if isinstance(position, str) else as_int(position, "position")
+        return cls(vector[None, None], (as_int(layer, "layer"),), (position,), **kw)
 
     @property
     def per_row(self) -> bool:

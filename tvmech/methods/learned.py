@@ -42,7 +42,16 @@ from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.sites import RESIDUAL_POINTS, Context, Point, check_point, resolve_positions
+from tvmech.interventions.sites import (
+    RESIDUAL_POINTS,
+    Context,
+    Point,
+    Position,
+    as_positions,
+    check_point,
+    distinct_per_row,
+    resolve_positions,
+)
 from tvmech.interventions.sweep import forked_run
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.training import (
@@ -115,9 +124,9 @@ class LTVConfig:
         return cls(**{"lr": 1e-3, "lr_unit": "absolute", "weight_decay": 0.01, **changes})
 
 
-def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int, ...]], positions: tuple[int, ...],
-                  *, shared: bool = False, point: Point = "resid_pre", config: LTVConfig = LTVConfig(),
-                  generator: torch.Generator | None = None, fork: bool = True
+def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int, ...]],
+                  positions: tuple[Position, ...], *, shared: bool = False, point: Point = "resid_pre",
+                  config: LTVConfig = LTVConfig(), generator: torch.Generator | None = None, fork: bool = True
                   ) -> tuple[Objective, list[Float[Tensor, "n 1 1"]]]:
     """The LTV objective: group ``g`` adds its vectors at ``layer_groups[g]`` to its copy of the batch.
 
@@ -125,7 +134,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         ad: the model's adapter.
         data: training data prepared at block ``min`` of all layers.
         layer_groups: the layers of each group (one group per layer for a sweep).
-        positions: injection positions (negative: relative to the query).
+        positions: injection positions (negative: relative to the query; a string: a role, resolved per row).
         shared: one vector for all of a group's sites.
         point: where the vectors are added.
         config: lr, its unit, weight decay and initialisation.
@@ -140,7 +149,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
     """
     gen = torch.Generator().manual_seed(config.seed) if generator is None else generator
     layer_groups = [as_ints(ls, "layer") for ls in layer_groups]
-    positions = as_ints(positions, "position")
+    positions = as_positions(positions, "position")
     params, scales = [], []
     if config.lr_unit == "resid_norm":  # every group's norms from one pass through the blocks
         all_norms = query_norms(ad, data, [l + (point == "resid_post") for ls in layer_groups for l in ls])
@@ -164,26 +173,33 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         return [p * sc for p, sc in zip(params, scales)]
 
     forked = fork and len(layer_groups) > 1 and point == "resid_pre" and all(len(ls) == 1 for ls in layer_groups)
-    cuts: dict[int, int] = {}  # per split (its batch): the first position any vector is written to
+    sites: dict[int, tuple[int, bool]] = {}  # per split (its batch): (first written position over all rows,
+    # whether each row's targets are distinct: then Context.checked), read once per split, before its first step
+
+    def site_info(d: TrainData) -> tuple[int, bool]:
+        if id(d.batch) not in sites:
+            idx = resolve_positions(positions, d.batch.query_pos, d.resid.shape[1], d.batch.roles)
+            sites[id(d.batch)] = (int(idx.min()), distinct_per_row(idx))
+        return sites[id(d.batch)]
 
     def prefix_of(d: TrainData, idx: Tensor):
-        if id(d.batch) not in cuts:
-            cuts[id(d.batch)] = int(resolve_positions(positions, d.batch.query_pos, d.resid.shape[1]).min())
-        prefix = frozen_prefix(ad, d, cuts[id(d.batch)]) if checked else None
+        cut, checked = site_info(d)
+        prefix = frozen_prefix(ad, d, cut) if checked else None
         return None if prefix is None else prefix.rows(idx)
 
     def row_loss(d: TrainData, idx: Tensor) -> Tensor:
         n, G = len(idx), len(layer_groups)
         slots = d.max_labels if d.static else None
-        # positions were checked on every split before training (_train): Context.checked; the positions before
-        # the first written one are frozen (their keys and values computed once: frozen_prefix)
+        # positions were checked on every split before training (_train): Context.checked where each row's targets
+        # are distinct; the positions before the first written one are frozen (keys and values once: frozen_prefix)
+        checked = site_info(d)[1]
         prefix = prefix_of(d, idx)
         cut = 0 if prefix is None else prefix.cut
         if forked:  # a sweep: one clean batch forking at each group's layer (about half the row-blocks)
             resid, batch = take_rows(d, idx, 1)
             final = forked_run(ad, resid[:, cut:], d.start, [Injection(v, ls, positions, point, check_finite=False)
                                                              for v, ls in zip(vectors(), layer_groups)],
-                               Context(batch.query_pos, offset=cut, checked=checked), prefix=prefix)
+                               Context.of(batch, offset=cut, checked=checked), prefix=prefix)
             return label_nll(ad, final, batch.targets[:, cut:].repeat(G, 1), slots=slots).view(G, n)
         resid, batch = take_rows(d, idx, G)
         injection = compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n), check_finite=False)
@@ -191,7 +207,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         return row_nll(ad, resid, batch, d.start, injection, slots=slots, checked=checked,
                        prefix=prefix).view(G, n)
 
-    checked = all(p < 0 for p in positions) or all(p >= 0 for p in positions)  # distinct targets per row
+    checked = site_info(data)[1]
     obj = Objective([[p] for p in params], [config.lr] * len(params),
                     [config.weight_decay * float(sc.mean()) for sc in scales], row_loss,
                     lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups],
@@ -209,7 +225,8 @@ def _check_sites(ad: Adapter, layer_groups: Sequence[tuple[int, ...]], point: st
 
 
 def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], layer_groups: list[tuple[int, ...]],
-           positions: tuple[int, ...], shared: bool, point: Point, cfg: LTVConfig, progress: bool) -> list[TaskVector]:
+           positions: tuple[Position, ...], shared: bool, point: Point, cfg: LTVConfig, progress: bool
+           ) -> list[TaskVector]:
     ad = adapt(model)
     _check_sites(ad, layer_groups, point)
     for split, examples in (("training", train), ("validation", val)):
@@ -221,7 +238,7 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     data = prepare_data(ad, task, train, start, **prep)
     vdata = prepare_data(ad, task, val, start, **prep) if val else None
     for d in (data, vdata) if vdata is not None else (data,):  # fail early on bad positions, on every split
-        resolve_positions(positions, d.batch.query_pos, d.batch.tokens.shape[1])
+        resolve_positions(positions, d.batch.query_pos, d.batch.tokens.shape[1], d.batch.roles)
     gen = torch.Generator().manual_seed(cfg.seed)
     obj, scales = ltv_objective(ad, data, layer_groups, positions, shared=shared, point=point, config=cfg,
                                 generator=gen)
@@ -249,15 +266,16 @@ def _splits(task: Task, train, val, seed: int) -> tuple[Sequence[Example], Seque
 
 
 def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None, val: Sequence[Example] | None = None,
-                      *, layers: Sequence[int] = (15,), positions: Sequence[int] = (-1,), shared: bool = False,
+                      *, layers: Sequence[int] = (15,), positions: Sequence[Position] = (-1,), shared: bool = False,
                       point: Point = "resid_pre", config: LTVConfig = LTVConfig(), progress: bool = True) -> TaskVector:
     """Train one Learned Task Vector (one vector per layer/position site, or one shared vector).
 
     Args:
         model: a TransformerLens model or its adapter.
         task: the task; ``train``/``val`` default to its splits with ``config.seed``.
-        layers, positions: the sites (positions negative: relative to the query); each one integer or a
-            sequence of them (Python, numpy or 0-d tensor integers).
+        layers, positions: the sites (positions negative: relative to the query; a string: a role of the prompt,
+            :data:`~tvmech.interventions.sites.ROLES`, resolved per row); each one or a sequence of them (Python,
+            numpy or 0-d tensor integers).
         shared: one vector for every site.
         point: ``resid_pre`` (default), ``resid_post``, ``attn_out`` or ``mlp_out``.
         config: the training settings.
@@ -269,12 +287,12 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
     train, val = _splits(task, train, val, config.seed)
-    layers, positions = as_ints(layers, "layer"), as_ints(positions, "position")
+    layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 
 
 def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[Example] | None = None,
-                      val: Sequence[Example] | None = None, *, positions: Sequence[int] = (-1,),
+                      val: Sequence[Example] | None = None, *, positions: Sequence[Position] = (-1,),
                       point: Point = "resid_pre", config: LTVConfig = LTVConfig(), progress: bool = True
                       ) -> list[TaskVector]:
     """One LTV per layer in ``layers``, all trained together in one batched forward/backward per step.
@@ -287,7 +305,7 @@ def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[
         task: the task.
         layers: one integer or a sequence of them: a vector is trained for each.
         train, val: as for :func:`learn_task_vector`.
-        positions: the injection positions (one integer or a sequence).
+        positions: the injection positions (one integer or role, or a sequence).
         point: where the vectors are added.
         config: the training settings.
         progress: show a progress bar.
@@ -296,7 +314,7 @@ def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[
         One :class:`TaskVector` per layer, in the order of ``layers``.
     """
     train, val = _splits(task, train, val, config.seed)
-    layers, positions = as_ints(layers, "layer"), as_ints(positions, "position")
+    layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [(layer,) for layer in layers], positions, False, point, config, progress)
 
 

@@ -123,7 +123,9 @@ def take_rows(data: TrainData, idx: Int[Tensor, " n"], copies: int = 1
     width = data.resid.shape[1] if data.static else int(data.batch.lengths[idx].max())
     rep = idx.repeat(copies)
     b = data.batch
-    sub = Batch(b.tokens[rep, :width], b.query_pos[rep], b.label_first[rep], b.targets[rep, :width], b.lengths[rep])
+    roles = None if b.roles is None else {k: v[rep] for k, v in b.roles.items()}
+    sub = Batch(b.tokens[rep, :width], b.query_pos[rep], b.label_first[rep], b.targets[rep, :width], b.lengths[rep],
+                roles)
     return data.resid[rep, :width], sub
 
 
@@ -136,7 +138,7 @@ def row_nll(ad: Adapter, resid: Float[Tensor, "batch pos d_model"], batch: Batch
         resid: the residual stream entering block ``start``.
         batch: its tokens' targets and query positions.
         start: the first block to run (blocks ``start ..`` run with ``intervention`` attached).
-        intervention: written into the pass (its positions relative to ``batch.query_pos``).
+        intervention: written into the pass (its positions relative to ``batch.query_pos``, or its roles).
         slots: logits at this many positions per row (at least the most label tokens of any row), found without
             reading values (static shapes); ``None``: exactly at the label positions (a data-dependent shape).
         checked: the intervention's positions are known to be valid (:attr:`Context.checked`).
@@ -147,7 +149,7 @@ def row_nll(ad: Adapter, resid: Float[Tensor, "batch pos d_model"], batch: Batch
         ``[batch]`` losses; logits are computed at the label positions only.
     """
     cut = 0 if prefix is None else prefix.cut
-    with attached(ad, intervention, Context(batch.query_pos, offset=cut, checked=checked)):
+    with attached(ad, intervention, Context.of(batch, offset=cut, checked=checked)):
         final = ad.run_blocks(resid[:, cut:], start, prefix=prefix)
     return label_nll(ad, final, batch.targets[:, cut:], slots=slots)
 

@@ -35,7 +35,7 @@ MODULES = list(SAVED)
 # experiments whose defaults changed in issue 11 -> a settings field that committed numbers of issue 11 have
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}
 # experiments whose defaults changed in issue 24 -> a settings field that committed numbers of issue 24 have
-ISSUE_24 = {ov_reconstruction: "paths", key_heads: "paths", sinks: "paths"}
+ISSUE_24 = {ov_reconstruction: "paths", key_heads: "paths", sinks: "paths", robustness: "methods"}
 # experiments that report every accuracy under several scorings (field ``scorings``, not optional in the settings)
 SCORINGS = (ov_reconstruction, key_heads, linear_map)
 
@@ -86,7 +86,7 @@ def test_defaults_follow_the_model_depth():
         assert getattr(module.Config().resolve(3), name) == 1
     assert geometry.Config(layer=4).resolve(3).layer == 4  # a given value is kept
     assert layer_sweep.Config(layers=(1, 2)).resolve(30).layers == (1, 2)
-    assert robustness.configurations(3)["layer 1, last position"]["layers"] == (1,)
+    assert robustness.configurations(3)["query"].layers == (1,)
 
 
 def test_settings_need_a_resolved_config_and_bad_values_are_named():

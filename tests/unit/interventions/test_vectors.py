@@ -127,18 +127,6 @@ def test_shuffled_labels_keep_inputs_and_permute_outputs():
     assert any(a.text != b.text for a, b in zip(plain, shuf))
 
 
-def test_robustness_configurations_train_and_evaluate(tiny):
-    from tvmech.experiments.robustness import configurations, robustness_table
-
-    confs = configurations(3, mid=1, k=2)
-    assert len(confs) == 6 and confs["every 4th layer, positions -5..-1"]["layers"] == (0,)
-    rows = robustness_table(tiny, [SMALL], mid=1, k=2, config=LTVConfig(steps=2, batch_size=4), n_test=4,
-                            progress=False)
-    assert [r["configuration"] for r in rows] == list(confs)
-    assert all(0 <= r["accuracy"] <= 1 and r["n"] == 4 for r in rows)
-    assert [r["n_vectors"] for r in rows] == [1, 1, 5, 1, 5, 1]
-
-
 def test_multi_layer_vectors_get_their_own_layers_step_size(tiny):
     """Each layer's step size is lr x that layer's query residual norm, not the lowest layer's."""
     from tvmech.methods.training import prepare_data, query_norm
@@ -151,13 +139,3 @@ def test_multi_layer_vectors_get_their_own_layers_step_size(tiny):
     assert expected[1] > 2 * expected[0]  # the embedding scale is far below the upper layers'
     moved = vec.vectors.norm(dim=-1).flatten()
     assert moved[1] > moved[0]  # the upper vector moved further, in proportion to its layer's scale
-
-
-def test_robustness_subset_of_configurations_and_bad_name(tiny):
-    from tvmech.experiments.robustness import robustness_table
-
-    kw = dict(mid=1, k=2, config=LTVConfig(steps=2, batch_size=4), n_test=4, progress=False)
-    rows = robustness_table(tiny, [SMALL], names=["layer 1, 4th token"], **kw)
-    assert [r["configuration"] for r in rows] == ["layer 1, 4th token"]
-    with pytest.raises(ValueError, match="every 3rd layer.*valid"):
-        robustness_table(tiny, [SMALL], names=["every 3rd layer"], **kw)

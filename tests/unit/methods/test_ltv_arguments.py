@@ -94,7 +94,7 @@ def test_integer_like_and_single_layers_train_the_same_vector(tiny):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(layers=True), r"layer must be an integer, got True \(bool\)"),
     (dict(layers=(1.0,)), r"layer must be an integer, got 1\.0 \(float\)"),
-    (dict(layers=1, positions="-1"), r"positions must be an integer or a sequence of integers, got '-1' \(str\)"),
+    (dict(layers=1, positions=(1.5,)), r"position must be an integer, got 1\.5 \(float\)"),
 ])
 def test_bad_layer_arguments(tiny, kwargs, message):
     with pytest.raises(TypeError, match=message):
@@ -102,6 +102,11 @@ def test_bad_layer_arguments(tiny, kwargs, message):
     if "positions" not in kwargs:
         with pytest.raises(TypeError, match=message):
             learn_layer_sweep(tiny, SMALL, kwargs["layers"], config=CFG, progress=False)
+
+
+def test_a_string_position_must_name_a_role(tiny):
+    with pytest.raises(ValueError, match=r"position '-1' is not a role: valid roles are query, input_first"):
+        learn_task_vector(tiny, SMALL, layers=1, positions="-1", config=CFG, progress=False)
 
 
 def test_numpy_layer_out_of_range_is_named(tiny):
