@@ -332,11 +332,27 @@ def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int
 
 
 # ----------------------------------------------------------------------------------- exact Jacobian
-def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev"
-                   ) -> Float[Tensor, "d_model d_model"]:
-    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` with ``torch.func.jacrev`` (``mode='rev'``) or ``jacfwd``.
+def jacobians(model, batch: Batch, vectors: Float[Tensor, "k d_model"], layer: int, mode: str = "rev", *,
+              chunk_size: int | None = None) -> Float[Tensor, "k d_model d_model"]:
+    """``J_k = ∂/∂x mean_p F_p(x)`` at ``x = vectors[k]``, for every vector at once (``torch.func``).
 
-    One Jacobian per prompt (a batched one needs far more memory and time), then their mean.
+    The prefix runs once; every vector runs on its own copy of the prompts (``k × P`` rows through blocks
+    ``layer..L−1``), and ``s(X) = Σ_k mean_p F_p(x_k)`` is differentiated with respect to ``X`` (``[k, d]``):
+    since row ``k`` of the output depends on ``x_k`` only, ``∂s_i/∂X_{k,j} = (J_k)_{ij}``. ``jacrev`` makes one
+    backward pass per output coordinate (``d`` of them, vectorised, ``chunk_size`` at a time), ``jacfwd`` one
+    forward pass per input coordinate of all ``k`` vectors (``k × d``: use ``rev`` for several vectors).
+
+    Args:
+        model: a loaded model (or adapter).
+        batch: the fit prompts.
+        vectors: the points ``x_k`` (``[k, d_model]``, or one ``[d_model]`` vector).
+        layer: the injection layer.
+        mode: ``'rev'`` (``jacrev``) or ``'fwd'`` (``jacfwd``).
+        chunk_size: with ``rev``, how many backward passes are vectorised together (``None``: all ``d``;
+            smaller saves memory). ``fwd`` vectorises all of its passes.
+
+    Returns:
+        ``[k, d_model, d_model]`` float32 on the CPU (``J[k] @ v``: the response to ``v`` near ``x_k``).
     """
     from torch.func import jacfwd, jacrev
 
@@ -344,18 +360,26 @@ def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer:
         raise ValueError(f"mode {mode!r} is not valid; choose 'rev' or 'fwd'")
     ad = adapt(model)
     ad.check_layer(layer)
+    X = vectors.detach().reshape(-1, vectors.shape[-1]).to(ad.device, ad.dtype)
+    if X.shape[1] != ad.d_model:
+        raise ValueError(f"the vectors have size {X.shape[1]}; the model's d_model is {ad.d_model}")
     resid, q, _ = _prefix(ad, batch, layer)
-    x0 = theta.detach().reshape(-1).to(ad.device, ad.dtype)
-    total = torch.zeros(ad.d_model, ad.d_model, dtype=torch.float64)
-    for p in range(len(batch)):
-        r, qp = resid[p : p + 1], int(q[p])
+    k, P = X.shape[0], len(batch)
+    qq, rows = q.repeat(k), torch.arange(k * P, device=ad.device)
+    resid = resid.repeat(k, 1, 1)
 
-        def f(x: Tensor, r=r, qp=qp) -> Tensor:
-            with Injection.single(x, layer).attach(ad, qp):
-                return ad.run_blocks(r, layer)[0, qp]
+    def s(X: Tensor) -> Tensor:
+        with Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,)).attach(ad, qq):
+            return ad.run_blocks(resid, layer)[rows, qq].view(k, P, -1).mean(1).sum(0)
 
-        total += (jacrev if mode == "rev" else jacfwd)(f)(x0).detach().double().cpu()
-    return (total / len(batch)).float()
+    jac = (jacrev(s, chunk_size=chunk_size) if mode == "rev" else jacfwd(s))(X)  # [d_out, k, d_in]
+    return jac.detach().permute(1, 0, 2).float().cpu()
+
+
+def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev", *,
+                   chunk_size: int | None = None) -> Float[Tensor, "d_model d_model"]:
+    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (:func:`jacobians` of the one vector θ)."""
+    return jacobians(model, batch, theta.reshape(1, -1), layer, mode, chunk_size=chunk_size)[0]
 
 
 def compare_maps(J: Float[Tensor, "d d"], W: Float[Tensor, "d d"], theta: Float[Tensor, " d"]) -> dict:
@@ -375,4 +399,4 @@ def final_injection(model, vector: Float[Tensor, " d_model"]) -> Injection:
 
 __all__ = ["MapConfig", "LinearMap", "SOLVERS", "RAY_ALPHAS", "perturbations", "solve", "r_squared", "per_prompt_r2",
            "ray_test", "fit_linear_map",
-           "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection"]
+           "tv_response", "fit_prompts", "fit_tv_map", "jacobians", "exact_jacobian", "compare_maps", "final_injection"]
