@@ -154,3 +154,31 @@ def test_a_null_of_the_wrong_norm_would_call_a_random_theta_specific(deep):
         verdicts = [v for r in rows[layer] for v in row_verdicts(r) if v["statistic"] == "rotation_distance"]
         assert len(verdicts) == 3 and sum(v["specific"] for v in verdicts) >= 2, verdicts
         assert pooled_verdict(verdicts)["specific"], verdicts
+
+
+# ------------------------------------------------------------------------------- the README table
+def test_the_null_table_renders_new_rows_and_a_note_for_old_ones():
+    from tvmech.figures.readme_mechanism import linear_map_null as build
+
+    meta = {"settings": {"model": "m", "map_random": 10, "map_random_fits": 0}}
+    old = [{"task": t, "layer": l, "run_seed": s, "rotation_distance": 1.0, "cos_theta_qtheta": 0.5, "gain": 3.0}
+           for t in ("a", "b") for l in (1, 2) for s in (0, 1)]
+    assert "Not computed yet" in build({"linear_map": old}, {"linear_map": meta})
+    null = [0.9 + 0.01 * k for k in range(10)]  # a layer-1 LTV far above its null, a layer-2 one inside it
+    new = [{**r, **{f"jac_{k}": v for k, v in r.items() if k in ("rotation_distance", "cos_theta_qtheta", "gain")},
+            "jac_rotation_distance": 1.5 if r["layer"] == 1 else 0.945,
+            **{f"null_jac_{k}": null for k in ("rotation_distance", "cos_theta_qtheta", "gain")},
+            "vanilla_jac_rotation_distance": 0.7} for r in old]
+    text = build({"linear_map": new}, {"linear_map": meta})
+    lines, stat = {}, ""
+    for line in text.splitlines()[2:]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.split("|")[1:4]]
+            stat = cells[0] or stat
+            lines[(stat, cells[1], cells[2])] = line
+    top = lines[("‖Q₊−I‖/√d", "1", "J")]
+    assert "1.50" in top and "**specific**" in top and "4/4" in top
+    assert "| 0.70 ± 0.00 |" in top and "| 100 ± 0 |" in top
+    inside = lines[("‖Q₊−I‖/√d", "2", "J")]
+    assert "not specific" in inside and "0/4" in inside
+    assert "| — | — | — | — |" in lines[("‖Q₊−I‖/√d", "1", "W")]  # no W null without random fits
