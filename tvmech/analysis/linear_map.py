@@ -22,11 +22,12 @@ Without the noise every ``x_i`` would be θ and the fit rank one. No intercept (
   (scaling by ``tr(XᵀX)/d`` instead would let the shared θ component set the penalty); any ``n ≥ 1``.
 
 Quality. ``R² = 1 − Σ‖y_i − W x_i‖² / Σ‖y_i − ȳ‖²`` on held-out perturbations drawn the same way with
-another seed (and on the fit samples), for the mean response ``y_i = Δ(x_i)``. Per-prompt R²: the same
-with ``y_i = Δ_p(x_i)`` for each fit prompt ``p`` against the one shared ``W`` (held-out perturbations),
-i.e. how well the map fitted to the mean explains each prompt's own response; it also pays for the
-prompt's offset ``Δ_p(θ) − Δ(θ)``, which ``r2_per_prompt_centred`` leaves out (residuals centred per prompt:
-how well ``W`` explains the prompt's response to the *perturbations* around θ).
+another seed (and on the fit samples), for the mean response ``y_i = Δ(x_i)``. Per-prompt R², centred (the
+headline, ``r2_per_prompt_centred``): for each fit prompt ``p``, ``y_i = Δ_p(x_i)`` against the one shared ``W``
+(held-out perturbations) with the residuals ``y_i − W x_i`` centred per prompt (over ``i``) before they are
+squared: how well the map fitted to the mean explains the prompt's response to the *perturbations* around θ.
+The uncentred ``r2_per_prompt`` (kept) also pays for the prompt's constant offset ``Δ_p(θ) − Δ(θ)``, which no
+shared ``W`` can carry, and reaches large negative values that say little about the map.
 ``theta_rel_error = ‖W θ − Δ(θ)‖ / ‖Δ(θ)‖`` is small by construction (θ is the centre of the fit samples).
 The *ray test* asks more: along the ray ``αθ`` (``α`` in ``ray_alphas``, default 0.25, 0.5, 2, 4, i.e. far
 outside the fit's noise ball), ``rel_error(α) = ‖Δ(αθ) − α W θ‖ / ‖Δ(αθ)‖`` and ``cos(Δ(αθ), α W θ)``
@@ -40,12 +41,13 @@ Reconstructed TV. ``W θ`` is added to the final residual stream (``blocks.{L−
 query instead of θ at layer ``l`` (:func:`final_injection`). The logit lens of that final stream is the
 model's output, so the reconstructed accuracy is also the *linear-surrogate* decoding accuracy of θ through
 ``W``; it is reported beside the plain logit lens of ``h_l[q] + θ`` at layer ``l`` (decoding without the map).
-A single vector added at the final stream shifts every prompt's logits the same way, so it cannot reproduce a
-task whose answer depends on the query (antonyms, capitals) however good the fit; it can for a closed
-label set.
+One vector is added for every prompt, but its effect on the logits is not the same for every prompt: the final
+norm divides ``h_L + Wθ`` by each prompt's own scale, and the clean logits keep the query, so a task whose
+answer depends on the query can still be carried in part.
 
-Jacobian. ``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (``torch.func.jacrev`` or ``jacfwd``), compared to ``W``
-by ``‖J − W‖_F / ‖J‖_F``, the cosine of the flattened matrices, and ``‖(J − W) θ‖ / ‖J θ‖``.
+Jacobian. ``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (``torch.func.jacrev`` or ``jacfwd``; :func:`jacobians` takes
+it at several vectors in one call, every prompt batched), compared to ``W`` by ``‖J − W‖_F / ‖J‖_F``, the cosine
+of the flattened matrices, and ``‖(J − W) θ‖ / ‖J θ‖``.
 """
 
 from __future__ import annotations
@@ -121,9 +123,9 @@ class LinearMap:
     n_prompts: int = 0
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
-    r2_per_prompt: list[float] = field(default_factory=list)  # held-out R² of each fit prompt's Δ_p against W
+    r2_per_prompt: list[float] = field(default_factory=list)  # uncentred held-out R² of each fit prompt's Δ_p vs W
     ray: list[dict] = field(default_factory=list)  # {alpha, rel_error, cosine} per α (:func:`ray_test`)
-    r2_per_prompt_centred: list[float] = field(default_factory=list)  # the same, each prompt's offset left out
+    r2_per_prompt_centred: list[float] = field(default_factory=list)  # the headline: residuals centred per prompt
 
     @property
     def reconstructed(self) -> Float[Tensor, " d"]:
@@ -131,13 +133,15 @@ class LinearMap:
         return self.W @ self.theta
 
     def summary(self) -> dict:
-        """The row of the fit: R² of the mean response, per-prompt R² (list, mean, median, min) and the ray test
+        """The row of the fit: R² of the mean response, per-prompt R² (centred: ``r2_per_prompt_centred*``, the
+        headline; uncentred: ``r2_per_prompt*``, list, mean, median, min) and the ray test
         (``ray_rel_error_<α>``, ``ray_cos_<α>``); ``W θ ≈ Δ(θ)`` is left out (it holds by construction)."""
-        per = torch.tensor(self.r2_per_prompt, dtype=torch.float64)
-        stats = ({"r2_per_prompt_mean": float(per.mean()), "r2_per_prompt_median": float(per.median()),
-                  "r2_per_prompt_min": float(per.min()),
-                  "r2_per_prompt_centred_mean": float(torch.tensor(self.r2_per_prompt_centred).mean())}
-                 if len(per) else {})
+        stats = {}
+        for name, values in (("r2_per_prompt", self.r2_per_prompt), ("r2_per_prompt_centred",
+                                                                     self.r2_per_prompt_centred)):
+            per = torch.tensor(values, dtype=torch.float64)
+            stats |= {f"{name}_mean": float(per.mean()), f"{name}_median": float(per.median()),
+                      f"{name}_min": float(per.min())} if len(per) else {}
         ray = {f"ray_{k}_{r['alpha']:g}": r[k] for r in self.ray for k in ("rel_error", "cos")}
         return {"layer": self.layer, "r2_train": self.r2_train, "r2_heldout": self.r2_heldout,
                 "r2_per_prompt": list(self.r2_per_prompt), "r2_per_prompt_centred": list(self.r2_per_prompt_centred),
@@ -332,11 +336,27 @@ def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int
 
 
 # ----------------------------------------------------------------------------------- exact Jacobian
-def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev"
-                   ) -> Float[Tensor, "d_model d_model"]:
-    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` with ``torch.func.jacrev`` (``mode='rev'``) or ``jacfwd``.
+def jacobians(model, batch: Batch, vectors: Float[Tensor, "k d_model"], layer: int, mode: str = "rev", *,
+              chunk_size: int | None = None) -> Float[Tensor, "k d_model d_model"]:
+    """``J_k = ∂/∂x mean_p F_p(x)`` at ``x = vectors[k]``, for every vector at once (``torch.func``).
 
-    One Jacobian per prompt (a batched one needs far more memory and time), then their mean.
+    The prefix runs once; every vector runs on its own copy of the prompts (``k × P`` rows through blocks
+    ``layer..L−1``), and ``s(X) = Σ_k mean_p F_p(x_k)`` is differentiated with respect to ``X`` (``[k, d]``):
+    since row ``k`` of the output depends on ``x_k`` only, ``∂s_i/∂X_{k,j} = (J_k)_{ij}``. ``jacrev`` makes one
+    backward pass per output coordinate (``d`` of them, vectorised, ``chunk_size`` at a time), ``jacfwd`` one
+    forward pass per input coordinate of all ``k`` vectors (``k × d``: use ``rev`` for several vectors).
+
+    Args:
+        model: a loaded model (or adapter).
+        batch: the fit prompts.
+        vectors: the points ``x_k`` (``[k, d_model]``, or one ``[d_model]`` vector).
+        layer: the injection layer.
+        mode: ``'rev'`` (``jacrev``) or ``'fwd'`` (``jacfwd``).
+        chunk_size: with ``rev``, how many backward passes are vectorised together (``None``: all ``d``;
+            smaller saves memory). ``fwd`` vectorises all of its passes.
+
+    Returns:
+        ``[k, d_model, d_model]`` float32 on the CPU (``J[k] @ v``: the response to ``v`` near ``x_k``).
     """
     from torch.func import jacfwd, jacrev
 
@@ -344,18 +364,26 @@ def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer:
         raise ValueError(f"mode {mode!r} is not valid; choose 'rev' or 'fwd'")
     ad = adapt(model)
     ad.check_layer(layer)
+    X = vectors.detach().reshape(-1, vectors.shape[-1]).to(ad.device, ad.dtype)
+    if X.shape[1] != ad.d_model:
+        raise ValueError(f"the vectors have size {X.shape[1]}; the model's d_model is {ad.d_model}")
     resid, q, _ = _prefix(ad, batch, layer)
-    x0 = theta.detach().reshape(-1).to(ad.device, ad.dtype)
-    total = torch.zeros(ad.d_model, ad.d_model, dtype=torch.float64)
-    for p in range(len(batch)):
-        r, qp = resid[p : p + 1], int(q[p])
+    k, P = X.shape[0], len(batch)
+    qq, rows = q.repeat(k), torch.arange(k * P, device=ad.device)
+    resid = resid.repeat(k, 1, 1)
 
-        def f(x: Tensor, r=r, qp=qp) -> Tensor:
-            with Injection.single(x, layer).attach(ad, qp):
-                return ad.run_blocks(r, layer)[0, qp]
+    def s(X: Tensor) -> Tensor:
+        with Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,)).attach(ad, qq):
+            return ad.run_blocks(resid, layer)[rows, qq].view(k, P, -1).mean(1).sum(0)
 
-        total += (jacrev if mode == "rev" else jacfwd)(f)(x0).detach().double().cpu()
-    return (total / len(batch)).float()
+    jac = (jacrev(s, chunk_size=chunk_size) if mode == "rev" else jacfwd(s))(X)  # [d_out, k, d_in]
+    return jac.detach().permute(1, 0, 2).float().cpu()
+
+
+def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev", *,
+                   chunk_size: int | None = None) -> Float[Tensor, "d_model d_model"]:
+    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (:func:`jacobians` of the one vector θ)."""
+    return jacobians(model, batch, theta.reshape(1, -1), layer, mode, chunk_size=chunk_size)[0]
 
 
 def compare_maps(J: Float[Tensor, "d d"], W: Float[Tensor, "d d"], theta: Float[Tensor, " d"]) -> dict:
@@ -375,4 +403,4 @@ def final_injection(model, vector: Float[Tensor, " d_model"]) -> Injection:
 
 __all__ = ["MapConfig", "LinearMap", "SOLVERS", "RAY_ALPHAS", "perturbations", "solve", "r_squared", "per_prompt_r2",
            "ray_test", "fit_linear_map",
-           "tv_response", "fit_prompts", "fit_tv_map", "exact_jacobian", "compare_maps", "final_injection"]
+           "tv_response", "fit_prompts", "fit_tv_map", "jacobians", "exact_jacobian", "compare_maps", "final_injection"]

@@ -6,10 +6,22 @@ The fit and the Jacobian are :mod:`tvmech.analysis.linear_map`'s, the rotation n
 at layer l vs ``W θ`` at the final stream, and the logit lens of each) and :func:`polar_report` (the
 alignment of θ, ``Qθ`` and ``Wθ`` with the task's label directions, :mod:`tvmech.analysis.lens`, their
 decoded tokens, and the rotation null: ``cos(Qθ, ū)`` against ``cos(Rθ, ū)`` for ``map_null`` Haar-random
-orthogonal ``R``, :func:`tvmech.analysis.polar.rotation_null`). The fit's row holds the R² of the mean response
-and each fit prompt's own R² against the shared W (``r2_per_prompt*``), and the ray test ``Δ(αθ)`` vs ``αWθ``
-(``ray_rel_error_<α>``, ``ray_cos_<α>``). The reconstructed TV (``Wθ`` at the final stream) is scored with
-the same scoring function as θ at layer l.
+orthogonal ``R``, :func:`tvmech.analysis.polar.rotation_null`). The rotation is the proper one ``Q₊`` (a
+reflection split off where ``det Q = −1``: ``reflection``, ``det_q``; :mod:`tvmech.analysis.polar`). The fit's row
+holds the R² of the mean response and each fit prompt's own R² against the shared W (``r2_per_prompt_centred*``,
+the headline: residuals centred per prompt; ``r2_per_prompt*``, uncentred, kept), and the ray test ``Δ(αθ)`` vs
+``αWθ`` (``ray_rel_error_<α>``, ``ray_cos_<α>``). The reconstructed TV (``Wθ`` at the final stream) is scored
+with the same scoring function as θ at layer l.
+
+Null of the polar statistics (:func:`null_report`, :mod:`tvmech.analysis.polar_null`). The exact Jacobian ``J``
+is polar-decomposed like ``W`` (``jac_rotation_distance``, ``jac_cos_theta_qtheta``, ``jac_gain``, ``jac_det_q``,
+``jac_reflection``). The same statistics are computed for ``map_random`` random vectors of norm ``‖θ‖``
+(seeded by task, layer and seed; ``J`` of each, from one batched :func:`~tvmech.analysis.linear_map.jacobians`
+call with θ's), for the first ``map_random_fits`` of them also from their own fitted ``W`` (the fit of θ without
+its held-out and ray checks), and for the Vanilla TV at the same layer (``vanilla_*``, its own norm; ``J`` and
+``W``). Per statistic and map the row holds the null values (``null_<stat>`` for W, ``null_jac_<stat>`` for
+J) and θ's place in them (``null_[jac_]<stat>_{mean,sd,q025,q975,percentile,specific}``; specific = outside
+the null's central 95 %).
 
 Scorings. The accuracies are computed under each scoring of ``Config.scorings`` (default: the task's own,
 plus the paper's full-vocabulary ``first_token`` for label-set tasks), all from the same forward passes. A
@@ -23,8 +35,9 @@ accuracies (the primary's included). The logit-lens accuracies ``lens_acc_*`` ar
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Float
@@ -36,11 +49,12 @@ from tvmech.analysis.linear_map import (
     LinearMap,
     MapConfig,
     compare_maps,
-    exact_jacobian,
     fit_prompts,
     fit_tv_map,
+    jacobians,
 )
-from tvmech.analysis.polar import polar_decomposition, rotation_null, rotation_scaling
+from tvmech.analysis.polar import polar_stats, proper_polar, rotation_null, rotation_scaling
+from tvmech.analysis.polar_null import MAPS, STATISTICS, matched_random_vectors, null_verdict, verdict_fields
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import batches, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
@@ -55,6 +69,7 @@ from tvmech.experiments.common import (
 )
 from tvmech.experiments.vectors import VectorStore
 from tvmech.interventions.injection import Injection
+from tvmech.methods.vanilla import vanilla_task_vector
 
 SOLVERS = ("lstsq", "ridge")
 
@@ -86,6 +101,14 @@ class Config(ExperimentConfig):
     map_ray: tuple[float, ...] = option((0.25, 0.5, 2.0, 4.0), "ray test scales α: Δ(αθ) against α W θ",
                                         flag="--map-ray")
     map_null: int = option(200, "Haar-random rotations of the rotation null cos(Rθ, ū)", flag="--map-null")
+    map_random: int = option(10, "random vectors of norm ‖θ‖ whose polar statistics (of J) are the null of θ's "
+                                 "(0: none; at least 2 for a verdict)", flag="--map-random")
+    map_random_fits: int = option(0, "of those, how many also get their own fitted W (the W null; each costs a fit "
+                                     "of 2 x d_model perturbed runs per prompt)", flag="--map-random-fits")
+    map_vanilla: int = option(1, "1: polar statistics of J and W for the Vanilla TV at the same layer; 0: none",
+                              flag="--map-vanilla", choices=(0, 1))
+    map_jacobian_chunk: int | None = option(64, "backward passes vectorised per Jacobian chunk (None: all d_model; "
+                                                "smaller saves memory)", flag="--map-jacobian-chunk")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the LTV training and the perturbations")
     scorings: tuple[str, ...] | None = option(
@@ -102,6 +125,11 @@ class Config(ExperimentConfig):
             raise ValueError(f"--map-prompts {self.map_prompts} is not valid: it must be >= 1")
         if self.map_null < 1:
             raise ValueError(f"--map-null {self.map_null} is not valid: it must be >= 1")
+        if not 0 <= self.map_random_fits <= self.map_random or self.map_random == 1:
+            raise ValueError(f"--map-random {self.map_random} / --map-random-fits {self.map_random_fits} are not "
+                             "valid: map_random must be 0 or >= 2 and 0 <= map_random_fits <= map_random")
+        if self.map_jacobian_chunk is not None and self.map_jacobian_chunk < 1:
+            raise ValueError(f"--map-jacobian-chunk {self.map_jacobian_chunk} is not valid: give >= 1 or None")
         if any(a == 0 for a in self.map_ray):
             raise ValueError(f"--map-ray {list(self.map_ray)} is not valid: the scales must be non-zero")
 
@@ -179,8 +207,9 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
 
 def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor, " d"], *, top: int = 5,
                  k: int = 5, null_draws: int = 200, seed: int = 0) -> dict:
-    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ, and the
-    rotation null (:func:`~tvmech.analysis.polar.rotation_null`, ``rot_*`` keys; ``null_draws = 0``: none).
+    """:func:`rotation_scaling` plus alignment with the task's labels and decoded tokens of θ, Qθ, Wθ (``Q`` the
+    proper rotation ``Q₊``), and the rotation null (:func:`~tvmech.analysis.polar.rotation_null`, ``rot_*`` keys;
+    ``null_draws = 0``: none).
 
     ``align_{v}`` = cos(v, ū); ``align_max_{v}`` = max over the task's label first tokens t of cos(v, u_t);
     ``tokens_{v}`` = top-``k`` logit-lens tokens; ``label_in_top_{v}``: whether one of them is a label first token.
@@ -200,7 +229,7 @@ def polar_report(model, task: Task, W: Float[Tensor, "d d"], theta: Float[Tensor
         wtheta`` and the ``rot_*`` null numbers.
     """
     row = rotation_scaling(W, theta, top)
-    Q, _ = polar_decomposition(W)
+    Q, _, _ = proper_polar(W)
     th = theta.detach().double().cpu().reshape(-1)
     vecs = {"theta": th, "qtheta": Q @ th, "wtheta": W.detach().double().cpu() @ th}
     dirs = label_directions(model, task)
@@ -225,6 +254,68 @@ def _other_scorings(row: dict) -> str:
                    for s, a in row["acc_by_scoring"].items() if s != row["scoring"])
 
 
+def null_seed(task: str, layer: int, seed: int) -> int:
+    """The seed of the random null vectors of ``(task, layer, seed)`` (only θ's norm enters the vectors)."""
+    return zlib.crc32(f"{task}/{layer}/{seed}".encode())
+
+
+def null_report(model, config: Config, task: Task, batch, theta: Float[Tensor, " d"], layer: int,
+                W: Float[Tensor, "d d"]) -> dict:
+    """The polar statistics of θ's exact Jacobian, of the Vanilla TV's ``J`` and ``W``, and of ``map_random``
+    random vectors of norm ``‖θ‖`` (``J``; ``W`` for the first ``map_random_fits``), with θ's place in that null
+    (see the module docstring).
+
+    Args:
+        model: a loaded model.
+        config: the settings (``map_random``, ``map_random_fits``, ``map_vanilla``, ``map_jacobian_chunk``, the
+            fit's settings).
+        task: the task (for the Vanilla TV).
+        batch: the fit prompts.
+        theta: the LTV.
+        layer: the injection layer.
+        W: θ's fitted map.
+
+    Returns:
+        One flat dict: ``jac_rel_frobenius``/``jac_cosine``/``jac_rel_theta`` (:func:`compare_maps`),
+        ``jac_<stat>`` and ``<stat>`` (:func:`~tvmech.analysis.polar.polar_stats` of θ's ``J`` and ``W``),
+        ``vanilla_*``, ``null_n``, ``null_fits``, ``null_[jac_]<stat>`` (lists) and their verdict fields,
+        ``seconds_jacobian`` (θ's and the null's Jacobians, one batched call) and ``seconds_null_fits``.
+    """
+    theta = theta.detach().double().cpu().reshape(-1)
+    extra = [vanilla_task_vector(model, task, layer, seed=config.seed).vectors.reshape(-1).double().cpu()
+             ] if config.map_vanilla else []
+    t0 = time.perf_counter()
+    rand = (matched_random_vectors(float(theta.norm()), theta.shape[0], config.map_random,
+                                   null_seed(task.name, layer, config.seed)) if config.map_random
+            else theta.new_zeros(0, theta.shape[0]))
+    points = torch.cat([theta[None], *(v[None] for v in extra), rand])
+    Js = jacobians(model, batch, points, layer, chunk_size=config.map_jacobian_chunk)
+    ltv = {**{f"jac_{k}": v for k, v in polar_stats(Js[0], theta).items()}, **polar_stats(W, theta)}
+    row = {**compare_maps(Js[0], W, theta), **ltv, "seconds_jacobian": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    light = replace(config.map_config(), n_heldout=0, ray_alphas=())  # the fit of θ without its quality checks
+    if extra:
+        v = extra[0]
+        fit = fit_tv_map(model, batch, v, layer, light)
+        row.update({"vanilla_theta_norm": float(v.norm()), "vanilla_r2_train": fit.r2_train,
+                    **{f"vanilla_{k}": x for k, x in polar_stats(fit.W, v).items()},
+                    **{f"vanilla_jac_{k}": x for k, x in polar_stats(Js[1], v).items()}})
+    J_rand = Js[1 + len(extra):]
+    nulls = {"jac_": [polar_stats(J, r) for J, r in zip(J_rand, rand)],
+             "": [polar_stats(fit_tv_map(model, batch, r, layer, light).W, r) for r in rand[: config.map_random_fits]]}
+    row.update({"null_n": config.map_random, "null_fits": config.map_random_fits,
+                "seconds_null_fits": time.perf_counter() - t0})
+    for pre in MAPS.values():
+        if len(nulls[pre]) < 2:
+            continue
+        for stat in STATISTICS:
+            values = [r[stat] for r in nulls[pre]]
+            row[f"null_{pre}{stat}"] = values
+            row.update(verdict_fields(null_verdict(ltv[pre + stat], values, stat), f"null_{pre}{stat}"))
+        row[f"null_{pre}reflections"] = sum(r["reflection"] for r in nulls[pre])
+    return row
+
+
 def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[dict]:
     task = builtin_task(name)
     sp = task.splits(config.seed)
@@ -235,18 +326,19 @@ def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[d
     for layer in config.layers:
         theta = learned_vectors(model, config, layer, vectors, [name])[name].vectors.reshape(-1)
         fit = fit_tv_map(model, batch, theta, layer, config.map_config(), progress=True)
-        t0 = time.perf_counter()
-        jac = compare_maps(exact_jacobian(model, batch, theta, layer), fit.W, theta)
-        row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()), **jac,
-               "seconds_jacobian": time.perf_counter() - t0,
+        row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()),
+               **null_report(model, config, task, batch, theta, layer, fit.W),
                **reconstruction_report(model, task, test, fit, scorings=config.scorings),
                **polar_report(model, task, fit.W, theta, null_draws=config.map_null, seed=config.seed)}
         ray = ", ".join(f"α={r['alpha']:g} {r['rel_error']:.2f}" for r in fit.ray)
-        print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f} (per prompt mean "
-              f"{row.get('r2_per_prompt_mean', float('nan')):.3f}), ray rel. error {ray}, "
+        pct = row.get("null_jac_rotation_distance_percentile")
+        null = (f", J's ‖Q−I‖/√d {row['jac_rotation_distance']:.3f} (percentile {pct:.0f} of {config.map_random} "
+                "random vectors')" if pct is not None else "")
+        print(f"  {name} L{layer}: R² held-out {row['r2_heldout']:.3f} (per prompt, centred, mean "
+              f"{row.get('r2_per_prompt_centred_mean', float('nan')):.3f}), ray rel. error {ray}, "
               f"‖J−W‖/‖J‖ {row['jac_rel_frobenius']:.3f}, acc θ {row['acc_original']:.2f} → Wθ "
-              f"{row['acc_reconstructed']:.2f}{_other_scorings(row)}, ‖Q−I‖/√d {row['rotation_distance']:.3f}, "
-              f"gain {row['gain']:.1f}, "
+              f"{row['acc_reconstructed']:.2f}{_other_scorings(row)}, ‖Q−I‖/√d {row['rotation_distance']:.3f}"
+              f"{' (reflection split off)' if row['reflection'] else ''}{null}, gain {row['gain']:.1f}, "
               f"cos(Qθ,ū) {row['rot_align']:+.3f} ≥ {row['rot_null_percentile']:.0f}% of the null", flush=True)
         rows.append(row)
     return rows

@@ -71,6 +71,15 @@ def lens_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     return _slider(fig, layers, len(conditions), active=-1)  # opens at the last layer, where the lens reads labels
 
 
+def _reflection(row: dict, v: str) -> str:
+    """A hover line for Qθ: whether the orthogonal polar factor had det −1 (and, in rows of issue 24, Q is the
+    proper rotation Q₊ with the reflection split off)."""
+    if v != "qtheta" or row.get("det_q", 1) > 0:
+        return ""
+    return ("<br>det Q = −1: reflection split off, Q₊ shown" if "reflection" in row
+            else "<br>det Q = −1: this Q includes a reflection")
+
+
 def rotation_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """cos(·, ū) of θ, Qθ and Wθ per task at one injection layer (slider), with the random-rotation null.
 
@@ -93,8 +102,9 @@ def rotation_layer_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                 hi = over_runs(mine, lambda r: r["task"], "rot_null_q95")
                 err = dict(type="data", symmetric=False, array=[hi[t].mean - mean[t].mean for t in tasks],
                            arrayminus=[mean[t].mean - lo[t].mean for t in tasks], color="gray", thickness=1)
-            hover = [_tip(f"{t} · {name} · layer {layer}<br>cos(·, ū) {mean[t].mean:+.3f}<br>tokens: "
-                          f"{one[(t, layer)][f'tokens_{v}']}") if (t, layer) in one else "" for t in tasks]
+            hover = [f"{t} · {name} · layer {layer}<br>cos(·, ū) {mean[t].mean:+.3f}<br>tokens: "
+                     + _tip(one[(t, layer)][f"tokens_{v}"]) + _reflection(one[(t, layer)], v)
+                     if (t, layer) in one else "" for t in tasks]
             fig.add_trace(go.Bar(x=tasks, y=[mean[t].mean for t in tasks], name=name, legendgroup=name,
                                  marker_color=PALETTE[i], error_y=err, hovertext=hover, hoverinfo="text"))
     fig.update_layout(barmode="group", template="plotly_white", width=1000, height=560,

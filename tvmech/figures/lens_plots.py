@@ -81,7 +81,7 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
     (held-out R² and ‖J − W‖_F/‖J‖_F)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["accuracy: θ at layer l vs W_TV(l) θ at the final stream",
-                                        "fit quality: held-out R² of the mean (solid), per prompt (dashed), "
+                                        "fit quality: held-out R² of the mean (solid), per prompt, centred (dashed), "
                                         "‖J − W‖/‖J‖ (dotted)"])
     for i, task in enumerate(_by_task(rows)):
         mine = _first_run(rows, task)
@@ -102,12 +102,14 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
                                  name=f"{task}: R²", line=dict(color=color), showlegend=False,
                                  hovertemplate=f"{task}<br>layer %{{x}}<br>held-out R² %{{y:.3f}}<extra></extra>"),
                       row=1, col=2)
-        if all("r2_per_prompt_mean" in r for r in mine):  # rows of issue 11
-            fig.add_trace(go.Scatter(x=x, **_series(rows, task, "r2_per_prompt_mean", x), mode="lines+markers",
-                                     legendgroup=task, name=f"{task}: per-prompt R²", showlegend=False,
-                                     line=dict(color=color, dash="dash"),
-                                     hovertemplate=f"{task}<br>layer %{{x}}<br>per-prompt R² (mean over fit prompts) "
-                                                   "%{y:.3f}<extra></extra>"), row=1, col=2)
+        if all("r2_per_prompt_centred_mean" in r for r in mine):  # rows of issue 11
+            fig.add_trace(go.Scatter(x=x, **_series(rows, task, "r2_per_prompt_centred_mean", x),
+                                     mode="lines+markers", legendgroup=task, name=f"{task}: per-prompt R² (centred)",
+                                     showlegend=False, line=dict(color=color, dash="dash"),
+                                     hovertemplate=f"{task}<br>layer %{{x}}<br>per-prompt R², centred (residuals "
+                                                   "centred per prompt; mean over fit prompts) %{y:.3f}"
+                                                   "<extra></extra>"),
+                          row=1, col=2)
         if all("jac_rel_frobenius" in r for r in mine):
             fig.add_trace(go.Scatter(x=x, **_series(rows, task, "jac_rel_frobenius", x), mode="lines+markers",
                                      legendgroup=task, name=f"{task}: ‖J−W‖/‖J‖", line=dict(color=color, dash="dot"),
@@ -124,15 +126,17 @@ def reconstruction_figure(rows: Sequence[dict], model_name: str = "") -> go.Figu
 
 
 TRANSITION_PANELS = (  # (key, panel title)
-    ("rotation_distance", "rotation ‖Q − I‖_F / √d (√2 ≈ random)"),
-    ("cos_theta_qtheta", "cos(θ, Qθ)"),
+    ("rotation_distance", "rotation ‖Q₊ − I‖_F / √d (√2 ≈ random)"),
+    ("cos_theta_qtheta", "cos(θ, Q₊θ)"),
     ("gain", "gain ‖Σθ‖ / ‖θ‖"),
     ("sv_1", "top singular values σ1 (solid), σ5 (dotted)"),
 )
 
 
 def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
-    """The rotation-to-scaling transition: four panels over the injection layer, one line per task."""
+    """The rotation-to-scaling transition: four panels over the injection layer, one line per task: W's
+    statistics (solid); where the rows hold them, the exact Jacobian's (dashed) and the central 95 % of the
+    random vectors of θ's norm (J, shaded: the null a task-vector-specific effect must leave)."""
     fig = make_subplots(rows=1, cols=len(TRANSITION_PANELS), subplot_titles=[t for _, t in TRANSITION_PANELS],
                         horizontal_spacing=0.06)
     for i, task in enumerate(_by_task(rows)):
@@ -145,6 +149,18 @@ def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
                                      showlegend=col == 1, line=dict(color=color),
                                      hovertemplate=f"{task}<br>layer %{{x}}<br>{key} %{{y:.3f}}<extra></extra>"),
                           row=1, col=col)
+            if all(f"jac_{key}" in r for r in mine):  # rows of issue 24: J's polar statistics
+                fig.add_trace(go.Scatter(x=x, **_series(rows, task, f"jac_{key}", x), mode="lines+markers",
+                                         name=f"{task}: J", legendgroup=task, showlegend=False,
+                                         line=dict(color=color, dash="dash"),
+                                         hovertemplate=f"{task}<br>layer %{{x}}<br>{key} of J %{{y:.3f}}"
+                                                       "<extra></extra>"), row=1, col=col)
+            if all(f"null_jac_{key}_q025" in r for r in mine):  # and the random-vector null of J's
+                lo, hi = (_series(rows, task, f"null_jac_{key}_{q}", x)["y"] for q in ("q025", "q975"))
+                fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", mode="lines",
+                                         line=dict(width=0, color=color), opacity=0.15, legendgroup=task,
+                                         showlegend=False, name=f"{task}: random vectors (J), 2.5-97.5%",
+                                         hoverinfo="skip"), row=1, col=col)
         if all("sv_5" in r for r in mine):
             fig.add_trace(go.Scatter(x=x, **_series(rows, task, "sv_5", x), mode="lines+markers", legendgroup=task,
                                      showlegend=False, line=dict(color=color, dash="dot"), name=f"{task} σ5",
@@ -155,15 +171,18 @@ def transition_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     fig.update_yaxes(type="log", row=1, col=3)
     fig.update_yaxes(type="log", row=1, col=4)
     fig.update_xaxes(title_text="injection layer l")
-    fig.update_layout(title=_title("Rotation vs scaling: polar decomposition W_TV(l) = Q Σ" + runs_note(rows),
-                                   model_name),
+    null = any("null_jac_rotation_distance_q025" in r for r in rows)
+    fig.update_layout(title=_title("Rotation vs scaling: W_TV(l) = Q₊ Σ₊ (solid)"
+                                   + ("; exact Jacobian J (dashed), random vectors of θ's norm (J, shaded)"
+                                      if null else "") + runs_note(rows), model_name),
                       template="plotly_white", width=1500, height=480)
     return fig
 
 
 def alignment_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     """Alignment with the task's mean label direction ū of θ (before rotation, dotted), Qθ (after the
-    rotation, solid) and Wθ (dashed) per injection layer; hovering shows the tokens each decodes to."""
+    rotation, solid; the proper rotation Q₊ in rows of issue 24) and Wθ (dashed) per injection layer; hovering
+    shows the tokens each decodes to."""
     fig = go.Figure()
     for i, task in enumerate(_by_task(rows)):
         mine = _first_run(rows, task)

@@ -45,6 +45,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "mech_alphas": (1.0, 4.0), "mech_n_score": 8, "n_random": 2, "exact_every": 4,
         "lens_tasks": QUICK_TASKS,
         "linear_tasks": ("antonym",), "linear_layer_count": 2, "map_prompts": 4, "map_heldout": 32, "map_null": 50,
+        "map_random": 2, "map_random_fits": 0, "map_vanilla": 0,  # the random-vector null at its smallest (J only)
     }),
     Preset("paper", Path("figures"), "the committed paper-scale figures (all tasks and layers, 150 steps; a GPU)",
            seeds={step: (0, 1, 2) for step in SEEDED_STEPS}),

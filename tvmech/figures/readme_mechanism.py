@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from statistics import stdev
 
+from tvmech.analysis.polar_null import MAPS, pooled_verdict, row_verdicts, verdict_fields
 from tvmech.figures.readme_tables import (
     Rows,
     aggregate,
@@ -175,40 +176,98 @@ def _ray_alphas(rows: Rows) -> list[str]:
     return sorted(keys, key=float)
 
 
+def _reflections(rows: Rows, layer, key: str) -> str:
+    """``k/n``: rows at ``layer`` whose orthogonal polar factor had det −1 (``key``: ``det_q`` or ``jac_det_q``)."""
+    dets = [r[key] for r in rows if r.get("layer") == layer and r.get(key) is not None]
+    return f"{sum(d < 0 for d in dets)}/{len(dets)}" if dets else "—"
+
+
 @register("linear_map", "linear_map")
 def linear_map(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
-    """W_TV per layer, mean over tasks: fit, ray test, Jacobian, accuracies, rotation and its random-rotation null."""
+    """W_TV per layer, mean over tasks: fit (per-prompt R² centred: residuals centred per prompt; the uncentred
+    one stays in the JSON), ray test, Jacobian, accuracies, rotation (the proper rotation Q₊ in rows that say
+    ``reflection``; how many maps had det Q = −1) and its random-rotation null."""
     rows = [{**r, "beats_q95": float(r["align_qtheta"] > r["rot_null_q95"])}
             if r.get("align_qtheta") is not None and r.get("rot_null_q95") is not None else r
             for r in tables["linear_map"]]
     alphas = _ray_alphas(rows)
     ray = [f"ray_rel_error_{alphas[0]}", f"ray_rel_error_{alphas[-1]}"] if alphas else []
+    q = "Q₊" if rows and all("reflection" in r for r in rows) else "Q"
     columns = [  # header, fields (joined by " / "), digits, signed, joiner
         ("R² mean response", ["r2_heldout"], 2, False, ""),
-        ("R² per prompt", ["r2_per_prompt_mean"], 1, False, ""),
         ("R² per prompt, centred", ["r2_per_prompt_centred_mean"], 2, False, ""),
         ("‖J−W‖/‖J‖", ["jac_rel_frobenius"], 2, False, ""),
         (f"ray error α={alphas[0]} / {alphas[-1]}" if alphas else "ray", ray, 2, False, " / "),
         ("acc zero-shot", ["acc_zero_shot"], 2, False, ""),
         ("acc θ at l", ["acc_original"], 2, False, ""),
         ("acc Wθ at final", ["acc_reconstructed"], 2, False, ""),
-        ("‖Q−I‖/√d", ["rotation_distance"], 2, False, ""),
+        (f"‖{q}−I‖/√d", ["rotation_distance"], 2, False, ""),
         ("gain", ["gain"], 1, False, ""),
-        ("cos(θ,ū) → cos(Qθ,ū)", ["align_theta", "align_qtheta"], 3, True, " → "),
-        ("null: draws ≥ cos(Qθ,ū)", ["rot_null_count_ge"], 1, False, ""),
+        (f"cos(θ,ū) → cos({q}θ,ū)", ["align_theta", "align_qtheta"], 3, True, " → "),
+        (f"null: draws ≥ cos({q}θ,ū)", ["rot_null_count_ge"], 1, False, ""),
         ("null percentile", ["rot_null_percentile"], 0, False, ""),
         ("share above null q95", ["beats_q95"], 2, False, ""),
     ]
     columns = [c for c in columns if c[1] and all(has(rows, f) for f in c[1])]
+    dets = [k for k in ("det_q", "jac_det_q") if has(rows, k)]
+    det_header = ["det Q = −1 (" + " / ".join("W" if k == "det_q" else "J" for k in dets) + ")"] if dets else []
     body = []
     for scoring, view in scoring_views(rows):
         stats = {f: aggregate(view, ("layer",), f) for c in columns for f in c[1]}
         for layer in sorted(ordered(view, "layer")):
             line = [view_label(str(layer), scoring)]
             line += [c[4].join(cell(stats[f], (layer,), c[2], signed=c[3]) for f in c[1]) for c in columns]
+            line += [" / ".join(_reflections(view, layer, k) for k in dets)] if dets else []
             body.append(line)
-    out = table(["layer", *(c[0] for c in columns)], body)
+    out = table(["layer", *(c[0] for c in columns), *det_header], body)
     nulls = ordered(rows, "rot_null_n")
     keys = ("model", "tasks", "ltv_steps", "map_prompts", "map_solver")
     line = provenance("linear_map", rows, metas["linear_map"], keys)
     return out + "\n\n" + (line[:-1] + f", {nulls[0]} random rotations*" if len(nulls) == 1 else line)
+
+
+NULL_STATS = (("rotation_distance", "‖Q₊−I‖/√d", 2), ("cos_theta_qtheta", "cos(θ, Q₊θ)", 3), ("gain", "gain", 1))
+
+
+def _null_line(rows: Rows, stat: str, name: str, pre: str, layer, digits: int) -> list[str]:
+    """One line of the null table: the LTV's statistic, the null's mean [q2.5, q97.5], the LTV's percentile,
+    how many rows were called specific one by one, the pooled verdict and the Vanilla TV's statistic."""
+    mine = [r for r in rows if r.get("layer") == layer]
+    key = f"null_{pre}{stat}"
+    agg = {f: aggregate(mine, ("layer",), f) for f in (f"{pre}{stat}", f"{key}_mean", f"{key}_q025", f"{key}_q975",
+                                                       f"{key}_percentile", f"vanilla_{pre}{stat}")}
+    verdicts = [v for r in mine for v in row_verdicts(r) if v["map"] == name and v["statistic"] == stat]
+    if verdicts:
+        null = (f"{cell(agg[f'{key}_mean'], (layer,), digits)} [{agg[f'{key}_q025'][(layer,)].mean:.{digits}f}, "
+                f"{agg[f'{key}_q975'][(layer,)].mean:.{digits}f}]")
+        pooled = pooled_verdict(verdicts)
+        verdict = f"{'**specific**' if pooled['specific'] else 'not specific'} (z = {pooled['z']:+.1f})"
+        count = f"{sum(v['specific'] for v in verdicts)}/{len(verdicts)}"
+    else:
+        null = verdict = count = "—"
+    return [str(layer), name, cell(agg[f"{pre}{stat}"], (layer,), digits), null,
+            cell(agg[f"{key}_percentile"], (layer,), 0) if verdicts else "—", count, verdict,
+            cell(agg[f"vanilla_{pre}{stat}"], (layer,), digits)]
+
+
+@register("linear_map_null", "linear_map")
+def linear_map_null(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """The polar statistics of W and of the exact Jacobian J for the LTV, against random vectors of its norm
+    (:mod:`tvmech.analysis.polar_null`), and for the Vanilla TV; one block per statistic, a line per layer and
+    map. Rows saved before the null existed give a note instead."""
+    rows = [{**r, **{k: v for x in row_verdicts(r) for k, v in
+                     verdict_fields(x, f"null_{MAPS[x['map']]}{x['statistic']}").items()}}
+            for r in tables["linear_map"]]  # the verdict fields recomputed from the null values the rows hold
+    line = provenance("linear_map", rows, metas["linear_map"], ("model", "tasks", "map_random", "map_random_fits"))
+    if not any(row_verdicts(r) for r in rows):
+        return ("*Not computed yet: these rows predate the random-vector null and J's polar statistics "
+                "(recompute the linear step).*\n\n" + line)
+    maps = [(name, pre) for name, pre in (("J", "jac_"), ("W", "")) if has(rows, f"{pre}rotation_distance")]
+    body = []
+    for stat, header, digits in NULL_STATS:
+        lines = [_null_line(rows, stat, name, pre, layer, digits)
+                 for layer in sorted(ordered(rows, "layer")) for name, pre in maps]
+        body += [[header if i == 0 else "", *line] for i, line in enumerate(lines)]
+    out = table(["statistic", "layer", "map", "LTV", "random vectors: mean [q2.5, q97.5]", "LTV percentile",
+                 "rows outside the null's 95 %", "pooled verdict", "Vanilla TV"], body)
+    return out + "\n\n" + line

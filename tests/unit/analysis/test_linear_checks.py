@@ -7,7 +7,15 @@ import torch
 from test_linear_map import THETA, make_toy, toy_batch
 
 import tvmech as tv
-from tvmech.analysis.linear_map import MapConfig, fit_linear_map, fit_tv_map, per_prompt_r2, r_squared, ray_test
+from tvmech.analysis.linear_map import (
+    MapConfig,
+    fit_linear_map,
+    fit_prompts,
+    fit_tv_map,
+    per_prompt_r2,
+    r_squared,
+    ray_test,
+)
 from tvmech.analysis.polar import haar_orthogonal, polar_decomposition, rotation_null
 from tvmech.experiments import linear_map
 
@@ -104,3 +112,29 @@ def test_linear_map_run_rows_have_the_new_columns(tiny):
     assert row["scoring"] == tv.builtin_task("capitalize").scoring
     with pytest.raises(ValueError, match="--map-null 0"):
         linear_map.Config(map_null=0)
+
+
+def test_linear_map_rows_hold_the_polar_statistics_of_j_and_the_random_vector_null(tiny):
+    cfg = linear_map.Config(tasks=("capitalize",), layers=(1,), ltv_steps=1, map_prompts=3, map_samples=8,
+                            map_heldout=4, map_solver="ridge", map_null=5, n_test=3, map_random=4, map_random_fits=2)
+    (row,) = linear_map.run(tiny, cfg).rows()
+    for pre in ("", "jac_", "vanilla_", "vanilla_jac_"):
+        assert 0 <= row[f"{pre}rotation_distance"] <= 2 and -1 <= row[f"{pre}cos_theta_qtheta"] <= 1
+        assert row[f"{pre}gain"] > 0 and row[f"{pre}reflection"] == (row[f"{pre}det_q"] < 0)
+    assert row["null_n"] == 4 and row["null_fits"] == 2 and row["vanilla_theta_norm"] > 0
+    for pre, n in (("jac_", 4), ("", 2)):
+        for stat in ("rotation_distance", "cos_theta_qtheta", "gain"):
+            assert len(row[f"null_{pre}{stat}"]) == n and 0 <= row[f"null_{pre}{stat}_percentile"] <= 100
+            assert row[f"null_{pre}{stat}_specific"] in (True, False)
+    # the null's vectors have θ's norm, so J at them is J at other points than θ: their statistics differ
+    assert row["jac_rotation_distance"] not in row["null_jac_rotation_distance"]
+    assert row["r2_per_prompt_centred_median"] >= row["r2_per_prompt_centred_min"]
+    with pytest.raises(ValueError, match="map_random must be 0 or >= 2"):
+        linear_map.Config(map_random=1)
+    with pytest.raises(ValueError, match="map_random_fits <= map_random"):
+        linear_map.Config(map_random=2, map_random_fits=3)
+    task = tv.builtin_task("capitalize")
+    bare = linear_map.Config(map_random=0, map_vanilla=0, map_samples=8, map_solver="ridge")
+    none = linear_map.null_report(tiny, bare, task, fit_prompts(tiny, task, task.examples[:2]), torch.ones(64), 1,
+                                  torch.eye(64))
+    assert "jac_rotation_distance" in none and not any(k.startswith(("null_jac_r", "vanilla_")) for k in none)

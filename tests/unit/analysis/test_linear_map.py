@@ -298,6 +298,8 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
         pytest.skip("figures/linear_map.json predates issue 11 (fit prompts, ray test, rotation null): recompute it")
     if "scorings" not in json.loads((saved / "linear_map.json").read_text())["meta"]["settings"]:
         pytest.skip("figures/linear_map.json predates the per-scoring accuracies: recompute it")
+    if "map_random" not in json.loads((saved / "linear_map.json").read_text())["meta"]["settings"]:
+        pytest.skip("figures/linear_map.json predates issue 24 (the random-vector null of the polar statistics)")
     for n in names:
         shutil.copy(saved / n, tmp_path / n)
 
@@ -329,11 +331,19 @@ def test_lens_plots_draw_the_committed_rows_and_issue_11_rows():
     issue_11 = ("r2_per_prompt", "r2_per_prompt_mean", "r2_per_prompt_centred", "r2_per_prompt_centred_mean",
                 "r2_per_prompt_median", "r2_per_prompt_min")
     old = [{k: v for k, v in r.items() if k not in issue_11 and not k.startswith("rot_null")} for r in saved]
-    new = [{**r, "r2_per_prompt_mean": 0.5, "rot_null_q05": -0.07, "rot_null_q95": 0.07} for r in old]
+    new = [{**r, "r2_per_prompt_centred_mean": 0.5, "rot_null_q05": -0.07, "rot_null_q95": 0.07} for r in old]
     for rows, extra in ((old, 0), (new, 1)):
         n_tasks = len({r["task"] for r in rows})
         fig = lens_plots.reconstruction_figure(rows)
         assert sum("per-prompt" in (tr.name or "") for tr in fig.data) == extra * n_tasks
         fig = lens_plots.alignment_figure(rows)
         assert sum("random rotations" in (tr.name or "") for tr in fig.data) == extra * n_tasks
-        lens_plots.transition_figure(rows)
+        fig = lens_plots.transition_figure(rows)
+        assert not any("random vectors" in (tr.name or "") for tr in fig.data)
+    issue_24 = [{**r, **{f"jac_{k}": r[k] for k in ("rotation_distance", "cos_theta_qtheta", "gain")},
+                 **{f"null_jac_{k}_{q}": r[k] + s for k in ("rotation_distance", "cos_theta_qtheta", "gain")
+                    for q, s in (("q025", -0.1), ("q975", 0.1))}} for r in saved]
+    fig = lens_plots.transition_figure(issue_24)
+    n_tasks = len({r["task"] for r in saved})
+    assert sum("random vectors" in (tr.name or "") for tr in fig.data) == 3 * n_tasks
+    assert sum((tr.name or "").endswith(": J") for tr in fig.data) == 3 * n_tasks

@@ -140,8 +140,8 @@ ISSUE_11 = {"key_heads": ("key_heads_layers", "score"), "sinks": ("attention_sin
 # steps whose accuracies are reported under several scorings -> (a table of theirs, the settings field)
 SCORINGS = {"ov_circuits": ("ov_reconstruction", "scorings"), "key_heads": ("key_heads_layers", "scorings"),
             "linear": ("linear_map", "scorings")}
-# steps whose configurations changed in issue 24 -> (their table, a settings field the new numbers have)
-ISSUE_24 = {"robustness": ("robustness", "methods")}
+# steps whose settings changed in issue 24 -> (a table of theirs, a settings field the new numbers have)
+ISSUE_24 = {"robustness": ("robustness", "methods"), "linear": ("linear_map", "map_random")}
 
 
 def stale_steps() -> set[str]:

@@ -2,8 +2,9 @@
 Wθ at the final stream) and the logit lens (``logit_lens``); rules: :mod:`tvmech.figures.claims.core`.
 
 ``linear_map`` rows are one per (task, layer, run seed); a layer's value is the mean over tasks, ± the sd over
-run seeds. The rotation/scaling claim has no null in this JSON and stays ``not tested`` until one is added
-(a random vector of θ's norm through the same map): :func:`rotation_scaling` is where it goes.
+run seeds. The rotation/scaling claim is tested against the rows' random-vector null (the exact Jacobian's
+polar statistics for random vectors of θ's norm, :mod:`tvmech.analysis.polar_null`); rows saved before that null
+leave it ``not tested``.
 """
 
 from __future__ import annotations
@@ -63,24 +64,56 @@ def linear_mean_vs_prompt(tables, metas) -> Finding:
         "each prompt's centred R², sd over seeds")
 
 
-@claim("rotation_scaling", "W rotates θ in early layers and scales it in late layers", LM)
+def null_by_layer(rows: list[dict], prefix: str, statistic: str) -> dict:
+    """``{layer: pooled verdict}`` of ``statistic`` of map ``prefix`` (``""`` W, ``"jac_"`` J) over the rows' own
+    random-vector nulls (:func:`tvmech.analysis.polar_null.pooled_verdict`), for the layers whose rows hold one."""
+    from tvmech.analysis.polar_null import null_verdict, pooled_verdict
+
+    out = {}
+    for la in layers(rows):
+        verdicts = [null_verdict(r[f"{prefix}{statistic}"], r[f"null_{prefix}{statistic}"], statistic)
+                    for r in pick(rows, layer=la) if len(r.get(f"null_{prefix}{statistic}") or ()) >= 2]
+        if verdicts:
+            out[la] = pooled_verdict(verdicts)
+    return out
+
+
+@claim("rotation_scaling", "Task vectors are rotated in early layers and scaled in late layers, unlike random "
+                           "vectors of their norm", LM)
 def rotation_scaling(tables, metas) -> Finding:
+    """The trend (the orthogonal factor's distance from the identity falls with depth) *and* its specificity: at
+    a majority of layers, the LTV's rotation distance through the exact Jacobian J lies outside its
+    random-vector null (pooled over tasks and seeds). Without a null in the JSON: ``not tested``."""
     rows = tables[LM]
     if not any(r.get("rotation_distance") is not None for r in rows):
         return not_run("the polar decomposition")
     dist, gain = by_layer(rows, "rotation_distance"), by_layer(rows, "gain")
     first, last = layers(rows)[0], layers(rows)[-1]
+    trend = exceeds(dist[first], dist[last])
     dets = [r["det_q"] for r in rows if r.get("det_q") is not None]
-    refl = (f" det Q = −1 (a reflection, not a rotation) in {sum(d < 0 for d in dets)} of {len(dets)} (task, seed, "
-            "layer) cases.") if dets else ""
-    return Finding("not tested", (
-        f"‖Q − I‖/√d {dist[first].fmt()} at layer {first} (√2 ≈ {math.sqrt(2):.2f} for a random rotation) → "
-        f"{dist[last].fmt()} at {last}; gain ‖Sθ‖/‖θ‖ {gain[first].fmt(1)} → {gain[last].fmt(1)}. No null in the "
-        "JSON: a random vector of θ's norm through the same map is not measured, so the trend is not shown to be "
-        "θ's." + refl),
-        {"dist_first": dist[first].mean, "dist_last": dist[last].mean, "gain_first": gain[first].mean,
-         "gain_last": gain[last].mean, "det_negative": sum(d < 0 for d in dets)}, None,
-        f"‖Q−I‖/√d {dist[first].fmt()} → {dist[last].fmt()}, gain {gain[first].fmt(1)} → {gain[last].fmt(1)}")
+    refl = (f" det Q = −1 (a reflection, split off before the statistics where the rows say so) in "
+            f"{sum(d < 0 for d in dets)} of {len(dets)} (task, seed, layer) cases.") if dets else ""
+    text = (f"‖Q − I‖/√d {dist[first].fmt()} at layer {first} (√2 ≈ {math.sqrt(2):.2f} for a random rotation) → "
+            f"{dist[last].fmt()} at {last} (trend {trend.fmt(2)}); gain ‖Sθ‖/‖θ‖ {gain[first].fmt(1)} → "
+            f"{gain[last].fmt(1)}.")
+    numbers = {"dist_first": dist[first].mean, "dist_last": dist[last].mean, "gain_first": gain[first].mean,
+               "gain_last": gain[last].mean, "det_negative": sum(d < 0 for d in dets)}
+    head = f"‖Q−I‖/√d {dist[first].fmt()} → {dist[last].fmt()}, gain {gain[first].fmt(1)} → {gain[last].fmt(1)}"
+    pooled = {s: null_by_layer(rows, "jac_", s) for s in ("rotation_distance", "gain")}
+    if not pooled["rotation_distance"]:
+        return Finding("not tested", text + " No null in the JSON: a random vector of θ's norm through the same map "
+                       "is not measured, so the trend is not shown to be θ's." + refl, numbers, None, head)
+    spec = {s: [la for la, v in p.items() if v["specific"]] for s, p in pooled.items()}
+    specific = "holds" if 2 * len(spec["rotation_distance"]) > len(pooled["rotation_distance"]) else "does not hold"
+    null = pooled["rotation_distance"][next(iter(pooled["rotation_distance"]))]
+    pct = lambda s: ", ".join(f"{v['mean_percentile']:.0f} (layer {la})" for la, v in pooled[s].items())  # noqa: E731
+    numbers.update({f"specific_{s}": spec[s] for s in spec})
+    return Finding(all_of([trend.verdict, specific]), text + (
+        f" Against {null['null_n']} random vectors of θ's norm per task, seed and layer, through the exact Jacobian "
+        f"J: θ's mean percentile of the rotation distance {pct('rotation_distance')}, task-vector-specific (pooled "
+        f"two-sided 5 % test) at {len(spec['rotation_distance'])} of {len(pooled['rotation_distance'])} layers; of "
+        f"the gain {pct('gain')}, specific at {len(spec['gain'])} of {len(pooled['gain'])}.") + refl,
+        numbers, "random vectors of θ's norm, J's polar statistics (pooled percentile per layer)", head)
 
 
 @claim("rotation_alignment", "The rotation Q aligns θ with the label directions beyond random rotations", LM)
