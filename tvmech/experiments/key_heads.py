@@ -55,6 +55,7 @@ from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import mean_head_z
 
 Head = tuple[int, int]
+EXACT = ("revert", "zero")  # exact interventions of the Taylor vs exact comparisons
 # comparison sets: config name -> the ``set`` of their rows
 RANDOM_SETS: dict[str, str] = {"layer_matched": "random_layer_matched", "all_layers": "random"}
 
@@ -107,6 +108,10 @@ class Config(ov_reconstruction.Config):
     random_sets: tuple[str, ...] = option(("layer_matched", "all_layers"), "random comparison sets: layer_matched "
                                           "(key set's layer histogram) and/or all_layers", flag="--random-sets",
                                           choices=tuple(RANDOM_SETS))
+    exact: tuple[str, ...] = option(EXACT, "exact interventions of the Taylor vs exact comparisons: revert (each "
+                                           "head's query z set to its clean z, what tv_reliance estimates) and/or "
+                                           "zero (zero ablation, what paper estimates)", flag="--exact-kinds",
+                                    choices=EXACT)
 
     def __post_init__(self):
         super().__post_init__()
@@ -120,6 +125,8 @@ class Config(ov_reconstruction.Config):
             raise ValueError(f"--key-score {self.score!r} is not valid; valid: {list(SCORES)}")
         if not self.random_sets or any(k not in RANDOM_SETS for k in self.random_sets):
             raise ValueError(f"--random-sets {list(self.random_sets)} is not valid; choose from {list(RANDOM_SETS)}")
+        if not self.exact or any(k not in EXACT for k in self.exact):
+            raise ValueError(f"--exact-kinds {list(self.exact)} is not valid; choose from {list(EXACT)}")
 
     def settings(self) -> dict:
         """The saved settings, without the OV reconstruction's own ``alphas`` and ``paths`` (the numbers of this
@@ -232,10 +239,11 @@ def exact_subset(model, vec: TaskVector, ranking: Sequence[Head], every: int = 1
 
 
 def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, scores: dict[str, HeadScores],
-                    subset: Sequence[Head], *, frac: float = 0.1, progress: bool = False
-                    ) -> tuple[list[dict], dict[str, dict[Head, float]]]:
-    """Exact effects ``mean |Δp|`` of reverting and of zero-ablating each head of ``subset`` alone, and each
-    comparison of :data:`COMPARISONS` (Spearman ρ, precision@k of the top ``frac``).
+                    subset: Sequence[Head], *, frac: float = 0.1, kinds: Sequence[str] = EXACT,
+                    progress: bool = False) -> tuple[list[dict], dict[str, dict[Head, float]]]:
+    """Exact effects ``mean |Δp|`` of each intervention of ``kinds`` (revert, zero) on each head of ``subset``
+    alone, and each comparison of :data:`COMPARISONS` with one of them (Spearman ρ, precision@k of the top
+    ``frac``).
 
     Args:
         model: a loaded model.
@@ -245,6 +253,7 @@ def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, score
         scores: score name -> :class:`HeadScores` on ``prompts`` (every score :data:`COMPARISONS` names).
         subset: the heads patched exactly.
         frac: share of the heads in the top set of precision@k.
+        kinds: the exact interventions.
         progress: show progress bars.
 
     Returns:
@@ -252,11 +261,11 @@ def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, score
         intervention -> head -> exact effect.
     """
     ad = adapt(model)
-    clean = clean_query_z(ad, task, prompts)
+    clean = clean_query_z(ad, task, prompts) if "revert" in kinds else None
     exact = {kind: ablation_effects(ad, vec, task, prompts, subset, kind=kind, clean=clean, progress=progress
-                                    ).abs().mean(1) for kind in dict.fromkeys(k for _, k in COMPARISONS)}
+                                    ).abs().mean(1) for kind in dict.fromkeys(kinds)}
     rows = []
-    for score, kind in COMPARISONS:
+    for score, kind in (c for c in COMPARISONS if c[1] in exact):
         rank = {h: i for i, h in enumerate(scores[score].ranking())}
         taylor = scores[score].taylor[tuple(zip(*subset))]
         prec, k = precision_at_k(taylor, exact[kind], frac)
@@ -274,11 +283,12 @@ def _task_rows(model, config: Config, name: str, vec, progress: bool) -> tuple[l
     key = set(key_heads(chosen, config.frac))
     subset = exact_subset(model, vec, chosen.ranking(), config.exact_every)
     taylor, exact = taylor_vs_exact(model, vec, task, score_prompts, scores, subset, frac=config.frac,
-                                    progress=progress)
+                                    kinds=config.exact, progress=progress)
     layer, _ = single_site(model, vec)
     rows = [{"task": name, "score": chosen.score, "layer": l, "head": h, "rank": i,
              "taylor": float(chosen.taylor[l, h]), "signed": float(chosen.signed[l, h]), "key": (l, h) in key,
-             "eligible": l >= layer, "exact": exact["zero"].get((l, h)), "exact_revert": exact["revert"].get((l, h))}
+             "eligible": l >= layer, "exact": exact.get("zero", {}).get((l, h)),
+             "exact_revert": exact.get("revert", {}).get((l, h))}
             for i, (l, h) in enumerate(chosen.ranking())]
     means = mean_head_z(model, task, score_prompts)
     ablations = key_vs_random(model, vec, task, test, chosen, frac=config.frac, n_random=config.n_random,

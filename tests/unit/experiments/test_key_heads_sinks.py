@@ -46,6 +46,16 @@ def test_key_heads_run_records_score_precision_and_layer_matched_sets(tiny, scor
         == [0, 1]
 
 
+def test_key_heads_exact_kinds_choose_the_comparisons(tiny):
+    res = key_heads.run(tiny, _config(key_heads, exact=("revert",)), progress=False)
+    assert {(r["score"], r["intervention"]) for r in res.taylor} == {("tv_reliance", "revert")}
+    assert all(r["exact"] is None for r in res.scores) and any(r["exact_revert"] for r in res.scores)
+    with pytest.raises(ValueError, match=r"--exact-kinds \['half'\] is not valid"):
+        key_heads.Config(exact=("half",))
+    cfg = sinks.Config().resolve(30)
+    assert "exact" not in cfg.settings() and "exact" in cfg.key_heads_config().settings()
+
+
 def test_comparison_sets_are_layer_matched_and_disjoint():
     key = [(0, 1), (2, 2), (2, 3)]
     sets = key_heads.comparison_sets(key, 3, 4, 5, 7)
