@@ -34,6 +34,8 @@ SAVED = {icl: ("icl_accuracy",), layer_sweep: ("layer_sweep",), robustness: ("ro
 MODULES = list(SAVED)
 # experiments whose defaults changed in issue 11 -> a settings field that committed numbers of issue 11 have
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}
+# experiments whose defaults changed in issue 24 -> a settings field that committed numbers of issue 24 have
+ISSUE_24 = {composition: "task", key_heads: "exact"}
 # experiments that report every accuracy under several scorings (field ``scorings``, not optional in the settings)
 SCORINGS = (ov_reconstruction, key_heads, linear_map)
 
@@ -48,6 +50,8 @@ def test_default_settings_on_the_default_model_equal_the_committed_ones(module):
         saved = json.loads((FIGURES / f"{name}.json").read_text())["meta"]["settings"]
         if module in ISSUE_11 and ISSUE_11[module] not in saved:
             pytest.skip(f"figures/{name}.json predates issue 11 (its defaults changed): recompute it")
+        if module in ISSUE_24 and ISSUE_24[module] not in saved:
+            pytest.skip(f"figures/{name}.json predates issue 24 (its defaults changed): recompute it")
         if module in SCORINGS and "scorings" not in saved:
             pytest.skip(f"figures/{name}.json predates the per-scoring accuracies: recompute it")
         if "seeds" in saved:  # gathered over several seeds (--seeds): the same settings without "seed"
@@ -112,6 +116,14 @@ def test_layer_sweep_run_resolves_the_layers_from_a_three_layer_model(tiny):
     assert res.config.layers == (0,)
     assert {(r["method"], r["layer"]) for r in res.rows()} == {("zero_shot", None), ("icl_1shot", None),
                                                                ("ltv", 0), ("vanilla", 0), ("fv", 0)}
+    assert {r["scoring"] for r in res.rows()} == {"first_token"}  # a word task: its own scoring is the headline
+    two = layer_sweep.run(tiny, layer_sweep.Config(tasks=("capitalize",), layers=(1,), ltv_steps=1, n_test=2, k=1,
+                                                   scorings=("exact_match", "first_token")), progress=False)
+    for method in ("zero_shot", "ltv"):
+        acc = {r["scoring"]: r["accuracy"] for r in two.rows() if r["method"] == method}
+        assert list(acc) == ["exact_match", "first_token"] and acc["exact_match"] <= acc["first_token"]
+    with pytest.raises(ValueError, match="--sweep-scorings"):
+        layer_sweep.Config(scorings=("argmax",))
     with pytest.raises(ValueError, match=r"layer\(s\) \[5\] out of range for a 3-layer model: valid layers are 0..2"):
         layer_sweep.run(tiny, layer_sweep.Config(tasks=("capitalize",), layers=(5,), ltv_steps=1, n_test=2),
                         progress=False)

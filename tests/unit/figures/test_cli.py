@@ -140,13 +140,15 @@ ISSUE_11 = {"key_heads": ("key_heads_layers", "score"), "sinks": ("attention_sin
 # steps whose accuracies are reported under several scorings -> (a table of theirs, the settings field)
 SCORINGS = {"ov_circuits": ("ov_reconstruction", "scorings"), "key_heads": ("key_heads_layers", "scorings"),
             "linear": ("linear_map", "scorings")}
+# steps whose settings gained fields in issue 24 -> (a table of theirs, a field it must have to be current)
+ISSUE_24 = {"key_heads": ("key_heads_layers", "exact"), "composition": ("composition", "task")}
 
 
 def stale_steps() -> set[str]:
-    """Steps whose committed numbers predate issue 11 or the per-scoring accuracies (their settings lack the
-    fields): they need recomputing."""
+    """Steps whose committed numbers predate issue 11, the per-scoring accuracies or issue 24 (their settings lack
+    the fields): they need recomputing."""
     out = set()
-    for step, (table, key) in [*ISSUE_11.items(), *SCORINGS.items()]:
+    for step, (table, key) in [*ISSUE_11.items(), *SCORINGS.items(), *ISSUE_24.items()]:
         path = FIGURES / f"{table}.json"
         if path.is_file() and key not in json.loads(path.read_text())["meta"]["settings"]:
             out.add(step)
