@@ -9,15 +9,15 @@ TV-reliance score ``|(a_θ − a_clean)·∂p/∂a|`` by default or the paper's 
 Taylor vs exact (``key_heads_taylor``). Every ``exact_every``-th head at or above the injection layer, in the
 order of the key-score ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is patched exactly
 at the query in the ways ``exact`` names (both by default): reverted to its clean (no-θ) ``z``
-(``intervention = "revert"``) and zero-ablated (``"zero"``). Each comparison of :data:`COMPARISONS` pairs a score with an intervention (``estimates`` says
-whether the score is the first-order estimate of that intervention: TV-reliance of revert, the paper's score of
-zero ablation) and is summarised by Spearman's ρ and precision@k (the overlap of the top ``frac`` by score and
-by exact effect among those heads); both scores are computed whatever ``score`` is. The key heads are ablated
-against random sets of the same size: layer-matched (same layer histogram, ``set = "random_layer_matched"``)
-and/or drawn from all layers (``set = "random"``), by zero and by mean ablation (``kind``). Every ablation
-accuracy is reported under each scoring of ``Config.scorings`` (default: the task's own, plus ``first_token``
-for label-set tasks), one row per (set, seed, kind, scoring), all scorings from the same forward passes; the
-first scoring is the primary one.
+(``intervention = "revert"``) and zero-ablated (``"zero"``). Each comparison of :data:`COMPARISONS` pairs a
+score with an intervention (``estimates`` says whether the score is the first-order estimate of that
+intervention: TV-reliance of revert, the paper's score of zero ablation) and is summarised by Spearman's ρ and
+precision@k (the overlap of the top ``frac`` by score and by exact effect among those heads); both scores are
+computed whatever ``score`` is. The key heads are ablated against random sets of the same size: layer-matched
+(same layer histogram, ``set = "random_layer_matched"``) and/or drawn from all layers (``set = "random"``), by
+zero and by mean ablation (``kind``). Every ablation accuracy is reported under each scoring of
+``Config.scorings`` (default: the task's own, plus ``first_token`` for label-set tasks), one row per (set, seed,
+kind, scoring), all scorings from the same forward passes; the first scoring is the primary one.
 """
 
 from __future__ import annotations
