@@ -15,13 +15,24 @@ Both come from one forward and one backward pass (plus, for ``tv_reliance``, one
 Since ``p`` depends on ``z_{l,h}[q]`` only through ``a_{l,h} = z W_O`` (linear),
 ``(a_θ − a_clean) · ∂p/∂a = (z_θ − z_clean)[q] · ∂p/∂z[q]`` exactly, which is how they are computed.
 
-Exact ablation. Head h's ``z[q]`` is set to 0 (zero ablation) or to its mean (mean ablation, see
-:func:`tvmech.methods.function_vectors.mean_head_z`: the mean of ``z[q]`` over zero-shot prompts *without* θ, so
-that a head's θ-specific contribution is removed but its usual output kept); ``Δp = p − p_ablated`` per
-prompt. Only the query position is ablated: that is where θ sits and where the answer is read.
+Exact interventions at the query position ``q`` (θ injected as usual; ``Δp = p − p_patched`` per prompt):
 
-Taylor vs exact. Over a set of heads (those at or above the injection layer): the Spearman correlation and
-``precision@k = |top_k(score) ∩ top_k(exact)| / k`` with ``k = round(frac · n)`` (:func:`precision_at_k`).
+* ``"revert"``: head h's ``z[q]`` set to its clean value, per prompt the ``z[q]`` of the same prompt's run
+  without θ (:func:`clean_query_z`). This is the intervention ``tv_reliance`` estimates to first order:
+  ``p(z_clean) ≈ p(z_θ) + (z_clean − z_θ)·∂p/∂z``, so ``Δp ≈ (z_θ − z_clean)·∂p/∂z`` with an error of second
+  order in ``z_θ − z_clean`` (tested: the ratio tends to 1 as θ → 0). A head below the injection layer has
+  ``Δp = 0`` exactly;
+* ``"zero"``: ``z[q] = 0``, the intervention ``paper`` estimates (``p(0) ≈ p(z_θ) − z_θ·∂p/∂z``);
+* ``"mean"``: ``z[q]`` set to its mean (:func:`tvmech.methods.function_vectors.mean_head_z`: the mean of ``z[q]``
+  over zero-shot prompts *without* θ, so that a head's θ-specific contribution is removed but its usual output
+  kept); no score estimates it.
+
+Only the query position is patched: that is where θ sits and where the answer is read.
+
+Taylor vs exact. Over a set of heads (those at or above the injection layer), each score against the mean
+``|Δp|`` of an exact intervention (its own: ``tv_reliance`` vs ``revert``, ``paper`` vs ``zero``): the Spearman
+correlation and ``precision@k = |top_k(score) ∩ top_k(exact)| / k`` with ``k = round(frac · n)``
+(:func:`precision_at_k`).
 
 Key heads: the top ``frac`` (default 10%) of all heads by score. Comparison sets of the same size
 (seeded; set ``i`` depends only on ``seed + i``), disjoint from the key set, either drawn from all other
@@ -52,6 +63,7 @@ from tvmech.analysis.head_sets import (
     random_head_sets,
     spearman,
 )
+from tvmech.analysis.head_verdicts import ESTIMATES  # the exact intervention each score estimates
 from tvmech.analysis.ov import check_head, single_site
 from tvmech.core.adapter import HookFn, adapt
 from tvmech.core.progress import tqdm
@@ -62,8 +74,9 @@ from tvmech.interventions.engine import Intervention, compose
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
-AblationKind = Literal["zero", "mean"]
-KINDS: tuple[str, ...] = get_args(AblationKind)
+AblationKind = Literal["zero", "mean", "revert"]
+EXACT_KINDS: tuple[str, ...] = get_args(AblationKind)  # every exact intervention of a head
+KINDS: tuple[str, ...] = ("zero", "mean")  # those of the key-vs-random ablation tables
 Score = Literal["tv_reliance", "paper"]
 SCORES: tuple[str, ...] = get_args(Score)
 
@@ -166,17 +179,40 @@ def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt],
                       len(batch), score)
 
 
+def clean_query_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "n_layers batch n_heads d_head"]:
+    """Every head's ``z`` at each prompt's query in the run without θ (what ``"revert"`` writes back).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the prompts' task.
+        prompts: at least one prompt, one batch (rows in the order given).
+
+    Returns:
+        ``z[l, b, h]``, read with a :class:`~tvmech.interventions.capture.Capture` of ``z`` at every layer.
+    """
+    ad = adapt(model)
+    batch = prompt_batch(ad, task, prompts)
+    capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
+    with torch.no_grad(), capture.attach(ad, batch.query_pos):
+        ad.run_blocks(ad.residual(batch.tokens, 0), 0)
+    return torch.stack([capture[layer, "z"][:, 0] for layer in range(ad.n_layers)])
+
+
 def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
              means: Float[Tensor, "n_layers n_heads d_head"] | None = None,
+             clean: Float[Tensor, "n_layers batch n_heads d_head"] | None = None,
              rows: tuple[int, int] | None = None) -> Intervention:
     """One :class:`~tvmech.interventions.heads.HeadPatch` per layer, together setting ``z[q]`` of each head in
-    ``heads`` to 0 (``"zero"``) or to ``means[l, h]`` (``"mean"``).
+    ``heads`` to 0 (``"zero"``), to ``means[l, h]`` (``"mean"``) or, row by row, to ``clean[l, b, h]``
+    (``"revert"``).
 
     Args:
         model: a TransformerLens model or its adapter.
         heads: ``(layer, head)`` pairs, no repeats.
-        kind: ``"zero"`` or ``"mean"``.
+        kind: ``"zero"``, ``"mean"`` or ``"revert"``.
         means: ``[n_layers, n_heads, d_head]`` mean ``z`` (mean ablation only).
+        clean: ``[n_layers, batch, n_heads, d_head]`` clean ``z`` per row (:func:`clean_query_z`; revert only;
+            ``batch`` = the rows the patch covers).
         rows: ``(start, stop)``: only these rows of the batch (``None``: every row).
 
     Returns:
@@ -184,54 +220,67 @@ def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
     """
     ad = adapt(model)
     heads = check_heads(ad, heads)
-    check_ablation(ad, kind, means)
+    check_ablation(ad, kind, means, clean)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
-    return compose([HeadPatch(l, hs, None if kind == "zero" else means[l], rows=rows) for l, hs in by_layer.items()])
+    values = {"zero": lambda l: None, "mean": lambda l: means[l], "revert": lambda l: clean[l]}[kind]
+    return compose([HeadPatch(l, hs, values(l), rows=rows) for l, hs in by_layer.items()])
 
 
-def check_ablation(model, kind: str, means: Tensor | None) -> None:
-    """Raise unless ``kind`` is an ablation kind and, for ``"mean"``, ``means`` is ``[n_layers, n_heads, d_head]``."""
+def check_ablation(model, kind: str, means: Tensor | None, clean: Tensor | None = None) -> None:
+    """Raise unless ``kind`` is an exact intervention and its values fit: for ``"mean"``, ``means`` is
+    ``[n_layers, n_heads, d_head]``; for ``"revert"``, ``clean`` is ``[n_layers, batch, n_heads, d_head]``."""
     ad = adapt(model)
-    if kind not in KINDS:
-        raise ValueError(f"ablation kind {kind!r} is not valid; choose one of {KINDS}")
+    if kind not in EXACT_KINDS:
+        raise ValueError(f"ablation kind {kind!r} is not valid; choose one of {EXACT_KINDS}")
     if kind == "mean" and (means is None or tuple(means.shape) != (ad.n_layers, ad.n_heads, ad.d_head)):
         raise ValueError(f"mean ablation needs means of shape {(ad.n_layers, ad.n_heads, ad.d_head)}, got "
                          f"{None if means is None else tuple(means.shape)}")
+    if kind == "revert" and (clean is None or clean.ndim != 4
+                             or (clean.shape[0], *clean.shape[2:]) != (ad.n_layers, ad.n_heads, ad.d_head)):
+        raise ValueError(f"revert needs clean z of shape ({ad.n_layers}, batch, {ad.n_heads}, {ad.d_head}) "
+                         f"(clean_query_z), got {None if clean is None else tuple(clean.shape)}")
 
 
 def ablation_hooks(model, heads: Sequence[Head], query_pos: Int[Tensor, " batch"], *, kind: AblationKind = "zero",
-                   means: Float[Tensor, "n_layers n_heads d_head"] | None = None) -> list[tuple[str, HookFn]]:
+                   means: Float[Tensor, "n_layers n_heads d_head"] | None = None,
+                   clean: Float[Tensor, "n_layers batch n_heads d_head"] | None = None) -> list[tuple[str, HookFn]]:
     """TransformerLens hooks of :func:`ablation` for a batch with query positions ``query_pos``.
 
     Args:
         model: a TransformerLens model or its adapter.
         heads: ``(layer, head)`` pairs.
         query_pos: each row's query index.
-        kind: ``"zero"`` or ``"mean"``.
+        kind: ``"zero"``, ``"mean"`` or ``"revert"``.
         means: mean ``z`` for mean ablation.
+        clean: per-row clean ``z`` for revert.
 
     Returns:
         ``(hook_name, hook_fn)`` pairs.
     """
-    return ablation(model, heads, kind=kind, means=means).hooks(model, query_pos)
+    return ablation(model, heads, kind=kind, means=means, clean=clean).hooks(model, query_pos)
 
 
 def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt], heads: Sequence[Head], *,
-                     kind: AblationKind = "zero", means: Tensor | None = None, progress: bool = False
-                     ) -> Float[Tensor, "n_sel n_prompts"]:
-    """``Δp = p − p_ablated`` for each head of ``heads`` ablated alone, per prompt (θ injected throughout).
+                     kind: AblationKind = "zero", means: Tensor | None = None, clean: Tensor | None = None,
+                     progress: bool = False) -> Float[Tensor, "n_sel n_prompts"]:
+    """``Δp = p − p_patched`` for each head of ``heads`` patched alone (``kind``: zero, mean or revert), per
+    prompt (θ injected throughout).
 
-    Heads of one layer are ablated together in one batched pass (one batch replica per head), run from
-    that layer's input only.
+    Heads of one layer are patched together in one batched pass (one batch replica per head), run from
+    that layer's input only. ``clean`` (revert only) defaults to :func:`clean_query_z` of ``prompts``.
     """
     ad = adapt(model)
     single_site(ad, vec)
     heads = check_heads(ad, heads)
-    ablation(ad, heads, kind=kind, means=means).writes(ad)  # validate early
+    if kind == "revert" and clean is None:
+        clean = clean_query_z(ad, task, prompts)
+    ablation(ad, heads, kind=kind, means=means, clean=clean).writes(ad)  # validate early
     batch = prompt_batch(ad, task, prompts)
     B, rows = len(batch), torch.arange(len(batch), device=ad.device)
+    if kind == "revert" and clean.shape[1] != B:
+        raise ValueError(f"clean z has {clean.shape[1]} rows for {B} prompts")
     out = torch.zeros(len(heads), B)
     # the input of each block in the θ-run, recorded before the injection (the injected block's: without θ)
     inputs = Capture([(l, "resid_pre") for l in range(ad.n_layers)])
@@ -240,14 +289,16 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
             h = ad.residual(batch.tokens, ad.n_layers)
         p = torch.softmax(ad.unembed(h[rows, batch.query_pos]).float(), -1)[rows, batch.label_first]
         layers = sorted({l for l, _ in heads})
-        for layer in tqdm(layers, desc=f"exact ablation {task.name}", disable=not progress, leave=False):
+        for layer in tqdm(layers, desc=f"exact {kind} {task.name}", disable=not progress, leave=False):
             idx = [i for i, (l, _) in enumerate(heads) if l == layer]
             K = len(idx)
             rep = Batch(*(t.repeat(K, *[1] * (t.ndim - 1)) for t in
                           (batch.tokens, batch.query_pos, batch.label_first, batch.targets, batch.lengths)))
             hs = torch.tensor([heads[i][1] for i in idx], device=ad.device).repeat_interleave(B)
             rr = torch.arange(K * B, device=ad.device)
-            patch = HeadPatch(layer, hs, None if kind == "zero" else means[layer], per_row=True)  # heads[r] in row r
+            values = {"zero": None, "mean": means[layer] if means is not None else None,
+                      "revert": clean[layer].repeat(K, 1, 1) if clean is not None else None}[kind]
+            patch = HeadPatch(layer, hs, values, per_row=True)  # heads[r] in row r
             with (vec.injection + patch).attach(ad, rep.query_pos):
                 fin = ad.run_blocks(inputs[layer, "resid_pre"].repeat(K, 1, 1), layer)
             pa = torch.softmax(ad.unembed(fin[rr, rep.query_pos]).float(), -1)[rr, rep.label_first]
@@ -333,8 +384,8 @@ def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Examp
                               batch_size=batch_size)[task.scoring]
 
 
-__all__ = ["Head", "HeadScores", "KINDS", "AblationKind", "check_heads", "prompt_batch", "taylor_scores", "ablation",
-           "check_ablation", "ablation_hooks", "ablation_effects",
-           "spearman", "n_key", "key_heads", "random_head_sets", "layer_matched_sets", "heads_from_layer",
-           "precision_at_k", "ablated_accuracy", "ablated_accuracies", "Score", "SCORES", "check_score",
-           "layer_histogram", "mean_std"]
+__all__ = ["Head", "HeadScores", "KINDS", "EXACT_KINDS", "ESTIMATES", "AblationKind", "clean_query_z",
+           "check_heads", "prompt_batch", "taylor_scores", "ablation", "check_ablation", "ablation_hooks",
+           "ablation_effects", "spearman", "n_key", "key_heads", "random_head_sets", "layer_matched_sets",
+           "heads_from_layer", "precision_at_k", "ablated_accuracy", "ablated_accuracies", "Score", "SCORES",
+           "check_score", "layer_histogram", "mean_std"]

@@ -1,17 +1,23 @@
-"""Key heads of an LTV: Taylor scores vs exact ablation, key vs random head ablation, and where the key
-heads sit (``figures/key_heads_{taylor,ablation,layers}.json``).
+"""Key heads of an LTV: Taylor scores vs the exact interventions they estimate, key vs random head ablation,
+and where the key heads sit (``figures/key_heads_{taylor,ablation,layers}.json``).
 
 Heads are scored, chosen and ablated on the first ``n_score`` *training* queries, so that they are chosen
-on other prompts than those they are evaluated on. The score (``score``, recorded in every row) is the
+on other prompts than those they are evaluated on. The key-head score (``score``, recorded in every row) is the
 TV-reliance score ``|(a_θ − a_clean)·∂p/∂a|`` by default or the paper's ``|a·∂p/∂a|``
-(:mod:`tvmech.analysis.heads`). Every ``exact_every``-th head at or above the injection layer, in the order
-of the ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is also ablated exactly, and
-the score is compared with the exact effect by Spearman's ρ and precision@k (the overlap of the top
-``frac`` by score and by exact ablation among those heads). The key heads are ablated against random sets
-of the same size: layer-matched (same layer histogram, ``set = "random_layer_matched"``) and/or drawn from
-all layers (``set = "random"``). Every ablation accuracy is reported under each scoring of
-``Config.scorings`` (default: the task's own, plus ``first_token`` for label-set tasks), one row per (set,
-seed, kind, scoring), all scorings from the same forward passes; the first scoring is the primary one.
+(:mod:`tvmech.analysis.heads`).
+
+Taylor vs exact (``key_heads_taylor``). Every ``exact_every``-th head at or above the injection layer, in the
+order of the key-score ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is patched exactly
+at the query in the ways ``exact`` names (both by default): reverted to its clean (no-θ) ``z``
+(``intervention = "revert"``) and zero-ablated (``"zero"``). Each comparison of :data:`COMPARISONS` pairs a
+score with an intervention (``estimates`` says whether the score is the first-order estimate of that
+intervention: TV-reliance of revert, the paper's score of zero ablation) and is summarised by Spearman's ρ and
+precision@k (the overlap of the top ``frac`` by score and by exact effect among those heads); both scores are
+computed whatever ``score`` is. The key heads are ablated against random sets of the same size: layer-matched
+(same layer histogram, ``set = "random_layer_matched"``) and/or drawn from all layers (``set = "random"``), by
+zero and by mean ablation (``kind``). Every ablation accuracy is reported under each scoring of
+``Config.scorings`` (default: the task's own, plus ``first_token`` for label-set tasks), one row per (set, seed,
+kind, scoring), all scorings from the same forward passes; the first scoring is the primary one.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from torch import Tensor
 
 from tvmech.analysis.evaluation import evaluate_multi, resolve_scorings
 from tvmech.analysis.heads import (
+    ESTIMATES,
     KINDS,
     SCORES,
     HeadScores,
     ablated_accuracies_many,
     ablation_effects,
+    clean_query_z,
     heads_from_layer,
     key_heads,
     layer_matched_sets,
@@ -47,6 +55,7 @@ from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import mean_head_z
 
 Head = tuple[int, int]
+EXACT = ("revert", "zero")  # exact interventions of the Taylor vs exact comparisons
 # comparison sets: config name -> the ``set`` of their rows
 RANDOM_SETS: dict[str, str] = {"layer_matched": "random_layer_matched", "all_layers": "random"}
 
@@ -92,13 +101,17 @@ class Config(ov_reconstruction.Config):
                           flag="--mech-n-score")
     frac: float = option(0.1, "share of heads that are key heads", flag="--key-frac")
     n_random: int = option(5, "random head sets (seeds) per comparison and kind of set", flag="--n-random")
-    exact_every: int = option(1, "exact ablation of every n-th head (in ranking order) at or above the injection "
-                                 "layer", flag="--exact-every")
+    exact_every: int = option(1, "exact revert and zero ablation of every n-th head (in ranking order) at or above "
+                                 "the injection layer", flag="--exact-every")
     score: str = option("tv_reliance", "head score: tv_reliance |(a_θ − a_clean)·∂p/∂a| or paper |a·∂p/∂a|",
                         flag="--key-score", choices=SCORES)
     random_sets: tuple[str, ...] = option(("layer_matched", "all_layers"), "random comparison sets: layer_matched "
                                           "(key set's layer histogram) and/or all_layers", flag="--random-sets",
                                           choices=tuple(RANDOM_SETS))
+    exact: tuple[str, ...] = option(EXACT, "exact interventions of the Taylor vs exact comparisons: revert (each "
+                                           "head's query z set to its clean z, what tv_reliance estimates) and/or "
+                                           "zero (zero ablation, what paper estimates)", flag="--exact-kinds",
+                                    choices=EXACT)
 
     def __post_init__(self):
         super().__post_init__()
@@ -112,6 +125,8 @@ class Config(ov_reconstruction.Config):
             raise ValueError(f"--key-score {self.score!r} is not valid; valid: {list(SCORES)}")
         if not self.random_sets or any(k not in RANDOM_SETS for k in self.random_sets):
             raise ValueError(f"--random-sets {list(self.random_sets)} is not valid; choose from {list(RANDOM_SETS)}")
+        if not self.exact or any(k not in EXACT for k in self.exact):
+            raise ValueError(f"--exact-kinds {list(self.exact)} is not valid; choose from {list(EXACT)}")
 
     def settings(self) -> dict:
         """The saved settings, without the OV reconstruction's own ``alphas`` and ``paths`` (the numbers of this
@@ -124,14 +139,14 @@ class Config(ov_reconstruction.Config):
 
 @dataclass
 class Result:
-    """Per task and head the Taylor score (``scores``), the Taylor vs exact subset (``taylor``) and the key vs
-    random ablation records (``ablation``)."""
+    """Per task and head the scores (``scores``), the Taylor vs exact rows (``taylor``) and the key vs random
+    ablation records (``ablation``)."""
 
     config: Config
-    # task, score, layer, head, rank, taylor, signed, key, eligible (at or above the injection layer), exact (None
-    # off the subset), spearman, precision_at_k, k_precision
+    # task, score, layer, head, rank, taylor, signed, key, eligible (at or above the injection layer), exact (mean
+    # |Δp| of zero ablation; None off the subset), exact_revert (mean |Δp| of the revert to the clean z)
     scores: list[dict]
-    taylor: list[dict]  # the scores rows with an exact ablation (TAYLOR_KEYS)
+    taylor: list[dict]  # one row per (comparison, head of the subset) (TAYLOR_KEYS)
     ablation: list[dict]  # task, score, set, seed, kind, size, scoring, accuracy, n
 
     def rows(self) -> list[dict]:
@@ -208,43 +223,78 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
     return rows
 
 
-def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, scores: HeadScores, *, frac: float = 0.1,
-                    every: int = 1, progress: bool = False) -> tuple[dict[Head, float], float, float, int]:
-    """Exact zero-ablation effects ``mean |Δp|`` of every ``every``-th head (ranking order) at or above the
-    injection layer, and the score's Spearman ρ and precision@k (top ``frac``) against them.
+# (score, exact intervention) pairs of the Taylor vs exact table: each score against the intervention it
+# estimates, and the TV-reliance score against zero ablation (the comparison made before issue 24)
+COMPARISONS: tuple[tuple[str, str], ...] = (("tv_reliance", "revert"), ("paper", "zero"), ("tv_reliance", "zero"))
+TAYLOR_KEYS = ("task", "score", "intervention", "estimates", "layer", "head", "rank", "taylor", "exact", "spearman",
+               "precision_at_k", "k_precision")
 
-    Returns:
-        ``(head -> exact effect, spearman, precision_at_k, k)``.
-    """
+
+def exact_subset(model, vec: TaskVector, ranking: Sequence[Head], every: int = 1) -> list[Head]:
+    """Every ``every``-th head of ``ranking`` at or above θ's injection layer (those θ can reach)."""
     ad = adapt(model)
     layer, _ = single_site(ad, vec)
     eligible = set(heads_from_layer(ad.n_layers, ad.n_heads, layer))
-    subset = [h for h in scores.ranking() if h in eligible][::every]
-    exact = ablation_effects(ad, vec, task, prompts, subset, progress=progress).abs().mean(1)
-    taylor = scores.taylor[tuple(zip(*subset))]
-    prec, k = precision_at_k(taylor, exact, frac)
-    return {h: float(e) for h, e in zip(subset, exact)}, spearman(taylor, exact), prec, k
+    return [h for h in ranking if h in eligible][::every]
 
 
-TAYLOR_KEYS = ("task", "score", "layer", "head", "rank", "taylor", "exact", "spearman", "precision_at_k", "k_precision")
+def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, scores: dict[str, HeadScores],
+                    subset: Sequence[Head], *, frac: float = 0.1, kinds: Sequence[str] = EXACT,
+                    progress: bool = False) -> tuple[list[dict], dict[str, dict[Head, float]]]:
+    """Exact effects ``mean |Δp|`` of each intervention of ``kinds`` (revert, zero) on each head of ``subset``
+    alone, and each comparison of :data:`COMPARISONS` with one of them (Spearman ρ, precision@k of the top
+    ``frac``).
+
+    Args:
+        model: a loaded model.
+        vec: the task vector θ.
+        task: the task.
+        prompts: the scoring prompts (zero-shot).
+        scores: score name -> :class:`HeadScores` on ``prompts`` (every score :data:`COMPARISONS` names).
+        subset: the heads patched exactly.
+        frac: share of the heads in the top set of precision@k.
+        kinds: the exact interventions.
+        progress: show progress bars.
+
+    Returns:
+        ``(rows, exact)``: one row per (comparison, head of ``subset``) with :data:`TAYLOR_KEYS`, and
+        intervention -> head -> exact effect.
+    """
+    ad = adapt(model)
+    clean = clean_query_z(ad, task, prompts) if "revert" in kinds else None
+    exact = {kind: ablation_effects(ad, vec, task, prompts, subset, kind=kind, clean=clean, progress=progress
+                                    ).abs().mean(1) for kind in dict.fromkeys(kinds)}
+    rows = []
+    for score, kind in (c for c in COMPARISONS if c[1] in exact):
+        rank = {h: i for i, h in enumerate(scores[score].ranking())}
+        taylor = scores[score].taylor[tuple(zip(*subset))]
+        prec, k = precision_at_k(taylor, exact[kind], frac)
+        rho = spearman(taylor, exact[kind])
+        rows += [{"task": task.name, "score": score, "intervention": kind, "estimates": ESTIMATES[score] == kind,
+                  "layer": l, "head": h, "rank": rank[(l, h)], "taylor": float(t), "exact": float(e), "spearman": rho,
+                  "precision_at_k": prec, "k_precision": k} for (l, h), t, e in zip(subset, taylor, exact[kind])]
+    return rows, {kind: {h: float(e) for h, e in zip(subset, eff)} for kind, eff in exact.items()}
 
 
-def _task_rows(model, config: Config, name: str, vec, progress: bool) -> tuple[list[dict], list[dict]]:
+def _task_rows(model, config: Config, name: str, vec, progress: bool) -> tuple[list[dict], list[dict], list[dict]]:
     task, test, score_prompts = data(config, name)
-    scores = taylor_scores(model, vec, task, score_prompts, score=config.score)
-    key = set(key_heads(scores, config.frac))
-    exact_of, rho, prec, k = taylor_vs_exact(model, vec, task, score_prompts, scores, frac=config.frac,
-                                             every=config.exact_every, progress=progress)
+    scores = {s: taylor_scores(model, vec, task, score_prompts, score=s) for s in SCORES}
+    chosen = scores[config.score]
+    key = set(key_heads(chosen, config.frac))
+    subset = exact_subset(model, vec, chosen.ranking(), config.exact_every)
+    taylor, exact = taylor_vs_exact(model, vec, task, score_prompts, scores, subset, frac=config.frac,
+                                    kinds=config.exact, progress=progress)
     layer, _ = single_site(model, vec)
-    rows = [{"task": name, "score": scores.score, "layer": l, "head": h, "rank": i,
-             "taylor": float(scores.taylor[l, h]), "signed": float(scores.signed[l, h]), "key": (l, h) in key,
-             "eligible": l >= layer, "exact": exact_of.get((l, h)), "spearman": rho, "precision_at_k": prec,
-             "k_precision": k} for i, (l, h) in enumerate(scores.ranking())]
+    rows = [{"task": name, "score": chosen.score, "layer": l, "head": h, "rank": i,
+             "taylor": float(chosen.taylor[l, h]), "signed": float(chosen.signed[l, h]), "key": (l, h) in key,
+             "eligible": l >= layer, "exact": exact.get("zero", {}).get((l, h)),
+             "exact_revert": exact.get("revert", {}).get((l, h))}
+            for i, (l, h) in enumerate(chosen.ranking())]
     means = mean_head_z(model, task, score_prompts)
-    ablations = key_vs_random(model, vec, task, test, scores, frac=config.frac, n_random=config.n_random,
+    ablations = key_vs_random(model, vec, task, test, chosen, frac=config.frac, n_random=config.n_random,
                               seed=config.seed, random_sets=config.random_sets, means=means, scorings=config.scorings,
                               progress=progress)
-    return rows, list(ablations)
+    return rows, taylor, list(ablations)
 
 
 def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
@@ -261,10 +311,10 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
     """
     config = config.for_model(model)
     vecs = learned_vectors(model, config, config.layer, vectors)
-    scores, ablation = [], []
+    scores, taylor, ablation = [], [], []
     for name in config.tasks:
-        s, a = _task_rows(model, config, name, vecs[name], progress)
+        s, t, a = _task_rows(model, config, name, vecs[name], progress)
         scores += s
+        taylor += t
         ablation += a
-    taylor = [{k: r[k] for k in TAYLOR_KEYS} for r in scores if r["exact"] is not None]
     return Result(config, scores, taylor, ablation)

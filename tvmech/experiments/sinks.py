@@ -33,10 +33,12 @@ class Config(kh.Config):
             raise ValueError(f"--sink-threshold {self.threshold} is not valid: it must be in [0, 1]") from None
 
     def settings(self) -> dict:
-        """The saved settings, without ``scorings``: this experiment has no accuracies, so its numbers do not
-        depend on it (the key-head part's settings, :meth:`key_heads_config`, keep it)."""
+        """The saved settings, without ``scorings`` and ``exact``: this experiment has no accuracies and no exact
+        interventions, so its numbers do not depend on them (the key-head part's settings,
+        :meth:`key_heads_config`, keep them)."""
         out = super().settings()
-        out.pop("scorings", None)
+        for name in ("scorings", "exact"):
+            out.pop(name, None)
         return out
 
     def key_heads_config(self) -> kh.Config:

@@ -69,7 +69,7 @@ def _best_layer(rows: list[dict]) -> str:
 KEY_NUMBERS: dict[str, Callable[[list[dict]], str]] = {
     "icl_accuracy": lambda rows: "mean accuracy " + ", ".join(
         f"k={k}: {_pm(rows, lambda r, k=k: r['k'] == k)}" for k in sorted({r["k"] for r in rows})),
-    "layer_sweep": lambda rows: _best_layer(rows),
+    "layer_sweep": lambda rows: _best_layer(by_scoring(rows)),  # each task's first scoring: the headline
     "ov_reconstruction": lambda rows: "LTV {}, zero-shot {}, θ through MLPs only {}, values only {}".format(
         *(_pm(by_scoring(rows), lambda r, m=m: r["method"] == m) for m in ("ltv", "zero_shot", "path_mlp", "path_v"))),
     "key_heads_ablation": lambda rows: "no ablation {}, key heads zero-ablated {}".format(

@@ -63,24 +63,47 @@ def transfer_heatmap(rows: Sequence[dict], title: str = "", model_name: str = ""
 
 
 def composition_bars(rows: Sequence[dict], title: str = "", model_name: str = "") -> go.Figure:
-    """One bar per method (in the order given) with its accuracy written on it.
+    """The composed task's accuracy per method (in the order given), one bar colour per scoring; where the rows
+    have the part tasks' references (``role = "part"``), a second panel with each part's zero-shot, k-shot ICL
+    and LTV accuracy (first scoring), so the headroom of both parts and of the composition is in view.
 
-    ``rows`` are :func:`tvmech.experiments.composition.composition_experiment` records.
+    ``rows`` are :func:`tvmech.experiments.composition.composition_experiment` records (those saved before
+    issue 24: the composed task only, one scoring).
     """
-    methods = [r["method"] for r in rows]
-    fig = go.Figure(go.Bar(
-        x=methods, y=[r["accuracy"] for r in rows], customdata=[r["n"] for r in rows],
-        text=[f"{r['accuracy']:.2f}" for r in rows], textposition="outside",
-        marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(rows))],
-        hovertemplate="%{x}<br>accuracy %{y:.3f} (n=%{customdata})<extra></extra>",
-    ))
-    task = rows[0].get("task", "") if rows else ""
+    from plotly.subplots import make_subplots
+
+    composed = [r for r in rows if r.get("role", "composed") == "composed"]
+    parts = [r for r in rows if r.get("role") == "part"]
+    scorings = list(dict.fromkeys(r.get("scoring") for r in composed))
+    task = composed[0].get("task", "") if composed else ""
+    fig = make_subplots(rows=1, cols=2 if parts else 1, column_widths=[0.6, 0.4] if parts else None,
+                        subplot_titles=[f"composed task{': ' + task if task else ''}",
+                                        *(["each part on its own task"] if parts else [])])
+    for i, sc in enumerate(scorings):
+        mine = [r for r in composed if r.get("scoring") == sc]
+        fig.add_trace(go.Bar(
+            x=[r["method"] for r in mine], y=[r["accuracy"] for r in mine], customdata=[r["n"] for r in mine],
+            name=sc or "accuracy", marker_color=PALETTE[i % len(PALETTE)], showlegend=bool(sc),
+            text=[f"{r['accuracy']:.2f}" for r in mine], textposition="outside",
+            hovertemplate=f"%{{x}}<br>{sc or 'accuracy'} %{{y:.3f}} (n=%{{customdata}})<extra></extra>"), row=1, col=1)
+    first = scorings[0] if scorings else None
+    for j, kind in enumerate(("zero_shot", "icl", "LTV")):
+        mine = [r for r in parts if r.get("scoring") == first and (
+            r["method"] == kind if kind == "zero_shot" else r["method"].startswith("icl_") if kind == "icl"
+            else r["method"].endswith(" LTV"))]
+        if mine:
+            label = mine[0]["method"] if kind != "LTV" else "own LTV"
+            fig.add_trace(go.Bar(x=[r["task"] for r in mine], y=[r["accuracy"] for r in mine], name=f"part: {label}",
+                                 marker_color=PALETTE[(len(scorings) + j) % len(PALETTE)],
+                                 text=[f"{r['accuracy']:.2f}" for r in mine], textposition="outside",
+                                 hovertemplate=f"%{{x}}<br>{label} ({first}) %{{y:.3f}}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(range=[0, 1.1], title_text="test accuracy", row=1, col=1)
+    if parts:
+        fig.update_yaxes(range=[0, 1.1], row=1, col=2)
     fig.update_layout(
-        title=title or (f"Composition{': ' + task if task else ''} (king → reine)"
+        title=title or (f"Composition{': ' + task if task else ''}: each part's LTV, their sum and k-shot ICL"
                         + (f" — {model_name}" if model_name else "")),
-        xaxis_title="method", yaxis_title="test accuracy", yaxis=dict(range=[0, 1.05]),
-        template="plotly_white", width=800, height=500, showlegend=False,
-    )
+        barmode="group", template="plotly_white", width=1200 if parts else 800, height=500)
     return fig
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from tvmech.analysis.head_verdicts import comparison, taylor_agreement
 from tvmech.figures.plots import PALETTE
 from tvmech.figures.spread import error_bars, over_runs, run_seeds, runs_note
 
@@ -47,6 +48,7 @@ def _suffix(model_name: str) -> str:
 
 # random comparison sets (the ``set`` of their rows) -> legend label; rows saved before issue 11 have "random" only
 RANDOM_LABELS = {"random_layer_matched": "layer-matched random heads", "random": "random heads (all layers)"}
+ABLATIONS = {"zero": "zero ablation (z = 0)", "mean": "mean ablation (z = mean clean z)"}
 SCORE_LABELS = {"tv_reliance": "TV-reliance score |(a_θ − a_clean)·∂p/∂a|", "paper": "Taylor score |a·∂p/∂a|"}
 
 
@@ -143,83 +145,130 @@ def _agreement(row: dict) -> str:
     return out + (f", P@{row['k_precision']}={row['precision_at_k']:.2f}" if "precision_at_k" in row else "")
 
 
+# the exact intervention of a Taylor-vs-exact comparison (tvmech.analysis.head_verdicts.comparison)
+INTERVENTION_LABELS = {"revert": "revert to the clean z", "zero": "zero ablation"}
+
+
 def taylor_exact_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
-    """Taylor score against the exact zero-ablation effect for the checked heads, one colour per task."""
-    all_rows = rows
-    first = run_seeds(rows)[0]
-    rows = [r for r in rows if r.get("run_seed") == first]  # points of the first run seed; statistics over all
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig = go.Figure()
+    """Each head score against the exact effect mean|Δp| of an intervention, one panel per (score, intervention)
+    comparison (rows saved before issue 24: TV-reliance vs zero ablation), one colour per task; the panel title
+    says whether the score estimates that intervention and gives the mean ρ and precision@k over tasks."""
+    from plotly.subplots import make_subplots
+
+    all_rows = [{**r, "cmp": comparison(r)} for r in rows]
+    first = run_seeds(all_rows)[0]
+    shown = [r for r in all_rows if r.get("run_seed") == first]  # points of the first run seed; statistics over all
+    cmps = list(dict.fromkeys(r["cmp"] for r in all_rows))
+    tasks = list(dict.fromkeys(r["task"] for r in shown))
+    summary = taylor_agreement(rows)["comparisons"]
+    titles = []
+    for score, kind in cmps:
+        c = summary[f"{score}/{kind}"]
+        stat = f"ρ = {c['spearman']:.2f}" + (f", P@k = {c['precision_at_k']:.2f} (null {c['precision_null']:.2f})"
+                                             if c["precision_at_k"] is not None and c["precision_null"] else "")
+        titles.append(f"{SCORE_LABELS.get(score, score).split(' ')[0]} vs {INTERVENTION_LABELS.get(kind, kind)}"
+                      f"<br><sup>{'its first-order estimate' if c['estimates'] else 'not what it estimates'}; "
+                      f"mean {stat}</sup>")
+    fig = make_subplots(rows=1, cols=len(cmps), subplot_titles=titles, horizontal_spacing=0.08)
     floor = 1e-7
-    for i, t in enumerate(tasks):
-        mine = [r for r in rows if r["task"] == t]
-        fig.add_trace(go.Scatter(
-            x=[max(r["taylor"], floor) for r in mine], y=[max(r["exact"], floor) for r in mine], mode="markers",
-            name=f"{t} ({_agreement(mine[0])})", marker=dict(color=PALETTE[i % len(PALETTE)], size=7),
-            customdata=[[r["layer"], r["head"], r["rank"]] for r in mine],
-            hovertemplate=f"{t}<br>L%{{customdata[0]}}H%{{customdata[1]}} (rank %{{customdata[2]}})<br>"
-                          "Taylor %{x:.2e}<br>exact %{y:.2e}<extra></extra>"))
-    lo = min([max(min(r["taylor"], r["exact"]), floor) for r in rows] or [floor])
-    hi = max([max(r["taylor"], r["exact"]) for r in rows] or [1.0])
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(dash="dash", color="gray")))
-    per_task = list({(r.get("run_seed"), r["task"]): r for r in all_rows}.values())
-    rho = over_runs(per_task, lambda r: 0, "spearman")[0]
-    prec = over_runs(per_task, lambda r: 0, "precision_at_k").get(0)
-    stat = f"mean Spearman ρ = {rho.fmt()}" + (f", mean precision@10% = {prec.fmt()}" if prec else "")
-    if rho.n > 1:
-        stat += f" over {rho.n} run seeds; points of run seed {first}"
-    fig.update_layout(title=f"{_score_label(rows)} vs exact zero-ablation effect mean|Δp| ({stat})"
-                            f"{_suffix(model_name)}",
-                      xaxis=dict(title=f"{_score_label(rows)} (one forward + backward)", type="log"),
-                      yaxis=dict(title="exact ablation effect", type="log"), template="plotly_white",
-                      width=1000, height=650, legend=dict(title="task (Spearman ρ, precision@k)"))
+    for j, cmp in enumerate(cmps, start=1):
+        for i, t in enumerate(tasks):
+            mine = [r for r in shown if r["task"] == t and r["cmp"] == cmp]
+            fig.add_trace(go.Scatter(
+                x=[max(r["taylor"], floor) for r in mine], y=[max(r["exact"], floor) for r in mine], mode="markers",
+                name=f"{t} ({_agreement(mine[0])})" if mine else t, legendgroup=t, showlegend=j == 1,
+                marker=dict(color=PALETTE[i % len(PALETTE)], size=6), customdata=[[r["layer"], r["head"], r["rank"]]
+                                                                                  for r in mine],
+                hovertemplate=f"{t}<br>L%{{customdata[0]}}H%{{customdata[1]}} (rank %{{customdata[2]}})<br>"
+                              "score %{x:.2e}<br>exact %{y:.2e}<extra></extra>"), row=1, col=j)
+        mine = [r for r in shown if r["cmp"] == cmp]
+        lo = min([max(min(r["taylor"], r["exact"]), floor) for r in mine] or [floor])
+        hi = max([max(r["taylor"], r["exact"]) for r in mine] or [1.0])
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", showlegend=j == 1,
+                                 legendgroup="y = x", line=dict(dash="dash", color="gray")), row=1, col=j)
+        fig.update_xaxes(title_text=f"{cmp[0]} score (one forward + backward)", type="log", row=1, col=j)
+        fig.update_yaxes(title_text=f"exact {INTERVENTION_LABELS.get(cmp[1], cmp[1])} mean|Δp|", type="log", row=1,
+                         col=j)
+    runs = len({r.get("run_seed") for r in all_rows})
+    over = f" (means over tasks and {runs} run seeds; points of run seed {first})" if runs > 1 else ""
+    fig.update_layout(title=f"Taylor head scores vs the exact interventions{over}{_suffix(model_name)}",
+                      template="plotly_white", width=560 * len(cmps) + 240, height=620,
+                      legend=dict(title="task (Spearman ρ, precision@k)"))
     return fig
 
 
-def _set_bars(rows: Sequence[dict], sel, tasks: list[str]) -> tuple[list[float], list[float], int]:
-    """Per task and the mean over tasks of the ``accuracy``/``value`` of the rows ``sel`` picks: the mean over
+def _set_bars(rows: Sequence[dict], sel, tasks: list[str], groups: Sequence[set] | None = None
+              ) -> tuple[list[float], list[float], int]:
+    """Per task and for each mean group the ``accuracy``/``value`` of the rows ``sel`` picks: the mean over
     run seeds (within a run: over random sets), and the error bar: sd over run seeds where there are several,
-    else sd over the random sets (``seed``) of the one run. Also the number of runs or sets behind the bars."""
+    else sd over the random sets (``seed``) of the one run. Also the number of runs or sets behind the bars.
+
+    ``groups``: per mean bar, the ``(run_seed, task)`` pairs it averages over (``None``: one mean over all the
+    selected rows); a selection that lacks one of a group's pairs gets no bar there (``None``), so that every
+    bar of a group is a mean over the same tasks."""
     mine = [r for r in rows if sel(r)]
     field = "accuracy" if mine and "accuracy" in mine[0] else "value"
     runs = len(run_seeds(mine))
+    have = {(r.get("run_seed"), r["task"]) for r in mine}
+    subsets = [mine] if groups is None else [
+        [r for r in mine if (r.get("run_seed"), r["task"]) in g] if g <= have else None for g in groups]
     if runs > 1:
         task = over_runs(mine, lambda r: r["task"], field)
-        mean = over_runs(mine, lambda r: 0, field).get(0)
-        spreads = [task.get(t) for t in tasks] + [mean]
+        means = [over_runs(sub, lambda r: 0, field).get(0) if sub else None for sub in subsets]
+        spreads = [task.get(t) for t in tasks] + means
         return [s.mean if s else None for s in spreads], [s.sd if s else 0.0 for s in spreads], runs
-    # one run: the spread over the random sets (a set's value: its mean over tasks for the "mean" bar)
+    # one run: the spread over the random sets (a set's value: its mean over tasks for a mean bar)
     by_set = over_runs([{**r, "run_seed": r.get("seed")} for r in mine], lambda r: r["task"], field)
-    sets = over_runs([{**r, "run_seed": r.get("seed")} for r in mine], lambda r: 0, field).get(0)
-    spreads = [by_set.get(t) for t in tasks] + [sets]
+    means = [over_runs([{**r, "run_seed": r.get("seed")} for r in sub], lambda r: 0, field).get(0) if sub else None
+             for sub in subsets]
+    spreads = [by_set.get(t) for t in tasks] + means
     n_sets = len({r.get("seed") for r in mine})
     return [s.mean if s else None for s in spreads], [s.sd if s else 0.0 for s in spreads], n_sets
 
 
+def mean_groups(rows: Sequence[dict], sels: Sequence) -> list[tuple[str, set]]:
+    """The mean bars of a figure whose bars are the selections ``sels``: ``("mean", all (run seed, task)
+    pairs)``, and where some bar lacks some pairs (a layer-matched set that cannot be drawn for a task), also
+    ``("mean, n of N tasks", the pairs every bar has)``."""
+    pairs = {(r.get("run_seed"), r["task"]) for r in rows}
+    common = set(pairs)
+    for sel in sels:
+        common &= {(r.get("run_seed"), r["task"]) for r in rows if sel(r)}
+    out = [("mean", pairs)]
+    if common != pairs and common:
+        runs = len({run for run, _ in pairs})
+        what = f"{len(common)} of {len(pairs)} (seed, task) pairs" if runs > 1 else f"{len(common)} of " \
+               f"{len(pairs)} tasks"
+        out.append((f"mean over the {what} with every set", common))
+    return out
+
+
 def key_ablation_figure(rows: Sequence[dict], model_name: str = "", scoring: str = "own") -> go.Figure:
-    """LTV accuracy with no ablation, with the key heads ablated, and with random sets of the same size,
-    per task and averaged over tasks; error bars: sd over run seeds where there are several, else over the
-    random sets."""
+    """LTV accuracy with no ablation, with the key heads ablated (zero: z = 0, mean: z = the mean clean z), and
+    with random sets of the same size, per task and averaged over tasks; error bars: sd over run seeds where
+    there are several, else over the random sets. Every bar of a mean group averages the same tasks: where a
+    set is missing for some tasks (layer-matched), it has no bar in the all-tasks mean and a second mean group
+    covers the tasks every set has."""
     all_rows, rows = rows, by_scoring(rows, scoring)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    x = tasks + ["mean"]
     size = next((r["size"] for r in rows if r["set"] == "key"), 0)
     runs = len(run_seeds(rows))
+    kinds = [k for k in ("zero", "mean") if any(r["kind"] == k for r in rows)]
+    names = [n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)]
+    bars = [(lambda r: r["set"] == "none", "LTV, no ablation", PALETTE[0], False)]
+    for j, kind in enumerate(kinds):
+        bars.append((lambda r, k=kind: r["set"] == "key" and r["kind"] == k, f"key heads, {ABLATIONS[kind]}",
+                     PALETTE[1 + 3 * j], False))
+        bars += [(lambda r, k=kind, n=name: r["set"] == n and r["kind"] == k, f"{RANDOM_LABELS[name]}, "
+                  f"{ABLATIONS[kind]}", PALETTE[(2 + 3 * j + i) % len(PALETTE)], True) for i, name in enumerate(names)]
+    groups = mean_groups(rows, [b[0] for b in bars])
+    x = tasks + [g[0] for g in groups]
     fig = go.Figure()
-
-    def bar(sel, name, colour, random=False):
-        y, err, n = _set_bars(rows, sel, tasks)
+    for sel, name, colour, random in bars:
+        y, err, n = _set_bars(rows, sel, tasks, [g[1] for g in groups])
         spread = f" (± sd over {n} {'run seeds' if runs > 1 else 'sets'})" if (random or runs > 1) and n > 1 else ""
         fig.add_trace(go.Bar(x=x, y=y, name=name + spread, marker_color=colour,
                              error_y=dict(type="data", array=err) if n > 1 else None))
-
-    bar(lambda r: r["set"] == "none", "LTV, no ablation", PALETTE[0])
-    kinds = [k for k in ("zero", "mean") if any(r["kind"] == k for r in rows)]
-    for j, kind in enumerate(kinds):
-        bar(lambda r: r["set"] == "key" and r["kind"] == kind, f"key heads, {kind} ablation", PALETTE[1 + 3 * j])
-        for i, name in enumerate(n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)):
-            bar(lambda r: r["set"] == name and r["kind"] == kind, f"{RANDOM_LABELS[name]}, {kind} ablation",
-                PALETTE[(2 + 3 * j + i) % len(PALETTE)], random=True)
     fig.update_layout(barmode="group", template="plotly_white", width=1400, height=560,
                       title=f"Ablating the {size} key heads (highest {_score_label(rows)}) vs {size} random other "
                             f"heads, at the query position{runs_note(rows)}{_scoring_note(all_rows, scoring)}"

@@ -18,12 +18,19 @@ PANELS = (  # (key, subplot title, scale applied to the value, number format)
 )
 
 
+SCORINGS = {"first_token": "full vocabulary", "label_set": "label set", "exact_match": "exact match"}
+
+
 def _hover(r: dict) -> str:
     cuda = r.get("cuda_peak_bytes")
+    zero = r.get("zero_shot_by_scoring") or {}
     return "<br>".join([
         f"<b>{r['method']}</b>",
         f"accuracy {r['accuracy']:.3f}"
-        + (f" (zero-shot {r['zero_shot_accuracy']:.3f})" if r.get("zero_shot_accuracy") is not None else ""),
+        + (f" (zero-shot {r['zero_shot_accuracy']:.3f})" if r.get("zero_shot_accuracy") is not None else "")
+        + (f", {SCORINGS.get(r['scoring'], r['scoring'])}" if r.get("scoring") else ""),
+    ] + [f"accuracy, {SCORINGS.get(s, s)}: {a:.3f}" + (f" (zero-shot {zero[s]:.3f})" if s in zero else "")
+         for s, a in (r.get("acc_by_scoring") or {}).items() if s != r.get("scoring")] + [
         f"trainable parameters {r['trainable_params']:,}",
         f"step latency {r['step_latency_s'] * 1e3:.1f} ms (median)"
         + (f", {r['step_latency_min_s'] * 1e3:.1f} ms (fastest)" if r.get("step_latency_min_s") else ""),
@@ -39,7 +46,10 @@ def peft_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
     methods = [r["method"] for r in rows]
     colors = [PALETTE[i % len(PALETTE)] for i in range(len(rows))]
     hover = [_hover(r) for r in rows]
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.07)
+    scoring = rows[0].get("scoring") if rows else None
+    titles = [p[1] + (f" ({SCORINGS.get(scoring, scoring)})" if p[0] == "accuracy" and scoring else "")
+              for p in PANELS]
+    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=titles, horizontal_spacing=0.07)
     for col, (key, title, scale, fmt) in enumerate(PANELS, start=1):
         y = [r[key] * scale for r in rows]
         fig.add_trace(go.Bar(x=methods, y=y, marker_color=colors, name=title, showlegend=False, hovertext=hover,

@@ -41,8 +41,27 @@ def icl_accuracy_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure
     return fig
 
 
-def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
-    """Mean accuracy over tasks per injection layer for each vector method, with reference lines."""
+SCORING_NAMES = {"first_token": "full-vocabulary first-token scoring", "label_set": "label-set scoring",
+                 "exact_match": "exact match"}
+
+
+def headline(rows: Sequence[dict], scoring: str | None = None) -> tuple[list[dict], str]:
+    """The rows of one scoring and a title note naming it: ``scoring``, or each task's first (the headline;
+    rows without ``scoring`` are all kept, with no note)."""
+    if not any("scoring" in r for r in rows):
+        return list(rows), ""
+    first: dict = {}
+    for r in rows:
+        first.setdefault(r["task"], r.get("scoring"))
+    kept = [r for r in rows if r.get("scoring") == (scoring or first[r["task"]])]
+    names = list(dict.fromkeys(r.get("scoring") for r in kept))
+    return kept, "; " + ", ".join(SCORING_NAMES.get(n, str(n)) for n in names)
+
+
+def layer_sweep_figure(rows: Sequence[dict], model_name: str = "", scoring: str | None = None) -> go.Figure:
+    """Mean accuracy over tasks per injection layer for each vector method, with reference lines; under one
+    scoring (default: each task's first, the headline)."""
+    rows, note = headline(rows, scoring)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig = go.Figure()
     methods = [m for m in dict.fromkeys(r["method"] for r in rows)
@@ -60,16 +79,19 @@ def layer_sweep_figure(rows: Sequence[dict], model_name: str = "") -> go.Figure:
         fig.add_hline(y=v.mean, line=dict(dash="dash", color=PALETTE[len(methods) + j]),
                       annotation_text=f"{ref} {v.mean:.2f}{sd}", annotation_position="top left")
     fig.update_layout(title=f"Task vector injected at one layer (last position), mean over {len(tasks)} tasks"
-                      + runs_note(rows) + (f" — {model_name}" if model_name else ""),
+                      + runs_note(rows) + note + (f" — {model_name}" if model_name else ""),
                       xaxis_title="injection layer (hook_resid_pre)", yaxis_title="test accuracy",
                       yaxis=dict(range=[0, 1.02]), template="plotly_white", width=900, height=550)
     return fig
 
 
-def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols: int = 5) -> go.Figure:
-    """Small multiples: accuracy per injection layer for each task and method, references dashed."""
+def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols: int = 5,
+                               scoring: str | None = None) -> go.Figure:
+    """Small multiples: accuracy per injection layer for each task and method, references dashed; under one
+    scoring (default: each task's first, the headline)."""
     from plotly.subplots import make_subplots
 
+    rows, note = headline(rows, scoring)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     n_rows = -(-len(tasks) // cols)
     fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=tasks, shared_yaxes=True,
@@ -94,7 +116,8 @@ def layer_sweep_by_task_figure(rows: Sequence[dict], model_name: str = "", cols:
                                      hovertemplate=f"{task} {method}<br>layer %{{x}}<br>%{{y:.3f}}<extra></extra>"),
                           row=row, col=col)
     fig.update_yaxes(range=[0, 1.02])
-    fig.update_layout(title="Layer sweep per task" + runs_note(rows) + (f" — {model_name}" if model_name else ""),
+    fig.update_layout(title="Layer sweep per task" + runs_note(rows) + note
+                      + (f" — {model_name}" if model_name else ""),
                       template="plotly_white", width=1400, height=330 * n_rows)
     return fig
 

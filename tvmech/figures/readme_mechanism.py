@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from statistics import stdev
 
+from tvmech.analysis.head_verdicts import comparison, taylor_agreement
 from tvmech.analysis.polar_null import MAPS, pooled_verdict, row_verdicts, verdict_fields
 from tvmech.figures.readme_tables import (
     Rows,
@@ -79,6 +80,8 @@ def ov_classification(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
     return table(header, body) + "\n\n" + provenance("ov_reconstruction", rows, metas["ov_reconstruction"], MECH_KEYS)
 
 
+# the exact intervention of each ablation kind (key vs random tables)
+KIND_LABELS = {"zero": "zero ablation (z = 0)", "mean": "mean ablation (z = mean clean z)"}
 SETS = (("key", "key"), ("random_layer_matched", "random, layer-matched"), ("random", "random, all layers"))
 
 
@@ -108,7 +111,7 @@ def _like_for_like(rows: Rows) -> str:
     view = next(v for name, v in scoring_views(rows) if name in ("", "label_set"))
     view = [r for r in view if (r.get("run_seed"), r["task"]) in matched]
     acc = aggregate(view, ("kind", "set"), "accuracy")
-    body = [[kind, cell(acc, ("none", "none"), 3), cell(acc, (kind, "key"), 3),
+    body = [[KIND_LABELS.get(kind, kind), cell(acc, ("none", "none"), 3), cell(acc, (kind, "key"), 3),
              cell(acc, (kind, "random_layer_matched"), 3)] for kind in ordered(view, "kind") if kind != "none"]
     return (f"\n\nLike for like, on the {len(matched)} of {len(pairs)} (seed, task) pairs that have a layer-matched "
             "set (each task's own scoring):\n\n"
@@ -128,25 +131,54 @@ def key_heads(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
                         + ["—"] * (len(sets) - 1))
         for kind in ordered(view, "kind"):
             if kind != "none":
-                body.append([view_label(kind, scoring)] + [
+                body.append([view_label(KIND_LABELS.get(kind, kind), scoring)] + [
                     cell(acc, (kind, s), 3) + (_spread_over_sets(view, kind, s) if (kind, s) in acc else "")
                     for s, _ in sets])
     out = table(["ablation", *(label for _, label in sets)], body)
     out += _like_for_like(rows)
     out += "\n\n" + provenance("key_heads_ablation", rows, metas["key_heads_ablation"],
                                (*MECH_KEYS, "score", "frac", "n_random"))
+    return out + "\n\n" + taylor_table(taylor, metas["key_heads_taylor"])
+
+
+SCORE_NAMES = {"tv_reliance": "TV-reliance", "paper": "paper score"}
+INTERVENTION_NAMES = {"revert": "revert", "zero": "zero ablation"}
+INTERVENTION_NOTES = {
+    "revert": "*revert*: the head's z at the query set to its clean z (the same prompt's run without θ), the "
+              "intervention TV-reliance |(a_θ − a_clean)·∂p/∂a| estimates",
+    "zero": "*zero ablation*: z = 0 at the query, the intervention the paper score |a·∂p/∂a| estimates"}
+
+
+def taylor_table(taylor: Rows, meta: dict) -> str:
+    """Per task and mean over tasks: Spearman ρ and precision@k of each (score, exact intervention) comparison
+    (:func:`tvmech.analysis.head_verdicts.comparison`; rows saved before issue 24 compared TV-reliance with
+    zero ablation), the null of a random ranking beside the means, and which intervention each column is."""
+    rows = [{**r, "cmp": "/".join(comparison(r))} for r in taylor]
+    cmps = ordered(rows, "cmp")
+    summary = taylor_agreement(taylor)["comparisons"]
     ks = ordered(taylor, "k_precision")
-    prec = f"precision@{ks[0]}" if len(ks) == 1 else "precision@k"
-    tasks = ordered(taylor, "task", "scoring")
-    rho, pk = (aggregate(taylor, ("task", "scoring"), f) for f in ("spearman", "precision_at_k"))
-    body = [[t + (f" ({s})" if s else ""), cell(rho, (t, s)), cell(pk, (t, s))] for t, s in tasks]
-    for scoring, view in scoring_views(taylor):
-        # one value per task (repeated on every head's row): average per task first, then over tasks
-        per_task = list({(r.get("task"), r.get("scoring"), r.get("run_seed")): r for r in view}.values())
-        m_rho, m_pk = aggregate(per_task, (), "spearman"), aggregate(per_task, (), "precision_at_k")
-        body.append([view_label("**mean**", scoring), cell(m_rho, (), bold=True), cell(m_pk, (), bold=True)])
-    out += "\n\n" + table(["task", "Spearman (Taylor vs exact)", prec], body)
-    return out + "\n\n" + provenance("key_heads_taylor", taylor, metas["key_heads_taylor"], (*MECH_KEYS, "score"))
+    prec = f"P@{ks[0]}" if len(ks) == 1 else "P@k"
+    header = ["task"]
+    for c in cmps:
+        score, kind = c.split("/")
+        header += [f"{SCORE_NAMES.get(score, score)} vs {INTERVENTION_NAMES.get(kind, kind)}: ρ", prec]
+    tasks = ordered(rows, "task")
+    rho, pk = (aggregate(rows, ("task", "cmp"), f) for f in ("spearman", "precision_at_k"))
+    body = [[t, *(x for c in cmps for x in (cell(rho, (t, c)), cell(pk, (t, c))))] for t in tasks]
+    # one value per task (repeated on every head's row): average per task first, then over tasks
+    per_task = list({(r.get("task"), r["cmp"], r.get("run_seed")): r for r in rows}.values())
+    m_rho, m_pk = aggregate(per_task, ("cmp",), "spearman"), aggregate(per_task, ("cmp",), "precision_at_k")
+    body.append(["**mean**", *(x for c in cmps for x in (cell(m_rho, (c,), bold=True), cell(m_pk, (c,), bold=True)))])
+    body.append(["null (random ranking)", *(x for c in cmps for x in (
+        "0", "—" if summary[c]["precision_null"] is None else f"{summary[c]['precision_null']:.2f}"))])
+    kinds = [k for k in INTERVENTION_NOTES if any(c.split("/")[1] == k for c in cmps)]
+    notes = "; ".join(INTERVENTION_NOTES[k] for k in kinds)
+    off = [c for c in cmps if not summary[c]["estimates"]]
+    if off:
+        notes += ". " + ", ".join(f"{SCORE_NAMES.get(c.split('/')[0])} vs {INTERVENTION_NAMES.get(c.split('/')[1])}"
+                                  for c in off) + " compares a score with an intervention it does not estimate"
+    return (table(header, body) + f"\n\n{notes}.\n\n"
+            + provenance("key_heads_taylor", taylor, meta, (*MECH_KEYS, "score")))
 
 
 SINK_METRICS = {"first": "attention to the first token", "self": "attention to the query itself",

@@ -89,8 +89,12 @@ def cell(stats: dict[tuple, Stat], key: tuple, digits: int = 2, bold: bool = Fal
     return f"**{text}**" if bold else text
 
 
-def scoring_views(rows: Rows) -> list[tuple[str, Rows]]:
+def scoring_views(rows: Rows, first: str = "label_set") -> list[tuple[str, Rows]]:
     """Rows to average over tasks, once per scoring where some task was scored both ways.
+
+    Args:
+        rows: JSON rows.
+        first: the scoring whose view comes first (then the others by name).
 
     Returns:
         ``[("", rows)]`` when no task has two scorings; else ``[(scoring, rows)]`` per such scoring, keeping the
@@ -100,7 +104,7 @@ def scoring_views(rows: Rows) -> list[tuple[str, Rows]]:
     for r in rows:
         if r.get("scoring") is not None:
             per_task[r.get("task")].add(r["scoring"])
-    both = sorted({s for ss in per_task.values() if len(ss) > 1 for s in ss}, key=lambda s: (s != "label_set", s))
+    both = sorted({s for ss in per_task.values() if len(ss) > 1 for s in ss}, key=lambda s: (s != first, s))
     if not both:
         return [("", rows)]
     return [(s, [r for r in rows if len(per_task.get(r.get("task"), ())) <= 1 or r.get("scoring") == s])
@@ -177,13 +181,14 @@ SWEEP_SHORT = {"ltv": "LTV", "vanilla": "Vanilla", "fv": "FV"}
 
 @register("layer_sweep", "layer_sweep")
 def layer_sweep(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
-    """Mean accuracy per method and layer, then per task: references, LTV at the middle layer, best layers."""
+    """Mean accuracy per method and layer (full-vocabulary scoring first where tasks were scored two ways), then
+    per task and scoring: references, LTV at the middle layer, best layers."""
     rows = tables["layer_sweep"]
     layers = sorted(ordered(rows, "layer"))
     swept = ordered([r for r in rows if r.get("layer") is not None], "method")
     methods = [m for m in SWEEP_METHODS if m in swept] + [m for m in swept if m not in SWEEP_METHODS]
     body = []
-    for scoring, view in scoring_views(rows):
+    for scoring, view in scoring_views(rows, first="first_token"):  # the headline first
         mean = aggregate(view, ("method", "layer"), "accuracy")
         body += [[view_label(SWEEP_METHODS.get(m, m), scoring), *(cell(mean, (m, layer)) for layer in layers)]
                  for m in methods]
@@ -260,25 +265,71 @@ def robustness(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
     return out + "\n\n" + provenance("robustness", rows, metas["robustness"], ("model", "ltv_steps", "k"))
 
 
-PEFT_METHODS = {"ltv": "LTV", "prefix": "prefix tuning (1 virtual token)", "lora_rank1": "rank-1 LoRA on W_O"}
+ACCURACY_VIEWS = {"first_token": "full vocabulary", "label_set": "label set", "exact_match": "exact match"}
+PEFT_METHODS = {"zero_shot": "zero-shot (no training)", "ltv": "LTV",
+                "prefix": "prefix tuning (1 virtual token)", "lora_rank1": "rank-1 LoRA on W_O"}
 
 
 @register("peft", "peft")
 def peft(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
-    """Accuracy and cost of LTV, prefix tuning and LoRA on one task."""
+    """Accuracy (each scoring, the headline first) and cost of LTV, prefix tuning and LoRA on one task, with the
+    untrained model's zero-shot accuracy as the first row."""
     rows = tables["peft"]
-    columns = [  # field, header, scale, digits, unit
-        ("accuracy", "accuracy", 1, 2, ""), ("trainable_params", "trainable params", 1, 0, ""),
-        ("step_latency_s", "step latency", 1e3, 0, " ms"), ("peak_memory_bytes", "saved for backward", 1e-6, 0, " MB"),
-        ("cuda_peak_bytes", "CUDA peak", 1e-6, 0, " MB")]
-    columns = [c for c in columns if has(rows, c[0])]
+    scorings = list(dict.fromkeys(s for r in rows for s in r.get("acc_by_scoring") or {}))
+    # accuracy columns: one per scoring where the rows have them (rows before issue 24: the task's own, one)
+    accs = [(f"acc:{s}", f"accuracy, {ACCURACY_VIEWS.get(s, s)}") for s in scorings] or [("accuracy", "accuracy")]
+    flat = [{**r, **{f"acc:{s}": v for s, v in (r.get("acc_by_scoring") or {}).items()}} for r in rows]
+    columns = [(field, header, 1, 2, "") for field, header in accs] + [  # field, header, scale, digits, unit
+        ("trainable_params", "trainable params", 1, 0, ""), ("step_latency_s", "step latency", 1e3, 0, " ms"),
+        ("peak_memory_bytes", "saved for backward", 1e-6, 0, " MB"), ("cuda_peak_bytes", "CUDA peak", 1e-6, 0, " MB")]
+    columns = [c for c in columns if has(flat, c[0])]
     body = []
-    for m in ordered(rows, "method"):
+    zero = [{**r, "method": "zero_shot", "accuracy": r.get("zero_shot_accuracy"),
+             **{f"acc:{s}": v for s, v in (r.get("zero_shot_by_scoring") or {}).items()}}
+            for r in rows if r.get("zero_shot_accuracy") is not None and r.get("method") == rows[0].get("method")]
+    for m in ordered(zero + flat, "method"):
         line = [PEFT_METHODS.get(m, m)]
         for field, _, scale, digits, unit in columns:
-            scaled = [{**r, field: r[field] * scale} for r in rows if r.get("method") == m and r.get(field) is not None]
+            if m == "zero_shot" and not field.startswith("acc"):
+                line.append("—")
+                continue
+            scaled = [{**r, field: r[field] * scale} for r in zero + flat
+                      if r.get("method") == m and r.get(field) is not None]
             stats = aggregate(scaled, ("method",), field)
             line.append(cell(stats, (m,), digits) + (unit if stats else ""))
         body.append(line)
     out = table(["method", *(c[1] for c in columns)], body)
     return out + "\n\n" + provenance("peft", rows, metas["peft"], ("model", "task", "layer", "steps"))
+
+
+@register("composition", "composition")
+def composition(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
+    """The composed task's accuracy per method and scoring; where the rows have them, each part's zero-shot, ICL
+    and own-LTV accuracy; and the ICL headroom verdict (:func:`tvmech.experiments.composition.headroom`)."""
+    from tvmech.experiments.composition import headroom
+
+    rows = tables["composition"]
+    composed = [r for r in rows if r.get("role", "composed") == "composed"]
+    task = ordered(composed, "task")[0] if has(composed, "task") else "the composed task"
+    scorings = ordered(composed, "scoring")
+    acc = aggregate(composed, ("method", "scoring"), "accuracy")
+    out = table([f"method (on {task})", *(f"accuracy, {ACCURACY_VIEWS.get(s, s)}" for s in scorings)],
+                [[m, *(cell(acc, (m, s)) for s in scorings)] for m in ordered(composed, "method")])
+    parts = [r for r in rows if r.get("role") == "part"]
+    if parts:
+        kinds = (("zero-shot", lambda m: m == "zero_shot"), ("k-shot ICL", lambda m: m.startswith("icl_")),
+                 ("own LTV", lambda m: m.endswith(" LTV")))
+        pacc = aggregate([{**r, "kind": next(k for k, f in kinds if f(r["method"]))} for r in parts],
+                         ("task", "scoring", "kind"), "accuracy")
+        body = [[f"{t} ({ACCURACY_VIEWS.get(s, s)})", *(cell(pacc, (t, s, k)) for k, _ in kinds)]
+                for t, s in ordered(parts, "task", "scoring")]
+        out += "\n\n" + table(["part task", *(k for k, _ in kinds)], body)
+    room = headroom(rows)
+    c = room["composed"]
+    if c["gain"] is not None:
+        out += (f"\n\nICL headroom on {task} ({ACCURACY_VIEWS.get(room['scoring'], room['scoring'])}): zero-shot "
+                f"{c['zero_shot']:.2f}, k-shot ICL {c['icl']:.2f}, gain {c['gain']:+.2f}: "
+                + ("ICL does the composed task" if room["icl_headroom"] else "ICL does not do the composed task, "
+                   "so the vectors' sum cannot be judged on it") + " (headroom: a gain of at least 0.20).")
+    return out + "\n\n" + provenance("composition", rows, metas["composition"], ("model", "task", "layer", "ltv_steps",
+                                                                                 "k"))

@@ -15,6 +15,7 @@ from types import ModuleType
 
 import plotly.graph_objects as go
 
+from tvmech.data.tasks import builtin_task
 from tvmech.experiments import (
     composition,
     geometry,
@@ -134,13 +135,16 @@ def _saved_key_sets(cfg: sinks.Config, ctx: Context) -> dict:
 
 
 def _sweep_references(ctx: Context, tasks) -> dict[str, float]:
-    """Zero-shot and ICL means of the layer sweep's saved rows (the robustness figure's reference lines)."""
+    """Zero-shot and ICL means of the layer sweep's saved rows (the robustness figure's reference lines), each
+    task under its own scoring (as robustness scores it)."""
     refs = {}
     path = ctx.out / "layer_sweep.json" if ctx.out is not None else None
     if path is not None and path.is_file():
         rows = json.loads(path.read_text())["rows"]
+        own = {t: builtin_task(t).scoring for t in tasks}
         for m in ("zero_shot", "icl_5shot"):
-            vals = [r["accuracy"] for r in rows if r["method"] == m and r["task"] in tasks]
+            vals = [r["accuracy"] for r in rows if r["method"] == m and r["task"] in tasks
+                    and r.get("scoring", own[r["task"]]) == own[r["task"]]]
             if vals:
                 refs[m] = sum(vals) / len(vals)
     return refs
@@ -218,7 +222,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("composition", composition, ("composition",), lambda t, m, cfg, ctx: [
         ("composition", geometry_plots.composition_bars(t["composition"], model_name=ctx.model_name),
          "composition")], per_task=False, inputs=_vectors,
-         vectors=lambda cfg: (composition.PARTS, cfg.layer)),
+         vectors=lambda cfg: (cfg.parts, cfg.layer)),
     Step("peft", peft, ("peft",), lambda t, m, cfg, ctx: [
         ("peft", peft_plots.peft_figure(t["peft"], ctx.model_name), "peft")], per_task=False),
     Step("ov_circuits", ov_reconstruction, ("ov_reconstruction",), _draw_ov, inputs=_vectors),

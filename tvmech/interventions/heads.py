@@ -2,7 +2,10 @@
 
 ``z[b, p, h]`` is head ``h``'s attention-weighted value at position ``p`` (``[d_head]``); the head's
 output is ``z W_O[h]``, so setting ``z`` sets the head's output. :class:`HeadPatch` sets ``z[b, p, h]``
-to 0 (``values=None``) or to ``values[h]`` for
+to 0 (``values=None``), to ``values[h]`` (``values`` of shape ``[n_heads, d_head]``: one value per head, the
+same in every row, as in mean ablation) or to ``values[b, h]`` (``[rows, n_heads, d_head]``: one value per row
+and head, e.g. each prompt's own clean ``z`` to revert a head to its output without θ; ``b`` counts from the
+first row the patch covers, and every position of the row gets that value) for
 
 * every head in ``heads``, in every row (``per_row=False``), or
 * one head per row, ``heads[b]`` for row ``b`` (``per_row=True``): a batch replicated once per head
@@ -36,7 +39,7 @@ class HeadPatch(Intervention):
 
     layer: int
     heads: Sequence[int] | Tensor
-    values: Float[Tensor, "n_heads d_head"] | None = None
+    values: Float[Tensor, "n_heads d_head"] | Float[Tensor, "rows n_heads d_head"] | None = None
     positions: tuple[int, ...] = (-1,)
     per_row: bool = False
     rows: tuple[int, int] | None = None
@@ -64,8 +67,10 @@ class HeadPatch(Intervention):
         bad = [int(h) for h in self.heads if not 0 <= int(h) < ad.n_heads]
         if bad:
             raise ValueError(f"heads {bad} are out of range: valid heads are 0..{ad.n_heads - 1} (layer {self.layer})")
-        if self.values is not None and tuple(self.values.shape) != (ad.n_heads, ad.d_head):
-            raise ValueError(f"head values must have shape {(ad.n_heads, ad.d_head)}, got {tuple(self.values.shape)}")
+        if self.values is not None and (self.values.ndim not in (2, 3)
+                                        or tuple(self.values.shape[-2:]) != (ad.n_heads, ad.d_head)):
+            raise ValueError(f"head values must have shape {(ad.n_heads, ad.d_head)} (per head) or "
+                             f"(rows, {ad.n_heads}, {ad.d_head}) (per row and head), got {tuple(self.values.shape)}")
         return [Write(self.layer, "z", self._edit)]
 
     def _edit(self, z: Tensor, ctx: Context) -> Tensor:
@@ -85,8 +90,12 @@ class HeadPatch(Intervention):
             r, c, h = r.repeat_interleave(n), c.repeat_interleave(n), heads.repeat(len(flat))
         if self.values is None:
             vals = torch.zeros(len(h), z.shape[-1], device=z.device, dtype=z.dtype)
-        else:
+        elif self.values.ndim == 2:
             vals = self.values.to(z.device, z.dtype)[h]
+        else:
+            if len(self.values) != stop - start:
+                raise ValueError(f"per-row head values have {len(self.values)} rows; the patch covers {stop - start}")
+            vals = self.values.to(z.device, z.dtype)[r - start, h]
         return z.index_put((r, c, h), vals)
 
 

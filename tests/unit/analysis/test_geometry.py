@@ -6,7 +6,7 @@ import torch
 
 import tvmech as tv
 from tvmech.analysis.geometry import compose, cosine_matrix
-from tvmech.experiments.composition import composition_experiment, composition_task
+from tvmech.experiments.composition import COMPOSITIONS, composition_experiment, composition_task, headroom
 from tvmech.experiments.geometry import transfer_matrix
 from tvmech.figures import geometry_plots as gp
 from tvmech.interventions.task_vector import TaskVector
@@ -80,28 +80,60 @@ def test_transfer_matrix_matches_direct_evaluation(tiny):
     assert acc[("B", "B")] == 1 and acc[("A", "B")] == 0 and acc[("B", "A")] == 0
 
 
-def test_composition_task_loads():
-    task = composition_task()
+@pytest.mark.parametrize("name,facts", [
+    ("singular_plural_capitalize", {"bell": "Bells", "daisy": "Daisies", "wrench": "Wrenches"}),
+    ("present_past_capitalize", {"jog": "Jogged", "tidy": "Tidied", "chase": "Chased"}),
+    ("english_french_feminine", {"king": "reine", "brother": "sœur", "father": "mère"})])
+def test_composition_tasks_load(name, facts):
+    task = composition_task(name)
     inputs = [e.input for e in task.examples]
-    assert len(inputs) >= 40 and len(set(inputs)) == len(inputs)
+    assert task.name == name and len(inputs) >= 40 and len(set(inputs)) == len(inputs)
     assert task.template == tv.Template() and task.scoring == "first_token"
     pairs = {e.input: e.output for e in task.examples}
-    assert pairs["king"] == "reine" and pairs["brother"] == "sœur" and pairs["father"] == "mère"
+    assert all(pairs[k] == v for k, v in facts.items())
     assert all(" " not in e.input and " " not in e.output for e in task.examples)
     assert len(task.splits(0, (0.3, 0.1, 0.6)).test) >= 25
+    first, second = COMPOSITIONS[name].parts
+    if second == "capitalize":  # the first part's answer, capitalized; inputs the first part's data does not have
+        assert all(o[0].isupper() and o[1:].islower() for o in pairs.values())
+        assert not set(inputs) & {e.input for e in tv.builtin_task(first).examples}
+    with pytest.raises(ValueError, match="composition 'x' is not valid; choose one of"):
+        composition_task("x")
 
 
 def test_composition_experiment_runs_every_method(tiny):
     task = tv.Task("comp", tuple(tv.Example(w, "z" + w) for w in WORDS), tv.Template(answer="{output}"))
     zero = TaskVector.for_model(tiny, torch.zeros(1, 1, 64), (2,))
-    rows = composition_experiment(tiny, _push(tiny, "z"), zero, task, n_test=6, k=2)
-    assert [r["method"] for r in rows] == ["zero_shot", "english_french LTV", "masculine_feminine LTV",
-                                           "sum of both", "icl_2shot"]
-    acc = {r["method"]: r["accuracy"] for r in rows}
-    assert acc["english_french LTV"] == 1 and acc["sum of both"] == 1 and all(r["n"] == 6 for r in rows)
-    assert acc["masculine_feminine LTV"] == acc["zero_shot"]  # a zero vector changes nothing
-    exact = composition_experiment(tiny, _push(tiny, "z"), zero, task, n_test=6, k=2, scoring="exact_match")
-    assert {r["scoring"] for r in exact} == {"exact_match"} and exact[1]["accuracy"] == 0  # "z" alone is not "zword"
+    part = tv.Task("part", tuple(tv.Example(w, "z" + w) for w in WORDS), tv.Template(answer="{output}"))
+    rows = composition_experiment(tiny, _push(tiny, "z"), zero, task, parts=("zed", "none"), part_tasks=(part,),
+                                  n_test=6, k=2, scoring="first_token")
+    composed = [r for r in rows if r["role"] == "composed" and r["scoring"] == "first_token"]
+    assert [r["method"] for r in composed] == ["zero_shot", "zed LTV", "none LTV", "sum of both", "icl_2shot"]
+    acc = {r["method"]: r["accuracy"] for r in composed}
+    assert acc["zed LTV"] == 1 and acc["sum of both"] == 1 and all(r["n"] == 6 for r in rows)
+    assert acc["none LTV"] == acc["zero_shot"]  # a zero vector changes nothing
+    exact = {r["method"]: r["accuracy"] for r in rows if r["role"] == "composed" and r["scoring"] == "exact_match"}
+    assert exact["zed LTV"] == 0  # "z" alone is not "zword"
+    assert [(r["task"], r["method"]) for r in rows if r["role"] == "part" and r["scoring"] == "first_token"] == [
+        ("part", "zero_shot"), ("part", "icl_2shot"), ("part", "zed LTV")]
+    assert next(r for r in rows if r["role"] == "part" and r["method"] == "zed LTV")["accuracy"] == 1
+    room = headroom(rows)
+    assert room["scoring"] == "first_token" and room["composed"]["vectors"]["zed LTV"] == 1
+    assert room["parts"]["part"]["ltv"] == 1 and room["composed"]["gain"] == acc["icl_2shot"] - acc["zero_shot"]
+
+
+def test_headroom_of_saved_rows():
+    methods = (("zero_shot", 0.0), ("english_french LTV", 0.06), ("sum of both", 0.0), ("icl_5shot", 0.0))
+    old = [{"method": m, "accuracy": a, "n": 31, "k": 5 if m.startswith("icl") else 0,
+            "task": "english_french_feminine", "scoring": "exact_match"} for m, a in methods]
+    room = headroom(old)
+    assert room["icl_headroom"] is False and room["composed"]["gain"] == 0 and room["parts"] == {}
+    new = old + [{**r, "role": "part", "task": "english_french", "accuracy": a} for r, a in
+                 ((old[0], 0.01), (old[3], 0.08), (old[1], 0.12))]
+    new[3] = {**new[3], "accuracy": 0.5}
+    room = headroom(new)
+    assert room["icl_headroom"] is True and room["parts"]["english_french"] == pytest.approx(
+        {"zero_shot": 0.01, "icl": 0.08, "ltv": 0.12, "gain": 0.07})
 
 
 def test_figure_builders():
@@ -120,3 +152,10 @@ def test_figure_builders():
     comp = [{"method": m, "accuracy": a, "n": 30} for m, a in (("zero_shot", 0.0), ("sum of both", 0.4))]
     bars = gp.composition_bars(comp)
     assert list(bars.data[0].x) == ["zero_shot", "sum of both"] and list(bars.data[0].y) == [0.0, 0.4]
+    comp = [{**r, "task": "c", "role": "composed", "scoring": s} for r in comp for s in ("exact_match", "first_token")]
+    comp += [{"task": p, "role": "part", "method": m, "accuracy": 0.5, "n": 9, "scoring": "exact_match"}
+             for p in ("p", "q") for m in ("zero_shot", "icl_5shot", f"{p} LTV")]
+    bars = gp.composition_bars(comp)
+    assert [tr.name for tr in bars.data] == ["exact_match", "first_token", "part: zero_shot", "part: icl_5shot",
+                                             "part: own LTV"]
+    assert list(bars.data[4].x) == ["p", "q"] and bars.layout.annotations[1].text == "each part on its own task"

@@ -287,4 +287,5 @@ def test_mechanism_figures_draw_saved_rows():
     assert fig.data[0].y[0] == pytest.approx(0.2) and fig.data[1].y[0] == pytest.approx(0.7)
     taylor = [{"task": "a", "layer": 0, "head": h, "rank": h, "taylor": 0.1 / (h + 1), "exact": 0.1 / (h + 1),
                "spearman": 1.0} for h in range(3)]
-    assert "ρ = 1.00" in mp.taylor_exact_figure(taylor).layout.title.text
+    fig = mp.taylor_exact_figure(taylor)
+    assert "ρ = 1.00" in fig.layout.annotations[0].text and "zero ablation" in fig.layout.annotations[0].text

@@ -36,7 +36,7 @@ MODULES = list(SAVED)
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}
 # experiments whose defaults changed in issue 24 -> a settings field that committed numbers of issue 24 have
 ISSUE_24 = {ov_reconstruction: "paths", key_heads: "paths", sinks: "paths", robustness: "methods",
-            linear_map: "map_random"}
+            linear_map: "map_random", composition: "task"}
 # experiments that report every accuracy under several scorings (field ``scorings``, not optional in the settings)
 SCORINGS = (ov_reconstruction, key_heads, linear_map)
 
@@ -117,6 +117,14 @@ def test_layer_sweep_run_resolves_the_layers_from_a_three_layer_model(tiny):
     assert res.config.layers == (0,)
     assert {(r["method"], r["layer"]) for r in res.rows()} == {("zero_shot", None), ("icl_1shot", None),
                                                                ("ltv", 0), ("vanilla", 0), ("fv", 0)}
+    assert {r["scoring"] for r in res.rows()} == {"first_token"}  # a word task: its own scoring is the headline
+    two = layer_sweep.run(tiny, layer_sweep.Config(tasks=("capitalize",), layers=(1,), ltv_steps=1, n_test=2, k=1,
+                                                   scorings=("exact_match", "first_token")), progress=False)
+    for method in ("zero_shot", "ltv"):
+        acc = {r["scoring"]: r["accuracy"] for r in two.rows() if r["method"] == method}
+        assert list(acc) == ["exact_match", "first_token"] and acc["exact_match"] <= acc["first_token"]
+    with pytest.raises(ValueError, match="--sweep-scorings"):
+        layer_sweep.Config(scorings=("argmax",))
     with pytest.raises(ValueError, match=r"layer\(s\) \[5\] out of range for a 3-layer model: valid layers are 0..2"):
         layer_sweep.run(tiny, layer_sweep.Config(tasks=("capitalize",), layers=(5,), ltv_steps=1, n_test=2),
                         progress=False)

@@ -24,7 +24,17 @@ def test_key_heads_run_records_score_precision_and_layer_matched_sets(tiny, scor
     assert {(r["layer"], r["head"]) for r in exact} == {(l, h) for l in (1, 2) for h in range(4)}
     assert all(r["eligible"] == (r["layer"] >= layer) for r in scores)
     assert all(0 <= r["precision_at_k"] <= 1 and r["k_precision"] == 1 for r in res.taylor)
-    assert len(res.taylor) == 8 and set(res.taylor[0]) == set(key_heads.TAYLOR_KEYS)
+    assert len(res.taylor) == 8 * len(key_heads.COMPARISONS) and set(res.taylor[0]) == set(key_heads.TAYLOR_KEYS)
+    # every comparison over the same heads; each score against its own intervention and TV-reliance vs zero too
+    by = {(r["score"], r["intervention"]): r for r in res.taylor}
+    assert set(by) == set(key_heads.COMPARISONS)
+    assert [r["estimates"] for r in by.values()] == [True, True, False]
+    for r in res.taylor:  # the exact effect of a row is the one its intervention names in the scores rows
+        head = next(s for s in scores if (s["layer"], s["head"]) == (r["layer"], r["head"]))
+        assert r["exact"] == head["exact" if r["intervention"] == "zero" else "exact_revert"]
+        if r["score"] == score:
+            assert r["taylor"] == head["taylor"] and r["rank"] == head["rank"]
+    assert all(r["exact_revert"] > 0 for r in exact)
     if score == "tv_reliance":
         assert all(r["taylor"] == 0 for r in scores if r["layer"] < layer)
         assert all(r["layer"] >= layer for r in scores if r["key"])
@@ -34,6 +44,16 @@ def test_key_heads_run_records_score_precision_and_layer_matched_sets(tiny, scor
     assert sets == {"none", "key", "random", "random_layer_matched"}
     assert sorted(r["seed"] for r in res.ablation if r["set"] == "random_layer_matched" and r["kind"] == "zero") \
         == [0, 1]
+
+
+def test_key_heads_exact_kinds_choose_the_comparisons(tiny):
+    res = key_heads.run(tiny, _config(key_heads, exact=("revert",)), progress=False)
+    assert {(r["score"], r["intervention"]) for r in res.taylor} == {("tv_reliance", "revert")}
+    assert all(r["exact"] is None for r in res.scores) and any(r["exact_revert"] for r in res.scores)
+    with pytest.raises(ValueError, match=r"--exact-kinds \['half'\] is not valid"):
+        key_heads.Config(exact=("half",))
+    cfg = sinks.Config().resolve(30)
+    assert "exact" not in cfg.settings() and "exact" in cfg.key_heads_config().settings()
 
 
 def test_comparison_sets_are_layer_matched_and_disjoint():

@@ -141,12 +141,14 @@ ISSUE_11 = {"key_heads": ("key_heads_layers", "score"), "sinks": ("attention_sin
 SCORINGS = {"ov_circuits": ("ov_reconstruction", "scorings"), "key_heads": ("key_heads_layers", "scorings"),
             "linear": ("linear_map", "scorings")}
 # steps whose settings changed in issue 24 -> (a table of theirs, a settings field the new numbers have)
-ISSUE_24 = {"robustness": ("robustness", "methods"), "linear": ("linear_map", "map_random")}
+ISSUE_24 = {"robustness": ("robustness", "methods"), "linear": ("linear_map", "map_random"),
+            "key_heads": ("key_heads_layers", "exact"), "composition": ("composition", "task"),
+            "ov_circuits": ("ov_reconstruction", "paths"), "sinks": ("attention_sinks", "paths")}
 
 
 def stale_steps() -> set[str]:
-    """Steps whose committed numbers predate issue 11, the per-scoring accuracies or issue 24's robustness
-    configurations (their settings lack the fields): they need recomputing."""
+    """Steps whose committed numbers predate issue 11, the per-scoring accuracies or issue 24 (their settings lack
+    the fields): they need recomputing."""
     out = set()
     for step, (table, key) in [*ISSUE_11.items(), *SCORINGS.items(), *ISSUE_24.items()]:
         path = FIGURES / f"{table}.json"

@@ -131,8 +131,8 @@ def test_ov_alpha_variants_get_their_own_table_and_key_head_set_index_is_not_a_r
     _write(tmp_path, "key_heads_ablation", ablation)
     _write(tmp_path, "key_heads_taylor", [{"task": "a", "spearman": 0.5, "precision_at_k": 0.25, "k_precision": 4}])
     text = readme.render("key_heads", tmp_path)
-    assert "| zero | 0.100 | 0.700 (sd over 2 sets 0.141) |" in text  # random sets averaged, no run-seed ±
-    assert "| **mean** | **0.50** | **0.25** |" in text and "precision@4" in text
+    assert "| zero ablation (z = 0) | 0.100 | 0.700 (sd over 2 sets 0.141) |" in text  # sets averaged, no run-seed ±
+    assert "| **mean** | **0.50** | **0.25** |" in text and "P@4" in text
 
 
 def test_a_region_with_at_reads_a_subfolder_and_names_it(tmp_path):

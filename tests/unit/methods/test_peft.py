@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import tvmech as tv
+from tvmech.experiments.layer_sweep import headline_scorings
 from tvmech.experiments.peft import compare_peft
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 from tvmech.methods.lora import lora_delta, lora_hooks
@@ -11,7 +12,8 @@ from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_init_token, pre
 TASK = tv.builtin_task("capitalize")
 SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)
 LRS = {"ltv": 1e-2, "prefix": 1e-1, "lora_rank1": 1e-2}
-KEYS = {"method", "task", "layer", "accuracy", "zero_shot_accuracy", "n_test", "trainable_params", "lr",
+KEYS = {"method", "task", "layer", "scoring", "accuracy", "zero_shot_accuracy", "acc_by_scoring",
+        "zero_shot_by_scoring", "n_test", "trainable_params", "lr",
         "train_loss_start", "train_loss_end", "val_loss_end", "step_latency_s", "step_latency_min_s",
         "peak_memory_bytes", "cuda_peak_bytes", "steps", "batch_size", "device"}
 
@@ -158,6 +160,17 @@ def test_compare_peft_records_and_exact_parameter_counts(tiny):
         assert r["peak_memory_bytes"] > 0 and r["n_test"] == len(SMALL.splits(0).test)
     # prefix tuning backpropagates through all 3 blocks, LTV and LoRA through blocks 1-2 only
     assert by["prefix"]["peak_memory_bytes"] > by["ltv"]["peak_memory_bytes"]
+    # the headline scoring: full vocabulary first, then the task's own where it differs (here the same)
+    assert all(r["scoring"] == "first_token" and r["acc_by_scoring"] == {"first_token": r["accuracy"]}
+               and r["zero_shot_by_scoring"] == {"first_token": r["zero_shot_accuracy"]} for r in rows)
+    assert headline_scorings(tv.builtin_task("sentiment")) == ("first_token", "label_set")
+    assert headline_scorings(tv.builtin_task("sentiment"), ("label_set",)) == ("label_set",)
+    two = compare_peft(tiny, SMALL, layer=1, steps=2, batch_size=8, lrs=LRS, methods=["ltv", "prefix"],
+                       scorings=("exact_match", "first_token"))
+    for r in two:
+        assert r["scoring"] == "exact_match" and list(r["acc_by_scoring"]) == ["exact_match", "first_token"]
+        assert r["accuracy"] == r["acc_by_scoring"]["exact_match"]
+        assert r["acc_by_scoring"]["exact_match"] <= r["acc_by_scoring"]["first_token"]  # the whole label, or more
 
 
 def test_bad_input(tiny):
