@@ -21,7 +21,10 @@ call with θ's), for the first ``map_random_fits`` of them also from their own f
 its held-out and ray checks), and for the Vanilla TV at the same layer (``vanilla_*``, its own norm; ``J`` and
 ``W``). Per statistic and map the row holds the null values (``null_<stat>`` for W, ``null_jac_<stat>`` for
 J) and θ's place in them (``null_[jac_]<stat>_{mean,sd,q025,q975,percentile,specific}``; specific = outside
-the null's central 95 %).
+the null's central 95 %). Every ``J`` of the null, θ's and the Vanilla TV's included, is taken on the first
+``map_null_prompts`` fit prompts (default 4: a Jacobian's cost grows with the prompts, and the null needs
+``map_random + 2`` of them per row), so θ's ``jac_<stat>`` compare with their null on the same prompts;
+``jac_rel_frobenius`` (J against W) uses θ's J on every fit prompt, as W does.
 
 Scorings. The accuracies are computed under each scoring of ``Config.scorings`` (default: the task's own,
 plus the paper's full-vocabulary ``first_token`` for label-set tasks), all from the same forward passes. A
@@ -56,7 +59,7 @@ from tvmech.analysis.linear_map import (
 from tvmech.analysis.polar import polar_stats, proper_polar, rotation_null, rotation_scaling
 from tvmech.analysis.polar_null import MAPS, STATISTICS, matched_random_vectors, null_verdict, verdict_fields
 from tvmech.core.adapter import adapt
-from tvmech.data.prompts import batches, make_prompts
+from tvmech.data.prompts import Batch, batches, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
 from tvmech.experiments.common import (
     ALL_TASKS,
@@ -107,6 +110,10 @@ class Config(ExperimentConfig):
                                      "of 2 x d_model perturbed runs per prompt)", flag="--map-random-fits")
     map_vanilla: int = option(1, "1: polar statistics of J and W for the Vanilla TV at the same layer; 0: none",
                               flag="--map-vanilla", choices=(0, 1))
+    map_null_prompts: int | None = option(4, "fit prompts (the first N) on which J is taken for θ's polar statistics, "
+                                             "the Vanilla TV's and the random-vector null (None: all map_prompts; "
+                                             "fewer make the null's Jacobians cheaper; J against W uses all)",
+                                          flag="--map-null-prompts")
     map_jacobian_chunk: int | None = option(64, "backward passes vectorised per Jacobian chunk (None: all d_model; "
                                                 "smaller saves memory)", flag="--map-jacobian-chunk")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
@@ -128,6 +135,8 @@ class Config(ExperimentConfig):
         if not 0 <= self.map_random_fits <= self.map_random or self.map_random == 1:
             raise ValueError(f"--map-random {self.map_random} / --map-random-fits {self.map_random_fits} are not "
                              "valid: map_random must be 0 or >= 2 and 0 <= map_random_fits <= map_random")
+        if self.map_null_prompts is not None and self.map_null_prompts < 1:
+            raise ValueError(f"--map-null-prompts {self.map_null_prompts} is not valid: give >= 1 or None")
         if self.map_jacobian_chunk is not None and self.map_jacobian_chunk < 1:
             raise ValueError(f"--map-jacobian-chunk {self.map_jacobian_chunk} is not valid: give >= 1 or None")
         if any(a == 0 for a in self.map_ray):
@@ -259,6 +268,13 @@ def null_seed(task: str, layer: int, seed: int) -> int:
     return zlib.crc32(f"{task}/{layer}/{seed}".encode())
 
 
+def first_rows(batch: Batch, n: int) -> Batch:
+    """The first ``n`` prompts of ``batch`` (its role indices too)."""
+    roles = None if batch.roles is None else {k: v[:n] for k, v in batch.roles.items()}
+    return Batch(batch.tokens[:n], batch.query_pos[:n], batch.label_first[:n], batch.targets[:n], batch.lengths[:n],
+                 roles)
+
+
 def null_report(model, config: Config, task: Task, batch, theta: Float[Tensor, " d"], layer: int,
                 W: Float[Tensor, "d d"]) -> dict:
     """The polar statistics of θ's exact Jacobian, of the Vanilla TV's ``J`` and ``W``, and of ``map_random``
@@ -277,7 +293,8 @@ def null_report(model, config: Config, task: Task, batch, theta: Float[Tensor, "
 
     Returns:
         One flat dict: ``jac_rel_frobenius``/``jac_cosine``/``jac_rel_theta`` (:func:`compare_maps`),
-        ``jac_<stat>`` and ``<stat>`` (:func:`~tvmech.analysis.polar.polar_stats` of θ's ``J`` and ``W``),
+        ``jac_<stat>`` and ``<stat>`` (:func:`~tvmech.analysis.polar.polar_stats` of θ's ``J``, on the first
+        ``map_null_prompts`` fit prompts like every other ``J`` of the null, and of ``W``), ``null_prompts``,
         ``vanilla_*``, ``null_n``, ``null_fits``, ``null_[jac_]<stat>`` (lists) and their verdict fields,
         ``seconds_jacobian`` (θ's and the null's Jacobians, one batched call) and ``seconds_null_fits``.
     """
@@ -289,9 +306,12 @@ def null_report(model, config: Config, task: Task, batch, theta: Float[Tensor, "
                                    null_seed(task.name, layer, config.seed)) if config.map_random
             else theta.new_zeros(0, theta.shape[0]))
     points = torch.cat([theta[None], *(v[None] for v in extra), rand])
-    Js = jacobians(model, batch, points, layer, chunk_size=config.map_jacobian_chunk)
+    n = config.map_null_prompts
+    sub = batch if n is None or n >= len(batch) else first_rows(batch, n)
+    Js = jacobians(model, sub, points, layer, chunk_size=config.map_jacobian_chunk)
+    J = Js[0] if sub is batch else jacobians(model, batch, theta, layer, chunk_size=config.map_jacobian_chunk)[0]
     ltv = {**{f"jac_{k}": v for k, v in polar_stats(Js[0], theta).items()}, **polar_stats(W, theta)}
-    row = {**compare_maps(Js[0], W, theta), **ltv, "seconds_jacobian": time.perf_counter() - t0}
+    row = {**compare_maps(J, W, theta), **ltv, "null_prompts": len(sub), "seconds_jacobian": time.perf_counter() - t0}
     t0 = time.perf_counter()
     light = replace(config.map_config(), n_heldout=0, ray_alphas=())  # the fit of θ without its quality checks
     if extra:

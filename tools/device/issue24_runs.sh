@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 24's GPU recompute, on the GPU machine after ../shared/device/stage.sh's pieces (GEMMA3=1), in place in the
+# copy's figures/ (the committed LTVs under figures/**/runs/seed*/vectors are reused; steps whose saved settings
+# still match are skipped). Every call runs the same list against one deadline (LIMIT seconds from the start), so a
+# call stopped by it resumes in the next one (each task of a step is saved when it finishes).
+#   SmolLM2-135M (paper preset, four torchrun ranks on the one GPU): sweep robustness peft key_heads linear
+#   Gemma-3-270M (its three in-context tasks, seeds 0 1 2): linear key_heads; its layer sweep (seed 0)
+# ov_circuits, sinks and composition are computed on the CPU. Results: $OUT/results.tar.gz (every JSON under
+# figures/, per-seed runs included), $OUT/log.txt.
+# Usage: LIMIT=560 bash tools/device/issue24_runs.sh [cuda-tests]
+set -u
+start=$(date +%s)
+LIMIT=${LIMIT:-560}
+export TQDM_DISABLE=1 OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1
+log=$OUT/log.txt
+left() { echo $(( LIMIT - ($(date +%s) - start) )); }
+stamp() { while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done >> "$log"; }
+if [ "${1:-}" = cuda-tests ]; then
+  python -m pytest -q -p no:cacheprovider tests/unit/interventions/test_roles.py tests/unit/core/test_fast_path.py \
+    -k "cuda or graph" 2>&1 | tail -3 | stamp
+fi
+G=(capitalize singular_plural sentiment)
+run() {  # seconds left must exceed 20 to start; the rest of the arguments: tvmech.figures's
+  local t; t=$(left)
+  [ "$t" -gt 20 ] || { echo "skipped (deadline): $*" | stamp; return; }
+  echo "start: $*" | stamp
+  timeout "$t" torchrun --standalone --nproc-per-node 4 -m tvmech.figures --device cuda:0 --no-png "$@" 2>&1 \
+    | grep -aE "^[a-z_]+: |computed|reused|rror|Traceback|seconds" | cut -c1-160 | stamp
+}
+run --preset paper --only sweep robustness peft key_heads linear
+run --preset paper --model gemma-3-270m --out figures/gemma3 --seeds 0 1 2 --only linear key_heads \
+  --tasks "${G[@]}" --linear-tasks "${G[@]}" --mech-alphas 0.5 1 2 4 8
+run --preset paper --model gemma-3-270m --out figures/gemma3 --only sweep --tasks "${G[@]}" --sweep-layers 3 6 9 12 15
+echo "end, $(( $(date +%s) - start )) s" | stamp
+find figures -name '*.json' -not -path '*/vectors/*' -not -path '*/.tasks/*' | tar czf "$OUT/results.tar.gz" -T -
+tail -40 "$log"
