@@ -3,7 +3,7 @@
 # copy's figures/ (the committed LTVs under figures/**/runs/seed*/vectors are reused; steps whose saved settings
 # still match are skipped). Every call runs the same list against one deadline (LIMIT seconds from the start), so a
 # call stopped by it resumes in the next one (each task of a step is saved when it finishes).
-#   SmolLM2-135M (paper preset, four torchrun ranks on the one GPU): sweep robustness peft key_heads linear
+#   SmolLM2-135M (paper preset, four torchrun ranks on the one GPU): key_heads linear, robustness, sweep peft
 #   Gemma-3-270M (its three in-context tasks, seeds 0 1 2): linear key_heads; its layer sweep (seed 0)
 # ov_circuits, sinks and composition are computed on the CPU. Results: $OUT/results.tar.gz (every JSON under
 # figures/, per-seed runs included), $OUT/log.txt.
@@ -27,9 +27,12 @@ run() {  # seconds left must exceed 20 to start; the rest of the arguments: tvme
   timeout "$t" torchrun --standalone --nproc-per-node 4 -m tvmech.figures --device cuda:0 --no-png "$@" 2>&1 \
     | grep -aE "^[a-z_]+: |computed|reused|rror|Traceback|seconds" | cut -c1-160 | stamp
 }
-run --preset paper --only sweep robustness peft key_heads linear
+# in order of need (a call that runs out of time leaves the last ones to the next call)
+run --preset paper --only key_heads linear
 run --preset paper --model gemma-3-270m --out figures/gemma3 --seeds 0 1 2 --only linear key_heads \
   --tasks "${G[@]}" --linear-tasks "${G[@]}" --mech-alphas 0.5 1 2 4 8
+run --preset paper --only robustness
+run --preset paper --only sweep peft
 run --preset paper --model gemma-3-270m --out figures/gemma3 --only sweep --tasks "${G[@]}" --sweep-layers 3 6 9 12 15
 echo "end, $(( $(date +%s) - start )) s" | stamp
 find figures -name '*.json' -not -path '*/vectors/*' -not -path '*/.tasks/*' | tar czf "$OUT/results.tar.gz" -T -
