@@ -35,7 +35,7 @@ MODULES = list(SAVED)
 # experiments whose defaults changed in issue 11 -> a settings field that committed numbers of issue 11 have
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}
 # experiments whose defaults changed in issue 24 -> a settings field that committed numbers of issue 24 have
-ISSUE_24 = {ov_reconstruction: "paths", key_heads: "paths", sinks: "paths", robustness: "methods",
+ISSUE_24 = {ov_reconstruction: "paths", key_heads: "paths", robustness: "methods",
             linear_map: "map_random", composition: "task"}
 # experiments that report every accuracy under several scorings (field ``scorings``, not optional in the settings)
 SCORINGS = (ov_reconstruction, key_heads, linear_map)

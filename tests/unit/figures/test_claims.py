@@ -182,22 +182,24 @@ def test_a_claim_without_its_data_is_not_tested():
 
 
 def test_rotation_scaling_is_judged_against_its_random_vector_null_only_where_the_rows_hold_one():
-    """Rows without a null: not tested. With θ's J statistics inside their nulls: the trend is there but not θ's
-    (does not hold); with θ's rotation distance above every null draw at every layer: holds."""
+    """Rows without a null: not tested. When random vectors of θ's norm fall as far as θ from the first layer to
+    the last, the trend is the layers' (does not hold); when their rotation distance stays put, it is θ's."""
     rows = []
     for seed in (0, 1, 2):
         for task in ("a", "b", "c"):
             for layer, dist in ((3, 1.4), (9, 1.0), (15, 0.6)):
                 rows.append({"task": task, "layer": layer, "run_seed": seed, "rotation_distance": dist + 0.01 * seed,
                              "gain": 10.0 / (1 + layer), "det_q": 1.0})
-    tables = {"linear_map": rows}
-    assert CLAIMS["rotation_scaling"](tables, {}).verdict == "not tested"
-    with_null = [{**r, "jac_rotation_distance": r["rotation_distance"], "jac_gain": r["gain"],
-                  "null_jac_rotation_distance": [r["rotation_distance"] + d for d in (-0.02, -0.01, 0.01, 0.02)],
-                  "null_jac_gain": [r["gain"] * f for f in (0.5, 0.9, 1.1, 2.0)]} for r in rows]
-    inside = CLAIMS["rotation_scaling"]({"linear_map": with_null}, {})
-    assert inside.verdict == "does not hold" and inside.numbers["specific_rotation_distance"] == []
-    above = [{**r, "null_jac_rotation_distance": [r["rotation_distance"] - d for d in (0.1, 0.2, 0.3, 0.4)]}
-             for r in with_null]
-    result = CLAIMS["rotation_scaling"]({"linear_map": above}, {})
-    assert result.verdict == "holds" and result.numbers["specific_rotation_distance"] == [3, 9, 15]
+    assert CLAIMS["rotation_scaling"]({"linear_map": rows}, {}).verdict == "not tested"
+    same = [{**r, "jac_rotation_distance": r["rotation_distance"], "jac_gain": r["gain"],
+             "null_jac_rotation_distance": [r["rotation_distance"] + d for d in (-0.02, -0.01, 0.01, 0.02)],
+             "null_jac_gain": [r["gain"] * f for f in (0.5, 0.9, 1.1, 2.0)]} for r in rows]
+    shared = CLAIMS["rotation_scaling"]({"linear_map": same}, {})
+    assert shared.verdict == "does not hold" and shared.numbers["fall_null"] == pytest.approx(0.8, abs=1e-9)
+    flat = [{**r, "null_jac_rotation_distance": [1.38 + d for d in (-0.02, -0.01, 0.01, 0.02)]} for r in same]
+    own = CLAIMS["rotation_scaling"]({"linear_map": flat}, {})
+    assert own.verdict == "holds" and own.numbers["fall_ltv"] == pytest.approx(0.8, abs=0.02)
+    # the gain: θ's far above every draw at every layer holds, inside the draws does not
+    assert CLAIMS["tv_gain"]({"linear_map": same}, {}).verdict == "does not hold"
+    big = [{**r, "jac_gain": 10 * r["gain"]} for r in same]
+    assert CLAIMS["tv_gain"]({"linear_map": big}, {}).verdict == "holds"

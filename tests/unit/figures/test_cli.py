@@ -143,7 +143,7 @@ SCORINGS = {"ov_circuits": ("ov_reconstruction", "scorings"), "key_heads": ("key
 # steps whose settings changed in issue 24 -> (a table of theirs, a settings field the new numbers have)
 ISSUE_24 = {"robustness": ("robustness", "methods"), "linear": ("linear_map", "map_random"),
             "key_heads": ("key_heads_layers", "exact"), "composition": ("composition", "task"),
-            "ov_circuits": ("ov_reconstruction", "paths"), "sinks": ("attention_sinks", "paths")}
+            "ov_circuits": ("ov_reconstruction", "paths")}
 
 
 def stale_steps() -> set[str]:

@@ -21,10 +21,11 @@ from tvmech.figures.claims.core import (
     estimate,
     exceeds,
     fmt_range,
+    majority,
     not_run,
     pick,
 )
-from tvmech.figures.readme_tables import ordered
+from tvmech.figures.readme_tables import ordered, scoring_views
 
 
 def vs(c: Comparison, digits: int = 2) -> str:
@@ -101,6 +102,18 @@ def icl_sentiment_zero_shot(tables, metas) -> Finding:
         {"zero_shot": per[0].a.mean}, "chance 1/2, binomial sd", per[0].a.fmt())
 
 
+def headline(rows: list[dict]) -> list[dict]:
+    """The full-vocabulary view of rows scored two ways (``scoring``): a label-set task's ``first_token`` rows, every
+    other task's own; rows with one scoring per task pass unchanged (:func:`~tvmech.figures.readme_tables.
+    scoring_views`)."""
+    return dict(scoring_views(rows, "first_token")).get("first_token", rows)
+
+
+def own(rows: list[dict]) -> list[dict]:
+    """The tasks' own scoring of rows scored two ways (label set for the classification tasks)."""
+    return dict(scoring_views(rows)).get("label_set", rows)
+
+
 def _sweep(rows: list[dict]) -> tuple[list[int], int]:
     layers = sorted(ordered([r for r in rows if r.get("layer") is not None], "layer"))
     return layers, 15 if 15 in layers else layers[len(layers) // 2]
@@ -108,7 +121,7 @@ def _sweep(rows: list[dict]) -> tuple[list[int], int]:
 
 @claim("sweep_ltv_vs_zero_shot", "At the middle layer the LTV lifts every task above zero-shot", "layer_sweep")
 def sweep_ltv_vs_zero_shot(tables, metas) -> Finding:
-    rows = tables["layer_sweep"]
+    rows = headline(tables["layer_sweep"])
     _, mid = _sweep(rows)
     tasks = ordered(rows, "task")
     per = {t: exceeds(estimate(pick(rows, task=t, method="ltv", layer=mid)),
@@ -122,7 +135,7 @@ def sweep_ltv_vs_zero_shot(tables, metas) -> Finding:
 
 @claim("sweep_ltv_vs_icl", "At the middle layer the LTV beats 5-shot ICL on the word tasks", "layer_sweep")
 def sweep_ltv_vs_icl(tables, metas) -> Finding:
-    rows = word_rows(tables["layer_sweep"])
+    rows = word_rows(headline(tables["layer_sweep"]))
     _, mid = _sweep(rows)
     tasks = ordered(rows, "task")
     ltv = {t: estimate(pick(rows, task=t, method="ltv", layer=mid)) for t in tasks}
@@ -140,7 +153,7 @@ def sweep_ltv_vs_icl(tables, metas) -> Finding:
 
 @claim("sweep_late_layers", "Late layers lose LTV accuracy", "layer_sweep")
 def sweep_late_layers(tables, metas) -> Finding:
-    rows = tables["layer_sweep"]
+    rows = headline(tables["layer_sweep"])
     layers, _ = _sweep(rows)
     per = {la: estimate(pick(rows, method="ltv", layer=la)) for la in layers}
     best = max(layers, key=lambda la: per[la].mean)
@@ -164,7 +177,7 @@ EXTRACTED = {"vanilla": "Vanilla TV", "fv": "FV"}
 
 @claim("ltv_beats_extracted", "The LTV beats the extracted vectors (Vanilla TV, FV) at every layer", "layer_sweep")
 def ltv_beats_extracted(tables, metas) -> Finding:
-    rows = tables["layer_sweep"]
+    rows = headline(tables["layer_sweep"])
     layers, mid = _sweep(rows)
     per = {la: _beats_extracted(rows, la)[1] for la in layers}
     at = {la: all_of([c.verdict for c in per[la].values()]) for la in layers}
@@ -185,17 +198,15 @@ def ltv_beats_extracted(tables, metas) -> Finding:
         + (f"; above both at {count(list(at.values()))} layers" if len(layers) > 1 else ""))
 
 
-ROBUSTNESS_BASE = "layer 15, last position"  # the reference configuration of figures/robustness.json
-
-
 @claim("ltv_any_site", "The LTV lifts accuracy above zero-shot at every layer and position tried",
        "layer_sweep", "robustness?")
 def ltv_any_site(tables, metas) -> Finding:
-    sweep = tables["layer_sweep"]
+    sweep = own(tables["layer_sweep"])  # the robustness accuracies are each task's own scoring
     zero = estimate(pick(sweep, method="zero_shot"))
     sites = {f"layer {la}": estimate(pick(sweep, method="ltv", layer=la)) for la in _sweep(sweep)[0]}
-    for conf in ordered(tables.get("robustness", []), "configuration"):
-        sites[conf] = estimate(pick(tables["robustness"], configuration=conf))
+    ltv_rows = [r for r in tables.get("robustness", []) if r.get("method", "ltv") == "ltv"]
+    for conf in ordered(ltv_rows, "configuration"):
+        sites[conf] = estimate(pick(ltv_rows, configuration=conf))
     cmp = {s: exceeds(e, zero) for s, e in sites.items()}
     low = min(sites, key=lambda s: sites[s].mean)
     return Finding(all_of([c.verdict for c in cmp.values()]), (
@@ -206,54 +217,95 @@ def ltv_any_site(tables, metas) -> Finding:
         f"{count([c.verdict for c in cmp.values()])} sites")
 
 
-def _robustness(tables) -> tuple[dict[str, Est], Est, Est]:
-    rows, sweep = tables["robustness"], tables["layer_sweep"]
-    confs = {c: estimate(pick(rows, configuration=c)) for c in ordered(rows, "configuration")}
-    return confs, estimate(pick(sweep, method="zero_shot")), estimate(pick(sweep, method="icl_5shot"))
+def _ltv(rows: list[dict]) -> list[dict]:
+    """The LTV rows of ``robustness`` (rows saved before issue 24 have no ``method``: all LTV)."""
+    return [r for r in rows if r.get("method", "ltv") == "ltv"]
 
 
-@claim("robustness_above_icl", "Every robustness configuration beats 5-shot ICL", "robustness", "layer_sweep")
+def _shape(r: dict) -> tuple:
+    """A robustness configuration by what it is: (number of layers, positions, demonstrations); rows saved
+    before issue 24 are placed by their names."""
+    if "positions" in r:
+        return len(r["layers"]), tuple(r["positions"]), r.get("k", 0)
+    name = r["configuration"]
+    return (1 if name.startswith("layer") else 8, ("query",) if "last position" in name else ("other",),
+            5 if "shot prompt" in name else 0)
+
+
+def _configs(rows: list[dict]) -> dict[str, tuple]:
+    return {c: _shape(pick(rows, configuration=c)[0]) for c in ordered(rows, "configuration")}
+
+
+def _base(rows: list[dict]) -> str | None:
+    """The reference configuration: one vector at the query (the last token) of one layer, zero-shot."""
+    return next((c for c, sh in _configs(rows).items() if sh in ((1, ("query",), 0), (1, (-1,), 0))), None)
+
+
+@claim("robustness_above_icl", "The LTV beats 5-shot ICL in every robustness configuration", "robustness",
+       "layer_sweep")
 def robustness_above_icl(tables, metas) -> Finding:
-    confs, zero, icl = _robustness(tables)
+    rows, sweep = _ltv(tables["robustness"]), own(tables["layer_sweep"])
+    confs = {c: estimate(pick(rows, configuration=c)) for c in ordered(rows, "configuration")}
+    zero, icl = estimate(pick(sweep, method="zero_shot")), estimate(pick(sweep, method="icl_5shot"))
     cmp = {c: exceeds(e, icl) for c, e in confs.items()}
     low = min(confs, key=lambda c: confs[c].mean)
     return Finding(all_of([c.verdict for c in cmp.values()]), (
-        f"Above 5-shot ICL ({icl.fmt()}; zero-shot {zero.fmt()}) in {count([c.verdict for c in cmp.values()])} "
-        f"configurations; lowest: {low}, {vs(cmp[low])}."),
+        f"Above 5-shot ICL ({icl.fmt()}; zero-shot {zero.fmt()}; the layer sweep's, each task's own scoring) in "
+        f"{count([c.verdict for c in cmp.values()])} configurations; lowest: {low}, {vs(cmp[low])}."),
         {c: e.mean for c, e in confs.items()}, "5-shot ICL of the layer sweep, binomial sd")
-
-
-ROBUSTNESS_MORE = ("layer 15, positions -5..-1", "every 4th layer, last position", "every 4th layer, positions -5..-1")
 
 
 @claim("robustness_more_sites", "More injection sites raise the LTV's accuracy", "robustness")
 def robustness_more_sites(tables, metas) -> Finding:
-    rows = tables["robustness"]
-    base = estimate(pick(rows, configuration=ROBUSTNESS_BASE))
-    cmp = {c: exceeds(estimate(pick(rows, configuration=c)), base) for c in ROBUSTNESS_MORE
-           if pick(rows, configuration=c)}
-    if not cmp:
+    rows = _ltv(tables["robustness"])
+    base = _base(rows)
+    more = [c for c, (n_layers, pos, k) in _configs(rows).items() if k == 0 and (n_layers > 1 or len(pos) > 1)]
+    if base is None or not more:
         return not_run("a multi-site robustness configuration")
+    ref = estimate(pick(rows, configuration=base))
+    cmp = {c: exceeds(estimate(pick(rows, configuration=c)), ref) for c in more}
     return Finding(all_of([c.verdict for c in cmp.values()]), (
-        f"Against one vector at {ROBUSTNESS_BASE} ({base.fmt()}): " + "; ".join(
+        f"Against one vector at {base} ({ref.fmt()}): " + "; ".join(
             f"{c} {x.a.fmt()} ({x.fmt(2)})" for c, x in cmp.items()) + "."),
-        {c: x.a.mean for c, x in cmp.items()}, f"{ROBUSTNESS_BASE}, binomial sd")
+        {c: x.a.mean for c, x in cmp.items()}, f"{base}, sd over seeds")
 
 
-ROBUSTNESS_MOVED = ("layer 15, 4th token",)
-
-
-@claim("robustness_position", "Moving the single vector away from the last position costs accuracy", "robustness")
+@claim("robustness_position", "Moving the single vector away from the query costs the LTV accuracy", "robustness")
 def robustness_position(tables, metas) -> Finding:
-    rows = tables["robustness"]
-    base = estimate(pick(rows, configuration=ROBUSTNESS_BASE))
-    cmp = {c: exceeds(base, estimate(pick(rows, configuration=c))) for c in ROBUSTNESS_MOVED
-           if pick(rows, configuration=c)}
-    if not cmp:
+    rows = _ltv(tables["robustness"])
+    base = _base(rows)
+    moved = [c for c, (n_layers, pos, k) in _configs(rows).items()
+             if n_layers == 1 and len(pos) == 1 and k == 0 and c != base]
+    if base is None or not moved:
         return not_run("a moved-position robustness configuration")
-    return Finding(all_of([c.verdict for c in cmp.values()]), "; ".join(
-        f"{ROBUSTNESS_BASE} {x.a.fmt()} vs {c} {x.b.fmt()} ({x.fmt(2)})" for c, x in cmp.items()) + ".",
-        {c: x.b.mean for c, x in cmp.items()}, f"{ROBUSTNESS_BASE}, binomial sd")
+    cmp = {}
+    for c in moved:  # like for like: the tasks where the moved position exists in every prompt
+        tasks = ordered([r for r in pick(rows, configuration=c) if r.get("accuracy") is not None], "task")
+        cmp[c] = exceeds(estimate(pick(rows, configuration=base, task=tasks)),
+                         estimate(pick(rows, configuration=c, task=tasks)))
+    return Finding(majority([c.verdict for c in cmp.values()]), "; ".join(
+        f"{base} {x.a.fmt()} vs {c} {x.b.fmt()} ({x.fmt(2)})" for c, x in cmp.items())
+        + " (each pair over the tasks where both are defined).",
+        {c: x.b.mean for c, x in cmp.items()}, f"{base}, sd over seeds")
+
+
+@claim("robustness_extracted", "The LTV beats the Vanilla TV and the FV in every robustness configuration",
+       "robustness")
+def robustness_extracted(tables, metas) -> Finding:
+    rows = tables["robustness"]
+    if not any(r.get("method") in EXTRACTED for r in rows):
+        return not_run("Vanilla TV or FV rows")
+    parts, verdicts = [], []
+    for c in ordered(rows, "configuration"):
+        ltv = estimate(pick(rows, configuration=c, method="ltv"))
+        other = {m: exceeds(ltv, estimate(pick(rows, configuration=c, method=m))) for m in EXTRACTED
+                 if pick(rows, configuration=c, method=m)}
+        if other:
+            verdicts += [x.verdict for x in other.values()]
+            parts.append(f"{c}: LTV {ltv.fmt()}, " + ", ".join(f"{EXTRACTED[m]} {x.b.fmt()}" for m, x in other.items()))
+    return Finding(all_of(verdicts), "; ".join(parts) + f" ({count(verdicts)} comparisons beyond 2 × the sd over "
+                   "seeds).", {"held": sum(v == "holds" for v in verdicts), "of": len(verdicts)},
+                   "Vanilla TV and FV at the same sites, sd over seeds")
 
 
 @claim("task_cosine", "LTVs of related tasks point in similar directions", "task_cosine")
@@ -269,7 +321,7 @@ def task_cosine(tables, metas) -> Finding:
 
 def _transfer(tables) -> tuple[dict, dict]:
     acc = {(r["train_task"], r["test_task"]): r for r in tables["task_transfer"]}
-    zero = {r["task"]: r for r in pick(tables["layer_sweep"], method="zero_shot")}
+    zero = {r["task"]: r for r in pick(own(tables["layer_sweep"]), method="zero_shot")}
     return acc, zero
 
 
@@ -314,21 +366,33 @@ def transfer_sentiment(tables, metas) -> Finding:
 
 @claim("composition", "Adding two task LTVs composes the tasks", "composition")
 def composition(tables, metas) -> Finding:
-    rows = tables["composition"]
+    """The sum of the parts' LTVs against zero-shot and against each part's LTV alone, on the composed task,
+    under its primary scoring; judged only where 5-shot ICL does the composed task (its headroom,
+    :func:`tvmech.experiments.composition.headroom`), else ``not tested``."""
+    from tvmech.experiments.composition import headroom
+
+    every = tables["composition"]
+    rows = [r for r in every if r.get("role", "composed") == "composed"]
+    scoring = metas.get("composition", {}).get("settings", {}).get("scoring") or rows[0].get("scoring")
+    rows = pick(rows, scoring=scoring) or rows
     methods = ordered(rows, "method")
     zero = estimate(pick(rows, method="zero_shot"))
     summed = [m for m in methods if m.startswith("sum")]
     if not summed:
         return not_run("a sum of vectors")
     cmp = {m: exceeds(estimate(pick(rows, method=m)), zero) for m in methods if m != "zero_shot"}
-    parts = [m for m in methods if m not in ("zero_shot", *summed)]
+    parts = [m for m in methods if m not in ("zero_shot", *summed) and not m.startswith("icl")]
     beat_parts = all_of([exceeds(cmp[summed[0]].a, cmp[m].a).verdict for m in parts if m in cmp])
-    task, scoring = rows[0].get("task"), rows[0].get("scoring")
-    return Finding(all_of([cmp[summed[0]].verdict, beat_parts]), (
+    room = headroom(every, scoring)
+    task = rows[0].get("task")
+    verdict = all_of([cmp[summed[0]].verdict, beat_parts]) if room["icl_headroom"] else "not tested"
+    return Finding(verdict, (
         f"On `{task}` ({scoring}, n {rows[0].get('n')}): zero-shot {zero.fmt()}, " + ", ".join(
             f"{m} {c.a.fmt()}" for m, c in cmp.items())
         + f"; the sum is above zero-shot: {cmp[summed[0]].verdict} ({cmp[summed[0]].fmt(2)}), above each part alone: "
-        f"{beat_parts}."), {m: c.a.mean for m, c in cmp.items()}, "zero-shot and each vector alone, binomial sd")
+        f"{beat_parts}; 5-shot ICL {'does' if room['icl_headroom'] else 'does not do'} the composed task (headroom "
+        f"{room['composed']['gain']:+.2f})" + ("" if room["icl_headroom"] else ", so the sum cannot be judged") + "."),
+        {m: c.a.mean for m, c in cmp.items()}, "zero-shot and each vector alone, binomial sd")
 
 
 @claim("peft_accuracy", "LTV, prefix tuning and LoRA differ in accuracy", "peft")

@@ -10,9 +10,11 @@ leave it ``not tested``.
 from __future__ import annotations
 
 import math
+from statistics import fmean
 
 from tvmech.figures.claims.core import (
     Finding,
+    const,
     all_of,
     claim,
     count,
@@ -78,42 +80,75 @@ def null_by_layer(rows: list[dict], prefix: str, statistic: str) -> dict:
     return out
 
 
-@claim("rotation_scaling", "Task vectors are rotated in early layers and scaled in late layers, unlike random "
-                           "vectors of their norm", LM)
+def _trend(rows: list[dict], prefix: str, statistic: str, first: int, last: int) -> tuple[list[dict], list[dict]]:
+    """Per (task, seed): θ's fall of ``statistic`` from layer ``first`` to ``last`` and the null mean's fall, as
+    rows ``{task, run_seed, value}`` (only where both layers hold a null)."""
+    out_ltv, out_null = [], []
+    for key in {(r["task"], r.get("run_seed")) for r in rows}:
+        a = pick(rows, task=key[0], run_seed=key[1], layer=first)
+        b = pick(rows, task=key[0], run_seed=key[1], layer=last)
+        if a and b and a[0].get(f"null_{prefix}{statistic}") and b[0].get(f"null_{prefix}{statistic}"):
+            base = {"task": key[0], "run_seed": key[1]}
+            out_ltv.append({**base, "value": a[0][f"{prefix}{statistic}"] - b[0][f"{prefix}{statistic}"]})
+            out_null.append({**base, "value": fmean(a[0][f"null_{prefix}{statistic}"])
+                             - fmean(b[0][f"null_{prefix}{statistic}"])})
+    return out_ltv, out_null
+
+
+@claim("rotation_scaling", "The rotation-then-scaling trend is specific to task vectors (not shared by random "
+                           "vectors of their norm)", LM)
 def rotation_scaling(tables, metas) -> Finding:
-    """The trend (the orthogonal factor's distance from the identity falls with depth) *and* its specificity: at
-    a majority of layers, the LTV's rotation distance through the exact Jacobian J lies outside its
-    random-vector null (pooled over tasks and seeds). Without a null in the JSON: ``not tested``."""
+    """The trend: the rotation distance ‖Q₊ − I‖/√d of the map near θ falls from the first fitted layer to the
+    last. Specific to task vectors only if θ's fall exceeds that of random vectors of its norm at the same layers
+    (the rows' null, through the exact Jacobian J), by more than 2 sd over seeds. Without a null: ``not tested``."""
     rows = tables[LM]
     if not any(r.get("rotation_distance") is not None for r in rows):
         return not_run("the polar decomposition")
     dist, gain = by_layer(rows, "rotation_distance"), by_layer(rows, "gain")
     first, last = layers(rows)[0], layers(rows)[-1]
-    trend = exceeds(dist[first], dist[last])
     dets = [r["det_q"] for r in rows if r.get("det_q") is not None]
     refl = (f" det Q = −1 (a reflection, split off before the statistics where the rows say so) in "
             f"{sum(d < 0 for d in dets)} of {len(dets)} (task, seed, layer) cases.") if dets else ""
-    text = (f"‖Q − I‖/√d {dist[first].fmt()} at layer {first} (√2 ≈ {math.sqrt(2):.2f} for a random rotation) → "
-            f"{dist[last].fmt()} at {last} (trend {trend.fmt(2)}); gain ‖Sθ‖/‖θ‖ {gain[first].fmt(1)} → "
-            f"{gain[last].fmt(1)}.")
+    text = (f"Through W, ‖Q₊ − I‖/√d {dist[first].fmt()} at layer {first} (√2 ≈ {math.sqrt(2):.2f} for a random "
+            f"rotation) → {dist[last].fmt()} at {last}; gain ‖Sθ‖/‖θ‖ {gain[first].fmt(1)} → {gain[last].fmt(1)}.")
     numbers = {"dist_first": dist[first].mean, "dist_last": dist[last].mean, "gain_first": gain[first].mean,
                "gain_last": gain[last].mean, "det_negative": sum(d < 0 for d in dets)}
     head = f"‖Q−I‖/√d {dist[first].fmt()} → {dist[last].fmt()}, gain {gain[first].fmt(1)} → {gain[last].fmt(1)}"
-    pooled = {s: null_by_layer(rows, "jac_", s) for s in ("rotation_distance", "gain")}
-    if not pooled["rotation_distance"]:
+    ltv_fall, null_fall = _trend(rows, "jac_", "rotation_distance", first, last)
+    if not ltv_fall:
         return Finding("not tested", text + " No null in the JSON: a random vector of θ's norm through the same map "
                        "is not measured, so the trend is not shown to be θ's." + refl, numbers, None, head)
-    spec = {s: [la for la, v in p.items() if v["specific"]] for s, p in pooled.items()}
-    specific = "holds" if 2 * len(spec["rotation_distance"]) > len(pooled["rotation_distance"]) else "does not hold"
-    null = pooled["rotation_distance"][next(iter(pooled["rotation_distance"]))]
-    pct = lambda s: ", ".join(f"{v['mean_percentile']:.0f} (layer {la})" for la, v in pooled[s].items())  # noqa: E731
-    numbers.update({f"specific_{s}": spec[s] for s in spec})
-    return Finding(all_of([trend.verdict, specific]), text + (
-        f" Against {null['null_n']} random vectors of θ's norm per task, seed and layer, through the exact Jacobian "
-        f"J: θ's mean percentile of the rotation distance {pct('rotation_distance')}, task-vector-specific (pooled "
-        f"two-sided 5 % test) at {len(spec['rotation_distance'])} of {len(pooled['rotation_distance'])} layers; of "
-        f"the gain {pct('gain')}, specific at {len(spec['gain'])} of {len(pooled['gain'])}.") + refl,
-        numbers, "random vectors of θ's norm, J's polar statistics (pooled percentile per layer)", head)
+    diff = [{**a, "value": a["value"] - b["value"]} for a, b in zip(ltv_fall, null_fall)]
+    cmp = exceeds(estimate(diff, "value", False), const(0.0))
+    a, b = estimate(ltv_fall, "value", False), estimate(null_fall, "value", False)
+    numbers.update({"fall_ltv": a.mean, "fall_null": b.mean})
+    return Finding(cmp.verdict, text + (
+        f" Through the exact Jacobian J, θ's rotation distance falls by {a.fmt()} from layer {first} to {last}, that "
+        f"of random vectors of θ's norm by {b.fmt()} (difference {cmp.fmt(2)}): "
+        + ("θ's falls further than theirs." if cmp.holds else "the trend belongs to the layers, not to θ.") + refl),
+        numbers, "random vectors of θ's norm through J, per task and seed", head)
+
+
+@claim("tv_gain", "The map amplifies task vectors more than random vectors of their norm", LM)
+def tv_gain(tables, metas) -> Finding:
+    """The gain ‖Σθ‖/‖θ‖ of the exact Jacobian J at θ against the same for random vectors of θ's norm: at a
+    majority of the layers, θ's mean percentile in its null is above it (pooled two-sided 5 % test)."""
+    rows = tables[LM]
+    pooled = null_by_layer(rows, "jac_", "gain")
+    if not pooled:
+        return not_run("the random-vector null")
+    up = [la for la, v in pooled.items() if v["specific"] and v["mean_percentile"] > 50]
+    g = by_layer(rows, "jac_gain")
+    nulls = {la: fmean(fmean(r["null_jac_gain"]) for r in pick(rows, layer=la) if r.get("null_jac_gain"))
+             for la in pooled}
+    verdict = "holds" if 2 * len(up) > len(pooled) else "does not hold"
+    return Finding(verdict, (
+        "Gain of J at θ vs the mean over random vectors of its norm, per layer: " + ", ".join(
+            f"{g[la].fmt(1)} vs {nulls[la]:.1f} (percentile {v['mean_percentile']:.0f}, layer {la})"
+            for la, v in pooled.items())
+        + f"; above the null (pooled two-sided 5 % test) at {len(up)} of {len(pooled)} layers."),
+        {"layers_above": up}, "random vectors of θ's norm through J (pooled percentile per layer)",
+        f"above the null at {len(up)} of {len(pooled)} layers")
 
 
 @claim("rotation_alignment", "The rotation Q aligns θ with the label directions beyond random rotations", LM)
