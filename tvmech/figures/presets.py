@@ -59,13 +59,15 @@ STEP_COST: dict[str, dict[str, str]] = {
     "quick": {"icl": "23 s", "sweep": "135 s", "robustness": "167 s, shared CPU", "geometry": "54 s",
               "composition": "59 s", "peft": "180 s", "ov_circuits": "26 s", "key_heads": "36 s", "sinks": "9 s",
               "lens": "23 s", "linear": "185 s", "synthetic": "65 s"},
-    # one H200 shared by 4 torchrun ranks (tools/device/paper_run.sh, fresh, 2026-12-02, one run): each step's
-    # seconds on rank 0 (the run's summary)
-    "paper": {"icl": "30 s", "sweep": "87 s", "robustness": "92 s, 1 seed, LTV only", "geometry": "35 s",
-              "composition": "< 1 s", "peft": "28 s", "ov_circuits": "70 s, 3 seeds", "key_heads": "35 s, 3 seeds",
-              "sinks": "2 s, 3 seeds", "lens": "8 s", "linear": "178 s, 3 seeds, with synthetic's models",
+    # one GPU shared by 4 torchrun ranks, each step's seconds on rank 0 (the run's summary): the steps issue 24
+    # changed on one H100 on 2026-12-07 (tools/device/issue24_runs.sh; their LTVs reused where stored), the others
+    # on one H200 on 2026-12-02 (tools/device/paper_run.sh, fresh, one run: 583 s in all then)
+    "paper": {"icl": "30 s", "sweep": "89 s (H100)", "robustness": "401 s, 3 seeds, 3 methods (H100)",
+              "geometry": "35 s", "composition": "28 s (2-core CPU)", "peft": "18 s (H100)",
+              "ov_circuits": "70 s, 3 seeds (522 s on the 2-core CPU)", "key_heads": "51 s, 3 seeds (H100)",
+              "sinks": "2 s, 3 seeds", "lens": "8 s", "linear": "175 s, 3 seeds, with the null, LTVs reused (H100)",
               "synthetic": "6 s (models trained during linear)"},
-}  # in all 583 s from launch to the gallery (README, "Speed")
+}  # end to end not measured since issue 24 (583 s on 2026-12-02, before robustness grew to 3 seeds x 3 methods)
 
 
 def apply(preset: Preset, args) -> None:
