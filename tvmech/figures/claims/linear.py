@@ -14,9 +14,9 @@ from statistics import fmean
 
 from tvmech.figures.claims.core import (
     Finding,
-    const,
     all_of,
     claim,
+    const,
     count,
     estimate,
     exceeds,
