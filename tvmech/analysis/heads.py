@@ -13,7 +13,10 @@ without θ. The gradient ``∂p/∂a`` is always taken in the θ run. Two scores
 
 Both come from one forward and one backward pass (plus, for ``tv_reliance``, one clean forward pass).
 Since ``p`` depends on ``z_{l,h}[q]`` only through ``a_{l,h} = z W_O`` (linear),
-``(a_θ − a_clean) · ∂p/∂a = (z_θ − z_clean)[q] · ∂p/∂z[q]`` exactly, which is how they are computed.
+``(a_θ − a_clean) · ∂p/∂a = (z_θ − z_clean)[q] · ∂p/∂z[q]`` exactly, which is how they are computed. On blocks
+with a post-attention norm (Gemma, OLMo-2: :mod:`tvmech.core.anatomy`) ``a`` is the head's output before that
+norm, which the gradient passes through; the scores are the same first-order estimates of the interventions on
+``z`` below, on every architecture.
 
 Exact interventions at the query position ``q`` (θ injected as usual; ``Δp = p − p_patched`` per prompt):
 
