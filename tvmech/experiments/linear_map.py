@@ -110,9 +110,10 @@ class Config(ExperimentConfig):
                                      "of 2 x d_model perturbed runs per prompt)", flag="--map-random-fits")
     map_vanilla: int = option(1, "1: polar statistics of J and W for the Vanilla TV at the same layer; 0: none",
                               flag="--map-vanilla", choices=(0, 1))
-    map_null_prompts: int | None = option(4, "fit prompts (the first N) on which J is taken for θ's polar statistics, "
-                                             "the Vanilla TV's and the random-vector null (None: all map_prompts; "
-                                             "fewer make the null's Jacobians cheaper; J against W uses all)",
+    map_null_prompts: int | None = option(4, "fit prompts (the first N) on which J is taken for the polar statistics "
+                                             "of θ, of the Vanilla TV and of the null's random vectors (None: all "
+                                             "map_prompts; fewer make the null's Jacobians cheaper; J against W "
+                                             "uses all)",
                                           flag="--map-null-prompts")
     map_jacobian_chunk: int | None = option(64, "backward passes vectorised per Jacobian chunk (None: all d_model; "
                                                 "smaller saves memory)", flag="--map-jacobian-chunk")

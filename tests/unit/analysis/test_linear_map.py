@@ -330,7 +330,9 @@ def test_lens_plots_draw_the_committed_rows_and_issue_11_rows():
     saved = json.loads(path.read_text())["rows"]
     issue_11 = ("r2_per_prompt", "r2_per_prompt_mean", "r2_per_prompt_centred", "r2_per_prompt_centred_mean",
                 "r2_per_prompt_median", "r2_per_prompt_min")
-    old = [{k: v for k, v in r.items() if k not in issue_11 and not k.startswith("rot_null")} for r in saved]
+    null_fields = ("null_", "jac_rotation", "jac_cos_theta", "jac_gain", "jac_det", "jac_reflection", "vanilla_")
+    old = [{k: v for k, v in r.items() if k not in issue_11 and not k.startswith(("rot_null", *null_fields))}
+           for r in saved]
     new = [{**r, "r2_per_prompt_centred_mean": 0.5, "rot_null_q05": -0.07, "rot_null_q95": 0.07} for r in old]
     for rows, extra in ((old, 0), (new, 1)):
         n_tasks = len({r["task"] for r in rows})
