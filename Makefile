@@ -35,15 +35,15 @@ browser:
 
 # every step recomputed at reduced scale into figures/quick/ (git-ignored), with its index.html
 figures: setup
-	$(PY) -m tvmech.figures --preset quick
+	$(PY) -m tvmech.pipeline --preset quick
 
 # the committed paper-scale figures in figures/ (recomputes only what is missing or changed; meant for a GPU)
 figures-paper: setup
-	$(PY) -m tvmech.figures --preset paper
+	$(PY) -m tvmech.pipeline --preset paper
 
 # README.md's results tables, regenerated from figures/*.json (`--check` only compares)
 readme: setup
-	$(PY) -m tvmech.figures.readme
+	$(PY) -m tvmech.pipeline.readme
 
 # the notebooks, executed in place (outputs and PNG fallbacks committed)
 notebooks: setup

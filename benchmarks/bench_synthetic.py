@@ -5,7 +5,7 @@ end to end with ``--figure-steps`` steps per model, as a smoke test of the devic
     python benchmarks/bench_synthetic.py --preset gpu --device cuda [--steps 150] [--figures OUT_DIR]
 
 Writes ``benchmarks/results/synthetic_steps_<device>.json``. The full GPU preset itself is
-``python -m tvmech.figures --only synthetic --synthetic-preset gpu --device cuda``.
+``python -m tvmech.pipeline --only synthetic --synthetic-preset gpu --device cuda``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tvmech.experiments import synthetic as steps_synthetic
-from tvmech.figures import run
+from tvmech.pipeline import cli
 from tvmech.synthetic import ModelConfig, SyntheticModel, SyntheticTask, TrainConfig, train
 
 
@@ -72,7 +72,7 @@ def main() -> None:
         short["ltv_steps"] = 20
         steps_synthetic.PRESETS[args.preset] = short
         t = time.perf_counter()
-        run.main(["--out", str(args.figures), "--only", "synthetic", "--synthetic-preset", args.preset, "--no-png",
+        cli.main(["--out", str(args.figures), "--only", "synthetic", "--synthetic-preset", args.preset, "--no-png",
                   "--device", args.device])
         print(f"figures step, {args.figure_steps} steps per model: {time.perf_counter() - t:.0f} s")
 

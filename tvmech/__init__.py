@@ -3,7 +3,8 @@
 The subpackages, one role each: ``core`` (the TransformerLens adapter, model loading, files), ``data``
 (tasks, prompts), ``interventions`` (everything that writes into a forward pass), ``methods`` (how task
 vectors are made), ``analysis`` (what is measured), ``experiments`` (one module per paper experiment),
-``synthetic`` (small models trained from scratch), ``figures`` (plotly builders and the command line).
+``synthetic`` (small models trained from scratch), ``plots`` (plotly builders) and ``pipeline`` (the command
+line that runs the experiments and writes the figures).
 The names below are the primitives, grouped as in ``__all__``.
 """
 

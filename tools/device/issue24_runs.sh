@@ -20,11 +20,11 @@ if [ "${1:-}" = cuda-tests ]; then
     -k "cuda or graph" 2>&1 | tail -3 | stamp
 fi
 G=(capitalize singular_plural sentiment)
-run() {  # seconds left must exceed 20 to start; the rest of the arguments: tvmech.figures's
+run() {  # seconds left must exceed 20 to start; the rest of the arguments: tvmech.pipeline's
   local t; t=$(left)
   [ "$t" -gt 20 ] || { echo "skipped (deadline): $*" | stamp; return; }
   echo "start: $*" | stamp
-  timeout "$t" torchrun --standalone --nproc-per-node 4 -m tvmech.figures --device cuda:0 --no-png "$@" 2>&1 \
+  timeout "$t" torchrun --standalone --nproc-per-node 4 -m tvmech.pipeline --device cuda:0 --no-png "$@" 2>&1 \
     | grep -aE "^[a-z_]+: |computed|reused|rror|Traceback|seconds" | cut -c1-160 | stamp
 }
 # in order of need (a call that runs out of time leaves the last ones to the next call)

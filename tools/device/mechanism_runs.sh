@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The issue-11 mechanism runs on one GPU: many small processes at once (each is bound by kernel launches and
 # Python, not by the GPU), one per (seed, task group), all writing into per-seed run folders that
-# `python -m tvmech.figures --seeds ...` later gathers (tvmech.figures.runner). Every process is per-task
+# `python -m tvmech.pipeline --seeds ...` later gathers (tvmech.pipeline.scheduler). Every process is per-task
 # resumable, so a process stopped by its time limit loses only its current task.
 #
 # Usage (on the GPU machine, after ../shared/device/stage.sh's pieces):  bash tools/device/mechanism_runs.sh PHASE
@@ -19,7 +19,7 @@ mkdir -p "$W/logs"
 # on a fresh machine, an earlier phase's results carried in as .device/results_*.tar.gz are unpacked first
 for t in .device/results_*.tar.gz; do [ -f "$t" ] && tar xzf "$t" -C "$W"; done
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-read -r -a F <<< "${TVF:-python -m tvmech.figures --device cuda --no-png}"
+read -r -a F <<< "${TVF:-python -m tvmech.pipeline --device cuda --no-png}"
 ALPHAS=(--mech-alphas 0.5 1 2 4 8)
 G1=(country_capital capitalize antonym english_french)
 G2=(masculine_feminine present_past singular_plural)

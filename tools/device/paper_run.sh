@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine after staging (tools/device/profile_run.sh's sibling): the CUDA tests, then the paper preset of
-# `python -m tvmech.figures` end to end with RANKS worker processes (torchrun) sharing the one GPU, into
+# `python -m tvmech.pipeline` end to end with RANKS worker processes (torchrun) sharing the one GPU, into
 # /root/paper (resumable: a second call continues where the first stopped). Prints the step summary.
 # Env: RANKS (4), LIMIT (seconds, 500), TESTS (1: run the CUDA tests first), ONLY (steps), THREADS (4),
 # FRESH (1: start from an empty output folder and an empty model cache, /root/paper-cache, so that the time
@@ -14,7 +14,7 @@ if [ "${TESTS:-1}" = 1 ]; then
     tests/unit/analysis/test_linear_checks.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
 fi
 start=$(date +%s)
-timeout "${LIMIT:-500}" torchrun --standalone --nproc-per-node "$RANKS" -m tvmech.figures --preset paper \
+timeout "${LIMIT:-500}" torchrun --standalone --nproc-per-node "$RANKS" -m tvmech.pipeline --preset paper \
   --out /root/paper --device cuda:0 --no-png ${ONLY:+--only $ONLY} 2>&1 | while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done \
   > "$OUT/paper.log"
 echo "rc=${PIPESTATUS[0]} seconds=$(( $(date +%s) - start )) ranks=$RANKS"

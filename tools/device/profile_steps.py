@@ -20,14 +20,14 @@ import torch
 
 import tvmech as tv
 from tvmech.experiments.vectors import VectorStore
-from tvmech.figures.steps import STEPS
+from tvmech.pipeline.steps import STEPS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--profile", nargs="*", default=[])
-    ap.add_argument("--only", nargs="*", default=[n for n in STEPS if n != "composition"])
+    ap.add_argument("--only", nargs="*", default=[n for n in STEPS if n not in ("composition", "synthetic")])
     ap.add_argument("--task", default="antonym")
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()

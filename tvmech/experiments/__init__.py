@@ -1,6 +1,7 @@
 """One module per experiment of the paper, each with a frozen ``Config`` (fields documented in place, defaults
 derived from the loaded model where ``None``), ``run(model, config) -> Result`` and a ``Result`` with
-``.rows()`` (the rows of its ``figures/*.json``) and ``.tables()``. No plotting here: see :mod:`tvmech.figures`.
+``.rows()`` (the rows of its ``figures/*.json``) and ``.tables()`` (named by ``Result.TABLES``, or its one
+``TABLE``). No plotting here: see :mod:`tvmech.plots`; the command line that runs them is :mod:`tvmech.pipeline`.
 
 * :mod:`~tvmech.experiments.icl`: zero-shot vs k-shot ICL accuracy.
 * :mod:`~tvmech.experiments.layer_sweep`: LTV vs Vanilla TV vs function vector at every 3rd layer.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tvmech.analysis.evaluation import evaluate
 from tvmech.analysis.geometry import cosine_matrix
@@ -36,6 +37,8 @@ class Config(ExperimentConfig):
 @dataclass
 class Result:
     """The cosine matrix (``names`` x ``names``) and the transfer records ``train_task, test_task, accuracy, n``."""
+
+    TABLES: ClassVar[tuple[str, ...]] = ("task_transfer", "task_cosine")  # the keys of tables()
 
     config: Config
     names: list[str]

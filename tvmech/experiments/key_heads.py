@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -148,6 +149,8 @@ class Result:
     scores: list[dict]
     taylor: list[dict]  # one row per (comparison, head of the subset) (TAYLOR_KEYS)
     ablation: list[dict]  # task, score, set, seed, kind, size, scoring, accuracy, n
+
+    TABLES: ClassVar[tuple[str, ...]] = ("key_heads_ablation", "key_heads_taylor", "key_heads_layers")
 
     def rows(self) -> list[dict]:
         return list(self.scores)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, taylor_scores
 from tvmech.analysis.sinks import METRICS, AttentionStats, attention_stats, check_threshold
@@ -51,6 +52,8 @@ class Result:
     """Per task and head set the statistics ``records`` (``task, score, set, seed, metric, value, std``, see
     :func:`compare_sets`), and every head's own statistics ``heads`` (``task, layer, head`` and one column per
     metric of :data:`tvmech.analysis.sinks.METRICS`)."""
+
+    TABLES: ClassVar[tuple[str, ...]] = ("attention_sinks", "attention_sinks_heads")  # the keys of tables()
 
     config: Config
     records: list[dict]

@@ -13,6 +13,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from tvmech.core.io import cache_root
 from tvmech.experiments.common import option
@@ -89,6 +90,9 @@ class Config:
 @dataclass
 class Result:
     """Per task and figure its rows, and per task the cluster sharpness of the PCA figure."""
+
+    # the keys of tables(), one set per task of the preset ("ltv" only for discrete tasks)
+    TABLES: ClassVar[tuple[str, ...]] = tuple(f"synthetic_{{task}}_{f}" for f in FIGURES)
 
     config: Config
     figures: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # task -> figure -> rows

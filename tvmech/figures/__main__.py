@@ -1,3 +1,3 @@
-from tvmech.figures.run import main
+from tvmech.pipeline.cli import main
 
 raise SystemExit(main())

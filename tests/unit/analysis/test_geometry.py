@@ -8,8 +8,8 @@ import tvmech as tv
 from tvmech.analysis.geometry import compose, cosine_matrix
 from tvmech.experiments.composition import COMPOSITIONS, composition_experiment, composition_task, headroom
 from tvmech.experiments.geometry import transfer_matrix
-from tvmech.figures import geometry_plots as gp
 from tvmech.interventions.task_vector import TaskVector
+from tvmech.plots import geometry_plots as gp
 
 WORDS = [w.input for w in tv.builtin_task("capitalize").examples[:30]]
 

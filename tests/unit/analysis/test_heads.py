@@ -265,7 +265,7 @@ def test_bad_input(tiny):
 
 def test_mechanism_figures_draw_saved_rows():
     """The figure builders draw rows in the steps' formats (means over tasks, error bars over seeds)."""
-    from tvmech.figures import mechanism_plots as mp
+    from tvmech.plots import mechanism_plots as mp
 
     recon = [{"task": t, "layer": 15, "method": m, "accuracy": a, "n": 4} for t in ("a", "b")
              for m, a in (("zero_shot", 0.0), ("ltv", 1.0), ("ov", 0.5))]

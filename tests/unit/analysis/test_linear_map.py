@@ -288,7 +288,7 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
     import shutil
     from pathlib import Path
 
-    from tvmech.figures import run
+    from tvmech.pipeline import cli
 
     saved = Path(__file__).resolve().parents[3] / "figures"
     names = ("logit_lens.json", "linear_map.json")
@@ -306,11 +306,11 @@ def test_lens_and_linear_steps_redraw_from_saved_numbers_without_a_model(tmp_pat
     def no_model(*a, **k):
         raise AssertionError("the model should not be loaded")
 
-    monkeypatch.setattr(run, "load_model", no_model)
+    monkeypatch.setattr(cli, "load_model", no_model)
     lens_settings = json.loads((tmp_path / "logit_lens.json").read_text())["meta"]["settings"]
     args = [*PAPER, "--out", str(tmp_path), "--only", "lens", "linear", "--no-png",
             "--lens-tasks", *lens_settings["tasks"], "--lens-n-test", str(lens_settings["n_test"])]
-    assert run.main(args) == 0
+    assert cli.main(args) == 0
     for name in ("logit_lens", "linear_map", "rotation_scaling", "rotation_alignment"):
         assert (tmp_path / f"{name}.html").is_file(), name
     rows = json.loads((tmp_path / "linear_map.json").read_text())["rows"]
@@ -322,7 +322,7 @@ def test_lens_plots_draw_the_committed_rows_and_issue_11_rows():
     import json
     from pathlib import Path
 
-    from tvmech.figures import lens_plots
+    from tvmech.plots import lens_plots
 
     path = Path(__file__).resolve().parents[3] / "figures" / "linear_map.json"
     if not path.is_file():

@@ -259,7 +259,7 @@ def test_reconstruction_accuracy_rows(tiny):
     assert by["ov_direct"]["effect_norm"] > 0 and by["ov_unweighted"]["effect_norm"] > by["ov_direct"]["effect_norm"]
     assert by["mlp_direct@2"]["effect_norm"] == pytest.approx(2 * by["mlp_direct"]["effect_norm"], rel=1e-4)
     assert by["theta_final"]["effect_norm"] == pytest.approx(by["ltv"]["effect_norm"], rel=1e-4)
-    from tvmech.figures.mechanism_plots import reconstruction_figure
+    from tvmech.plots.mechanism_plots import reconstruction_figure
 
     fig = reconstruction_figure(rows, "tiny")  # the figure draws the new rows (and, in test_heads, the old ones)
     names = {tr.name: tr for tr in fig.data}

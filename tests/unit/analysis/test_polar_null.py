@@ -158,7 +158,7 @@ def test_a_null_of_the_wrong_norm_would_call_a_random_theta_specific(deep):
 
 # ------------------------------------------------------------------------------- the README table
 def test_the_null_table_renders_new_rows_and_a_note_for_old_ones():
-    from tvmech.figures.readme_mechanism import linear_map_null as build
+    from tvmech.pipeline.readme_mechanism import linear_map_null as build
 
     meta = {"settings": {"model": "m", "map_random": 10, "map_random_fits": 0}}
     old = [{"task": t, "layer": l, "run_seed": s, "rotation_distance": 1.0, "cos_theta_qtheta": 0.5, "gain": 3.0}

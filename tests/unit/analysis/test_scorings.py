@@ -102,7 +102,7 @@ def test_reconstruction_rows_one_per_scoring(tiny):
         assert by["ltv", s] == tv.evaluate(tiny, YESNO, queries, 0, scoring=s, hooks_for=vec.hooks_for(tiny)).accuracy
         assert by["zero_shot", s] == tv.evaluate(tiny, YESNO, queries, 0, scoring=s).accuracy
     assert rows[2]["effect_norm"] > 0
-    from tvmech.figures.mechanism_plots import reconstruction_figure
+    from tvmech.plots.mechanism_plots import reconstruction_figure
 
     fig = reconstruction_figure(rows, "tiny")  # only the primary scoring is drawn, and the title says which
     assert "label set" in fig.layout.title.text and len(fig.data) == len(methods)
@@ -119,7 +119,7 @@ def test_key_vs_random_rows_one_per_scoring(tiny):
     base = {r["scoring"]: r["accuracy"] for r in rows if r["set"] == "none"}
     assert base == {s: tv.evaluate(tiny, YESNO, queries, 0, scoring=s, hooks_for=vec.hooks_for(tiny)).accuracy
                     for s in BOTH}
-    from tvmech.figures.mechanism_plots import key_ablation_figure
+    from tvmech.plots.mechanism_plots import key_ablation_figure
 
     fig = key_ablation_figure(rows, "tiny")
     assert "label set" in fig.layout.title.text and fig.data[0].y[0] == base["label_set"]
@@ -139,7 +139,7 @@ def test_linear_report_keeps_primary_flat_and_every_scoring_in_a_dict(tiny):
         tv.evaluate(tiny, YESNO, queries, 0, scoring="first_token").accuracy
     first = linear_map.reconstruction_report(tiny, YESNO, queries, fit, scorings=("first_token",))
     assert first["acc_original"] == rep["acc_by_scoring"]["first_token"]["original"]
-    from tvmech.figures import lens_plots
+    from tvmech.plots import lens_plots
 
     rows = [{**rep, "task": "yesno", "layer": 2, "r2_heldout": 0.9}]
     fig = lens_plots.reconstruction_figure(rows)  # new rows draw like the old ones (the flat primary keys)
@@ -160,11 +160,11 @@ def test_configs_check_scorings_and_save_them():
 
 
 def test_the_command_line_sets_the_scorings():
-    from tvmech.figures import run
+    from tvmech.pipeline import cli
 
-    args = run.parse_args(["--mech-scorings", "first_token", "--linear-scorings", "label_set", "first_token"])
+    args = cli.parse_args(["--mech-scorings", "first_token", "--linear-scorings", "label_set", "first_token"])
     c = args.configs
     assert c["ov_circuits"].scorings == c["key_heads"].scorings == c["sinks"].scorings == ("first_token",)
     assert c["linear"].scorings == BOTH and c["icl"] is not None
     with pytest.raises(SystemExit):
-        run.parse_args(["--mech-scorings", "bogus"])
+        cli.parse_args(["--mech-scorings", "bogus"])

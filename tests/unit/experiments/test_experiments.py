@@ -23,14 +23,12 @@ from tvmech.experiments import (
     vectors,
 )
 from tvmech.methods.learned import LTVConfig
+from tvmech.pipeline.registry import TASK
+from tvmech.pipeline.steps import STEPS
 
 FIGURES = Path(__file__).resolve().parents[3] / "figures"
-# experiment module -> the committed JSON files whose settings its default config must reproduce
-SAVED = {icl: ("icl_accuracy",), layer_sweep: ("layer_sweep",), robustness: ("robustness",),
-         geometry: ("task_cosine", "task_transfer"), composition: ("composition",), peft: ("peft",),
-         ov_reconstruction: ("ov_reconstruction",), key_heads: ("key_heads_ablation", "key_heads_taylor",
-                                                             "key_heads_layers"),
-         sinks: ("attention_sinks", "attention_sinks_heads"), logit_lens: ("logit_lens",), linear_map: ("linear_map",)}
+# experiment module -> the committed JSON files whose settings its default config must reproduce (its step's tables)
+SAVED = {step.experiment: step.tables for step in STEPS.values() if TASK not in step.tables[0]}
 MODULES = list(SAVED)
 # experiments whose defaults changed in issue 11 -> a settings field that committed numbers of issue 11 have
 ISSUE_11 = {key_heads: "score", sinks: "score", linear_map: "map_null"}

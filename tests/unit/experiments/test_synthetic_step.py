@@ -3,7 +3,7 @@
 import pytest
 
 from tvmech.experiments import synthetic
-from tvmech.figures import run
+from tvmech.pipeline import cli
 
 
 def test_figures_step_trains_saves_and_then_redraws_without_training(tmp_path, monkeypatch):
@@ -14,7 +14,7 @@ def test_figures_step_trains_saves_and_then_redraws_without_training(tmp_path, m
     monkeypatch.setitem(synthetic.PRESETS, "quick", tiny)
     monkeypatch.setenv("TVMECH_CACHE", str(tmp_path / "cache"))
     argv = ["--out", str(tmp_path), "--only", "synthetic", "--synthetic-preset", "quick", "--no-png"]
-    assert run.main(argv) == 0
+    assert cli.main(argv) == 0
     names = sorted(p.name for p in tmp_path.glob("synthetic_offset_*.json"))
     assert names == [f"synthetic_offset_{f}.json" for f in sorted(synthetic.FIGURES)]
     assert (tmp_path / "synthetic" / "quick" / "offset" / "tvp" / "model.safetensors").is_file()
@@ -23,6 +23,6 @@ def test_figures_step_trains_saves_and_then_redraws_without_training(tmp_path, m
         raise AssertionError("saved models and numbers should be reused")
 
     monkeypatch.setattr(synthetic, "train", no_training)
-    assert run.main(argv) == 0  # redraw only
+    assert cli.main(argv) == 0  # redraw only
     with pytest.raises(AssertionError, match="should be reused"):
-        run.main(argv + ["--force"])
+        cli.main(argv + ["--force"])

@@ -191,7 +191,7 @@ def test_bad_input(tiny):
 
 
 def test_peft_figure_draws_every_method():
-    from tvmech.figures.peft_plots import peft_figure
+    from tvmech.plots.peft_plots import peft_figure
 
     rows = [{"method": m, "accuracy": 0.5 + i / 10, "trainable_params": 576 * (1 + (i == 2)),
              "step_latency_s": 0.1 * (i + 1), "peak_memory_bytes": 2**20 * (i + 1), "cuda_peak_bytes": None,

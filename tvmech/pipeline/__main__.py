@@ -1,0 +1,3 @@
+from tvmech.pipeline.cli import main
+
+raise SystemExit(main())

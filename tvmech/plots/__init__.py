@@ -1,0 +1,15 @@
+"""Figure builders, pure: rows in (the JSON rows of :mod:`tvmech.experiments`' results), ``go.Figure`` out.
+Nothing here computes, reads or writes files; the command line that runs the experiments and writes the
+figures is :mod:`tvmech.pipeline`.
+
+* :mod:`~tvmech.plots.behaviour_plots`: ICL accuracy, the layer sweep (mean and per task), robustness.
+* :mod:`~tvmech.plots.geometry_plots`: the tasks' cosine and transfer heatmaps, composition bars.
+* :mod:`~tvmech.plots.peft_plots`: LTV against prompt tuning and LoRA.
+* :mod:`~tvmech.plots.mechanism_plots`: OV reconstruction, the α sweep, key-head ablation, Taylor against exact,
+  key heads per layer, attention sinks.
+* :mod:`~tvmech.plots.lens_plots`: the logit lens, W_TV's reconstruction, rotation and scaling, alignment.
+* :mod:`~tvmech.plots.interactive`: figures with a layer slider and the head heatmap.
+* :mod:`~tvmech.plots.synthetic_plots`: the synthetic-ICL figures.
+* :mod:`~tvmech.plots.spread`: mean ± sd over run seeds; :mod:`~tvmech.plots.style`: the palette;
+  :mod:`~tvmech.plots.export`: a figure and its rows as the bytes of their HTML, PNG, JSON and CSV files.
+"""
