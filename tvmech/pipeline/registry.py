@@ -126,7 +126,7 @@ class Step:
     seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # preset -> the seeds it runs the step with
     cost: Mapping[str, str] = field(default_factory=dict)  # preset -> measured time (where and how in presets.py)
     # a step computed its own way (the synthetic one): ``compute(cfg, session, pretrained) -> Outcome`` on rank 0,
-    # after ``prefetch(cfg, session)``'s jobs (folder, name, work), which the ranks share
+    # after ``prefetch(cfg, session)``'s jobs (store, name, work), which the ranks share
     compute: Callable[[Any, Session, bool], Outcome] | None = None
     prefetch: Callable[[Any, Session], list] | None = None
     tasks: Callable[[Any], Sequence[str]] | None = None  # the tasks of "{task}" figures (default: config.tasks)
