@@ -307,10 +307,9 @@ def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) ->
         b = X.shape[0]
         qq = q.repeat(b)  # row i * P + p: vector i on prompt p
         rows = torch.arange(b * P, device=ad.device)
-        per_row = X.repeat_interleave(P, 0)[:, None, None]  # [b * P, 1 layer, 1 position, d]
+        injection = Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,))  # per row: [b * P, 1, 1, d]
         with torch.no_grad():
-            out = run_blocks(ad, resid.repeat(b, 1, 1), layer, intervention=Injection(per_row, (layer,)), ctx=qq)
-        out = out[rows, qq].view(b, P, -1)
+            out = run_blocks(ad, resid.repeat(b, 1, 1), layer, intervention=injection, ctx=qq)[rows, qq].view(b, P, -1)
         delta = (out - base[None]).double().cpu()
         return delta if per_prompt else delta.mean(1)
 
