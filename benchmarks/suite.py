@@ -217,25 +217,24 @@ def bench_evaluation(ctx: Context) -> list:
 
     queries = ctx.splits.test[:32] if ctx.quick else ctx.splits.test
     vec = ctx.vector
-    hooks = vec.hooks_for(ctx.model)
 
-    def run(hooks_for):
+    def run(intervention):
         def go():
-            return tv.evaluate(ctx.model, ctx.task, queries, k=5, demos=ctx.splits.train, hooks_for=hooks_for)
+            return tv.evaluate(ctx.model, ctx.task, queries, k=5, demos=ctx.splits.train, intervention=intervention)
         t, res = timed(go, ctx.device)
         return len(queries) / t, res
 
-    run(hooks)  # warm-up
+    run(vec)  # warm-up
     ref = reference_path()
     fast, plain, slow, acc = [], [], [], {}
     for _ in range(ctx.repeats):
-        r, res = run(hooks)
+        r, res = run(vec)
         fast.append(r)
         acc["fast"] = res.accuracy
         plain.append(run(None)[0])
         if ref is not None:
             with ref():
-                r, res = run(hooks)
+                r, res = run(vec)
             slow.append(r)
             acc["ref"] = res.accuracy
     what = (f"evaluate(k=5 demos, {len(queries)} test queries, batch 16) with the LTV injected at layer {LAYER}: "

@@ -78,7 +78,7 @@ def main() -> None:
             for tag, v in (("before", before), ("after", after)):
                 fv = TaskVector.for_model(ad, v[None, None].to(ad.dtype), (layer,), (-1,), task=name, method="fv")
                 row[f"fv_{tag}_acc_L{layer}"] = tv.evaluate(model, task, test, 0,
-                                                            hooks_for=fv.hooks_for(model)).accuracy
+                                                            intervention=fv).accuracy
         row["zero_shot_acc"] = tv.evaluate(model, task, test, 0).accuracy
         out[name] = row
         print(name, json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)

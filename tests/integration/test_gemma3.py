@@ -97,7 +97,7 @@ def test_injection_changes_the_output(gemma):
         norm = float(ad.residual(batch.tokens[:1], LAYER)[0, int(batch.query_pos[0])].norm())
         v = torch.randn(ad.d_model, generator=torch.Generator().manual_seed(0))
         inj = Injection(v / v.norm() * norm, (LAYER,), (-1,))
-        clean, hit = query_logits(gemma, batch), query_logits(gemma, batch, inj.hooks_for(gemma))
+        clean, hit = query_logits(gemma, batch), query_logits(gemma, batch, inj)
     assert torch.isfinite(hit).all()
     assert (clean.argmax(-1) != hit.argmax(-1)).any() or (clean - hit).abs().max() > 1.0
 
@@ -121,7 +121,7 @@ def test_ltv_trains_on_capitalize(gemma):
     seconds = time.perf_counter() - t
     zero = tv.evaluate(gemma, task, test, 0).accuracy
     five = tv.evaluate(gemma, task, test, 5, sp.train).accuracy
-    ltv = tv.evaluate(gemma, task, test, 0, hooks_for=vec.hooks_for(gemma)).accuracy
+    ltv = tv.evaluate(gemma, task, test, 0, intervention=vec).accuracy
     print(f"gemma3 capitalize (n={len(test)}): zero-shot {zero:.2f}, 5-shot {five:.2f}, LTV L{LAYER} {ltv:.2f} "
           f"(trained in {seconds:.1f} s)")
     assert torch.isfinite(vec.vectors).all()

@@ -10,6 +10,7 @@ import tvmech as tv
 from tvmech.analysis.ov import capture, packaged_ov_effect
 from tvmech.data.prompts import encode, make_prompts
 from tvmech.experiments.ov_reconstruction import reconstruction_accuracy
+from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.paths import PathRestricted
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 
@@ -37,10 +38,8 @@ def test_every_path_open_is_the_ltv_run_on_the_default_model(default_model, anto
     with torch.no_grad():
         h = ad.residual(batch.tokens, LAYER)
         clean = ad.run_blocks(h, LAYER)
-        with vec.injection.attach(ad, batch.query_pos):
-            full = ad.run_blocks(h, LAYER)
-        with PathRestricted(theta, LAYER).attach(ad, batch.query_pos):
-            paths = ad.run_blocks(h, LAYER)
+        full = run_blocks(ad, h, LAYER, intervention=vec, ctx=batch.query_pos)
+        paths = run_blocks(ad, h, LAYER, intervention=PathRestricted(theta, LAYER), ctx=batch.query_pos)
     rows = torch.arange(len(batch))
     logits = [ad.unembed(s[rows, batch.query_pos]) for s in (clean, full, paths)]
     assert rel(logits[2] - logits[0], logits[1] - logits[0]) < 1e-5

@@ -16,12 +16,12 @@ def test_ltv_at_layer_15_beats_zero_shot_and_approaches_icl(default_model, tmp_p
     vec = learn_task_vector(default_model, task, layers=(15,), config=LTVConfig(steps=80), progress=False)
     zero = tv.evaluate(default_model, task, test, 0).accuracy
     icl = tv.evaluate(default_model, task, test, 5, sp.train).accuracy
-    ltv = tv.evaluate(default_model, task, test, 0, hooks_for=vec.hooks_for(default_model)).accuracy
+    ltv = tv.evaluate(default_model, task, test, 0, intervention=vec).accuracy
     assert ltv > zero + 0.3 and ltv >= icl - 0.1, (zero, icl, ltv)
     assert 20 < vec.metrics["norm"] < 150  # scale-aware lr moved the vector a residual-sized distance
     vec.save(tmp_path / "antonym_l15")
     again = tv.evaluate(default_model, task, test, 0,
-                        hooks_for=tv.TaskVector.load(tmp_path / "antonym_l15", default_model).hooks_for(default_model))
+                        intervention=tv.TaskVector.load(tmp_path / "antonym_l15", default_model))
     assert again.accuracy == ltv
 
 

@@ -4,25 +4,27 @@ Logits are computed only where they are scored: the final residual stream is gat
 position (or at the label positions, for exact match) before the final norm and unembedding. Several
 scorings of one batch come from one forward pass (:func:`predict_batch`, :func:`score_batch_multi`,
 :func:`evaluate_prompts_multi`): ``first_token`` and ``label_set`` are argmaxes over the same query logits.
+Every scoring function takes ``intervention=`` (an :class:`~tvmech.interventions.engine.Intervention`, e.g. a
+:class:`~tvmech.interventions.task_vector.TaskVector`, or ``None``), placed at each batch's query and role
+positions; the engine picks the path (:func:`tvmech.interventions.engine.residual`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import check_fits_context, check_int
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, Prompt, batches, encode, encode_text, label_ids, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
-from tvmech.interventions.engine import attached_for
-
-HooksFor = Callable[[Batch], Sequence[tuple[str, HookFn]]]
+from tvmech.interventions.engine import Intervention, residual
+from tvmech.interventions.sites import Context
 
 
 @dataclass
@@ -132,22 +134,23 @@ def _check_prompts(task: Task, prompts: Sequence[Prompt], batch_size: int) -> in
     return check_int(batch_size, "batch_size", minimum=1)
 
 
-def final_residual(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch seq d_model"]:
-    """Final residual stream (before the final norm) of a batch, with optional batch-aware hooks."""
+def final_residual(model, batch: Batch, intervention: Intervention | None = None
+                   ) -> Float[Tensor, "batch seq d_model"]:
+    """Final residual stream (before the final norm) of a batch, with ``intervention`` (e.g. a task vector) at
+    the batch's query and role positions (:func:`tvmech.interventions.engine.residual` picks the path)."""
     ad = adapt(model)
-    with attached_for(ad, hooks_for, batch):
-        return ad.residual(batch.tokens, ad.n_layers)
+    return residual(ad, batch.tokens, ad.n_layers, intervention=intervention, ctx=Context.of(batch))
 
 
-def query_logits(model, batch: Batch, hooks_for: HooksFor | None = None) -> Float[Tensor, "batch d_vocab"]:
+def query_logits(model, batch: Batch, intervention: Intervention | None = None) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each row's query position."""
     ad = adapt(model)
-    resid = final_residual(ad, batch.to(ad.device), hooks_for)
+    resid = final_residual(ad, batch.to(ad.device), intervention)
     rows = torch.arange(len(batch), device=resid.device)
     return ad.unembed(resid[rows, batch.query_pos.to(resid.device)])
 
 
-def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hooks_for: HooksFor | None = None
+def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], intervention: Intervention | None = None
                   ) -> dict[str, tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]]:
     """Per scoring, whether each row is correct and its predicted first token, all from ONE forward pass:
     ``first_token`` and ``label_set`` are argmaxes over the same query logits (over the whole vocabulary
@@ -159,7 +162,7 @@ def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hook
         task: the batch's task (its label set for ``label_set``).
         batch: the encoded prompts.
         scorings: scoring modes.
-        hooks_for: batch-aware hooks of the pass (e.g. a task vector's).
+        intervention: what the pass carries (e.g. a task vector), at the batch's query positions.
 
     Returns:
         Scoring -> ``(correct, predicted first token)``, both on the CPU, in the order of ``scorings``.
@@ -168,7 +171,7 @@ def predict_batch(model, task: Task, batch: Batch, scorings: Sequence[str], hook
     ad = adapt(model)
     batch = batch.to(ad.device)
     with torch.no_grad():
-        return predict_from_final(ad, task, batch, final_residual(ad, batch, hooks_for), scorings)
+        return predict_from_final(ad, task, batch, final_residual(ad, batch, intervention), scorings)
 
 
 def add_to_final(stream: Float[Tensor, "batch seq d_model"], positions: Int[Tensor, " batch"],
@@ -223,7 +226,7 @@ def predict_from_final(model, task: Task, batch: Batch, resid: Float[Tensor, "ba
 
 
 def score_batch_multi(model, task: Task, batch: Batch, scorings: Sequence[str],
-                      hooks_for: HooksFor | None = None) -> dict[str, Bool[Tensor, " batch"]]:
+                      intervention: Intervention | None = None) -> dict[str, Bool[Tensor, " batch"]]:
     """Whether each row is correct under each of ``scorings``, from one forward pass (:func:`predict_batch`).
 
     Args:
@@ -231,22 +234,22 @@ def score_batch_multi(model, task: Task, batch: Batch, scorings: Sequence[str],
         task: the batch's task.
         batch: the encoded prompts (with labels when ``exact_match`` is among ``scorings``).
         scorings: scoring modes.
-        hooks_for: batch-aware hooks of the pass.
+        intervention: what the pass carries, or ``None``.
 
     Returns:
         Scoring -> ``[batch]`` booleans (CPU).
     """
-    return {s: ok for s, (ok, _) in predict_batch(model, task, batch, scorings, hooks_for).items()}
+    return {s: ok for s, (ok, _) in predict_batch(model, task, batch, scorings, intervention).items()}
 
 
 def score_batch(model, task: Task, batch: Batch, scoring: str,
-                hooks_for: HooksFor | None = None) -> tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]:
+                intervention: Intervention | None = None) -> tuple[Bool[Tensor, " batch"], Int[Tensor, " batch"]]:
     """Whether each row is correct under ``scoring``, and the predicted first token."""
-    return predict_batch(model, task, batch, (scoring,), hooks_for)[scoring]
+    return predict_batch(model, task, batch, (scoring,), intervention)[scoring]
 
 
 def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scorings: Sequence[str], *,
-                           batch_size: int = 16, hooks_for: HooksFor | None = None,
+                           batch_size: int = 16, intervention: Intervention | None = None,
                            progress: bool = False) -> dict[str, EvalResult]:
     """Accuracy of ``model`` on ready-made prompts under each of ``scorings``, one forward pass per batch.
 
@@ -256,7 +259,7 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
         prompts: the prompts: at least one, each within the model's context (:func:`check_context`).
         scorings: scoring modes (checked, repeats dropped).
         batch_size: prompts per forward pass.
-        hooks_for: batch-aware hooks of every pass.
+        intervention: what every pass carries (e.g. a task vector), at each batch's query positions.
         progress: show a progress bar.
 
     Returns:
@@ -276,7 +279,7 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
     k = prompts[0].k
     for idx, batch in tqdm(it, total=-(-len(prompts) // batch_size), desc=f"{task.name} k={k}",
                            disable=not progress, leave=False):
-        for s, (ok, first) in predict_batch(ad, task, batch, scorings, hooks_for).items():
+        for s, (ok, first) in predict_batch(ad, task, batch, scorings, intervention).items():
             for j, i in enumerate(idx):
                 correct[s][i] = bool(ok[j])
                 preds[s][i] = ad.tokenizer.decode([int(first[j])])
@@ -285,25 +288,27 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
 
 
 def evaluate_prompts(model, task: Task, prompts: Sequence[Prompt], *, scoring: str | None = None,
-                     batch_size: int = 16, hooks_for: HooksFor | None = None, progress: bool = False) -> EvalResult:
+                     batch_size: int = 16, intervention: Intervention | None = None, progress: bool = False
+                     ) -> EvalResult:
     """Accuracy of ``model`` on ready-made prompts (``scoring``: default the task's)."""
     scoring = resolve_scoring(task, scoring)
-    return evaluate_prompts_multi(model, task, prompts, (scoring,), batch_size=batch_size, hooks_for=hooks_for,
-                                  progress=progress)[scoring]
+    return evaluate_prompts_multi(model, task, prompts, (scoring,), batch_size=batch_size,
+                                  intervention=intervention, progress=progress)[scoring]
 
 
 def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
              seed: int = 0, scoring: str | None = None, batch_size: int = 16,
-             hooks_for: HooksFor | None = None, progress: bool = False) -> EvalResult:
-    """Zero-shot (``k=0``) or ``k``-shot accuracy on ``queries``, demonstrations drawn from ``demos``."""
+             intervention: Intervention | None = None, progress: bool = False) -> EvalResult:
+    """Zero-shot (``k=0``) or ``k``-shot accuracy on ``queries``, demonstrations drawn from ``demos``, with
+    ``intervention`` (e.g. ``intervention=task_vector``) in every pass at each prompt's query."""
     prompts = make_prompts(task, queries, k, demos, seed=seed)
     return evaluate_prompts(model, task, prompts, scoring=scoring, batch_size=batch_size,
-                            hooks_for=hooks_for, progress=progress)
+                            intervention=intervention, progress=progress)
 
 
 def evaluate_multi(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
-                   scorings: Sequence[str], seed: int = 0, batch_size: int = 16, hooks_for: HooksFor | None = None,
-                   progress: bool = False) -> dict[str, EvalResult]:
+                   scorings: Sequence[str], seed: int = 0, batch_size: int = 16,
+                   intervention: Intervention | None = None, progress: bool = False) -> dict[str, EvalResult]:
     """:func:`evaluate` under each of ``scorings``, from the same forward passes.
 
     Args:
@@ -315,14 +320,14 @@ def evaluate_multi(model, task: Task, queries: Sequence[Example], k: int = 0, de
         scorings: scoring modes.
         seed: seed of the demonstrations.
         batch_size: prompts per forward pass.
-        hooks_for: batch-aware hooks of every pass.
+        intervention: what every pass carries (e.g. a task vector), at each batch's query positions.
         progress: show a progress bar.
 
     Returns:
         Scoring -> its :class:`EvalResult`.
     """
     prompts = make_prompts(task, queries, k, demos, seed=seed)
-    return evaluate_prompts_multi(model, task, prompts, scorings, batch_size=batch_size, hooks_for=hooks_for,
+    return evaluate_prompts_multi(model, task, prompts, scorings, batch_size=batch_size, intervention=intervention,
                                   progress=progress)
 
 

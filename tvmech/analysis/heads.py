@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from tvmech.analysis.evaluation import EvalResult, check_context, check_scorings, predict_from_final
@@ -68,12 +68,12 @@ from tvmech.analysis.head_sets import (
 )
 from tvmech.analysis.head_verdicts import ESTIMATES  # the exact intervention each score estimates
 from tvmech.analysis.ov import check_head, single_site
-from tvmech.core.adapter import HookFn, adapt
+from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, Prompt, batches, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.capture import Capture
-from tvmech.interventions.engine import Intervention, compose
+from tvmech.interventions.engine import Intervention, compose, residual, run_blocks
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
@@ -165,12 +165,11 @@ def taylor_scores(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt],
         h0 = ad.residual(batch.tokens, 0)  # embeddings, computed outside the hooks
         clean = Capture(sites)
         if score == "tv_reliance":  # the same blocks on the same input, without θ
-            with clean.attach(ad, q):
-                ad.run_blocks(h0, 0)
+            run_blocks(ad, h0, 0, intervention=clean, ctx=q)
     # the whole z of every block, in the graph: the tensors the pass goes on with, so gradients reach them
     keep = Capture(sites, detach=False)
-    with torch.enable_grad(), (vec.injection + keep).attach(ad, q):
-        final = ad.run_blocks(h0.detach().requires_grad_(True), 0)
+    with torch.enable_grad():
+        final = run_blocks(ad, h0.detach().requires_grad_(True), 0, intervention=vec.injection + keep, ctx=q)
         p = torch.softmax(ad.unembed(final[rows, q]).float(), -1)[rows, batch.label_first]
         zs = [keep[l, "z"] for l in range(ad.n_layers)]
         grads = torch.autograd.grad(p.sum(), zs)
@@ -196,8 +195,8 @@ def clean_query_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor,
     ad = adapt(model)
     batch = prompt_batch(ad, task, prompts)
     capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
-    with torch.no_grad(), capture.attach(ad, batch.query_pos):
-        ad.run_blocks(ad.residual(batch.tokens, 0), 0)
+    with torch.no_grad():
+        run_blocks(ad, ad.residual(batch.tokens, 0), 0, intervention=capture, ctx=batch.query_pos)
     return torch.stack([capture[layer, "z"][:, 0] for layer in range(ad.n_layers)])
 
 
@@ -219,7 +218,7 @@ def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
         rows: ``(start, stop)``: only these rows of the batch (``None``: every row).
 
     Returns:
-        The ablation; its hooks need the batch's query positions.
+        The ablation, an intervention to attach at the batch's query positions (``ctx=batch.query_pos``).
     """
     ad = adapt(model)
     heads = check_heads(ad, heads)
@@ -246,25 +245,6 @@ def check_ablation(model, kind: str, means: Tensor | None, clean: Tensor | None 
                          f"(clean_query_z), got {None if clean is None else tuple(clean.shape)}")
 
 
-def ablation_hooks(model, heads: Sequence[Head], query_pos: Int[Tensor, " batch"], *, kind: AblationKind = "zero",
-                   means: Float[Tensor, "n_layers n_heads d_head"] | None = None,
-                   clean: Float[Tensor, "n_layers batch n_heads d_head"] | None = None) -> list[tuple[str, HookFn]]:
-    """TransformerLens hooks of :func:`ablation` for a batch with query positions ``query_pos``.
-
-    Args:
-        model: a TransformerLens model or its adapter.
-        heads: ``(layer, head)`` pairs.
-        query_pos: each row's query index.
-        kind: ``"zero"``, ``"mean"`` or ``"revert"``.
-        means: mean ``z`` for mean ablation.
-        clean: per-row clean ``z`` for revert.
-
-    Returns:
-        ``(hook_name, hook_fn)`` pairs.
-    """
-    return ablation(model, heads, kind=kind, means=means, clean=clean).hooks(model, query_pos)
-
-
 def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt], heads: Sequence[Head], *,
                      kind: AblationKind = "zero", means: Tensor | None = None, clean: Tensor | None = None,
                      progress: bool = False) -> Float[Tensor, "n_sel n_prompts"]:
@@ -288,8 +268,7 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
     # the input of each block in the θ-run, recorded before the injection (the injected block's: without θ)
     inputs = Capture([(l, "resid_pre") for l in range(ad.n_layers)])
     with torch.no_grad():
-        with (inputs + vec.injection).attach(ad, batch.query_pos):
-            h = ad.residual(batch.tokens, ad.n_layers)
+        h = residual(ad, batch.tokens, ad.n_layers, intervention=inputs + vec.injection, ctx=batch.query_pos)
         p = torch.softmax(ad.unembed(h[rows, batch.query_pos]).float(), -1)[rows, batch.label_first]
         layers = sorted({l for l, _ in heads})
         for layer in tqdm(layers, desc=f"exact {kind} {task.name}", disable=not progress, leave=False):
@@ -302,8 +281,8 @@ def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Promp
             values = {"zero": None, "mean": means[layer] if means is not None else None,
                       "revert": clean[layer].repeat(K, 1, 1) if clean is not None else None}[kind]
             patch = HeadPatch(layer, hs, values, per_row=True)  # heads[r] in row r
-            with (vec.injection + patch).attach(ad, rep.query_pos):
-                fin = ad.run_blocks(inputs[layer, "resid_pre"].repeat(K, 1, 1), layer)
+            fin = run_blocks(ad, inputs[layer, "resid_pre"].repeat(K, 1, 1), layer, intervention=vec.injection + patch,
+                             ctx=rep.query_pos)
             pa = torch.softmax(ad.unembed(fin[rr, rep.query_pos]).float(), -1)[rr, rep.label_first]
             out[idx] = (p.repeat(K) - pa).view(K, B).cpu()
     return out
@@ -369,8 +348,9 @@ def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequenc
             chunk = list(range(j0, min(len(ablations), j0 + per_pass)))
             both = compose([vec.injection] + [ablation(ad, ablations[j][0], kind=ablations[j][1], means=means,
                                                        rows=(i * B, (i + 1) * B)) for i, j in enumerate(chunk)])
-            with torch.no_grad(), both.attach(ad, batch.query_pos.repeat(len(chunk))):
-                stream = ad.residual(batch.tokens.repeat(len(chunk), 1), ad.n_layers)
+            with torch.no_grad():
+                stream = residual(ad, batch.tokens.repeat(len(chunk), 1), ad.n_layers, intervention=both,
+                                  ctx=batch.query_pos.repeat(len(chunk)))
             for i, j in enumerate(chunk):
                 for s, (ok, first) in predict_from_final(ad, task, batch, stream[i * B:(i + 1) * B], scorings).items():
                     for k, row in enumerate(idx):
@@ -388,7 +368,7 @@ def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Examp
 
 
 __all__ = ["Head", "HeadScores", "KINDS", "EXACT_KINDS", "ESTIMATES", "AblationKind", "clean_query_z",
-           "check_heads", "prompt_batch", "taylor_scores", "ablation", "check_ablation", "ablation_hooks",
+           "check_heads", "prompt_batch", "taylor_scores", "ablation", "check_ablation",
            "ablation_effects", "spearman", "n_key", "key_heads", "random_head_sets", "layer_matched_sets",
            "heads_from_layer", "precision_at_k", "ablated_accuracy", "ablated_accuracies", "Score", "SCORES",
            "check_score", "layer_histogram", "mean_std"]

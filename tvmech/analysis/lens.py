@@ -45,7 +45,7 @@ from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt, batches, label_ids
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
-from tvmech.interventions.engine import Intervention, compose
+from tvmech.interventions.engine import Intervention, compose, residual
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.task_vector import TaskVector
 
@@ -171,8 +171,8 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
     parts: list[Intervention] = [record]
     if vector is not None:
         parts.insert(0, Injection.single(vector.reshape(-1), layer))  # before the capture at the same point
-    with torch.no_grad(), compose(parts).attach(ad, q):
-        final = ad.residual(tokens.to(ad.device), ad.n_layers)[rows, q]
+    with torch.no_grad():
+        final = residual(ad, tokens.to(ad.device), ad.n_layers, intervention=compose(parts), ctx=q)[rows, q]
     states = [record[l, "resid_pre"][:, 0] for l in range(ad.n_layers)] + [final]
     return torch.stack(states).float().cpu()
 

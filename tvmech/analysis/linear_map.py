@@ -64,6 +64,7 @@ from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
+from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
 
 SOLVERS = ("lstsq", "ridge")
@@ -306,9 +307,9 @@ def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) ->
         b = X.shape[0]
         qq = q.repeat(b)  # row i * P + p: vector i on prompt p
         rows = torch.arange(b * P, device=ad.device)
-        per_row = X.repeat_interleave(P, 0)[:, None, None]  # [b * P, 1 layer, 1 position, d]
-        with torch.no_grad(), Injection(per_row, (layer,)).attach(ad, qq):
-            out = ad.run_blocks(resid.repeat(b, 1, 1), layer)[rows, qq].view(b, P, -1)
+        injection = Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,))  # per row: [b * P, 1, 1, d]
+        with torch.no_grad():
+            out = run_blocks(ad, resid.repeat(b, 1, 1), layer, intervention=injection, ctx=qq)[rows, qq].view(b, P, -1)
         delta = (out - base[None]).double().cpu()
         return delta if per_prompt else delta.mean(1)
 
@@ -373,8 +374,8 @@ def jacobians(model, batch: Batch, vectors: Float[Tensor, "k d_model"], layer: i
     resid = resid.repeat(k, 1, 1)
 
     def s(X: Tensor) -> Tensor:
-        with Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,)).attach(ad, qq):
-            return ad.run_blocks(resid, layer)[rows, qq].view(k, P, -1).mean(1).sum(0)
+        injection = Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,))
+        return run_blocks(ad, resid, layer, intervention=injection, ctx=qq)[rows, qq].view(k, P, -1).mean(1).sum(0)
 
     jac = (jacrev(s, chunk_size=chunk_size) if mode == "rev" else jacfwd(s))(X)  # [d_out, k, d_in]
     return jac.detach().permute(1, 0, 2).float().cpu()

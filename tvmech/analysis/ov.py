@@ -66,10 +66,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tvmech.core.adapter import Adapter, HookFn, adapt, factored_matrix
+from tvmech.core.adapter import Adapter, adapt, factored_matrix
 from tvmech.data.prompts import Batch
 from tvmech.interventions.capture import Capture
-from tvmech.interventions.engine import compose
+from tvmech.interventions.engine import compose, run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.patterns import FixedPatterns
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
@@ -260,11 +260,9 @@ def capture(model, vec: TaskVector, batch: Batch, *, freeze_patterns: bool = Fal
     pattern = Capture([(l, "pattern") for l in layers], positions=None if freeze_patterns else (-1,))
     with torch.no_grad():
         h = ad.residual(batch.tokens, layer)
-        with (vec.injection + inj_out + pattern).attach(ad, q):
-            injected_stream = ad.run_blocks(h, layer)
+        injected_stream = run_blocks(ad, h, layer, intervention=vec.injection + inj_out + pattern, ctx=q)
         frozen = [FixedPatterns({l: pattern[l, "pattern"] for l in layers})] if freeze_patterns else []
-        with compose([clean_out, resid, *frozen]).attach(ad, q):
-            clean_stream = ad.run_blocks(h, layer)
+        clean_stream = run_blocks(ad, h, layer, intervention=compose([clean_out, resid, *frozen]), ctx=q)
 
     def stack(rec: Capture, point: str) -> Tensor:
         return torch.stack([rec[l, point][:, 0] for l in layers], 1)
@@ -331,12 +329,13 @@ def reconstruction_effect(model, cap: ThetaEffects, rec: Reconstruction) -> Floa
     return effect * rec.alpha if rec.alpha != 1 else effect
 
 
-def reconstruction_hooks(model, cap: ThetaEffects, rec: Reconstruction) -> list[tuple[str, HookFn]]:
-    """The TransformerLens hooks that put ``rec``'s effect back on the batch of ``cap`` (without θ): at the
-    query, or at θ's position for the direct MLP path and θ; layer-wise at ``rec.layerwise_point``."""
+def reconstruction_injection(model, cap: ThetaEffects, rec: Reconstruction) -> Injection:
+    """The injection that puts ``rec``'s effect back on the batch of ``cap`` (without θ): at the query, or at
+    θ's position for the direct MLP path and θ; layer-wise at ``rec.layerwise_point`` (:func:`reinjection`).
+    Attach it at ``cap.query_pos`` (``intervention=``, ``ctx=cap.query_pos``)."""
     effect = reconstruction_effect(model, cap, rec)
     position = cap.position if rec.at_injected_position else -1
-    return reinjection_hooks(model, effect, cap.layers, cap.query_pos, rec.reinject, rec.layerwise_point, position)
+    return reinjection(model, effect, cap.layers, rec.reinject, rec.layerwise_point, position)
 
 
 def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
@@ -356,7 +355,7 @@ def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Seq
         position: the site position (negative: relative to the query).
 
     Returns:
-        An injection whose hooks need the batch's query positions.
+        An injection to attach at the batch's query positions (``ctx=query_pos``).
     """
     ad = adapt(model)
     if reinject not in REINJECT:
@@ -370,28 +369,6 @@ def reinjection(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Seq
     return Injection(effect[:, :, None], layers, (position,), point=point)
 
 
-def reinjection_hooks(model, effect: Float[Tensor, "batch n_sel d_model"], layers: Sequence[int],
-                      query_pos: Int[Tensor, " batch"], reinject: Reinject = "final", point: Point = "attn_out",
-                      position: int = -1) -> list[tuple[str, HookFn]]:
-    """TransformerLens hooks of :func:`reinjection` for a batch with query positions ``query_pos``.
-
-    Args:
-        model: a TransformerLens model or its adapter.
-        effect: per-row, per-block vectors.
-        layers: the blocks of ``effect``'s second axis.
-        query_pos: each row's query index.
-        reinject: ``"final"`` or ``"layerwise"``.
-        point: where a layer-wise effect is added.
-        position: the site position (negative: relative to the query).
-
-    Returns:
-        ``(hook_name, hook_fn)`` pairs.
-    """
-    if effect.shape[0] != len(query_pos):
-        raise ValueError(f"effect of shape {tuple(effect.shape)} does not fit {len(query_pos)} rows")
-    return reinjection(model, effect, layers, reinject, point, position).hooks(model, query_pos)
-
-
 __all__ = ["factored_matrix", "check_head", "ov_circuits", "ov_images", "head_ov_image", "Reconstruction",
            "ThetaEffects", "single_site", "capture", "packaged_ov_effect", "reconstruction_effect",
-           "reconstruction_hooks", "reinjection", "reinjection_hooks", "Reinject", "Source"]
+           "reconstruction_injection", "reinjection", "Reinject", "Source"]

@@ -28,6 +28,7 @@ from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import residual
 from tvmech.interventions.sites import resolve_positions
 from tvmech.interventions.task_vector import TaskVector
 
@@ -82,8 +83,8 @@ def attention_stats(model, task: Task, prompts: Sequence[Prompt], vec: TaskVecto
         named[rows, idx] = 1.0
     pattern = Capture([(l, "pattern") for l in range(ad.n_layers)], positions=(-1,))  # [B, 1, H, T] per layer
     both = pattern if vec is None else vec.injection + pattern
-    with torch.no_grad(), both.attach(ad, q):
-        ad.residual(batch.tokens, ad.n_layers)
+    with torch.no_grad():
+        residual(ad, batch.tokens, ad.n_layers, intervention=both, ctx=q)
 
     def split(a: Tensor) -> Tensor:  # a: [B, H, T], each prompt's query row -> [4, B, H]
         return torch.stack([a[:, :, 0], a[rows, :, q], a[rows, :, p], 1 - (a * named[:, None]).sum(-1)], 0)

@@ -180,7 +180,7 @@ def composition_experiment(model, vec_a: TaskVector, vec_b: TaskVector, task: Ta
     rows = []
     for t, role, method, queries, shots, pool, vec in jobs:
         res = evaluate_multi(model, t, queries, shots, pool, scorings=scorings, seed=seed, batch_size=batch_size,
-                             hooks_for=vec.hooks_for(model) if vec is not None else None, progress=progress)
+                             intervention=vec, progress=progress)
         rows += [{"task": t.name, "role": role, "method": method, "accuracy": r.accuracy, "n": r.n, "k": shots,
                   "scoring": s} for s, r in res.items()]
     return rows

@@ -79,14 +79,13 @@ def transfer_matrix(model, vectors: Mapping[str, TaskVector], tasks: Mapping[str
     Returns:
         ``[{"train_task", "test_task", "accuracy", "n"}]``, test tasks outer, train tasks inner.
     """
-    hooks = {name: vec.hooks_for(model) for name, vec in vectors.items()}
     rows = []
     for test_name, task in tasks.items():
         test = task.splits(seed).test[:n_test]
         if not test:
             raise ValueError(f"task {test_name!r} has an empty test split")
-        for train_name, hooks_for in hooks.items():
-            res = evaluate(model, task, test, k=0, hooks_for=hooks_for, batch_size=batch_size, progress=progress)
+        for train_name, vec in vectors.items():
+            res = evaluate(model, task, test, k=0, intervention=vec, batch_size=batch_size, progress=progress)
             rows.append({"train_task": train_name, "test_task": test_name, "accuracy": res.accuracy, "n": res.n})
     return rows
 

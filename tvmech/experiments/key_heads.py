@@ -214,7 +214,7 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
     key = key_heads(scores, frac)
     sets = [("key", None, key)] + comparison_sets(key, ad.n_layers, ad.n_heads, n_random, seed, random_sets)
     scorings = resolve_scorings(task, scorings)
-    base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, hooks_for=vec.hooks_for(ad))
+    base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, intervention=vec)
     rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,
              "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in base.items()]
     jobs = [(k, s) for k in kinds for s in sets]

@@ -111,7 +111,7 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
         for layer, vec in zip(layers, ltvs):
             for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed)),
                               ("fv", function_vector(model, task, layer, heads, k=k, n_prompts=fv_prompts, seed=seed))):
-                res = evaluate_multi(model, task, test, 0, scorings=scored, hooks_for=v.hooks_for(model))
+                res = evaluate_multi(model, task, test, 0, scorings=scored, intervention=v)
                 rows += [{"task": task.name, "method": method, "layer": layer, "scoring": sc, "accuracy": r.accuracy,
                           "n": r.n, "norm": float(v.vectors.norm()), "cie_seconds": v.metrics.get("cie_seconds")}
                          for sc, r in res.items()]

@@ -71,6 +71,7 @@ from tvmech.experiments.common import (
     option,
 )
 from tvmech.experiments.vectors import VectorStore
+from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.methods.vanilla import vanilla_task_vector
 
@@ -194,8 +195,7 @@ def reconstruction_report(model, task: Task, queries: Sequence[Example], fit: Li
         with torch.no_grad():
             resid = ad.residual(b.tokens, fit.layer)  # shared by the three conditions
             clean = ad.run_blocks(resid, fit.layer)
-            with Injection.single(theta, fit.layer).attach(ad, q):
-                original = ad.run_blocks(resid, fit.layer)
+            original = run_blocks(ad, resid, fit.layer, intervention=Injection.single(theta, fit.layer), ctx=q)
             reconstructed = add_to_final(clean, q, wt)  # W θ at the final stream, at the query
             for c, stream in zip(conditions, (clean, original, reconstructed)):
                 for sc, (ok, first) in predict_from_final(ad, task, b, stream, scorings).items():

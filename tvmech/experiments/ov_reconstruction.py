@@ -46,7 +46,7 @@ from tvmech.experiments.common import (
     option,
 )
 from tvmech.experiments.vectors import VectorStore
-from tvmech.interventions.engine import compose
+from tvmech.interventions.engine import compose, run_blocks
 from tvmech.interventions.paths import PATHS, PathRestricted, check_paths
 from tvmech.interventions.task_vector import TaskVector
 
@@ -141,8 +141,9 @@ def layerwise_streams(model, cap: ThetaEffects, runs: list[tuple[str, Reconstruc
     injections = [replace(reinjection(ad, effect, cap.layers, "layerwise", rec.layerwise_point,
                                       cap.position if rec.at_injected_position else -1), rows=(i * B, (i + 1) * B))
                   for i, (_, rec, effect) in enumerate(runs)]
-    with torch.no_grad(), compose(injections).attach(ad, cap.query_pos.repeat(len(runs))):
-        out = ad.run_blocks(cap.start.repeat(len(runs), 1, 1), layer)
+    with torch.no_grad():
+        out = run_blocks(ad, cap.start.repeat(len(runs), 1, 1), layer, intervention=compose(injections),
+                         ctx=cap.query_pos.repeat(len(runs)))
     return {m: out[i * B:(i + 1) * B] for i, (m, _, _) in enumerate(runs)}
 
 
@@ -214,8 +215,9 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
                 layerwise.append((m, rec, effect))
         streams.update(layerwise_streams(ad, cap, layerwise))
         for spec, open_ in open_paths.items():
-            with torch.no_grad(), PathRestricted(cap.theta, layer, open_, position).attach(ad, batch.query_pos):
-                streams[f"path_{spec}"] = ad.run_blocks(cap.start, layer)
+            with torch.no_grad():
+                streams[f"path_{spec}"] = run_blocks(ad, cap.start, layer, ctx=batch.query_pos,
+                                                     intervention=PathRestricted(cap.theta, layer, open_, position))
         for m, stream in streams.items():
             for s, (ok, _) in predict_from_final(ad, task, batch, stream, scorings).items():
                 correct[m][s] += int(ok.sum())

@@ -31,7 +31,7 @@ def _accuracies(ad: Adapter, task: Task, test: Sequence[Example], run: dict, lay
         intervention = Injection.single(p["vector"][0, 0], layer)
     else:
         intervention = LowRankAttnOut(layer, p["a"], p["b"])
-    res = evaluate_multi(ad, task, test, scorings=scorings, hooks_for=intervention.hooks_for(ad))
+    res = evaluate_multi(ad, task, test, scorings=scorings, intervention=intervention)
     return {s: r.accuracy for s, r in res.items()}
 
 

@@ -1,16 +1,38 @@
-"""The one engine that writes into a forward pass.
+"""The one engine that writes into a forward pass, and the one way an intervention is attached.
 
 An :class:`Intervention` is a small object that says *what* to do at which sites: its :meth:`writes` are
 ``(layer, point, edit)`` triples, where ``edit(x, ctx)`` takes the activation at that point and returns
-the new one (or ``None`` to leave it unchanged, as a capture does). The engine turns writes into
+the new one (or ``None`` to leave it unchanged, as a capture does).
 
-* TransformerLens forward hooks (:meth:`Intervention.hooks`, :meth:`Intervention.apply`): the reference
-  path, used by every analysis; the hook names are ``blocks.{l}.hook_resid_pre`` and friends;
-* plain PyTorch module hooks on the wrapped Hugging Face model (:func:`native_hooks`), with the bridge's
-  components taken out (:meth:`tvmech.core.adapter.Adapter.native`): used for KV-cache generation, where
-  each pass sees only new tokens and :class:`~tvmech.interventions.sites.Context` carries their offset.
+One internal path. Every pass that tvmech runs itself takes the intervention as an argument,
+``intervention=`` (an :class:`Intervention` or ``None``): :func:`run_blocks` and :func:`residual` here (the
+adapter's :meth:`~tvmech.core.adapter.Adapter.run_blocks` / :meth:`~tvmech.core.adapter.Adapter.residual`
+with the intervention attached; they live here, not on the adapter, because ``core`` sits below
+``interventions``), and on top of them evaluation and scoring
+(:func:`tvmech.analysis.evaluation.evaluate` ...) and every analysis and algorithm. All of them attach it
+through :func:`attached`, the only code that registers hooks, which picks the path once per pass:
 
-Both give the same edit the same tensor, so an intervention behaves alike on either path.
+* the fast path, where :meth:`Adapter.fast <tvmech.core.adapter.Adapter.fast>` allows it (a bridge, the switch
+  of :mod:`tvmech.core.fast` on, no TransformerLens hook attached) and every write is at a point with a Hugging
+  Face module (``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out``, ``z``): plain PyTorch hooks on the
+  Hugging Face modules, fired by the adapter's native layer loop (the bridge's components taken out:
+  :meth:`Adapter.native <tvmech.core.adapter.Adapter.native>`);
+* otherwise TransformerLens forward hooks, the reference path; the hook names are ``blocks.{l}.hook_resid_pre``
+  and friends (:func:`site_name`).
+
+KV-cache generation (:mod:`tvmech.interventions.generation`) asks :func:`attached` for the PyTorch hooks
+(``native=True``: each pass sees only new tokens and :class:`~tvmech.interventions.sites.Context` carries their
+offset), its full-pass reference for the TransformerLens hooks (``native=False``).
+
+Two user-facing ways, for forward passes tvmech does not run itself:
+
+* ``with intervention.apply(model, query_pos):`` every forward pass inside (``model(tokens)``,
+  ``run_with_cache`` ...) carries the intervention as TransformerLens hooks, removed on exit;
+* ``intervention.hooks(model, query_pos)``: the ``(hook_name, hook_fn)`` pairs, for TransformerLens users
+  (``run_with_hooks``, ``model.hooks``).
+
+Both paths give the same edit the same tensor, so an intervention behaves alike on either
+(``tests/unit/interventions/test_engine.py``, ``tests/unit/core/test_fast_path.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +40,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.core.layers import PrefixKV
 from tvmech.interventions.sites import Context
 
 Edit = Callable[[Tensor, Context], "Tensor | None"]
@@ -69,7 +92,8 @@ class Intervention:
 
     def hooks(self, model, query_pos: Tensor | int | None = None, *, ctx: Context | None = None
               ) -> list[tuple[str, HookFn]]:
-        """TransformerLens forward hooks for ``run_with_hooks`` / ``model.hooks``.
+        """TransformerLens forward hooks for ``run_with_hooks`` / ``model.hooks`` (for TransformerLens users;
+        tvmech's own passes take ``intervention=``).
 
         Args:
             model: a TransformerLens model or an :class:`~tvmech.core.adapter.Adapter`.
@@ -83,55 +107,16 @@ class Intervention:
         ad = adapt(model)
         return _tl_hooks(ad, self.writes(ad), Context(query_pos) if ctx is None else ctx)
 
-    def hooks_for(self, model) -> BatchHooks:
-        """A ``Batch -> hooks`` function (each batch's own query positions), for :func:`tvmech.evaluate`; it
-        carries the intervention, so that evaluation can take the fast path (:func:`attached`)."""
-        return BatchHooks(self, adapt(model))
-
     @contextlib.contextmanager
     def apply(self, model, query_pos: Tensor | int | None = None) -> Iterator[Intervention]:
-        """Context manager: every forward pass inside it carries the intervention; the hooks are removed
-        on exit, also when the body raises."""
-        ad = adapt(model)
-        hooks = self.hooks(ad, query_pos)
-        with ad.hooks(hooks):
+        """Context manager for forward passes tvmech does not run itself (``model(tokens)``, ``run_with_cache``):
+        every pass inside it carries the intervention as TransformerLens hooks; they are removed on exit, also
+        when the body raises. tvmech's own passes take ``intervention=`` instead (:func:`run_blocks`)."""
+        with attached(model, self, Context(query_pos), native=False):
             yield self
-
-    @contextlib.contextmanager
-    def attach(self, model, query_pos: Tensor | int | None = None) -> Iterator[bool]:
-        """Context manager for tvmech's own passes (:meth:`Adapter.run_blocks`, :meth:`Adapter.residual`): the
-        intervention on the fast path where it can be taken (:func:`attached`), TransformerLens hooks
-        otherwise; yields which. Use :meth:`apply` around any other forward (e.g. ``model(tokens)``)."""
-        with attached(model, self, Context(query_pos)) as fast:
-            yield fast
 
     def __add__(self, other: Intervention) -> Compose:
         return Compose((self, other))
-
-
-@dataclass(frozen=True)
-class BatchHooks:
-    """``batch -> TransformerLens hooks`` of ``intervention`` at that batch's query (and role) positions."""
-
-    intervention: Intervention
-    model: Adapter
-
-    def __call__(self, batch: Any) -> list[tuple[str, HookFn]]:
-        return self.intervention.hooks(self.model, ctx=Context.of(batch))
-
-
-@contextlib.contextmanager
-def attached_for(model, hooks_for: Callable[[Any], Sequence[tuple[str, HookFn]]] | None, batch: Any
-                 ) -> Iterator[bool]:
-    """``hooks_for``'s hooks attached for ``batch``: through :func:`attached` (fast path where possible) when it
-    carries its intervention (:meth:`Intervention.hooks_for`), as TransformerLens hooks otherwise."""
-    ad = adapt(model)
-    if isinstance(hooks_for, BatchHooks):
-        with attached(ad, hooks_for.intervention, Context.of(batch)) as fast:
-            yield fast
-    else:
-        with ad.hooks(list(hooks_for(batch)) if hooks_for else []):
-            yield False
 
 
 @dataclass(frozen=True)
@@ -150,6 +135,89 @@ def compose(parts: Sequence[Intervention]) -> Intervention:
     return parts[0] if len(parts) == 1 else Compose(parts)
 
 
+def as_context(ctx: Context | Tensor | int | None) -> Context:
+    """``ctx`` itself, or the :class:`Context` of query positions (``[batch]``, one index, or ``None``: the last
+    token)."""
+    return ctx if isinstance(ctx, Context) else Context(ctx)
+
+
+# ------------------------------------------------------------------------------------ the one path
+@contextlib.contextmanager
+def attached(model, intervention: Intervention | None, ctx: Context | Tensor | int | None = None, *,
+             native: bool | None = None) -> Iterator[bool]:
+    """Attach ``intervention`` for the passes run inside the block: the only code that registers hooks.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        intervention: what to write (``None``: nothing).
+        ctx: the batch's :class:`Context`, or its query positions.
+        native: ``None`` picks: PyTorch hooks on the Hugging Face modules where the fast path can be taken
+            (:meth:`Adapter.fast`, every write at a point with a Hugging Face module), which the adapter's
+            native layer loop fires (:meth:`Adapter.run_blocks`), TransformerLens hooks otherwise. ``True``:
+            the PyTorch hooks (inside :meth:`Adapter.native`, e.g. KV-cache decoding); ``False``: the
+            TransformerLens hooks (any forward pass of the TransformerLens model).
+
+    Yields:
+        Whether the PyTorch hooks (the fast path) were taken.
+    """
+    ad, ctx = adapt(model), as_context(ctx)
+    writes = intervention.writes(ad) if intervention is not None else []
+    if native is None:
+        native = ad.fast() and all(w.point in _NATIVE for w in writes)
+    if native:
+        with _native_hooks(ad, writes, ctx):
+            yield True
+    else:
+        with ad.hooks(_tl_hooks(ad, writes, ctx)):
+            yield False
+
+
+def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None, *,
+               intervention: Intervention | None = None, ctx: Context | Tensor | int | None = None,
+               prefix: PrefixKV | None = None) -> Float[Tensor, "batch pos d_model"]:
+    """:meth:`Adapter.run_blocks <tvmech.core.adapter.Adapter.run_blocks>` (blocks ``start .. stop-1`` on
+    ``resid``, the input of block ``start``) with ``intervention`` attached (:func:`attached` picks the path).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        resid: the residual stream entering block ``start``.
+        start, stop: the blocks to run (``stop=None``: to the final stream).
+        intervention: what to write during the pass, or ``None``.
+        ctx: the batch's :class:`Context`, or its query positions (``None``: the last token).
+        prefix: frozen keys and values of the positions before ``resid``'s (fast path only).
+
+    Returns:
+        The residual stream entering block ``stop`` (the final stream, before the final norm, by default).
+    """
+    ad = adapt(model)
+    if intervention is None:
+        return ad.run_blocks(resid, start, stop, prefix=prefix)
+    with attached(ad, intervention, ctx):
+        return ad.run_blocks(resid, start, stop, prefix=prefix)
+
+
+def residual(model, tokens: Int[Tensor, "batch pos"], layer: int, *, intervention: Intervention | None = None,
+             ctx: Context | Tensor | int | None = None) -> Float[Tensor, "batch pos d_model"]:
+    """:meth:`Adapter.residual <tvmech.core.adapter.Adapter.residual>` (the residual stream entering block
+    ``layer``; ``n_layers``: the final stream) of ``tokens`` with ``intervention`` attached (:func:`attached`).
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        tokens: token ids.
+        layer: the block whose input is returned.
+        intervention: what to write during the pass, or ``None``.
+        ctx: the batch's :class:`Context`, or its query positions (``None``: the last token).
+
+    Returns:
+        ``[batch, pos, d_model]``.
+    """
+    ad = adapt(model)
+    if intervention is None:
+        return ad.residual(tokens, layer)
+    with attached(ad, intervention, ctx):
+        return ad.residual(tokens, layer)
+
+
 def _tl_hooks(ad: Adapter, writes: Sequence[Write], ctx: Context) -> list[tuple[str, HookFn]]:
     return [(site_name(ad, w.layer, w.point), _tl_hook(w.edit, ctx)) for w in writes]
 
@@ -162,47 +230,18 @@ def _tl_hook(edit: Edit, ctx: Context) -> HookFn:
     return hook
 
 
-@contextlib.contextmanager
-def attached(model, intervention: Intervention | None, ctx: Context) -> Iterator[bool]:
-    """Attach ``intervention`` for the passes run inside the block, on the fast path where it can be taken.
-
-    Fast path (:meth:`Adapter.fast`, every write at a point with a Hugging Face module): PyTorch hooks on the
-    Hugging Face modules (:func:`native_hooks`), which the adapter's native layer loop fires
-    (:meth:`Adapter.run_blocks`); otherwise TransformerLens hooks. Yields whether the fast path was taken.
-    """
-    ad = adapt(model)
-    writes = intervention.writes(ad) if intervention is not None else []
-    if ad.fast() and all(w.point in _NATIVE for w in writes):
-        with native_hooks(ad, _Fixed(writes), ctx):
-            yield True
-    else:
-        with ad.hooks(_tl_hooks(ad, writes, ctx)):
-            yield False
-
-
-@dataclass(frozen=True)
-class _Fixed(Intervention):
-    """Writes already made (so that an intervention's ``writes`` runs once per attachment)."""
-
-    made: list[Write]
-
-    def writes(self, model: Adapter) -> list[Write]:
-        return self.made
-
-
 # ------------------------------------------------------------------------------------ native path
 _NATIVE = {"resid_pre": ("block", "pre"), "resid_post": ("block", "post"), "attn_out": ("attn", "post"),
            "mlp_out": ("mlp", "post"), "z": ("o", "pre")}
 
 
 @contextlib.contextmanager
-def native_hooks(model, intervention: Intervention | None, ctx: Context) -> Iterator[None]:
-    """Attach ``intervention`` as PyTorch hooks on the Hugging Face modules (use inside
-    :meth:`Adapter.native`); ``ctx`` is read at every call, so its ``offset`` may change between passes."""
-    ad = adapt(model)
+def _native_hooks(ad: Adapter, writes: Sequence[Write], ctx: Context) -> Iterator[None]:
+    """``writes`` as PyTorch hooks on the Hugging Face modules; ``ctx`` is read at every call, so its ``offset``
+    may change between passes."""
     handles = []
     try:
-        for w in intervention.writes(ad) if intervention is not None else []:
+        for w in writes:
             if w.point not in _NATIVE:
                 raise ValueError(f"point {w.point!r} has no native hook; valid: {', '.join(_NATIVE)}")
             part, when = _NATIVE[w.point]
@@ -245,5 +284,5 @@ def _post(w: Write, ctx: Context):
     return hook
 
 
-__all__ = ["Edit", "Write", "Intervention", "BatchHooks", "Compose", "compose", "site_name", "attached", "attached_for",
-           "native_hooks"]
+__all__ = ["Edit", "Write", "Intervention", "Compose", "compose", "site_name", "as_context", "attached", "run_blocks",
+           "residual"]

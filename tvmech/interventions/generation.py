@@ -8,7 +8,7 @@ tokens read it through attention; generated tokens themselves are not written to
   TransformerLens model (its hooks, the intervention as TransformerLens hooks): the reference.
 * ``use_cache=True``: the wrapped Hugging Face model with the bridge's components taken out
   (:meth:`tvmech.core.adapter.Adapter.native`) runs Hugging Face's own KV cache, and the same
-  intervention is attached as PyTorch module hooks (:func:`tvmech.interventions.engine.native_hooks`); each
+  intervention is attached as PyTorch module hooks (:func:`tvmech.interventions.engine.attached`, ``native=True``); each
   decoding pass sees one new token at a known offset, so writes to earlier positions are not repeated.
   The bridge's own cached decoding is not used: on TransformerLens 4.3 it diverges from full forward
   passes after the first new token.
@@ -27,7 +27,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tvmech.core.adapter import adapt
-from tvmech.interventions.engine import Intervention, native_hooks
+from tvmech.interventions.engine import Intervention, attached
 from tvmech.interventions.sites import Context
 
 
@@ -77,9 +77,8 @@ def generate(model, prompts: str | Sequence[str], max_new_tokens: int = 20, *,
 
 def _uncached(ad, ids: Int[Tensor, "1 pos"], n: int, intervention, eos) -> list[int]:
     ctx = Context(query_pos=ids.shape[1] - 1)
-    hooks = intervention.hooks(ad, ctx=ctx) if intervention is not None else []
     new: list[int] = []
-    with torch.no_grad(), ad.hooks(hooks):
+    with torch.no_grad(), attached(ad, intervention, ctx, native=False):
         for _ in range(n):
             logits = ad.unembed(ad.residual(ids, ad.n_layers)[:, -1])
             nxt = int(logits.argmax(-1))
@@ -93,7 +92,7 @@ def _uncached(ad, ids: Int[Tensor, "1 pos"], n: int, intervention, eos) -> list[
 def _cached(ad, ids: Int[Tensor, "1 pos"], n: int, intervention, eos) -> list[int]:
     ctx = Context(query_pos=ids.shape[1] - 1, offset=0)
     new: list[int] = []
-    with torch.no_grad(), ad.native() as hf, native_hooks(ad, intervention, ctx):
+    with torch.no_grad(), ad.native() as hf, attached(ad, intervention, ctx, native=True):
         out = hf(input_ids=ids, use_cache=True)
         for step in range(n):
             nxt = int(out.logits[0, -1].argmax(-1))

@@ -118,7 +118,8 @@ class Context:
         """Each row's absolute index of role ``name`` (-1 where undefined); a clear error without role positions."""
         if self.roles is None or name not in self.roles:
             raise ValueError(f"position {name!r} names a role of the prompt, but this pass has no role positions: "
-                             "give the batch's (Context.of(batch), or tvmech.evaluate / hooks_for, which pass them)")
+                             "give the batch's (Context.of(batch), or tvmech.evaluate's intervention=, which passes "
+                             "them)")
         r = self.roles[name].to(device)
         if r.shape != (batch,):
             raise ValueError(f"role positions of shape {tuple(r.shape)} do not fit a batch of {batch} rows")

@@ -4,8 +4,10 @@ vector — the batched layer sweep at about half the cost of running every copy 
 A sweep trains one vector per layer: group ``g`` adds ``θ_g`` at ``blocks.{l_g}.hook_resid_pre``. Below
 ``l_g`` group ``g``'s rows equal the clean rows, so they need not be computed separately: the run keeps one
 clean copy of the batch, and entering block ``j`` every group with ``l_g = j`` forks off it
-(``h_g = h_clean`` with ``θ_g`` written as :class:`~tvmech.interventions.injection.Injection` writes it).
-Block ``j`` then runs on ``[clean | groups forked so far]``, the clean copy dropped after the last fork.
+as a copy of the clean rows. Block ``j`` then runs on ``[clean | groups forked before | groups forking now]``
+(the clean copy dropped after the last fork), with each new group's :class:`~tvmech.interventions.injection.Injection`
+restricted to its own rows (``rows=``) and attached by the engine (:func:`~tvmech.interventions.engine.run_blocks`),
+so ``θ_g`` is written at ``blocks.{l_g}.hook_resid_pre`` exactly as in the group's unbatched run.
 With layers ``0..L-1`` that is ``Σ_j (j + 2) ≈ L²/2`` row-blocks of ``B`` rows instead of ``L²``; each group's
 rows go through exactly the computation of its own unbatched run.
 """
@@ -13,6 +15,7 @@ rows go through exactly the computation of its own unbatched run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from jaxtyping import Float
@@ -20,6 +23,7 @@ from torch import Tensor
 
 from tvmech.core.adapter import adapt
 from tvmech.core.layers import PrefixKV
+from tvmech.interventions.engine import compose, run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import Context
 
@@ -50,25 +54,38 @@ def forked_run(model, resid: Float[Tensor, "batch pos d_model"], start: int, for
     layers = [f.layers[0] for f in forks]
     if not forks or min(layers) < start:
         raise ValueError(f"every fork's layer must be >= start={start}, got layers {layers}")
-    edits = [f.writes(ad)[0].edit for f in forks]
     n, last_fork = resid.shape[0], max(layers)
     order = sorted(range(len(forks)), key=lambda g: layers[g])  # groups in the order they fork
     clean, forked, taken = resid, [], 0
     for j in range(start, ad.n_layers):
-        while taken < len(order) and layers[order[taken]] == j:
-            forked.append(edits[order[taken]](clean, ctx))
-            taken += 1
         keep_clean = j < last_fork
-        h = ad.run_block(torch.cat(([clean] if keep_clean else []) + forked), j, prefix=prefix)
+        rows = ([clean] if keep_clean else []) + forked
+        new = []  # the groups forking here: copies of the clean rows, their vectors written at this block's input
+        while taken < len(order) and layers[order[taken]] == j:
+            first = len(rows) * n
+            new.append(replace(forks[order[taken]], rows=(first, first + n), check_finite=False))
+            rows.append(clean)
+            taken += 1
+        h = run_blocks(ad, torch.cat(rows), j, j + 1, intervention=compose(new) if new else None,
+                       ctx=_tiled(ctx, len(rows)) if new else None, prefix=prefix)
         if keep_clean:
             clean, rest = h[:n], h[n:]
         else:
             clean, rest = None, h
-        forked = list(rest.split(n)) if forked else []
+        forked = list(rest.split(n)) if rest.shape[0] else []
     by_group = [None] * len(forks)
     for rank, g in enumerate(order):
         by_group[g] = forked[rank]
     return torch.cat(by_group)
+
+
+def _tiled(ctx: Context, copies: int) -> Context:
+    """``ctx`` for ``copies`` copies of its batch stacked along the batch axis."""
+    if copies == 1:
+        return ctx
+    q = ctx.query_pos.repeat(copies) if isinstance(ctx.query_pos, Tensor) else ctx.query_pos
+    roles = None if ctx.roles is None else {name: r.repeat(copies) for name, r in ctx.roles.items()}
+    return Context(q, offset=ctx.offset, checked=ctx.checked, roles=roles)
 
 
 __all__ = ["forked_run"]

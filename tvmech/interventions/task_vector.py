@@ -27,6 +27,7 @@ from safetensors.torch import save
 
 from tvmech.core.adapter import adapt
 from tvmech.core.io import atomic_write_bytes, atomic_write_text
+from tvmech.interventions.engine import Intervention, Write
 from tvmech.interventions.injection import Injection, check_vectors
 
 FORMAT = "tvmech.TaskVector/2"
@@ -53,7 +54,7 @@ def paths(path: str | Path) -> tuple[Path, Path]:
 
 
 @dataclass
-class TaskVector:
+class TaskVector(Intervention):
     """A task vector (or several, one per layer/position site) with its provenance.
 
     ``vectors[i, j]`` is injected at ``layers[i]``, ``positions[j]`` (shape ``[1, 1, d]`` if shared).
@@ -94,15 +95,11 @@ class TaskVector:
     def injection(self) -> Injection:
         return Injection(self.vectors, self.layers, self.positions, self.point, self.mode)
 
-    def hooks_for(self, model):
-        """``Batch -> hooks`` for :func:`tvmech.analysis.evaluation`."""
+    def writes(self, model) -> list[Write]:
+        """The writes of :attr:`injection`, after checking that the vector was made on ``model``
+        (:meth:`check_model`): a task vector is an intervention (``intervention=vec``, ``vec.apply(model)``)."""
         self.check_model(model)
-        return self.injection.hooks_for(model)
-
-    def apply(self, model, query_pos=None):
-        """Context manager adding the vector(s) during every forward pass inside it."""
-        self.check_model(model)
-        return self.injection.apply(model, query_pos)
+        return self.injection.writes(model)
 
     def check_model(self, model) -> None:
         ad = adapt(model)

@@ -29,6 +29,7 @@ from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Prompt, encode, make_prompts
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import residual, run_blocks
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
@@ -48,8 +49,8 @@ def query_z(model, task: Task, prompts: Sequence[Prompt]) -> Float[Tensor, "batc
     ad = adapt(model)
     batch = encode(ad.tokenizer, task, prompts).to(ad.device)
     capture = Capture([(layer, "z") for layer in range(ad.n_layers)], positions=(-1,))
-    with torch.no_grad(), capture.attach(ad, batch.query_pos):
-        ad.residual(batch.tokens, ad.n_layers)
+    with torch.no_grad():
+        residual(ad, batch.tokens, ad.n_layers, intervention=capture, ctx=batch.query_pos)
     return torch.stack([capture[layer, "z"][:, 0] for layer in range(ad.n_layers)], 1)
 
 
@@ -101,8 +102,7 @@ def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float
         resid = ad.residual(batch.tokens, 0)
         for layer in tqdm(range(ad.n_layers), desc="indirect effects", disable=not progress, leave=False):
             patch = HeadPatch(layer, head_of_row, values=z_mean[layer], per_row=True)
-            with patch.attach(ad, qpos):
-                out = ad.run_blocks(resid.repeat(H, 1, 1), layer)
+            out = run_blocks(ad, resid.repeat(H, 1, 1), layer, intervention=patch, ctx=qpos)
             patched[layer] = torch.softmax(ad.unembed(out[rows, qpos]).float(), -1)[rows, label].view(H, B).cpu()
             resid = ad.run_blocks(resid, layer, layer + 1)
         clean = torch.softmax(ad.unembed(resid[rows[:B], batch.query_pos]).float(), -1)[rows[:B], batch.label_first]

@@ -17,25 +17,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.core.adapter import HookFn, adapt
+from tvmech.core.adapter import adapt
 from tvmech.interventions.lowrank import LowRankAttnOut
 from tvmech.interventions.lowrank import low_rank_delta as lora_delta
 from tvmech.methods.training import Objective, TrainData, row_nll, take_rows
-
-
-def lora_hooks(model, layer: int, a: Float[Tensor, " n_heads_d_head"], b: Float[Tensor, " d_model"]
-               ) -> list[tuple[str, HookFn]]:
-    """TransformerLens hooks making block ``layer``'s attention output ``z_flat (W_O + a bᵀ)``.
-
-    Args:
-        model: a TransformerLens model or its adapter.
-        layer: the block.
-        a, b: the rank-1 factors.
-
-    Returns:
-        The hooks of ``LowRankAttnOut(layer, a, b)`` (read ``z``, add the delta at ``attn_out``).
-    """
-    return LowRankAttnOut(layer, a, b).hooks(model)
 
 
 def lora_init(model, seed: int) -> Float[Tensor, " n_heads_d_head"]:
@@ -78,4 +63,4 @@ def lora_objective(model, data: TrainData, layer: int, lr: float, seed: int = 0,
     return obj, {"a": a, "b": b}
 
 
-__all__ = ["lora_delta", "lora_hooks", "lora_init", "lora_objective"]
+__all__ = ["lora_delta", "lora_init", "lora_objective"]

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tvmech.analysis.evaluation import EvalResult
-from tvmech.core.adapter import Adapter, HookFn, adapt
+from tvmech.core.adapter import Adapter, adapt
 from tvmech.data.prompts import Batch, batches, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
 from tvmech.methods.training import Objective, TrainData, query_norm, row_nll, take_rows
@@ -65,23 +65,21 @@ def with_prefix(resid: Float[Tensor, "batch pos d_model"], prefix: Float[Tensor,
     return torch.cat([p, resid], 1)
 
 
-def run_with_prefix(model, tokens: Int[Tensor, "batch pos"], prefix: Float[Tensor, "*n_virtual d_model"],
-                    hooks: Sequence[tuple[str, HookFn]] = ()) -> Float[Tensor, "batch n_virtual+pos d_model"]:
+def run_with_prefix(model, tokens: Int[Tensor, "batch pos"], prefix: Float[Tensor, "*n_virtual d_model"]
+                    ) -> Float[Tensor, "batch n_virtual+pos d_model"]:
     """Final residual stream (before the final norm) with ``prefix`` prepended at block 0.
 
     Args:
         model: a TransformerLens model or its adapter.
         tokens: the real tokens.
         prefix: ``[d_model]`` or ``[n_virtual, d_model]``.
-        hooks: extra TransformerLens hooks for the pass (positions in the shifted sequence).
 
     Returns:
         The final stream; position ``n_virtual + t`` is real token ``t``.
     """
     ad = adapt(model)
     p = as_prefix(ad, prefix)
-    with ad.hooks(list(hooks)):
-        return ad.run_blocks(with_prefix(ad.residual(tokens.to(ad.device), 0), p.to(ad.device)), 0)
+    return ad.run_blocks(with_prefix(ad.residual(tokens.to(ad.device), 0), p.to(ad.device)), 0)
 
 
 def prefix_query_logits(model, batch: Batch, prefix: Float[Tensor, "*n_virtual d_model"]

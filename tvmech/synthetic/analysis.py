@@ -190,8 +190,8 @@ def learned_vs_extracted(model: SyntheticModel, layer: int, ks: Sequence[int], *
         add = vanilla_task_vector(bridge, text, layer, train, train, k=min(n_demos, half - 1), n=half, seed=seed)
         cos = float(torch.nn.functional.cosine_similarity(ltv.vectors.flatten(), add.vectors.flatten(), dim=0))
         accs = {"zero_shot": evaluate(bridge, text, test).accuracy,
-                "ltv": evaluate(bridge, text, test, hooks_for=ltv.hooks_for(bridge)).accuracy,
-                "extracted_mean": evaluate(bridge, text, test, hooks_for=ext.hooks_for(bridge)).accuracy,
+                "ltv": evaluate(bridge, text, test, intervention=ltv).accuracy,
+                "extracted_mean": evaluate(bridge, text, test, intervention=ext).accuracy,
                 "icl": evaluate(bridge, text, test, k=min(n_demos, half - 1), demos=train, seed=seed).accuracy}
         g = torch.Generator().manual_seed(seed + k)
         batch = task.sample(4 * len(test), n_demos, g, params=task.fixed_params(k, 4 * len(test)))

@@ -34,8 +34,7 @@ from torch import Tensor, nn
 
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.io import atomic_write_bytes, write_json
-from tvmech.interventions.engine import Intervention, attached
-from tvmech.interventions.sites import Context
+from tvmech.interventions.engine import Intervention, run_blocks
 from tvmech.synthetic.tasks import SyntheticTask, offset_tokenizer
 
 OPTIM = "optimizer/"  # prefix of the Adam state's tensors in model.safetensors
@@ -135,9 +134,7 @@ class SyntheticModel(nn.Module):
     def forward(self, inputs: Tensor, intervention: Intervention | None = None) -> Float[Tensor, "batch pos d_model"]:
         """Final residual stream (before the final norm) of a prompt, with an optional intervention (its
         positions absolute: synthetic prompts are not padded)."""
-        ad = self.adapter
-        with attached(ad, intervention, Context(None)):
-            return ad.run_blocks(self.embed(inputs), 0, self.n_layers)
+        return run_blocks(self.adapter, self.embed(inputs), 0, self.n_layers, intervention=intervention)
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, *, optimizer: torch.optim.Optimizer | None = None,

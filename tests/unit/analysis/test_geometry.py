@@ -73,7 +73,7 @@ def test_transfer_matrix_matches_direct_evaluation(tiny):
     assert all(r["n"] == 8 for r in rows)
     for name in ("A", "B"):
         test = tasks[name].splits(3).test[:8]
-        direct = tv.evaluate(tiny, tasks[name], test, hooks_for=vectors[name].hooks_for(tiny)).accuracy
+        direct = tv.evaluate(tiny, tasks[name], test, intervention=vectors[name]).accuracy
         assert acc[(name, name)] == direct
     share_x = sum(e.output.startswith("x") for e in a.splits(3).test[:8]) / 8
     assert acc[("A", "A")] == share_x and 0 < share_x < 1  # the seeded test split is the one used

@@ -14,13 +14,13 @@ from tvmech.analysis.heads import (
     ESTIMATES,
     ablation,
     ablation_effects,
-    ablation_hooks,
     clean_query_z,
     prompt_batch,
     taylor_scores,
 )
 from tvmech.data.prompts import make_prompts
 from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import residual
 from tvmech.interventions.heads import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
@@ -54,14 +54,14 @@ def test_revert_patch_writes_each_prompts_clean_z_exactly(make_arch, arch):
     assert clean.shape == (ad.n_layers, len(PROMPTS), ad.n_heads, ad.d_head)
     layer, heads = ad.n_layers - 1, [0, 2]
     seen = Capture([(layer, "z")], positions=(-1,))
-    with torch.no_grad(), (vec.injection + seen).attach(ad, batch.query_pos):
-        ad.residual(batch.tokens, ad.n_layers)
+    with torch.no_grad():
+        residual(ad, batch.tokens, ad.n_layers, intervention=vec + seen, ctx=batch.query_pos)
     theta_z = seen[layer, "z"][:, 0]
     assert not torch.allclose(theta_z, clean[layer])  # θ changed them: the revert has something to undo
     after = Capture([(layer, "z")], positions=(-1,))
     patch = ablation(ad, [(layer, h) for h in heads], kind="revert", clean=clean)
-    with torch.no_grad(), (vec.injection + patch + after).attach(ad, batch.query_pos):
-        ad.residual(batch.tokens, ad.n_layers)
+    with torch.no_grad():
+        residual(ad, batch.tokens, ad.n_layers, intervention=vec + patch + after, ctx=batch.query_pos)
     got = after[layer, "z"][:, 0]
     assert torch.equal(got[:, heads], clean[layer][:, heads].to(got.dtype))
     others = [h for h in range(ad.n_heads) if h not in heads]
@@ -78,15 +78,13 @@ def test_reverting_every_head_reached_by_theta_gives_the_clean_run(make_arch, ar
     batch = prompt_batch(ad, TASK, PROMPTS)
     clean = clean_query_z(ad, TASK, PROMPTS)
     base = _final(ad, batch, [])
-    theta = _final(ad, batch, vec.hooks_for(bridge)(batch))
+    theta = _final(ad, batch, vec.hooks(bridge, batch.query_pos))
     assert (theta - base).norm() > 1e-2 * base.norm()  # θ does reach the query
     every = [(l, h) for l in range(layer, ad.n_layers) for h in range(ad.n_heads)]
-    reverted = _final(ad, batch, vec.hooks_for(bridge)(batch) + ablation_hooks(ad, every, batch.query_pos,
-                                                                               kind="revert", clean=clean))
+    reverted = _final(ad, batch, (vec + ablation(ad, every, kind="revert", clean=clean)).hooks(ad, batch.query_pos))
     assert torch.allclose(reverted, base, rtol=1e-5, atol=1e-5 * float(base.abs().max()))
     # one head left out: θ gets through it
-    part = _final(ad, batch, vec.hooks_for(bridge)(batch) + ablation_hooks(ad, every[1:], batch.query_pos,
-                                                                           kind="revert", clean=clean))
+    part = _final(ad, batch, (vec + ablation(ad, every[1:], kind="revert", clean=clean)).hooks(ad, batch.query_pos))
     assert (part - base).norm() > 1e-4 * base.norm()
 
 
@@ -127,8 +125,8 @@ def test_batched_revert_matches_one_head_at_a_time(tiny):
     rows = torch.arange(len(batch))
     for i, head in enumerate(heads):
         with torch.no_grad():
-            logits = [ad.unembed(_final(ad, batch, vec.hooks_for(tiny)(batch) + extra))
-                      for extra in ([], ablation_hooks(ad, [head], batch.query_pos, kind="revert", clean=clean))]
+            logits = [ad.unembed(_final(ad, batch, vec.hooks(tiny, batch.query_pos) + extra))
+                      for extra in ([], ablation(ad, [head], kind="revert", clean=clean).hooks(ad, batch.query_pos))]
         p, pa = (torch.softmax(x.float(), -1)[rows, batch.label_first] for x in logits)
         assert torch.allclose(got[i], p - pa, atol=1e-6), head
 
@@ -140,16 +138,16 @@ def test_per_row_values_and_their_errors(tiny):
     values = torch.randn(B, ad.n_heads, ad.d_head)
     seen = Capture([(1, "z")], positions=(-1,))
     patch = HeadPatch(1, torch.arange(B) % ad.n_heads, values, per_row=True)  # row b: head b % n_heads
-    with torch.no_grad(), (patch + seen).attach(ad, batch.query_pos):
-        ad.residual(batch.tokens, 2)
+    with torch.no_grad():
+        residual(ad, batch.tokens, 2, intervention=patch + seen, ctx=batch.query_pos)
     z = seen[1, "z"][:, 0]
     for b in range(B):
         assert torch.equal(z[b, b % ad.n_heads], values[b, b % ad.n_heads])
     with pytest.raises(ValueError, match=r"head values must have shape \(4, 16\).*\(rows, 4, 16\)"):
         HeadPatch(1, [0], torch.zeros(2, 4, 8)).writes(ad)
     with pytest.raises(ValueError, match="per-row head values have 3 rows; the patch covers 4"):
-        with (HeadPatch(1, [0], torch.zeros(3, 4, 16))).attach(ad, batch.query_pos), torch.no_grad():
-            ad.residual(batch.tokens, 2)
+        with torch.no_grad():
+            residual(ad, batch.tokens, 2, intervention=HeadPatch(1, [0], torch.zeros(3, 4, 16)), ctx=batch.query_pos)
     with pytest.raises(ValueError, match=r"revert needs clean z of shape \(3, batch, 4, 16\)"):
         ablation(ad, [(1, 0)], kind="revert")
     with pytest.raises(ValueError, match="kind 'half' is not valid"):

@@ -65,7 +65,7 @@ def test_tv_reliance_is_the_derivative_along_the_theta_change(tiny):
                 z = z.clone()
                 z[rows, q, head] = z_clean + alpha[:, None] * (z[rows, q, head] - z_clean)
                 return z
-            return vec.hooks_for(tiny)(batch) + [(ad.act_name(layer, "z"), hook)]
+            return vec.hooks(tiny, batch.query_pos) + [(ad.act_name(layer, "z"), hook)]
 
         alpha = torch.ones(len(batch), requires_grad=True)
         (deriv,) = torch.autograd.grad(_p(ad, batch, along(alpha)).sum(), alpha)

@@ -9,7 +9,6 @@ from tvmech.analysis.heads import (
     ablated_accuracy,
     ablation,
     ablation_effects,
-    ablation_hooks,
     check_heads,
     key_heads,
     layer_histogram,
@@ -61,7 +60,7 @@ def test_taylor_score_is_the_derivative_of_scaling_the_head(tiny):
                 z = z.clone()
                 z[rows, q, head] = z[rows, q, head] * alpha[:, None]
                 return z
-            return vec.hooks_for(tiny)(batch) + [(ad.act_name(layer, "z"), hook)]
+            return vec.hooks(tiny, batch.query_pos) + [(ad.act_name(layer, "z"), hook)]
 
         alpha = torch.ones(len(batch), requires_grad=True)
         (deriv,) = torch.autograd.grad(_p(ad, batch, scaled(alpha)).sum(), alpha)
@@ -87,7 +86,7 @@ def test_z_gradient_equals_head_output_times_attn_out_gradient(tiny):
             return x
         return hook
 
-    p = _p(ad, batch, vec.hooks_for(tiny)(batch) + [(ad.act_name(layer, "z"), keep("z")),
+    p = _p(ad, batch, vec.hooks(tiny, batch.query_pos) + [(ad.act_name(layer, "z"), keep("z")),
                                                      (ad.act_name(layer, "attn_out"), keep("out"))])
     gz, gout = torch.autograd.grad(p.sum(), [kept["z"], kept["out"]])
     z = kept["z"][rows, q].detach()  # [B, H, d_head]
@@ -106,15 +105,14 @@ def test_batched_exact_ablation_matches_one_head_at_a_time(tiny, kind):
     assert got.shape == (len(heads), len(PROMPTS))
     batch = encode(ad.tokenizer, TASK, PROMPTS)
     with torch.no_grad():
-        p = _p(ad, batch, vec.hooks_for(tiny)(batch))
+        p = _p(ad, batch, vec.hooks(tiny, batch.query_pos))
         for i, head in enumerate(heads):
-            pa = _p(ad, batch, vec.hooks_for(tiny)(batch) + ablation_hooks(tiny, [head], batch.query_pos, kind=kind,
-                                                                           means=means))
+            pa = _p(ad, batch, (vec + ablation(tiny, [head], kind=kind, means=means)).hooks(tiny, batch.query_pos))
             assert torch.allclose(got[i], p - pa, atol=1e-5), head
     assert got.abs().max() > 0
 
 
-def test_ablation_hooks_zero_the_heads_at_each_query_only(tiny):
+def test_ablation_zeroes_the_heads_at_each_query_only(tiny):
     """Zeroing every head of a layer at the query zeroes that layer's attention output there (no bias) and
     leaves the other positions alone; prompts of different lengths have different query positions."""
     ad = tv.adapt(tiny)
@@ -124,7 +122,7 @@ def test_ablation_hooks_zero_the_heads_at_each_query_only(tiny):
     grab = (ad.act_name(1, "attn_out"), lambda x, hook=None: got.append(x.detach().clone()))
     with torch.no_grad():
         _p(ad, batch, [grab])
-        _p(ad, batch, ablation_hooks(tiny, [(1, h) for h in range(ad.n_heads)], batch.query_pos) + [grab])
+        _p(ad, batch, ablation(tiny, [(1, h) for h in range(ad.n_heads)]).hooks(tiny, batch.query_pos) + [grab])
     clean, ablated = got
     rows = torch.arange(len(batch))
     assert torch.allclose(ablated[rows, batch.query_pos], torch.zeros(1), atol=1e-6)
@@ -166,7 +164,7 @@ def test_key_vs_random_rows(tiny):
     rows = key_vs_random(tiny, vec, TASK, queries, scores, frac=0.25, n_random=5, means=means, batch_size=4)
     assert len(rows) == 1 + 2 * 6
     base = next(r for r in rows if r["set"] == "none")
-    assert base["accuracy"] == tv.evaluate(tiny, TASK, queries, 0, hooks_for=vec.hooks_for(tiny)).accuracy
+    assert base["accuracy"] == tv.evaluate(tiny, TASK, queries, 0, intervention=vec).accuracy
     key_zero = next(r for r in rows if r["set"] == "key" and r["kind"] == "zero")
     direct = ablated_accuracy(tiny, vec, TASK, queries, key_heads(scores, 0.25), kind="zero", batch_size=4)
     assert key_zero["accuracy"] == direct.accuracy and key_zero["size"] == 3
@@ -188,7 +186,7 @@ def test_stacked_ablations_equal_each_ablation_in_its_own_hooked_pass(tiny):
     preds = set()
     for (heads, kind), res in zip(jobs, got):
         both = vec.injection + ablation(ad, heads, kind=kind, means=means)
-        ref = tv.evaluate(tiny, TASK, queries, 0, scoring="first_token", batch_size=3, hooks_for=both.hooks_for(ad))
+        ref = tv.evaluate(tiny, TASK, queries, 0, scoring="first_token", batch_size=3, intervention=both)
         assert (res["first_token"].correct, res["first_token"].predictions) == (ref.correct, ref.predictions)
         preds.add(tuple(ref.predictions))
     assert len(preds) > 1  # the ablations differ from one another
@@ -239,11 +237,11 @@ def test_bad_input(tiny):
     with pytest.raises(ValueError, match="head set is empty"):
         ablated_accuracy(tiny, vec, TASK, TASK.examples[:2], [])
     with pytest.raises(ValueError, match=r"head 4 is out of range.*0\.\.3"):
-        ablation_hooks(tiny, [(0, 4)], torch.zeros(1, dtype=torch.long))
+        ablation(tiny, [(0, 4)])
     with pytest.raises(ValueError, match=r"layer 3 is out of range.*0\.\.2"):
         ablation_effects(tiny, vec, TASK, PROMPTS, [(3, 0)])
     with pytest.raises(ValueError, match="kind 'half' is not valid"):
-        ablation_hooks(tiny, [(0, 1)], torch.zeros(1, dtype=torch.long), kind="half")
+        ablation(tiny, [(0, 1)], kind="half")
     with pytest.raises(ValueError, match="mean ablation needs means"):
         ablation_effects(tiny, vec, TASK, PROMPTS, [(0, 1)], kind="mean")
     with pytest.raises(ValueError, match="repeats"):

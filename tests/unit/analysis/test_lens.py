@@ -95,7 +95,7 @@ def test_lens_at_the_final_layer_is_the_models_accuracy(tiny):
     for v in (None, vec):
         rows = lens_metrics(tiny, SMALL, tv.make_prompts(SMALL, queries, 0), v, batch_size=5)
         assert [r["layer"] for r in rows] == list(range(tv.adapt(tiny).n_layers + 1))
-        ref = tv.evaluate(tiny, SMALL, queries, 0, hooks_for=v.hooks_for(tiny) if v else None)
+        ref = tv.evaluate(tiny, SMALL, queries, 0, intervention=v)
         assert rows[-1]["accuracy"] == pytest.approx(ref.accuracy)
         for r in rows:
             assert 0 <= r["accuracy"] <= 1 and 0 <= r["p_correct"] <= 1 and r["n"] == 12

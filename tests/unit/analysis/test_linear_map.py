@@ -67,7 +67,8 @@ class LinearToy(Adapter):
         self.check_layer(layer, allow_final=True)
         return self.run_blocks(self.E[tokens], 0, layer)
 
-    def run_blocks(self, resid, start, stop=None):
+    def run_blocks(self, resid, start, stop=None, *, prefix=None):
+        assert prefix is None, "the linear toy has no frozen prefix"
         stop = self.n_layers if stop is None else stop
         h = resid
         count = torch.arange(h.shape[1], dtype=h.dtype).clamp_min(1)[None, :, None]
@@ -252,7 +253,7 @@ def test_final_injection_adds_to_the_final_stream(tiny):
     v = torch.randn(64, generator=torch.Generator().manual_seed(2))
     inj = final_injection(tiny, v)
     with torch.no_grad():
-        got = query_logits(tiny, batch, inj.hooks_for(tiny))
+        got = query_logits(tiny, batch, inj)
         final = ad.residual(batch.tokens, ad.n_layers)[torch.arange(3), batch.query_pos]
         want = ad.unembed(final + v)
     assert torch.allclose(got, want, atol=1e-4)
@@ -273,9 +274,9 @@ def test_reconstruction_report_is_consistent(tiny):
     from tvmech.analysis.linear_map import final_injection
     from tvmech.interventions.injection import Injection
 
-    hooked = {c: tv.evaluate(tiny, TASK, TASK.examples[:10], 0, hooks_for=h) for c, h in (
-        ("zero_shot", None), ("original", Injection.single(fit.theta, 2).hooks_for(tiny)),
-        ("reconstructed", final_injection(tiny, fit.reconstructed).hooks_for(tiny)))}
+    hooked = {c: tv.evaluate(tiny, TASK, TASK.examples[:10], 0, intervention=iv) for c, iv in (
+        ("zero_shot", None), ("original", Injection.single(fit.theta, 2)),
+        ("reconstructed", final_injection(tiny, fit.reconstructed)))}
     assert all(rep[f"acc_{c}"] == r.accuracy for c, r in hooked.items())
     same = [a == b for a, b in zip(hooked["original"].predictions, hooked["reconstructed"].predictions)]
     assert rep["agreement"] == sum(same) / 10 and 0 < sum(same) < 10  # the two conditions differ somewhere

@@ -14,9 +14,8 @@ from tvmech.analysis.ov import (
     ov_images,
     packaged_ov_effect,
     reconstruction_effect,
-    reconstruction_hooks,
+    reconstruction_injection,
     reinjection,
-    reinjection_hooks,
 )
 from tvmech.core.models import wrap
 from tvmech.data.prompts import encode, make_prompts
@@ -101,7 +100,8 @@ def test_packaged_ov_effect_is_the_attention_change_when_the_pattern_is_fixed(at
     ad = tv.adapt(attn_only)
     batch, vec = _batch(attn_only), _vec(attn_only, 0)
     force = [(ad.act_name(0, "pattern"), _fixed_pattern(pattern))]
-    measured = _attn_out_at_query(ad, batch, force + vec.hooks_for(ad)(batch)) - _attn_out_at_query(ad, batch, force)
+    injected = _attn_out_at_query(ad, batch, force + vec.hooks(ad, batch.query_pos))
+    measured = injected - _attn_out_at_query(ad, batch, force)
     with ad.hooks(force):
         cap = capture(attn_only, vec, batch)
     effect = packaged_ov_effect(attn_only, cap)
@@ -131,7 +131,7 @@ def test_measured_changes_telescope_to_the_injected_final_residual(tiny):
     assert torch.allclose(total, cap.final_injected, atol=1e-4)
     effect = cap.attn_delta + cap.mlp_delta
     effect[:, 0] += cap.theta
-    with torch.no_grad(), ad.hooks(reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "final")):
+    with torch.no_grad(), reinjection(tiny, effect, cap.layers, "final").apply(tiny, batch.query_pos):
         final = ad.residual(batch.tokens, ad.n_layers)
     assert torch.allclose(final[torch.arange(len(batch)), batch.query_pos], cap.final_injected, atol=1e-4)
 
@@ -156,8 +156,8 @@ def test_layerwise_reinjection_at_attn_out_reaches_the_blocks_own_mlp(tiny):
     assert [(w.layer, w.point) for w in writes] == [(1, "attn_out"), (2, "attn_out")]
     q = batch.query_pos
     clean = _mlp_out(ad, batch, [], 1)
-    at_attn = _mlp_out(ad, batch, reconstruction_hooks(tiny, cap, rec), 1)
-    old = _mlp_out(ad, batch, reinjection_hooks(tiny, effect, cap.layers, q, "layerwise", "resid_post"), 1)
+    at_attn = _mlp_out(ad, batch, reconstruction_injection(tiny, cap, rec).hooks(tiny, q), 1)
+    old = _mlp_out(ad, batch, reinjection(tiny, effect, cap.layers, "layerwise", "resid_post").hooks(tiny, q), 1)
     rows = torch.arange(len(batch))
     assert (at_attn[rows, q] - clean[rows, q]).norm(dim=-1).min() > 1e-3  # block 1's MLP reads its effect
     assert torch.equal(old, clean)  # at resid_post: block 1's MLP output is unchanged
@@ -207,7 +207,7 @@ def test_paper_literal_theta_control_and_alpha(tiny):
     images = ov_images(tiny, cap.theta, [2])[0].sum(0)
     assert torch.equal(paper[:, 0], torch.zeros_like(paper[:, 0]))
     assert torch.allclose(paper[:, 1], images.expand(len(batch), -1), atol=1e-5)
-    with torch.no_grad(), ad.hooks(reconstruction_hooks(tiny, cap, Reconstruction("theta"))):
+    with torch.no_grad(), reconstruction_injection(tiny, cap, Reconstruction("theta")).apply(tiny, cap.query_pos):
         final = ad.residual(batch.tokens, ad.n_layers)[torch.arange(len(batch)), batch.query_pos]
     assert torch.allclose(final, cap.final_clean + cap.theta, atol=1e-5)
     one = reconstruction_effect(tiny, cap, Reconstruction("mlp_direct"))
@@ -229,7 +229,7 @@ def test_layerwise_reinjection_at_another_point(tiny):
     with torch.no_grad():
         with mids[0].apply(tiny, batch.query_pos):
             ad.residual(batch.tokens, ad.n_layers)
-        hooks = reinjection_hooks(tiny, effect, cap.layers, batch.query_pos, "layerwise", "attn_out")
+        hooks = reinjection(tiny, effect, cap.layers, "layerwise", "attn_out").hooks(tiny, batch.query_pos)
         with ad.hooks(hooks + mids[1].hooks(tiny, batch.query_pos)):
             ad.residual(batch.tokens, ad.n_layers)
     clean, recon = (m[1, "resid_mid"] for m in mids)
@@ -252,7 +252,7 @@ def test_reconstruction_accuracy_rows(tiny):
     assert all(0 <= r["accuracy"] <= 1 and r["n"] == 6 and r["layer"] == 1 for r in rows)
     assert by["mlp_direct@2"]["variant"] == "mlp_direct" and by["mlp_direct@2"]["alpha"] == 2.0
     assert by["path_qk"]["variant"] == "path_restricted" and by["path_qk"]["path"] == "qk"
-    ltv = tv.evaluate(tiny, TASK, queries, 0, hooks_for=vec.hooks_for(tiny))
+    ltv = tv.evaluate(tiny, TASK, queries, 0, intervention=vec)
     assert by["ltv"]["accuracy"] == ltv.accuracy == by["path_all"]["accuracy"]  # every path open = the LTV
     assert by["zero_shot"]["accuracy"] == tv.evaluate(tiny, TASK, queries, 0).accuracy
     assert by["attn_total_measured"]["cos_attn"] == pytest.approx(1.0, abs=1e-5)
@@ -307,13 +307,14 @@ def test_reconstruction_streams_without_hooks_equal_the_hooked_reinjections(tiny
     batch = _batch(tiny, 6).to(ad.device)
     cap = capture(ad, vec, batch)
     torch.testing.assert_close(cap.clean_stream, final_residual(ad, batch))
-    torch.testing.assert_close(cap.injected_stream, final_residual(ad, batch, vec.hooks_for(ad)))
+    torch.testing.assert_close(cap.injected_stream, final_residual(ad, batch, vec))
     recs = {f"{n}@{a}": replace(r, alpha=a) for n, r in DEFAULT_RECONSTRUCTIONS.items() for a in (1.0, 3.0)}
     layerwise = [(m, r, reconstruction_effect(ad, cap, r)) for m, r in recs.items() if r.reinject == "layerwise"]
     stacked = layerwise_streams(ad, cap, layerwise)
     assert len(stacked) == len(layerwise) >= 6
     for m, rec in recs.items():
-        ref = final_residual(ad, batch, lambda b, rec=rec: reconstruction_hooks(ad, cap, rec))
+        with reconstruction_injection(ad, cap, rec).apply(ad, cap.query_pos):  # the TransformerLens hooks
+            ref = final_residual(ad, batch)
         total = reconstruction_effect(ad, cap, rec).sum(1)
         got = stacked[m] if rec.reinject == "layerwise" else final_stream(cap, total, rec)
         assert (got - cap.clean_stream).abs().max() > 1e-3, m  # it changes something

@@ -56,18 +56,18 @@ def test_default_scorings_add_first_token_to_label_set_tasks():
 @pytest.mark.parametrize("with_vector", [False, True])
 def test_one_forward_scores_like_score_batch_under_each_scoring(tiny, monkeypatch, with_vector):
     batch = _batch(tiny)
-    hooks = _vec(tiny).hooks_for(tiny) if with_vector else None
+    vec = _vec(tiny) if with_vector else None
     modes = ("label_set", "first_token", "exact_match")
-    single = {s: score_batch(tiny, YESNO, batch, s, hooks) for s in modes}
+    single = {s: score_batch(tiny, YESNO, batch, s, vec) for s in modes}
     calls = []
     forward = evaluation.final_residual
     monkeypatch.setattr(evaluation, "final_residual", lambda *a, **k: calls.append(1) or forward(*a, **k))
-    multi = evaluation.predict_batch(tiny, YESNO, batch, modes, hooks)
+    multi = evaluation.predict_batch(tiny, YESNO, batch, modes, vec)
     assert len(calls) == 1  # every scoring from one forward pass
     assert list(multi) == list(modes)
     for s in modes:
         assert torch.equal(multi[s][0], single[s][0]) and torch.equal(multi[s][1], single[s][1]), s
-    ok = score_batch_multi(tiny, YESNO, batch, modes, hooks)
+    ok = score_batch_multi(tiny, YESNO, batch, modes, vec)
     assert all(torch.equal(ok[s], single[s][0]) for s in modes)
     ids = set(label_set_ids(tv.adapt(tiny).tokenizer, YESNO))
     assert set(multi["label_set"][1].tolist()) <= ids
@@ -78,10 +78,10 @@ def test_one_forward_scores_like_score_batch_under_each_scoring(tiny, monkeypatc
 
 def test_evaluate_multi_equals_evaluate_per_scoring(tiny):
     queries = YESNO.splits(0).test[:6]
-    hooks = _vec(tiny).hooks_for(tiny)
-    multi = evaluate_multi(tiny, YESNO, queries, 0, scorings=BOTH, batch_size=4, hooks_for=hooks)
+    vec = _vec(tiny)
+    multi = evaluate_multi(tiny, YESNO, queries, 0, scorings=BOTH, batch_size=4, intervention=vec)
     for s in BOTH:
-        one = tv.evaluate(tiny, YESNO, queries, 0, scoring=s, batch_size=4, hooks_for=hooks)
+        one = tv.evaluate(tiny, YESNO, queries, 0, scoring=s, batch_size=4, intervention=vec)
         assert (multi[s].accuracy, multi[s].correct, multi[s].predictions) == (one.accuracy, one.correct,
                                                                              one.predictions)
 
@@ -99,7 +99,7 @@ def test_reconstruction_rows_one_per_scoring(tiny):
             {k: v for k, v in pair[1].items() if k not in ("scoring", "accuracy")}
     by = {(r["method"], r["scoring"]): r["accuracy"] for r in rows}
     for s in BOTH:
-        assert by["ltv", s] == tv.evaluate(tiny, YESNO, queries, 0, scoring=s, hooks_for=vec.hooks_for(tiny)).accuracy
+        assert by["ltv", s] == tv.evaluate(tiny, YESNO, queries, 0, scoring=s, intervention=vec).accuracy
         assert by["zero_shot", s] == tv.evaluate(tiny, YESNO, queries, 0, scoring=s).accuracy
     assert rows[2]["effect_norm"] > 0
     from tvmech.plots.mechanism_plots import reconstruction_figure
@@ -117,7 +117,7 @@ def test_key_vs_random_rows_one_per_scoring(tiny):
     assert len(rows) == 2 * (1 + 1 + 2)  # (none, key, 2 random sets) x 2 scorings
     assert [r["scoring"] for r in rows] == list(BOTH) * 4
     base = {r["scoring"]: r["accuracy"] for r in rows if r["set"] == "none"}
-    assert base == {s: tv.evaluate(tiny, YESNO, queries, 0, scoring=s, hooks_for=vec.hooks_for(tiny)).accuracy
+    assert base == {s: tv.evaluate(tiny, YESNO, queries, 0, scoring=s, intervention=vec).accuracy
                     for s in BOTH}
     from tvmech.plots.mechanism_plots import key_ablation_figure
 

@@ -205,12 +205,12 @@ def test_every_method_runs_and_is_finite(make_arch, arch):
     v = 3 * torch.randn(ad.d_model, generator=torch.Generator().manual_seed(0))
     inj = Injection(v[None, None], (layer,), (-1,))
     with torch.no_grad():
-        clean, hit = query_logits(model, batch), query_logits(model, batch, inj.hooks_for(model))
+        clean, hit = query_logits(model, batch), query_logits(model, batch, inj)
     assert _finite(hit) and not torch.allclose(clean, hit)
 
     ltv = tv.learn_task_vector(model, TASK, layers=(layer,), config=cfg, progress=False)
     assert _finite(ltv.vectors) and ltv.vectors.shape[-1] == ad.d_model
-    acc = tv.evaluate(model, TASK, TASK.examples[:4], 0, hooks_for=ltv.hooks_for(model)).accuracy
+    acc = tv.evaluate(model, TASK, TASK.examples[:4], 0, intervention=ltv).accuracy
     assert 0 <= acc <= 1
     sweep = tv.learn_layer_sweep(model, TASK, list(range(L)), config=cfg, progress=False)
     assert [s.layers for s in sweep] == [(l,) for l in range(L)] and all(_finite(s.vectors) for s in sweep)

@@ -26,6 +26,7 @@ import tvmech as tv
 from tvmech.analysis.ov import capture, packaged_ov_effect
 from tvmech.data.prompts import encode, make_prompts
 from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import residual, run_blocks
 from tvmech.interventions.paths import PathRestricted
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import head_outputs
@@ -85,8 +86,8 @@ def test_b_head_outputs_sum_to_the_attention_output(make_arch64, arch):
     model, ad, batch = _setup(make_arch64, arch)
     sites = [(l, p) for l in range(ad.n_layers) for p in ("z", "attn_out")]
     rec = Capture(sites)
-    with torch.no_grad(), rec.attach(ad, batch.query_pos):
-        ad.residual(batch.tokens, ad.n_layers)
+    with torch.no_grad():
+        residual(ad, batch.tokens, ad.n_layers, intervention=rec, ctx=batch.query_pos)
     z = torch.stack([rec[l, "z"] for l in range(ad.n_layers)], 2)  # [batch, pos, layer, head, d_head]
     per_head = head_outputs(model, z)  # what function vectors sum
     worst = 0.0
@@ -101,8 +102,8 @@ def test_b_head_outputs_sum_to_the_attention_output(make_arch64, arch):
 
 def _mlp_out(ad, batch, h, layer, pos, intervention=None) -> torch.Tensor:
     rec = Capture([(layer, "mlp_out")], positions=(pos,))
-    with torch.no_grad(), (rec if intervention is None else intervention + rec).attach(ad, batch.query_pos):
-        ad.run_blocks(h, layer)
+    with torch.no_grad():
+        run_blocks(ad, h, layer, intervention=rec if intervention is None else intervention + rec, ctx=batch.query_pos)
     return rec[layer, "mlp_out"][:, 0]
 
 
@@ -142,10 +143,9 @@ def test_e_every_path_open_is_the_injected_run(make_arch64, arch):
         vec = TaskVector.for_model(model, theta[None, None], (layer,), (pos,))
         with torch.no_grad():
             h = ad.residual(batch.tokens, layer)
-            with vec.injection.attach(ad, batch.query_pos):
-                full = ad.unembed(ad.run_blocks(h, layer))
-            with PathRestricted(theta, layer, position=pos).attach(ad, batch.query_pos):
-                paths = ad.unembed(ad.run_blocks(h, layer))
+            full = ad.unembed(run_blocks(ad, h, layer, intervention=vec, ctx=batch.query_pos))
+            restricted = PathRestricted(theta, layer, position=pos)
+            paths = ad.unembed(run_blocks(ad, h, layer, intervention=restricted, ctx=batch.query_pos))
             clean = ad.unembed(ad.run_blocks(h, layer))
         rows = torch.arange(len(batch))
         q = batch.query_pos
@@ -167,9 +167,8 @@ def test_e_each_path_reaches_only_what_it_names(make_arch64, arch):
     def run(paths):
         rec, got = Capture(sites), {}
         iv = rec if paths is None else PathRestricted(theta, layer, paths) + rec
-        with torch.no_grad(), ad.hooks([(value, lambda x, hook=None: got.setdefault("v", x.clone()))]), \
-                iv.attach(ad, batch.query_pos):
-            ad.run_blocks(ad.residual(batch.tokens, layer), layer)
+        with torch.no_grad(), ad.hooks([(value, lambda x, hook=None: got.setdefault("v", x.clone()))]):
+            run_blocks(ad, ad.residual(batch.tokens, layer), layer, intervention=iv, ctx=batch.query_pos)
         return {**{s[1]: rec[s] for s in sites}, "v": got["v"]}
 
     clean, v, qk, mlp = run(None), run(("v",)), run(("qk",)), run(("mlp",))

@@ -41,8 +41,8 @@ def assert_same_numbers(single, split) -> None:
     assert a.vectors.abs().sum() > 0
     torch.testing.assert_close(b.vectors, a.vectors, atol=1e-5, rtol=1e-5)
     sp = SMALL.splits(0)
-    ea = tv.evaluate(single, SMALL, sp.test[:8], 2, sp.train, hooks_for=a.hooks_for(single))
-    eb = tv.evaluate(split, SMALL, sp.test[:8], 2, sp.train, hooks_for=a.hooks_for(split))
+    ea = tv.evaluate(single, SMALL, sp.test[:8], 2, sp.train, intervention=a)
+    eb = tv.evaluate(split, SMALL, sp.test[:8], 2, sp.train, intervention=a)
     assert (ea.correct, ea.predictions) == (eb.correct, eb.predictions)
     prompts = tv.make_prompts(SMALL, sp.test[:4], 0)
     ta = tv.taylor_scores(single, a, SMALL, prompts)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.interventions import Capture, Context, HeadPatch, Injection, compose, native_hooks
+from tvmech.interventions import Capture, HeadPatch, Injection, compose, residual
+from tvmech.interventions.engine import attached
 
 
 def _tokens(model, n=3, seq=9, seed=0):
@@ -29,7 +30,7 @@ def _edits(ad, gen):
 
 
 @pytest.mark.parametrize("point", ["resid_pre", "resid_post", "attn_out", "mlp_out", "z", "z_zero"])
-def test_native_hooks_write_what_transformerlens_hooks_write(make_arch, arch, point):
+def test_pytorch_hooks_write_what_transformerlens_hooks_write(make_arch, arch, point):
     model, _ = make_arch(arch)
     tokens, ad = _tokens(model)
     inj = _edits(ad, torch.Generator().manual_seed(3))[point]
@@ -38,10 +39,15 @@ def test_native_hooks_write_what_transformerlens_hooks_write(make_arch, arch, po
         clean = model(tokens)
         with inj.apply(model, q):
             via_tl = model(tokens)
-        with ad.native() as hf, native_hooks(ad, inj, Context(q)):
+            assert not ad.fast()  # apply: TransformerLens hooks
+        with ad.native() as hf, attached(ad, inj, q, native=True):
             via_native = hf(input_ids=tokens).logits
+        with attached(ad, inj, q) as fast:  # the one internal path picks the PyTorch hooks here
+            assert fast
+        via_engine = ad.unembed(residual(ad, tokens, ad.n_layers, intervention=inj, ctx=q))
     assert not torch.allclose(clean, via_tl, atol=1e-3), "the intervention must change the output"
     torch.testing.assert_close(via_native, via_tl, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(via_engine, via_tl, atol=1e-4, rtol=1e-4)
     with torch.no_grad():  # the bridge is whole again afterwards
         torch.testing.assert_close(model(tokens), clean)
 

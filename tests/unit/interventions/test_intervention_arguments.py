@@ -21,7 +21,7 @@ def _batch(tiny, n=4):
 
 def _final(tiny, batch, inj):
     with torch.no_grad():
-        return final_residual(tiny, batch, inj.hooks_for(tiny))
+        return final_residual(tiny, batch, inj)
 
 
 def _vec(tiny, seed=0):

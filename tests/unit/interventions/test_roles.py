@@ -71,7 +71,7 @@ def test_decoding_fallback_gives_the_offsets_answer(tiny):
 
 def _final(model, batch, inj):
     with torch.no_grad():
-        return final_residual(model, batch, inj.hooks_for(model))
+        return final_residual(model, batch, inj)
 
 
 def test_injection_at_a_role_equals_injection_at_its_index_on_every_architecture(arch, make_arch):

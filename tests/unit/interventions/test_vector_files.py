@@ -7,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tvmech.analysis.evaluation import evaluate
 from tvmech.core.adapter import adapt
 from tvmech.core.models import wrap
+from tvmech.data.tasks import builtin_task
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.task_vector import TaskVector
 
@@ -64,6 +66,13 @@ def test_the_fingerprint_follows_the_weights_not_the_name(tiny, make_tokenizer, 
     vec.check_model(same)
     with pytest.raises(ValueError, match="other weights or another architecture"):
         vec.check_model(other)
+    # a task vector is an intervention: attaching it (evaluation, apply, hooks) checks the model first
+    task = builtin_task("capitalize")
+    assert evaluate(same, task, task.examples[:2], intervention=vec).n == 2
+    for attach in (lambda: evaluate(other, task, task.examples[:2], intervention=vec), lambda: vec.hooks(other),
+                   lambda: vec.apply(other).__enter__()):
+        with pytest.raises(ValueError, match="other weights or another architecture"):
+            attach()
 
 
 def test_corrupt_truncated_and_misnamed_tensor_files_name_the_file(tiny, saved, tmp_path):

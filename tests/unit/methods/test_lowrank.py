@@ -7,7 +7,6 @@ import torch
 import tvmech as tv
 from tvmech.interventions.generation import generate
 from tvmech.interventions.lowrank import LowRankAttnOut, low_rank_delta
-from tvmech.methods.lora import lora_hooks
 
 
 def _old_lora_hooks(ad, layer, a, b):
@@ -33,7 +32,7 @@ def test_equals_the_old_hooks_with_gradients(tiny):
     a = torch.randn(ad.n_heads * ad.d_head, generator=g).requires_grad_(True)
     b = torch.randn(ad.d_model, generator=g).requires_grad_(True)
     tokens = _tokens(ad)
-    with ad.hooks(lora_hooks(tiny, 1, a, b)):
+    with LowRankAttnOut(1, a, b).apply(tiny):
         new = ad.residual(tokens, ad.n_layers)
     grads_new = torch.autograd.grad(new.square().sum(), (a, b))
     with ad.hooks(_old_lora_hooks(ad, 1, a, b)):

@@ -4,8 +4,9 @@ import torch
 import tvmech as tv
 from tvmech.experiments.layer_sweep import headline_scorings
 from tvmech.experiments.peft import compare_peft
+from tvmech.interventions.lowrank import LowRankAttnOut
 from tvmech.methods.learned import LTVConfig, learn_task_vector
-from tvmech.methods.lora import lora_delta, lora_hooks
+from tvmech.methods.lora import lora_delta
 from tvmech.methods.peft import METHODS, SavedTensorBytes, train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_init_token, prefix_query_logits, shift_batch
 
@@ -75,7 +76,7 @@ def test_evaluate_prefix_matches_a_prepended_character(tiny):
     test = SMALL.splits(0).test
     v = torch.randn(64, generator=torch.Generator().manual_seed(2)) * 3
     hashed = SMALL.with_template(instruction="#")  # one extra character = one extra token
-    want = tv.evaluate(tiny, hashed, test, hooks_for=lambda b: [(tv.adapt(tiny).hook_name(0), _set_pos0(v))])
+    want = tv.evaluate(tiny, hashed, test, intervention=tv.Injection.single(v, 0, position=0, mode="replace"))
     got = evaluate_prefix(tiny, SMALL, test, v)
     plain = tv.evaluate(tiny, SMALL, test)
     assert got.predictions == want.predictions and got.accuracy == want.accuracy
@@ -88,7 +89,7 @@ def test_lora_with_b_zero_changes_nothing(tiny):
     a = torch.randn(ad.n_heads * ad.d_head)
     with torch.no_grad():
         base = ad.residual(batch.tokens, ad.n_layers)
-        with ad.hooks(lora_hooks(tiny, 1, a, torch.zeros(ad.d_model))):
+        with LowRankAttnOut(1, a, torch.zeros(ad.d_model)).apply(tiny):
             same = ad.residual(batch.tokens, ad.n_layers)
     assert torch.equal(base, same)
 
@@ -111,7 +112,7 @@ def test_lora_delta_is_a_rank1_change_of_W_O(tiny):
         with ad.hooks([(n, grab(n)) for n in names]):
             ad.residual(batch.tokens, 2)
         z, attn_out, mid = (got[n] for n in names)
-        with ad.hooks(lora_hooks(tiny, 1, a, b) + [(names[2], grab("lora_mid"))]):
+        with ad.hooks(LowRankAttnOut(1, a, b).hooks(tiny) + [(names[2], grab("lora_mid"))]):
             ad.residual(batch.tokens, 2)
     W = ad.W_O[1].reshape(ad.n_heads * ad.d_head, ad.d_model)
     assert torch.allclose(z.flatten(2) @ W, attn_out, atol=1e-4)  # z really is the input of W_O
@@ -187,7 +188,7 @@ def test_bad_input(tiny):
     with pytest.raises(ValueError, match="prefix must be"):
         prefix_query_logits(tiny, _batch(tiny), torch.zeros(32))
     with pytest.raises(ValueError, match="LoRA factors must have shapes"):
-        lora_hooks(tiny, 1, torch.zeros(64), torch.zeros(63))
+        LowRankAttnOut(1, torch.zeros(64), torch.zeros(63)).writes(tiny)
 
 
 def test_peft_figure_draws_every_method():

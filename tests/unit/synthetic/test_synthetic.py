@@ -114,9 +114,9 @@ def test_training_on_the_fast_path_equals_the_hooked_path_bit_for_bit(name, monk
     import contextlib
 
     from tvmech import fast_path
-    from tvmech.synthetic import model as synthetic_model
+    from tvmech.interventions import engine
 
-    taken, attached = [], synthetic_model.attached
+    taken, attached = [], engine.attached
 
     @contextlib.contextmanager
     def recorded(*args):
@@ -124,7 +124,7 @@ def test_training_on_the_fast_path_equals_the_hooked_path_bit_for_bit(name, monk
             taken.append(fast)
             yield fast
 
-    monkeypatch.setattr(synthetic_model, "attached", recorded)
+    monkeypatch.setattr(engine, "attached", recorded)
 
     task = SyntheticTask(name, n_values=8, n_offsets=4) if name == "offset" else SyntheticTask(name, dim=3)
     cfg = TrainConfig(steps=4, batch_size=8, tvp_weight=1.0, tvp_layer=1, n_demos=3, log_every=1, seed=1)
