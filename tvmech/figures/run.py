@@ -34,6 +34,7 @@ from tvmech.core.io import remove_partials
 from tvmech.core.models import load_model
 from tvmech.core.progress import tqdm
 from tvmech.data.tasks import BUILTIN
+from tvmech.experiments.common import flag_of, with_flags
 from tvmech.figures import distributed as dist
 from tvmech.figures.gallery import KEY_NUMBERS, key_number, write_index
 from tvmech.figures.presets import PRESETS, STEP_COST
@@ -93,11 +94,6 @@ def field_spec(cls: type, f: dataclasses.Field) -> dict:
     if kw.get("metavar") is None:
         kw.pop("metavar", None)
     return kw
-
-
-def flag_of(cls: type, f: dataclasses.Field) -> str:
-    """The flag of a config field: its metadata's ``flag``, else ``--<PREFIX>-<field>``."""
-    return f.metadata.get("flag") or f"--{cls.PREFIX}-{f.name.replace('_', '-')}"
 
 
 def _dest(flag: str) -> str:
@@ -168,7 +164,7 @@ def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[st
     """Step name -> its experiment config, from the parsed flags.
 
     Raises:
-        ValueError: from a config's validation, naming the bad value and what is valid.
+        ValueError: from a config's validation, naming the bad value (by the flag that set it) and what is valid.
     """
     given: dict[str, dict] = {s: {} for s in steps}
     for dest, pairs in targets.items():
@@ -179,15 +175,19 @@ def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[st
     out = {}
     for step in steps:
         cls = CONFIGS[step]
-        values = {}
+        values, by_common = {}, {}
         for f in dataclasses.fields(cls):
             common = common_dest(cls, f)
             if f.name in given[step]:
                 values[f.name] = given[step][f.name]
             elif common and hasattr(args, common):
                 values[f.name] = getattr(args, common)
+                by_common[f.name] = "--" + common.replace("_", "-")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        out[step] = cls(**values)
+        try:
+            out[step] = cls(**values)
+        except ValueError as err:
+            raise ValueError(with_flags(cls, str(err), by_common)) from err
     return out
 
 
@@ -274,7 +274,10 @@ def _main(args: argparse.Namespace) -> int:
             print(summary(ctx.report))
             print(f"gallery: {index}")
     except ValueError as err:  # a setting the loaded model rejects (e.g. a layer past its depth)
-        print(f"python -m tvmech.figures: error: {err}", file=sys.stderr)
+        message = str(err)
+        for config in args.configs.values():
+            message = with_flags(type(config), message)
+        print(f"python -m tvmech.figures: error: {message}", file=sys.stderr)
         return 2
     return 0
 
