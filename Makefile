@@ -1,4 +1,5 @@
 # Two entry points: `make figures` (the main job) and `make test`. Both set up .venv first.
+# `make docs` builds the API reference (docs/_build/html/index.html).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -7,7 +8,7 @@ PIP := $(PY) -m pip
 # OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup browser figures figures-paper readme notebooks test test-fast lint clean-venv
+.PHONY: setup browser figures figures-paper readme notebooks docs test test-fast lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ readme: setup
 # the notebooks, executed in place (outputs and PNG fallbacks committed)
 notebooks: setup
 	PLOTLY_RENDERER=plotly_mimetype+png $(PY) tools/run_notebooks.py notebooks/*.ipynb
+
+# the API reference, generated from the docstrings (docs/reference.py); any warning fails the build
+docs: setup
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+	@echo "API reference built: docs/_build/html/index.html"
 
 test: setup
 	$(PY) -m pytest -q

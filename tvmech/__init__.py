@@ -19,7 +19,8 @@ from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.fast import fast_path, set_fast_path
 from tvmech.core.models import DEFAULT_MODEL, GEMMA3_MODEL, ModelNotAvailable, default_gguf_path, load_model, wrap
 from tvmech.data.prompts import Batch, Prompt, encode, make_prompts
-from tvmech.data.tasks import BUILTIN, Example, Splits, Task, Template, builtin_task, builtin_tasks, load_task
+from tvmech.data.sources import load_task
+from tvmech.data.tasks import BUILTIN, Example, Splits, Task, Template, builtin_task, builtin_tasks
 from tvmech.interventions import (
                                   Capture,
                                   Compose,

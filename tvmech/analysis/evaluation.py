@@ -64,7 +64,7 @@ def check_scorings(scorings: Sequence[str], what: str = "scorings") -> tuple[str
 
     Args:
         scorings: scoring mode names.
-        what: how the error message names them (e.g. a command-line flag).
+        what: how the error message names them (a config field: ``"sweep scorings"``).
 
     Returns:
         The scorings, repeats dropped, in the order given.

@@ -2,7 +2,8 @@
 
 * :func:`cosine_matrix`: how aligned the task vectors of different tasks are,
   ``C[i, j] = <θ_i, θ_j> / (‖θ_i‖ ‖θ_j‖)`` over the flattened vectors.
-* :func:`compose`: the sum ``w_a θ_a + w_b θ_b`` of two vectors injected at the same sites.
+* :func:`add_task_vectors`: the sum ``w_a θ_a + w_b θ_b`` of two vectors injected at the same sites (the vector
+  of a composed task; joining interventions is :func:`tvmech.interventions.engine.compose`).
 
 The experiments built on them: :mod:`tvmech.experiments.geometry` (cosines and the transfer matrix) and
 :mod:`tvmech.experiments.composition` (english → french + masculine → feminine on king → reine).
@@ -43,7 +44,7 @@ def cosine_matrix(vectors: Mapping[str, TaskVector]) -> tuple[list[str], Float[T
     return names, c.float()
 
 
-def compose(a: TaskVector, b: TaskVector, weights: tuple[float, float] = (1.0, 1.0)) -> TaskVector:
+def add_task_vectors(a: TaskVector, b: TaskVector, weights: tuple[float, float] = (1.0, 1.0)) -> TaskVector:
     """``w_a θ_a + w_b θ_b``, injected at the same sites as ``a`` and ``b``.
 
     Both must be additive vectors of the same shape, at the same layers, positions and hook point,
@@ -51,20 +52,20 @@ def compose(a: TaskVector, b: TaskVector, weights: tuple[float, float] = (1.0, 1
     """
     for attr in ("layers", "positions", "point"):
         if getattr(a, attr) != getattr(b, attr):
-            raise ValueError(f"cannot compose vectors with different {attr}: {getattr(a, attr)} vs {getattr(b, attr)}")
+            raise ValueError(f"cannot add vectors with different {attr}: {getattr(a, attr)} vs {getattr(b, attr)}")
     if a.mode != "add" or b.mode != "add":
         raise ValueError(f"only additive vectors can be summed (modes {a.mode!r}, {b.mode!r})")
     if a.vectors.shape != b.vectors.shape:
-        raise ValueError(f"cannot compose vectors of shapes {tuple(a.vectors.shape)} and {tuple(b.vectors.shape)}")
+        raise ValueError(f"cannot add vectors of shapes {tuple(a.vectors.shape)} and {tuple(b.vectors.shape)}")
     if a.fingerprint and b.fingerprint and a.fingerprint != b.fingerprint:
         raise ValueError(f"the vectors were made on different models ({a.model_name!r}, {b.model_name!r})")
     wa, wb = (float(w) for w in weights)
     return TaskVector(
         vectors=wa * a.vectors.float() + wb * b.vectors.float(), layers=a.layers, positions=a.positions,
         point=a.point, mode="add", model_name=a.model_name or b.model_name, fingerprint=a.fingerprint or b.fingerprint,
-        d_model=a.d_model or b.d_model, task=f"{a.task}+{b.task}", method="compose",
+        d_model=a.d_model or b.d_model, task=f"{a.task}+{b.task}", method="sum",
         config={"weights": [wa, wb], "parts": [{"task": v.task, "method": v.method} for v in (a, b)]},
     )
 
 
-__all__ = ["cosine_matrix", "compose"]
+__all__ = ["cosine_matrix", "add_task_vectors"]

@@ -10,7 +10,7 @@ query), positions ``< cut`` of every block are those of the clean run (causal at
 from them only their keys and values. :class:`PrefixKV` holds those for blocks ``start..L-1`` (computed once,
 without gradients, by running the blocks on the first ``cut`` positions with a collecting cache); the pass then
 runs positions ``cut..`` alone, each attention layer reading ``[prefix keys | new keys]`` through a cache object
-whose ``update`` concatenates (:class:`PrefixCache`). Same numbers to float rounding, ``cut / width`` less work.
+whose ``update`` concatenates (:func:`prefix_cache`). Same numbers to float rounding, ``cut / width`` less work.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Built-in tasks ship as package data (``tvmech/data/builtin/*.json``, written for this project; see the
 README there). Any JSON list or JSONL file of ``{"input": ..., "output": ...}`` records loads with
-:func:`load_task`, as do a few Hugging Face datasets when the hub is reachable (``"hf:sst2"``).
+:func:`~tvmech.data.sources.load_task`, as do a few Hugging Face datasets when the hub is reachable
+(``"hf:sst2"``, :mod:`tvmech.data.hf`).
 """
 
 from __future__ import annotations
@@ -274,37 +275,6 @@ def builtin_task(name: str) -> Task:
     data = resources.files("tvmech") / "data" / "builtin" / f"{name}.json"
     examples = parse_records(json.loads(data.read_text(encoding="utf-8")), f"built-in task {name}")
     return Task(name=name, examples=examples, **BUILTIN[name])
-
-
-def load_task(source: str | Path, *, coerce: bool = False, **overrides) -> Task:
-    """A built-in task name, a ``.json``/``.jsonl`` file path, or ``"hf:<name>"`` (needs the hub).
-
-    Args:
-        source: the task.
-        coerce: for a file, convert number and boolean inputs/outputs with ``str()`` instead of
-            refusing them (see :func:`parse_records`).
-        **overrides: ``template``, ``labels``, ``scoring``, ``name``, ``description``: replace the defaults.
-
-    Returns:
-        The task; exact duplicate examples are dropped with one warning.
-    """
-    src = str(source)
-    if src.startswith("hf:"):
-        from tvmech.data.hf import load_hf_task
-
-        task = load_hf_task(src[3:])
-    elif src in BUILTIN:
-        task = builtin_task(src)
-    elif src.endswith((".json", ".jsonl")):
-        if not Path(src).is_file():
-            raise FileNotFoundError(f"task file {src!r} does not exist")
-        task = Task(name=Path(src).stem, examples=read_records(src, coerce=coerce))
-    else:
-        raise ValueError(
-            f"unknown task {src!r}; valid: a built-in name ({', '.join(BUILTIN)}), a .json/.jsonl file, "
-            "or 'hf:<dataset>'"
-        )
-    return replace(task, **overrides) if overrides else task
 
 
 def builtin_tasks(names: tuple[str, ...] | None = None) -> list[Task]:

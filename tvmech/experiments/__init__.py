@@ -17,4 +17,15 @@ derived from the loaded model where ``None``), ``run(model, config) -> Result`` 
 * :mod:`~tvmech.experiments.synthetic`: synthetic ICL models trained from scratch (vanilla vs TVP-loss).
 * :mod:`~tvmech.experiments.vectors`: the LTVs shared by several experiments, trained once and kept on disk.
 * :mod:`~tvmech.experiments.common`: config conventions and helpers.
+
+The functions of these modules that the notebooks call on their own (beside ``run``) are exported here.
 """
+
+from tvmech.experiments.key_heads import key_vs_random
+from tvmech.experiments.linear_map import polar_report, reconstruction_report
+from tvmech.experiments.logit_lens import lens_conditions
+from tvmech.experiments.ov_reconstruction import reconstruction_accuracy
+from tvmech.experiments.sinks import compare_sets
+
+__all__ = ["reconstruction_accuracy", "key_vs_random", "compare_sets", "polar_report", "reconstruction_report",
+           "lens_conditions"]

@@ -17,7 +17,8 @@ Conventions of an experiment module (``tvmech.experiments.<name>``):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -44,6 +45,33 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: Sequenc
         A :func:`dataclasses.field` carrying ``help``, ``flag`` and ``choices`` in its metadata.
     """
     return field(default=default, metadata={"help": help, "flag": flag, "choices": tuple(choices) if choices else None})
+
+
+def flag_of(cls: type, f: dataclasses.Field) -> str:
+    """The command-line flag of a config field: its ``option(flag=...)``, else ``--<PREFIX>-<field>``."""
+    return f.metadata.get("flag") or f"--{cls.PREFIX}-{f.name.replace('_', '-')}"
+
+
+def with_flags(cls: type, message: str, given: Mapping[str, str] | None = None) -> str:
+    """A config error's message as the command line says it: each field it names as that field's flag.
+
+    A config's validation names a bad field as ``"<label> <field>"`` (:attr:`ExperimentConfig.label`, e.g.
+    ``"mechanism alphas (0.0,) is not valid: ..."``); the command line says the flag instead
+    (``"--mech-alphas (0.0,) is not valid: ..."``).
+
+    Args:
+        cls: the config class whose validation raised.
+        message: the error's message.
+        given: field name -> the flag that set it, where that is not the field's own (``--tasks``).
+
+    Returns:
+        The message with flags in place of the fields it names (unchanged when it names none).
+    """
+    label = cls.LABEL or cls.PREFIX
+    for f in sorted(fields(cls), key=lambda f: -len(f.name)):
+        flag = (given or {}).get(f.name) or flag_of(cls, f)
+        message = re.sub(rf"\b{re.escape(label)} {re.escape(f.name)}\b", flag, message)
+    return message
 
 
 def middle_layer(n_layers: int) -> int:
@@ -138,7 +166,8 @@ class ExperimentConfig:
 
     # command-line prefix of the fields' flags (``--<PREFIX>-<field>``); set by each subclass
     PREFIX: ClassVar[str] = ""
-    # how error messages name the experiment ("<LABEL> tasks", "<LABEL> layer"); PREFIX when empty
+    # how error messages name the experiment ("<LABEL> tasks", "<LABEL> layer"); PREFIX when empty. A bad value
+    # is named "<label> <field>" (never a flag): the command line maps that to the flag (:func:`with_flags`)
     LABEL: ClassVar[str] = ""
     # layer fields whose ``None`` means "derived from the loaded model": field -> rule ``n_layers -> value``
     DERIVED: ClassVar[dict[str, Callable[[int], Any]]] = {}

@@ -5,7 +5,7 @@ capitalized (cat → Cats, ``singular_plural`` then ``capitalize``; the default)
 capitalized (walk → Walked), or an English masculine word to its French feminine counterpart (king → reine:
 ``english_french`` and ``masculine_feminine``, the first pair, on which this 135M model has no ICL headroom).
 :func:`composition_experiment` compares, on the composed task: zero-shot, each part's LTV alone, their sum
-``w_1 θ_1 + w_2 θ_2`` (:func:`tvmech.analysis.geometry.compose`) and k-shot ICL. So that a table can show
+``w_1 θ_1 + w_2 θ_2`` (:func:`tvmech.analysis.geometry.add_task_vectors`) and k-shot ICL. So that a table can show
 whether there is anything to compose, it also reports each part task's own zero-shot, k-shot ICL and LTV
 accuracy (``role = "part"``): a vector sum can only be judged where in-context learning does the composed task
 (ICL well above zero-shot). Every accuracy under each scoring of :data:`SCORINGS` (exact match first by default:
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from tvmech.analysis.evaluation import evaluate_multi
-from tvmech.analysis.geometry import compose
+from tvmech.analysis.geometry import add_task_vectors
 from tvmech.data.tasks import Example, Task, Template, builtin_task, parse_records
 from tvmech.experiments.common import ExperimentConfig, RecordsResult, learned_vectors, middle_layer, option
 from tvmech.experiments.vectors import VectorStore
@@ -125,7 +125,7 @@ def composition_experiment(model, vec_a: TaskVector, vec_b: TaskVector, task: Ta
     """Accuracy on the composed task's test split for five methods, and each part task's references.
 
     On the composed task (``role = "composed"``): ``zero_shot`` (no vector), ``<part> LTV`` for each part (θ_1,
-    θ_2 alone), ``sum of both`` (:func:`compose`, ``w_1 θ_1 + w_2 θ_2``) and ``icl_{k}shot`` (``k``
+    θ_2 alone), ``sum of both`` (:func:`add_task_vectors`, ``w_1 θ_1 + w_2 θ_2``) and ``icl_{k}shot`` (``k``
     demonstrations from ``demos``, by default the task's own train split). ``task`` defaults to
     :func:`composition_task`; it is split with ``fractions`` and ``seed``, and the first ``n_test`` test items
     are used. On each part task (``role = "part"``, its own seeded split, first ``n_test`` test queries):
@@ -169,7 +169,7 @@ def composition_experiment(model, vec_a: TaskVector, vec_b: TaskVector, task: Ta
     jobs: list[tuple[Task, str, str, Sequence[Example], int, Sequence[Example], TaskVector | None]] = [
         (task, "composed", "zero_shot", test, 0, (), None),
         *((task, "composed", f"{p} LTV", test, 0, (), vecs[p]) for p in parts),
-        (task, "composed", "sum of both", test, 0, (), compose(vec_a, vec_b, weights)),
+        (task, "composed", "sum of both", test, 0, (), add_task_vectors(vec_a, vec_b, weights)),
         (task, "composed", f"icl_{k}shot", test, k, demos, None)]
     for part, sub in zip(parts, part_tasks):
         psp = sub.splits(seed)

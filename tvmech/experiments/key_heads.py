@@ -117,17 +117,19 @@ class Config(ov_reconstruction.Config):
     def __post_init__(self):
         super().__post_init__()
         if self.exact_every < 1:
-            raise ValueError(f"--exact-every {self.exact_every} is not valid: it must be >= 1")
+            raise ValueError(f"{self.label} exact_every {self.exact_every} is not valid: it must be >= 1")
         if not 0 < self.frac <= 1:
-            raise ValueError(f"--key-frac {self.frac} is not valid: it must be in (0, 1]")
+            raise ValueError(f"{self.label} frac {self.frac} is not valid: it must be in (0, 1]")
         if self.n_score < 1 or self.n_random < 1:
-            raise ValueError(f"--mech-n-score {self.n_score} / --n-random {self.n_random}: both must be >= 1")
+            raise ValueError(f"{self.label} n_score {self.n_score} / {self.label} n_random {self.n_random}: both "
+                             "must be >= 1")
         if self.score not in SCORES:
-            raise ValueError(f"--key-score {self.score!r} is not valid; valid: {list(SCORES)}")
+            raise ValueError(f"{self.label} score {self.score!r} is not valid; valid: {list(SCORES)}")
         if not self.random_sets or any(k not in RANDOM_SETS for k in self.random_sets):
-            raise ValueError(f"--random-sets {list(self.random_sets)} is not valid; choose from {list(RANDOM_SETS)}")
+            raise ValueError(f"{self.label} random_sets {list(self.random_sets)} is not valid; choose from "
+                             f"{list(RANDOM_SETS)}")
         if not self.exact or any(k not in EXACT for k in self.exact):
-            raise ValueError(f"--exact-kinds {list(self.exact)} is not valid; choose from {list(EXACT)}")
+            raise ValueError(f"{self.label} exact {list(self.exact)} is not valid; choose from {list(EXACT)}")
 
     def settings(self) -> dict:
         """The saved settings, without the OV reconstruction's own ``alphas`` and ``paths`` (the numbers of this

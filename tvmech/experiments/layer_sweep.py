@@ -74,7 +74,7 @@ class Config(ExperimentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.scorings is not None:
-            check_scorings(self.scorings, "--sweep-scorings")
+            check_scorings(self.scorings, f"{self.label} scorings")
 
     def settings(self) -> dict:
         return {**super().settings(), "methods": list(METHODS)}

@@ -127,22 +127,24 @@ class Config(ExperimentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.scorings is not None:
-            check_scorings(self.scorings, "--linear-scorings")
+            check_scorings(self.scorings, f"{self.label} scorings")
         if self.map_solver not in SOLVERS:
-            raise ValueError(f"--map-solver {self.map_solver!r} is not valid; valid: {list(SOLVERS)}")
+            raise ValueError(f"{self.label} map_solver {self.map_solver!r} is not valid; valid: {list(SOLVERS)}")
         if self.map_prompts < 1:
-            raise ValueError(f"--map-prompts {self.map_prompts} is not valid: it must be >= 1")
+            raise ValueError(f"{self.label} map_prompts {self.map_prompts} is not valid: it must be >= 1")
         if self.map_null < 1:
-            raise ValueError(f"--map-null {self.map_null} is not valid: it must be >= 1")
+            raise ValueError(f"{self.label} map_null {self.map_null} is not valid: it must be >= 1")
         if not 0 <= self.map_random_fits <= self.map_random or self.map_random == 1:
-            raise ValueError(f"--map-random {self.map_random} / --map-random-fits {self.map_random_fits} are not "
-                             "valid: map_random must be 0 or >= 2 and 0 <= map_random_fits <= map_random")
+            raise ValueError(f"{self.label} map_random {self.map_random} / {self.label} map_random_fits "
+                             f"{self.map_random_fits} are not valid: the first must be 0 or >= 2, the second "
+                             "from 0 to the first")
         if self.map_null_prompts is not None and self.map_null_prompts < 1:
-            raise ValueError(f"--map-null-prompts {self.map_null_prompts} is not valid: give >= 1 or None")
+            raise ValueError(f"{self.label} map_null_prompts {self.map_null_prompts} is not valid: give >= 1 or None")
         if self.map_jacobian_chunk is not None and self.map_jacobian_chunk < 1:
-            raise ValueError(f"--map-jacobian-chunk {self.map_jacobian_chunk} is not valid: give >= 1 or None")
+            raise ValueError(f"{self.label} map_jacobian_chunk {self.map_jacobian_chunk} is not valid: give >= 1 "
+                             "or None")
         if any(a == 0 for a in self.map_ray):
-            raise ValueError(f"--map-ray {list(self.map_ray)} is not valid: the scales must be non-zero")
+            raise ValueError(f"{self.label} map_ray {list(self.map_ray)} is not valid: the scales must be non-zero")
 
     def map_config(self) -> MapConfig:
         """The fit's :class:`MapConfig`."""

@@ -80,9 +80,9 @@ class Config(ExperimentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.scorings is not None:
-            check_scorings(self.scorings, "--mech-scorings")
+            check_scorings(self.scorings, f"{self.label} scorings")
         if self.alphas is not None and (not self.alphas or any(a <= 0 for a in self.alphas)):
-            raise ValueError(f"--mech-alphas {self.alphas} is not valid: give one or more scales > 0")
+            raise ValueError(f"{self.label} alphas {self.alphas} is not valid: give one or more scales > 0")
         for spec in self.paths or ():
             parse_path(spec)
 

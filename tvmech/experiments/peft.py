@@ -91,7 +91,7 @@ class Config(ExperimentConfig):
         if self.task not in ALL_TASKS:
             raise ValueError(f"peft task {self.task!r} is not a built-in task; valid: {list(ALL_TASKS)}")
         if self.scorings is not None:
-            check_scorings(self.scorings, "--peft-scorings")
+            check_scorings(self.scorings, f"{self.label} scorings")
 
 
 class Result(RecordsResult[Config]):

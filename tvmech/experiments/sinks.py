@@ -31,7 +31,7 @@ class Config(kh.Config):
         try:
             check_threshold(self.threshold)
         except ValueError:
-            raise ValueError(f"--sink-threshold {self.threshold} is not valid: it must be in [0, 1]") from None
+            raise ValueError(f"{self.label} threshold {self.threshold} is not valid: it must be in [0, 1]") from None
 
     def settings(self) -> dict:
         """The saved settings, without ``scorings`` and ``exact``: this experiment has no accuracies and no exact

@@ -146,8 +146,9 @@ class TaskVector(Intervention):
                 ``tvmech.TaskVector/1`` (no checksum; saving it again writes the current format).
 
         Raises:
-            FileNotFoundError: a file is missing. ValueError: unreadable or disagreeing files, a checksum
-            that does not match, no fingerprint (strict), or a model the vector was not made on.
+            FileNotFoundError: a file is missing.
+            ValueError: unreadable or disagreeing files, a checksum that does not match, no fingerprint
+                (with ``strict``), or a model the vector was not made on.
         """
         st, js = paths(path)
         missing = [str(p) for p in (st, js) if not p.is_file()]

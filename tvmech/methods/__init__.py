@@ -7,3 +7,14 @@
 * :mod:`.prompt_tuning`: one trained virtual token; :mod:`.lora`: rank-1 LoRA on ``W_O``;
 * :mod:`.peft`: the three compared (:func:`~tvmech.experiments.peft.compare_peft`).
 """
+
+from tvmech.methods.function_vectors import FunctionVectorHeads, function_vector, function_vector_heads, mean_head_z
+from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector
+from tvmech.methods.peft import train_peft
+from tvmech.methods.prompt_tuning import evaluate_prefix
+from tvmech.methods.training import TrainingDiverged
+from tvmech.methods.vanilla import mean_query_state, vanilla_task_vector
+
+__all__ = ["LTVConfig", "TrainingDiverged", "learn_task_vector", "learn_layer_sweep", "vanilla_task_vector",
+           "mean_query_state", "function_vector", "function_vector_heads", "FunctionVectorHeads", "mean_head_z",
+           "train_peft", "evaluate_prefix"]

@@ -35,6 +35,7 @@ import torch
 from tvmech.core.models import load_model
 from tvmech.core.progress import tqdm
 from tvmech.data.tasks import BUILTIN
+from tvmech.experiments.common import flag_of, with_flags
 from tvmech.pipeline.gallery import key_text, write_index
 from tvmech.pipeline.presets import PRESETS, Preset
 from tvmech.pipeline.registry import Session, Step
@@ -94,11 +95,6 @@ def field_spec(cls: type, f: dataclasses.Field) -> dict:
     if kw.get("metavar") is None:
         kw.pop("metavar", None)
     return kw
-
-
-def flag_of(cls: type, f: dataclasses.Field) -> str:
-    """The flag of a config field: its metadata's ``flag``, else ``--<PREFIX>-<field>``."""
-    return f.metadata.get("flag") or f"--{cls.PREFIX}-{f.name.replace('_', '-')}"
 
 
 def _dest(flag: str) -> str:
@@ -172,7 +168,7 @@ def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[st
     value, the config's default.
 
     Raises:
-        ValueError: from a config's validation, naming the bad value and what is valid.
+        ValueError: from a config's validation, naming the bad value (by the flag that set it) and what is valid.
     """
     given: dict[str, dict] = {s: {} for s in steps}
     for dest, pairs in targets.items():
@@ -185,19 +181,23 @@ def configs_from_args(args: argparse.Namespace, targets: dict[str, list[tuple[st
         cls = STEPS[step].config
         own = preset.values(STEPS[step]) if preset else {}
         common_values = preset.common if preset else {}
-        values = {}
+        values, by_common = {}, {}
         for f in dataclasses.fields(cls):
             common = common_dest(cls, f)
             if f.name in given[step]:
                 values[f.name] = given[step][f.name]
             elif common and hasattr(args, common):
                 values[f.name] = getattr(args, common)
+                by_common[f.name] = "--" + common.replace("_", "-")
             elif f.name in own:
                 values[f.name] = own[f.name]
             elif common in common_values:
                 values[f.name] = common_values[common]
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        out[step] = cls(**values)
+        try:
+            out[step] = cls(**values)
+        except ValueError as err:
+            raise ValueError(with_flags(cls, str(err), by_common)) from err
     return out
 
 
@@ -278,7 +278,10 @@ def _main(args: argparse.Namespace) -> int:
             print(summary(session.report))
             print(f"gallery: {index}")
     except ValueError as err:  # a setting the loaded model rejects (e.g. a layer past its depth)
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        message = str(err)
+        for config in args.configs.values():
+            message = with_flags(type(config), message)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

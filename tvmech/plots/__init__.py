@@ -13,3 +13,12 @@ figures is :mod:`tvmech.pipeline`.
 * :mod:`~tvmech.plots.spread`: mean ± sd over run seeds; :mod:`~tvmech.plots.style`: the palette;
   :mod:`~tvmech.plots.export`: a figure and its rows as the bytes of their HTML, PNG, JSON and CSV files.
 """
+
+from tvmech.plots.behaviour_plots import layer_sweep_figure
+from tvmech.plots.lens_plots import lens_heatmap, transition_figure
+from tvmech.plots.synthetic_plots import ltv_figure, pca_figure, training_curves_figure, tv_prompting_figure
+
+# the builders the notebooks call (synthetic_plots.robustness_figure is reached through its module: behaviour_plots
+# has a robustness_figure of its own)
+__all__ = ["layer_sweep_figure", "lens_heatmap", "transition_figure", "training_curves_figure",
+           "tv_prompting_figure", "pca_figure", "ltv_figure"]

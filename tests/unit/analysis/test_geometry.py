@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.geometry import compose, cosine_matrix
+from tvmech.analysis.geometry import add_task_vectors, cosine_matrix
 from tvmech.experiments.composition import COMPOSITIONS, composition_experiment, composition_task, headroom
 from tvmech.experiments.geometry import transfer_matrix
 from tvmech.interventions.task_vector import TaskVector
@@ -39,18 +39,18 @@ def test_cosine_matrix_flattens_all_sites_and_flags_zero_vectors():
         cosine_matrix({"a": _tv(torch.ones(4)), "b": _tv(torch.ones(8))})
 
 
-def test_compose_sums_with_weights_and_rejects_mismatches():
+def test_add_task_vectors_sums_with_weights_and_rejects_mismatches():
     a, b = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
     va, vb = _tv(a, (3, 5), task="english_french"), _tv(b, (3, 5), task="masculine_feminine")
-    s = compose(va, vb)
+    s = add_task_vectors(va, vb)
     assert torch.allclose(s.vectors, a + b) and s.layers == (3, 5) and s.task == "english_french+masculine_feminine"
-    assert torch.allclose(compose(va, vb, weights=(0.5, -2.0)).vectors, 0.5 * a - 2 * b)
+    assert torch.allclose(add_task_vectors(va, vb, weights=(0.5, -2.0)).vectors, 0.5 * a - 2 * b)
     with pytest.raises(ValueError, match="different layers"):
-        compose(va, _tv(b, (3, 6)))
+        add_task_vectors(va, _tv(b, (3, 6)))
     with pytest.raises(ValueError, match="different positions"):
-        compose(_tv(torch.randn(1, 2, 8), (3,), (-2, -1)), _tv(torch.randn(1, 2, 8), (3,), (-3, -1)))
+        add_task_vectors(_tv(torch.randn(1, 2, 8), (3,), (-2, -1)), _tv(torch.randn(1, 2, 8), (3,), (-3, -1)))
     with pytest.raises(ValueError, match="additive"):
-        compose(va, _tv(b, (3, 5), mode="replace"))
+        add_task_vectors(va, _tv(b, (3, 5), mode="replace"))
 
 
 def _push(tiny, char: str, layer: int = 2, scale: float = 400.0) -> TaskVector:

@@ -110,7 +110,7 @@ def test_linear_map_run_rows_have_the_new_columns(tiny):
     assert len(row["rot_null"]) == 20 and 0 <= row["rot_null_percentile"] <= 100 and 0 <= row["rot_null_count_ge"] <= 20
     assert row["rot_align"] == pytest.approx(row["align_qtheta"], abs=1e-5)
     assert row["scoring"] == tv.builtin_task("capitalize").scoring
-    with pytest.raises(ValueError, match="--map-null 0"):
+    with pytest.raises(ValueError, match="linear map_null 0"):
         linear_map.Config(map_null=0)
 
 
@@ -129,9 +129,9 @@ def test_linear_map_rows_hold_the_polar_statistics_of_j_and_the_random_vector_nu
     # the null's vectors have θ's norm, so J at them is J at other points than θ: their statistics differ
     assert row["jac_rotation_distance"] not in row["null_jac_rotation_distance"]
     assert row["r2_per_prompt_centred_median"] >= row["r2_per_prompt_centred_min"]
-    with pytest.raises(ValueError, match="map_random must be 0 or >= 2"):
+    with pytest.raises(ValueError, match="linear map_random 1 / linear map_random_fits .* the first must be 0 or >= 2"):
         linear_map.Config(map_random=1)
-    with pytest.raises(ValueError, match="map_random_fits <= map_random"):
+    with pytest.raises(ValueError, match="map_random_fits 3 .* the second from 0 to the first"):
         linear_map.Config(map_random=2, map_random_fits=3)
     task = tv.builtin_task("capitalize")
     bare = linear_map.Config(map_random=0, map_vanilla=0, map_samples=8, map_solver="ridge")

@@ -147,9 +147,9 @@ def test_linear_report_keeps_primary_flat_and_every_scoring_in_a_dict(tiny):
 
 
 def test_configs_check_scorings_and_save_them():
-    for cls, flag in ((ov_reconstruction.Config, "--mech-scorings"), (key_heads.Config, "--mech-scorings"),
-                      (linear_map.Config, "--linear-scorings")):
-        with pytest.raises(ValueError, match=rf"{flag} \['first_token', 'bogus'\].*unknown \['bogus'\].*label_set"):
+    for cls, field in ((ov_reconstruction.Config, "mechanism scorings"), (key_heads.Config, "mechanism scorings"),
+                       (linear_map.Config, "linear scorings")):
+        with pytest.raises(ValueError, match=rf"{field} \['first_token', 'bogus'\].*unknown \['bogus'\].*label_set"):
             cls(scorings=("first_token", "bogus"))
         assert cls(scorings=("first_token",)).scorings == ("first_token",)
         assert cls().resolve(30).settings()["scorings"] is None  # saved even while None: older numbers recompute

@@ -93,11 +93,11 @@ def test_settings_need_a_resolved_config_and_bad_values_are_named():
         geometry.Config().settings()
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\].*valid"):
         icl.Config(tasks=("nope",))
-    with pytest.raises(ValueError, match="exact-every 0"):
+    with pytest.raises(ValueError, match="mechanism exact_every 0"):
         key_heads.Config(exact_every=0)
     with pytest.raises(ValueError, match="threshold"):
         sinks.Config(threshold=2.0)
-    with pytest.raises(ValueError, match="map-solver 'qr'.*lstsq"):
+    with pytest.raises(ValueError, match="linear map_solver 'qr'.*lstsq"):
         linear_map.Config(map_solver="qr")
     with pytest.raises(ValueError, match="preset 'big'.*quick"):
         synthetic.Config(preset="big")
@@ -121,7 +121,7 @@ def test_layer_sweep_run_resolves_the_layers_from_a_three_layer_model(tiny):
     for method in ("zero_shot", "ltv"):
         acc = {r["scoring"]: r["accuracy"] for r in two.rows() if r["method"] == method}
         assert list(acc) == ["exact_match", "first_token"] and acc["exact_match"] <= acc["first_token"]
-    with pytest.raises(ValueError, match="--sweep-scorings"):
+    with pytest.raises(ValueError, match="sweep scorings"):
         layer_sweep.Config(scorings=("argmax",))
     with pytest.raises(ValueError, match=r"layer\(s\) \[5\] out of range for a 3-layer model: valid layers are 0..2"):
         layer_sweep.run(tiny, layer_sweep.Config(tasks=("capitalize",), layers=(5,), ltv_steps=1, n_test=2),

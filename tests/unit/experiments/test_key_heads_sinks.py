@@ -50,7 +50,7 @@ def test_key_heads_exact_kinds_choose_the_comparisons(tiny):
     res = key_heads.run(tiny, _config(key_heads, exact=("revert",)), progress=False)
     assert {(r["score"], r["intervention"]) for r in res.taylor} == {("tv_reliance", "revert")}
     assert all(r["exact"] is None for r in res.scores) and any(r["exact_revert"] for r in res.scores)
-    with pytest.raises(ValueError, match=r"--exact-kinds \['half'\] is not valid"):
+    with pytest.raises(ValueError, match=r"mechanism exact \['half'\] is not valid"):
         key_heads.Config(exact=("half",))
     cfg = sinks.Config().resolve(30)
     assert "exact" not in cfg.settings() and "exact" in cfg.key_heads_config().settings()
@@ -69,9 +69,9 @@ def test_comparison_sets_are_layer_matched_and_disjoint():
     assert {n for n, _, _ in crowded} == {"random"}
     with pytest.raises(ValueError, match="not valid"):
         key_heads.comparison_sets(key, 3, 4, 2, 0, ("nearby",))
-    with pytest.raises(ValueError, match="--key-score 'x'"):
+    with pytest.raises(ValueError, match="mechanism score 'x'"):
         key_heads.Config(score="x")
-    with pytest.raises(ValueError, match="--random-sets"):
+    with pytest.raises(ValueError, match="mechanism random_sets"):
         key_heads.Config(random_sets=())
 
 
