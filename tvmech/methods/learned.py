@@ -37,7 +37,6 @@ from torch import Tensor
 from tvmech.analysis.evaluation import check_context
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
-from tvmech.core.models import offloaded
 from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import compose
@@ -211,7 +210,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
     obj = Objective([[p] for p in params], [config.lr] * len(params),
                     [config.weight_decay * float(sc.mean()) for sc in scales], row_loss,
                     lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups],
-                    graphable=checked and not offloaded(getattr(ad.model, "original_model", ad.model)))
+                    graphable=checked and not ad.offloaded)
     return obj, scales
 
 

@@ -31,6 +31,7 @@ def test_split_model_is_dispatched_and_offloaded(pair):
     assert hf.hf_device_map["model.layers.1"] == "disk"
     assert any(p.device.type == "meta" for p in hf.model.layers[1].parameters())  # weights stay on disk
     assert tv.adapt(split).device.type == "cpu"
+    assert tv.adapt(split).offloaded and not tv.adapt(pair[0]).offloaded
 
 
 def assert_same_numbers(single, split) -> None:
