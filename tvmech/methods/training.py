@@ -9,7 +9,7 @@ the loss minimised at a step is
 
 (the label NLL averaged over each row's label tokens, then over the batch's rows); the groups share no
 parameters, so one backward pass of ``L`` gives every group its own gradient. AdamW steps every group
-(``torch.optim.AdamW``; in a CUDA-graphed step :class:`~tvmech.methods.graph_adamw.GraphAdamW`, the same arithmetic).
+(``torch.optim.AdamW``; in a CUDA-graphed step :class:`~tvmech.core.optim.GraphAdamW`, the same arithmetic).
 
 What is shared here, so that each method only describes its parameters and its forward pass:
 
@@ -44,13 +44,12 @@ from torch import Tensor
 from tvmech.core.adapter import Adapter
 from tvmech.core.fast import cuda_graphs_enabled
 from tvmech.core.layers import PrefixKV
+from tvmech.core.optim import GraphAdamW, Stepper
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import Intervention, attached
 from tvmech.interventions.sites import Context
-from tvmech.methods.graph_adamw import GraphAdamW
-from tvmech.methods.stepping import Stepper
 
 RowLoss = Callable[["TrainData", Int[Tensor, " n"]], Float[Tensor, "n_groups n"]]
 
