@@ -23,7 +23,7 @@ import time
 import torch
 
 import tvmech as tv
-import tvmech.methods.training as training
+import tvmech.methods.training.loop as training
 from tvmech.core.fast import fast_path
 from tvmech.core.optim import GraphAdamW
 from tvmech.methods.learned import LTVConfig, learn_task_vector
