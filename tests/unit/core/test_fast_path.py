@@ -211,16 +211,23 @@ def test_deferred_divergence_checks_report_what_per_step_checks_report(tiny, mon
     assert 1.35 < float(good) < 1.45
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_step_equals_eager_step(make_arch, make_tokenizer):
+def _graph_eager_hooked(make_arch, make_tokenizer, train):
+    """The tiny Llama on CUDA and ``train(model)`` with its step in a CUDA graph, eager, and on the hooked path."""
     _, ref = make_arch("llama")
     gpu = tv.wrap(copy.deepcopy(ref), make_tokenizer(), "tiny-cuda", device="cuda")
     runs = {}
     for name, fp in (("graph", dict(cuda_graphs=True)), ("eager", dict(cuda_graphs=False)), ("hooked", {})):
         with fast_path(name != "hooked", **fp), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            runs[name] = learn_task_vector(gpu, SMALL, layers=(1,), config=CFG, progress=False)
+            runs[name] = train(gpu)
         assert not [w for w in caught if "could not be captured" in str(w.message)]  # the graph was used
+    return gpu, runs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_step_equals_eager_step(make_arch, make_tokenizer):
+    gpu, runs = _graph_eager_hooked(make_arch, make_tokenizer,
+                                    lambda m: learn_task_vector(m, SMALL, layers=(1,), config=CFG, progress=False))
     # the graph path runs other shapes (full width, fixed label slots) than the eager ones, so float rounding
     # differs at ~1e-7; its optimizer (GraphAdamW) updates as the eager AdamW does, bit for bit: losses to 1e-5
     # (with torch's capturable AdamW they moved by 6e-5 within 6 steps on an H200)
@@ -240,14 +247,8 @@ def test_cuda_graph_step_equals_eager_step(make_arch, make_tokenizer):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "ltv"])
 def test_prompt_tuning_and_lora_graph_steps_equal_eager_steps(make_arch, make_tokenizer, method):
-    _, ref = make_arch("llama")
-    gpu = tv.wrap(copy.deepcopy(ref), make_tokenizer(), "tiny-cuda", device="cuda")
-    runs = {}
-    for name, fp in (("graph", dict(cuda_graphs=True)), ("eager", dict(cuda_graphs=False)), ("hooked", {})):
-        with fast_path(name != "hooked", **fp), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            runs[name] = train_peft(gpu, SMALL, method, layer=1, steps=6, batch_size=8, eval_every=2)
-        assert not [w for w in caught if "could not be captured" in str(w.message)]  # the graph was used
+    _, runs = _graph_eager_hooked(make_arch, make_tokenizer,
+                                  lambda m: train_peft(m, SMALL, method, layer=1, steps=6, batch_size=8, eval_every=2))
     for other in ("eager", "hooked"):
         for key in ("curve", "val_curve"):
             torch.testing.assert_close(torch.tensor(runs["graph"][key]), torch.tensor(runs[other][key]), atol=1e-5,
