@@ -23,9 +23,9 @@ import time
 import torch
 
 import tvmech as tv
-import tvmech.methods.training as training
+import tvmech.methods.training.loop as training
 from tvmech.core.fast import fast_path
-from tvmech.methods.graph_adamw import GraphAdamW
+from tvmech.core.optim import GraphAdamW
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 
 STEPS = int(os.environ.get("STEPS", "40"))

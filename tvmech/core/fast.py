@@ -11,7 +11,7 @@ numbers (tested to 1e-5 in float32 on every architecture of the test matrix).
 
 The switch is on by default; ``TVMECH_FAST_PATH=0`` in the environment turns it off for a process, and
 ``with tvmech.fast_path(False): ...`` for a block (a reference run). ``cuda_graphs`` (default on) lets the
-training loop capture its step in a CUDA graph on CUDA devices (see :mod:`tvmech.methods.stepping`).
+training loop capture its step in a CUDA graph on CUDA devices (see :mod:`tvmech.core.optim`).
 
 The fast path runs the very modules the bridge runs, with the same eager attention, so its numbers are
 bit-identical to the hooked path's (tested): switching paths (a hook attached for one pass and not for the

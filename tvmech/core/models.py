@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from tvmech.core.adapter import WEIGHTS_HASH_ATTR, boot, official_model_names
+from tvmech.core.adapter import WEIGHTS_HASH_ATTR
 from tvmech.core.checks import closest_names
 from tvmech.core.io import atomic_dir, atomic_write_text, cache_root, hub_reachable
+from tvmech.core.placement import check_fits, dispatched, first_device, hidden_mixed_map
+from tvmech.core.transformerlens import boot, official_model_names
 from tvmech.core.weights import (
     DEFAULT_DIST,
     DEFAULT_INSTALL,
@@ -263,49 +265,6 @@ def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.Path
     return model, tok, str(source)
 
 
-def dispatched(hf_model: Any) -> bool:
-    """Whether accelerate placed ``hf_model``'s weights (a ``device_map`` over several devices, or offload)."""
-    placement = getattr(hf_model, "hf_device_map", None) or {}
-    return len({str(v) for v in placement.values()}) > 1 or any(str(v) in ("cpu", "disk") for v in placement.values()
-                                                                  if len(placement) > 1)
-
-
-def offloaded(hf_model: Any) -> bool:
-    """Whether some of ``hf_model``'s weights are offloaded by accelerate (``"cpu"`` or ``"disk"`` in its
-    ``hf_device_map``): they are copied to the execution device at every call, so nothing may capture them."""
-    return any(str(v).lower() in ("cpu", "disk") for v in (getattr(hf_model, "hf_device_map", None) or {}).values())
-
-
-@contextlib.contextmanager
-def _hidden_mixed_map(hf_model: Any):
-    """Boot a model whose map mixes a GPU with CPU/disk offload with its ``hf_device_map`` out of sight.
-
-    TransformerLens 4.3 refuses such maps as "only verified on CPU-only hardware" (its bridge components
-    already run every call under accelerate's ``align_module_device``); tvmech verifies them itself on a GPU
-    (``tests/unit/core/test_sharded.py``: CPU-offloaded layers executing on ``cuda:0`` give the single-GPU
-    numbers) and boots the bridge on the execution device of the embedding.
-    """
-    placement = getattr(hf_model, "hf_device_map", None) or {}
-    on_gpu = any(str(v).isdigit() or str(v).lower().startswith("cuda") for v in placement.values())
-    if not (on_gpu and offloaded(hf_model)):
-        yield
-        return
-    del hf_model.hf_device_map
-    try:
-        yield
-    finally:
-        hf_model.hf_device_map = placement
-
-
-def first_device(hf_model: Any) -> torch.device:
-    """The device of the input embedding (where token ids go), for a dispatched model."""
-    emb = hf_model.get_input_embeddings()
-    hook = getattr(emb, "_hf_hook", None)
-    if hook is not None and getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    return next(emb.parameters()).device
-
-
 def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device = "cpu",
          dtype: torch.dtype = torch.float32, wrapper: str = "bridge", verbose: bool = False,
          copy_tokenizer: bool = True) -> Any:
@@ -340,7 +299,7 @@ def wrap(hf_model: Any, tokenizer: Any, name: str, *, device: str | torch.device
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(hf_model.config, "architectures", None):  # GGUF and from_config models carry none
         hf_model.config.architectures = [type(hf_model).__name__]
-    with quiet(verbose), _hidden_mixed_map(hf_model):
+    with quiet(verbose), hidden_mixed_map(hf_model):
         if placed:  # accelerate placed the weights (device_map): the bridge must not move them
             device = first_device(hf_model)
         model = boot(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper)
@@ -397,24 +356,3 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
         hf_model, tokenizer, name = load_hf(source, cache_dir=cache_dir, placement=placement)
     return wrap(hf_model, tokenizer, name, device=device, dtype=dtype, wrapper=wrapper, verbose=verbose,
                 copy_tokenizer=False)
-
-
-def check_fits(path: Path, placement: dict) -> None:
-    """Refuse, before loading, a model larger than ``placement["max_memory"]``'s sum without an offload folder
-    (the message names the memory the model needs in its dtype)."""
-    budget = placement.get("max_memory")
-    if not budget or placement.get("offload_folder"):
-        return
-    from accelerate import init_empty_weights
-    from accelerate.utils import convert_file_size_to_int
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
-    itemsize = torch.empty((), dtype=placement.get("dtype") or torch.float32).element_size()
-    need = sum(p.numel() for p in skeleton.parameters()) * itemsize
-    have = sum(convert_file_size_to_int(v) if isinstance(v, str) else int(v) for v in budget.values())
-    if need > have:
-        raise ValueError(f"the model needs {need / 2**30:.2f} GiB of weights in {placement.get('dtype')}, but "
-                         f"max_memory {budget} allows {have / 2**30:.2f} GiB: raise max_memory, add 'cpu' to it, "
-                         "or give an offload_folder")

@@ -18,7 +18,8 @@ decays by ``lr × norm × wd`` per step as a plain θ would). ``LTVConfig.paper(
 absolute lr 1e-3 with weight decay 0.01.
 
 Efficiency. The frozen blocks below the lowest injection layer run once, without gradients, for all
-training prompts; each step runs only the remaining blocks and computes logits only at the label
+training prompts; each step runs only the remaining blocks, only the positions from the first written one on
+(the training loop's fast lane, :mod:`tvmech.methods.training`), and computes logits only at the label
 positions. :func:`learn_layer_sweep` trains one vector per layer in a single batched forward/backward:
 the batch is replicated once per layer (a row group) and each group gets its own vector at its own
 layer: one :class:`~tvmech.interventions.injection.Injection` with ``rows=(g·B, (g+1)·B)`` per group.
@@ -37,34 +38,22 @@ from torch import Tensor
 from tvmech.analysis.evaluation import check_context
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
-from tvmech.core.models import offloaded
 from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.sites import (
-    RESIDUAL_POINTS,
-    Context,
-    Point,
-    Position,
-    as_positions,
-    check_point,
-    distinct_per_row,
-    resolve_positions,
-)
+from tvmech.interventions.sites import RESIDUAL_POINTS, Point, Position, as_positions, check_point, resolve_positions
 from tvmech.interventions.sweep import forked_run
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.training import (
+    LabelLoss,
     Objective,
+    Rows,
     TrainData,
     TrainingDiverged,
     fit,
-    frozen_prefix,
-    label_nll,
     prepare_data,
     query_norms,
-    row_nll,
-    take_rows,
 )
 
 LrUnit = Literal["resid_norm", "absolute"]
@@ -173,45 +162,23 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
         return [p * sc for p, sc in zip(params, scales)]
 
     forked = fork and len(layer_groups) > 1 and point == "resid_pre" and all(len(ls) == 1 for ls in layer_groups)
-    sites: dict[int, tuple[int, bool]] = {}  # per split (its batch): (first written position over all rows,
-    # whether each row's targets are distinct: then Context.checked), read once per split, before its first step
+    G = len(layer_groups)
 
-    def site_info(d: TrainData) -> tuple[int, bool]:
-        if id(d.batch) not in sites:
-            idx = resolve_positions(positions, d.batch.query_pos, d.resid.shape[1], d.batch.roles)
-            sites[id(d.batch)] = (int(idx.min()), distinct_per_row(idx))
-        return sites[id(d.batch)]
-
-    def prefix_of(d: TrainData, idx: Tensor):
-        cut, checked = site_info(d)
-        prefix = frozen_prefix(ad, d, cut) if checked else None
-        return None if prefix is None else prefix.rows(idx)
-
-    def row_loss(d: TrainData, idx: Tensor) -> Tensor:
-        n, G = len(idx), len(layer_groups)
-        slots = d.max_labels if d.static else None
-        # positions were checked on every split before training (_train): Context.checked where each row's targets
-        # are distinct; the positions before the first written one are frozen (keys and values once: frozen_prefix)
-        checked = site_info(d)[1]
-        prefix = prefix_of(d, idx)
-        cut = 0 if prefix is None else prefix.cut
+    def forward(rows: Rows) -> Tensor:
         if forked:  # a sweep: one clean batch forking at each group's layer (about half the row-blocks)
-            resid, batch = take_rows(d, idx, 1)
-            final = forked_run(ad, resid[:, cut:], d.start, [Injection(v, ls, positions, point, check_finite=False)
-                                                             for v, ls in zip(vectors(), layer_groups)],
-                               Context.of(batch, offset=cut, checked=checked), prefix=prefix)
-            return label_nll(ad, final, batch.targets[:, cut:].repeat(G, 1), slots=slots).view(G, n)
-        resid, batch = take_rows(d, idx, G)
-        injection = compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n), check_finite=False)
-                             for g, (v, ls) in enumerate(zip(vectors(), layer_groups))])
-        return row_nll(ad, resid, batch, d.start, injection, slots=slots, checked=checked,
-                       prefix=prefix).view(G, n)
+            return forked_run(ad, rows.resid, rows.start, [Injection(v, ls, positions, point, check_finite=False)
+                                                           for v, ls in zip(vectors(), layer_groups)],
+                              rows.ctx, prefix=rows.prefix)
+        n = len(rows.resid) // G  # one copy of the batch per group
+        return rows.run(compose([Injection(v, ls, positions, point, rows=(g * n, (g + 1) * n), check_finite=False)
+                                 for g, (v, ls) in enumerate(zip(vectors(), layer_groups))]))
 
-    checked = site_info(data)[1]
+    # the training loop's fast lane freezes the positions before the first written one (per split)
+    loss = LabelLoss(ad, forward, copies=1 if forked else G, positions=positions)
+    loss.lane(data)  # the positions resolved on the training rows now: a bad one fails before any step
     obj = Objective([[p] for p in params], [config.lr] * len(params),
-                    [config.weight_decay * float(sc.mean()) for sc in scales], row_loss,
-                    lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups],
-                    graphable=checked and not offloaded(getattr(ad.model, "original_model", ad.model)))
+                    [config.weight_decay * float(sc.mean()) for sc in scales], loss,
+                    lambda: [v.detach().clone() for v in vectors()], [f"layers {ls}" for ls in layer_groups])
     return obj, scales
 
 

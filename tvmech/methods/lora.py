@@ -6,7 +6,7 @@
 kaiming-uniform init of LoRA's A), ``b = 0``, so training starts from the unmodified model; no α/r
 scaling (α = r = 1). lr is absolute, the same for ``a`` and ``b``. Only blocks ``l`` and above change,
 so the training data is prepared at block ``l`` and each step runs those blocks only; the loop is the
-shared one of :mod:`tvmech.methods.training`.
+shared one of :mod:`tvmech.methods.training` (its fast lane: static shapes and a CUDA graph on CUDA).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor
 from tvmech.core.adapter import adapt
 from tvmech.interventions.lowrank import LowRankAttnOut
 from tvmech.interventions.lowrank import low_rank_delta as lora_delta
-from tvmech.methods.training import Objective, TrainData, row_nll, take_rows
+from tvmech.methods.training import LabelLoss, Objective, Rows, TrainData
 
 
 def lora_init(model, seed: int) -> Float[Tensor, " n_heads_d_head"]:
@@ -54,11 +54,11 @@ def lora_objective(model, data: TrainData, layer: int, lr: float, seed: int = 0,
     b = torch.zeros(ad.d_model, device=ad.device, dtype=ad.dtype, requires_grad=True)
     LowRankAttnOut(layer, a, b).writes(ad)  # validate the shapes now
 
-    def row_loss(d: TrainData, idx: Tensor) -> Tensor:
-        resid, batch = take_rows(d, idx, 1)
-        return row_nll(ad, resid, batch, d.start, LowRankAttnOut(layer, a, b))[None]
+    def forward(rows: Rows) -> Tensor:
+        return rows.run(LowRankAttnOut(layer, a, b))
 
-    obj = Objective([[a, b]], [lr], [weight_decay], row_loss,
+    # W_O changes at every position: nothing to freeze (positions None)
+    obj = Objective([[a, b]], [lr], [weight_decay], LabelLoss(ad, forward),
                     lambda: [{"a": a.detach().clone(), "b": b.detach().clone()}], [f"lora layer {layer}"])
     return obj, {"a": a, "b": b}
 

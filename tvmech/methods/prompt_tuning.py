@@ -4,8 +4,9 @@ A trained ``p ∈ R^{d_model}`` is prepended to the residual stream entering blo
 ``x' = [p; x_0 ... x_{T-1}]``, and all blocks run on ``T + 1`` positions. Real token ``t`` moves to
 position ``t + 1`` (its rotary phase included), so the query position and every label target shift by
 one (:func:`shift_batch`). The loss is the LTV loss (label NLL averaged over each row's label tokens,
-then over rows), trained in the shared loop of :mod:`tvmech.methods.training`; since the virtual token
-enters at block 0, every block runs at every step.
+then over rows), trained in the shared loop of :mod:`tvmech.methods.training` (its fast lane: static shapes and a
+CUDA graph on CUDA); since the virtual token enters at block 0 and moves every real token, every block runs at
+every position at every step.
 
 ``p`` starts at the embedding of the BOS token (never zero: see :func:`prefix_init_token`). Its step
 size is scale-aware: lr = ``lr × mean‖h_0[q]‖`` (block 0's residual is the token embedding). On a
@@ -25,7 +26,7 @@ from tvmech.analysis.evaluation import EvalResult
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.data.prompts import Batch, batches, label_set_ids, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task
-from tvmech.methods.training import Objective, TrainData, query_norm, row_nll, take_rows
+from tvmech.methods.training import LabelLoss, Objective, Rows, TrainData, query_norm
 
 
 def as_prefix(model, prefix: Float[Tensor, "*n_virtual d_model"]) -> Float[Tensor, "n_virtual d_model"]:
@@ -167,12 +168,12 @@ def prefix_objective(model, data: TrainData, lr: float, weight_decay: float = 0.
         p = ad.residual(torch.tensor([[prefix_init_token(ad)]]), 0)[0].to(ad.device, ad.dtype).requires_grad_(True)
     lr_eff = lr * query_norm(ad, data, 0)
 
-    def row_loss(d: TrainData, idx: Tensor) -> Tensor:
-        resid, batch = take_rows(d, idx, 1)
-        return row_nll(ad, with_prefix(resid, p), shift_batch(batch), 0)[None]
+    def forward(rows: Rows) -> Tensor:  # [p; x] through every block
+        return rows.run(resid=with_prefix(rows.resid, p))
 
-    obj = Objective([[p]], [lr_eff], [weight_decay], row_loss, lambda: [{"prefix": p.detach().clone()}],
-                    ["prefix"])
+    # the virtual token moves every real position: nothing to freeze (positions None)
+    obj = Objective([[p]], [lr_eff], [weight_decay], LabelLoss(ad, forward, prepended=1),
+                    lambda: [{"prefix": p.detach().clone()}], ["prefix"])
     return obj, {"prefix": p}
 
 

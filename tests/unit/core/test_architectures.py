@@ -20,8 +20,8 @@ import torch
 
 import tvmech as tv
 from tvmech.analysis.evaluation import query_logits
-from tvmech.core.adapter import supported_architectures
 from tvmech.core.models import wrap
+from tvmech.core.transformerlens import supported_architectures
 from tvmech.data.prompts import encode, make_prompts
 from tvmech.interventions.injection import Injection
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.methods.learned import LTVConfig, learn_task_vector
+from tvmech.methods.learned import LTVConfig, learn_task_vector, ltv_objective
+from tvmech.methods.training import prepare_data
 
 TASK = tv.builtin_task("capitalize")
 SMALL = tv.Task("capitalize", TASK.examples[:40], TASK.template)
@@ -31,6 +32,10 @@ def test_split_model_is_dispatched_and_offloaded(pair):
     assert hf.hf_device_map["model.layers.1"] == "disk"
     assert any(p.device.type == "meta" for p in hf.model.layers[1].parameters())  # weights stay on disk
     assert tv.adapt(split).device.type == "cpu"
+    assert tv.adapt(split).offloaded and not tv.adapt(pair[0]).offloaded
+    ad = tv.adapt(split)
+    data = prepare_data(ad, SMALL, SMALL.examples[:4], 0)
+    assert not ltv_objective(ad, data, [(1,)], (-1,))[0].row_loss.graphable(data)  # never captured in a CUDA graph
 
 
 def assert_same_numbers(single, split) -> None:

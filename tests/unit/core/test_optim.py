@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tvmech.methods.graph_adamw import GraphAdamW
+from tvmech.core.optim import GraphAdamW
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
