@@ -254,7 +254,7 @@ def bench_evaluation(ctx: Context) -> list:
 # ----------------------------------------------------------------------------------- 4. Taylor vs ablation
 def bench_taylor_vs_ablation(ctx: Context) -> list:
     import tvmech as tv
-    from tvmech.analysis.heads import spearman
+    from tvmech.analysis.head_attribution import spearman
     from tvmech.core.adapter import adapt
 
     ad = adapt(ctx.model)
@@ -283,7 +283,7 @@ def bench_taylor_vs_ablation(ctx: Context) -> list:
 # ----------------------------------------------------------------------------------- 5. linear fit
 def bench_linear_fit(ctx: Context) -> list:
     import tvmech as tv
-    from tvmech.analysis.linear_map import compare_maps, fit_prompts
+    from tvmech.analysis.tv_map import compare_maps, fit_prompts
     from tvmech.core.adapter import adapt
 
     ad = adapt(ctx.model)

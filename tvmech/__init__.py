@@ -8,13 +8,20 @@ line that runs the experiments and writes the figures).
 The names below are the primitives, grouped as in ``__all__``.
 """
 
+from tvmech.analysis.attention_stats import AttentionStats, attention_stats
 from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs, score_batch
-from tvmech.analysis.heads import HeadScores, ablated_accuracy, ablation, ablation_effects, key_heads, taylor_scores
+from tvmech.analysis.head_attribution import (
+                                  HeadScores,
+                                  ablated_accuracy,
+                                  ablation,
+                                  ablation_effects,
+                                  key_heads,
+                                  taylor_scores,
+)
 from tvmech.analysis.lens import Decoded, LabelDirections, decode, label_directions, lens_metrics, query_states
-from tvmech.analysis.linear_map import LinearMap, MapConfig, exact_jacobian, fit_tv_map
 from tvmech.analysis.ov import Reconstruction, ov_circuits, packaged_ov_effect, reinjection
 from tvmech.analysis.polar import polar_decomposition, rotation_scaling
-from tvmech.analysis.sinks import AttentionStats, attention_stats
+from tvmech.analysis.tv_map import LinearMap, MapConfig, exact_jacobian, fit_tv_map
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.fast import fast_path, set_fast_path
 from tvmech.core.models import DEFAULT_MODEL, GEMMA3_MODEL, ModelNotAvailable, default_gguf_path, load_model, wrap
@@ -38,7 +45,7 @@ from tvmech.interventions import (
 )
 from tvmech.methods.function_vectors import FunctionVectorHeads, function_vector, function_vector_heads
 from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector
-from tvmech.methods.peft import train_peft
+from tvmech.methods.peft_training import train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix
 from tvmech.methods.training import TrainingDiverged
 from tvmech.methods.vanilla import vanilla_task_vector

@@ -6,10 +6,9 @@ Every function here reads a model through the adapter and writes into it only th
 :mod:`tvmech.interventions`; each decomposition sums to what the forward pass measures.
 """
 
+from tvmech.analysis.attention_stats import AttentionStats, attention_stats
 from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs, score_batch
-from tvmech.analysis.geometry import add_task_vectors, cosine_matrix
-from tvmech.analysis.head_sets import layer_histogram, layer_matched_sets, mean_std, random_head_sets, spearman
-from tvmech.analysis.heads import (
+from tvmech.analysis.head_attribution import (
     HeadScores,
     ablated_accuracies,
     ablated_accuracy,
@@ -18,6 +17,7 @@ from tvmech.analysis.heads import (
     key_heads,
     taylor_scores,
 )
+from tvmech.analysis.head_sets import layer_histogram, layer_matched_sets, mean_std, random_head_sets, spearman
 from tvmech.analysis.lens import (
     Decoded,
     LabelDirections,
@@ -27,10 +27,10 @@ from tvmech.analysis.lens import (
     lens_metrics,
     query_states,
 )
-from tvmech.analysis.linear_map import LinearMap, MapConfig, compare_maps, exact_jacobian, fit_prompts, fit_tv_map
 from tvmech.analysis.ov import Reconstruction, capture, ov_circuits, ov_images, packaged_ov_effect, reinjection
 from tvmech.analysis.polar import polar_decomposition, rotation_scaling
-from tvmech.analysis.sinks import AttentionStats, attention_stats
+from tvmech.analysis.tv_map import LinearMap, MapConfig, compare_maps, exact_jacobian, fit_prompts, fit_tv_map
+from tvmech.analysis.vector_geometry import add_task_vectors, cosine_matrix
 
 __all__ = [
     # evaluation

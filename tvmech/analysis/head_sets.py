@@ -1,4 +1,4 @@
-"""Head sets and rank statistics of head attribution (:mod:`tvmech.analysis.heads` re-exports them).
+"""Head sets and rank statistics of head attribution (:mod:`tvmech.analysis.head_attribution` re-exports them).
 
 * Comparison sets of the key heads' size, seeded (set ``i`` depends only on ``seed + i``) and disjoint from the
   key set: drawn from all other heads (:func:`random_head_sets`) or *layer-matched*

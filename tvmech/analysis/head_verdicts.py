@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean, stdev
 
-# the exact intervention each head score estimates to first order (tvmech.analysis.heads)
+# the exact intervention each head score estimates to first order (tvmech.analysis.head_attribution)
 ESTIMATES: dict[str, str] = {"tv_reliance": "revert", "paper": "zero"}
 
 

@@ -5,8 +5,8 @@ capitalized (cat → Cats, ``singular_plural`` then ``capitalize``; the default)
 capitalized (walk → Walked), or an English masculine word to its French feminine counterpart (king → reine:
 ``english_french`` and ``masculine_feminine``, the first pair, on which this 135M model has no ICL headroom).
 :func:`composition_experiment` compares, on the composed task: zero-shot, each part's LTV alone, their sum
-``w_1 θ_1 + w_2 θ_2`` (:func:`tvmech.analysis.geometry.add_task_vectors`) and k-shot ICL. So that a table can show
-whether there is anything to compose, it also reports each part task's own zero-shot, k-shot ICL and LTV
+``w_1 θ_1 + w_2 θ_2`` (:func:`tvmech.analysis.vector_geometry.add_task_vectors`) and k-shot ICL. So that a
+table can show whether there is anything to compose, it also reports each part task's own zero-shot, k-shot ICL and LTV
 accuracy (``role = "part"``): a vector sum can only be judged where in-context learning does the composed task
 (ICL well above zero-shot). Every accuracy under each scoring of :data:`SCORINGS` (exact match first by default:
 first-token scoring cannot tell *Cat* from *Cats*), all from the same forward passes.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from tvmech.analysis.evaluation import evaluate_multi
-from tvmech.analysis.geometry import add_task_vectors
+from tvmech.analysis.vector_geometry import add_task_vectors
 from tvmech.data.tasks import Example, Task, Template, builtin_task, parse_records
 from tvmech.experiments.common import ExperimentConfig, RecordsResult, learned_vectors, middle_layer, option
 from tvmech.experiments.vectors import VectorStore

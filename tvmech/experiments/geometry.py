@@ -1,7 +1,7 @@
 """Task geometry: cosine similarity between the tasks' LTVs and the transfer matrix (every task's vector
 on every task's prompts), at one layer (``figures/task_cosine.json``, ``figures/task_transfer.json``).
 
-Cosines: :func:`tvmech.analysis.geometry.cosine_matrix`. Transfer (:func:`transfer_matrix`): for train task A
+Cosines: :func:`tvmech.analysis.vector_geometry.cosine_matrix`. Transfer (:func:`transfer_matrix`): for train task A
 and test task B, ``acc(A → B)`` is the zero-shot accuracy on B's test queries with θ_A injected; the diagonal
 is each vector on its own task.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tvmech.analysis.evaluation import evaluate
-from tvmech.analysis.geometry import cosine_matrix
+from tvmech.analysis.vector_geometry import cosine_matrix
 from tvmech.data.tasks import Task, builtin_tasks
 from tvmech.experiments.common import ALL_TASKS, ExperimentConfig, learned_vectors, middle_layer, option
 from tvmech.experiments.vectors import VectorStore

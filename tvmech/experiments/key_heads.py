@@ -4,7 +4,7 @@ and where the key heads sit (``figures/key_heads_{taylor,ablation,layers}.json``
 Heads are scored, chosen and ablated on the first ``n_score`` *training* queries, so that they are chosen
 on other prompts than those they are evaluated on. The key-head score (``score``, recorded in every row) is the
 TV-reliance score ``|(a_θ − a_clean)·∂p/∂a|`` by default or the paper's ``|a·∂p/∂a|``
-(:mod:`tvmech.analysis.heads`).
+(:mod:`tvmech.analysis.head_attribution`).
 
 Taylor vs exact (``key_heads_taylor``). Every ``exact_every``-th head at or above the injection layer, in the
 order of the key-score ranking (all of them by default: 135 of 270 heads for layer 15 of 30), is patched exactly
@@ -29,7 +29,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from tvmech.analysis.evaluation import evaluate_multi, resolve_scorings
-from tvmech.analysis.heads import (
+from tvmech.analysis.head_attribution import (
     ESTIMATES,
     KINDS,
     SCORES,

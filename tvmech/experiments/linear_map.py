@@ -1,7 +1,7 @@
 """Linear propagation and rotation: per task and layer, the noise fit of W_TV(l), its exact Jacobian, the
 polar decomposition and the reconstructed TV on the test split (``figures/linear_map.json``).
 
-The fit and the Jacobian are :mod:`tvmech.analysis.linear_map`'s, the rotation numbers
+The fit and the Jacobian are :mod:`tvmech.analysis.tv_map`'s, the rotation numbers
 :mod:`tvmech.analysis.polar`'s. Per (task, layer) the row adds :func:`reconstruction_report` (accuracy with θ
 at layer l vs ``W θ`` at the final stream, and the logit lens of each) and :func:`polar_report` (the
 alignment of θ, ``Qθ`` and ``Wθ`` with the task's label directions, :mod:`tvmech.analysis.lens`, their
@@ -16,7 +16,7 @@ with the same scoring function as θ at layer l.
 Null of the polar statistics (:func:`null_report`, :mod:`tvmech.analysis.polar_null`). The exact Jacobian ``J``
 is polar-decomposed like ``W`` (``jac_rotation_distance``, ``jac_cos_theta_qtheta``, ``jac_gain``, ``jac_det_q``,
 ``jac_reflection``). The same statistics are computed for ``map_random`` random vectors of norm ``‖θ‖``
-(seeded by task, layer and seed; ``J`` of each, from one batched :func:`~tvmech.analysis.linear_map.jacobians`
+(seeded by task, layer and seed; ``J`` of each, from one batched :func:`~tvmech.analysis.tv_map.jacobians`
 call with θ's), for the first ``map_random_fits`` of them also from their own fitted ``W`` (the fit of θ without
 its held-out and ray checks), and for the Vanilla TV at the same layer (``vanilla_*``, its own norm; ``J`` and
 ``W``). Per statistic and map the row holds the null values (``null_<stat>`` for W, ``null_jac_<stat>`` for
@@ -48,7 +48,9 @@ from torch import Tensor
 
 from tvmech.analysis.evaluation import add_to_final, check_context, check_scorings, predict_from_final, resolve_scorings
 from tvmech.analysis.lens import decode, label_directions
-from tvmech.analysis.linear_map import (
+from tvmech.analysis.polar import polar_stats, proper_polar, rotation_null, rotation_scaling
+from tvmech.analysis.polar_null import MAPS, STATISTICS, matched_random_vectors, null_verdict, verdict_fields
+from tvmech.analysis.tv_map import (
     LinearMap,
     MapConfig,
     compare_maps,
@@ -56,8 +58,6 @@ from tvmech.analysis.linear_map import (
     fit_tv_map,
     jacobians,
 )
-from tvmech.analysis.polar import polar_stats, proper_polar, rotation_null, rotation_scaling
-from tvmech.analysis.polar_null import MAPS, STATISTICS, matched_random_vectors, null_verdict, verdict_fields
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Batch, batches, make_prompts
 from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task

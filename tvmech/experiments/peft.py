@@ -17,7 +17,7 @@ from tvmech.data.tasks import SCORING_MODES, Example, Task, builtin_task
 from tvmech.experiments.common import ALL_TASKS, ExperimentConfig, RecordsResult, middle_layer, option
 from tvmech.experiments.layer_sweep import headline_scorings
 from tvmech.interventions import Injection, LowRankAttnOut
-from tvmech.methods.peft import METHODS, Method, check_methods, train_peft
+from tvmech.methods.peft_training import METHODS, Method, check_methods, train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix
 
 
@@ -49,7 +49,7 @@ def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_siz
         model) under it, ``acc_by_scoring`` and ``zero_shot_by_scoring`` (every scoring), ``n_test``,
         ``trainable_params``, ``lr`` (effective), ``train_loss_start``, ``train_loss_end``, ``val_loss_end``,
         ``step_latency_s``, ``step_latency_min_s``, ``peak_memory_bytes``, ``cuda_peak_bytes``, ``steps``,
-        ``batch_size``, ``device`` (definitions in :mod:`tvmech.methods.peft`).
+        ``batch_size``, ``device`` (definitions in :mod:`tvmech.methods.peft_training`).
     """
     ad = check_methods(model, methods, layer, steps, batch_size)
     scorings = headline_scorings(task, scorings)

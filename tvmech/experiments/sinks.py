@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from tvmech.analysis.heads import Head, check_heads, key_heads, mean_std, taylor_scores
-from tvmech.analysis.sinks import METRICS, AttentionStats, attention_stats, check_threshold
+from tvmech.analysis.attention_stats import METRICS, AttentionStats, attention_stats, check_threshold
+from tvmech.analysis.head_attribution import Head, check_heads, key_heads, mean_std, taylor_scores
 from tvmech.data.prompts import make_prompts
 from tvmech.experiments import key_heads as kh
 from tvmech.experiments.common import learned_vectors, option
@@ -51,7 +51,7 @@ class Config(kh.Config):
 class Result:
     """Per task and head set the statistics ``records`` (``task, score, set, seed, metric, value, std``, see
     :func:`compare_sets`), and every head's own statistics ``heads`` (``task, layer, head`` and one column per
-    metric of :data:`tvmech.analysis.sinks.METRICS`)."""
+    metric of :data:`tvmech.analysis.attention_stats.METRICS`)."""
 
     TABLES: ClassVar[tuple[str, ...]] = ("attention_sinks", "attention_sinks_heads")  # the keys of tables()
 
@@ -80,7 +80,7 @@ def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequen
     """The attention statistics of the key heads against those of random head sets.
 
     Args:
-        stats: per-head statistics (:func:`tvmech.analysis.sinks.attention_stats`).
+        stats: per-head statistics (:func:`tvmech.analysis.attention_stats.attention_stats`).
         key: the key heads.
         random_sets: the random head sets (at least one).
         model: when given, every head is checked against its shape.

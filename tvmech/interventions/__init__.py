@@ -16,7 +16,7 @@
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Compose, Intervention, Write, compose, residual, run_blocks, site_name
 from tvmech.interventions.generation import Generation, generate
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.lowrank import LowRankAttnOut, low_rank_delta
 from tvmech.interventions.paths import PATHS, PathRestricted

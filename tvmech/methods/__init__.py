@@ -10,7 +10,7 @@
 
 from tvmech.methods.function_vectors import FunctionVectorHeads, function_vector, function_vector_heads, mean_head_z
 from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector
-from tvmech.methods.peft import train_peft
+from tvmech.methods.peft_training import train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix
 from tvmech.methods.training import TrainingDiverged
 from tvmech.methods.vanilla import mean_query_state, vanilla_task_vector

@@ -30,7 +30,7 @@ from tvmech.data.prompts import Prompt, encode, make_prompts
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import residual, run_blocks
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 
@@ -75,7 +75,7 @@ def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float
 
     The clean prompts run once, block by block: the stream entering block ``l`` feeds the patched
     pass of layer ``l`` (the batch replicated once per head, row group ``h`` patching head ``h`` with a
-    per-row :class:`~tvmech.interventions.heads.HeadPatch`), and the final stream gives the clean
+    per-row :class:`~tvmech.interventions.head_patch.HeadPatch`), and the final stream gives the clean
     probabilities.
 
     Args:

@@ -1,6 +1,6 @@
 """Figure builders for task geometry and composition: data in, ``plotly.graph_objects.Figure`` out.
 
-No computation happens here: the numbers come from :mod:`tvmech.analysis.geometry`.
+No computation happens here: the numbers come from :mod:`tvmech.analysis.vector_geometry`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figures for the logit lens, the linear map W_TV(l) and its polar decomposition: data in, Figure out.
 
-No computation happens here: the rows come from :mod:`tvmech.analysis.lens`, :mod:`tvmech.analysis.linear_map` and
+No computation happens here: the rows come from :mod:`tvmech.analysis.lens`, :mod:`tvmech.analysis.tv_map` and
 :mod:`tvmech.analysis.polar` (assembled by ``tvmech.experiments.linear_map``; drawn by the pipeline's ``linear``
 step).
 """

@@ -19,8 +19,8 @@ from tvmech.synthetic.analysis import (
     tv_prompting,
     vector_geometry,
 )
+from tvmech.synthetic.icl_tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
-from tvmech.synthetic.tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
 from tvmech.synthetic.training import (
     TrainConfig,
     TrainResult,

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.sites import Mode
+from tvmech.synthetic.icl_tasks import SyntheticBatch, SyntheticTask, offset_text_task
 from tvmech.synthetic.model import SyntheticModel
-from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, offset_text_task
 from tvmech.synthetic.training import captured, write_query
 
 Y_VAR = {"linear": 1.0, "sinusoid": 0.875}

@@ -5,7 +5,7 @@ The core is a Llama-architecture Hugging Face model built from a config and wrap
 :class:`tvmech.Injection`, the logit lens, OV weights) works on ``model.bridge``.
 
 * Discrete task: ordinary token ids through the bridge's embedding and unembedding (a word-level
-  tokenizer, :func:`tvmech.synthetic.tasks.offset_tokenizer`): ``model.bridge`` is a complete language
+  tokenizer, :func:`tvmech.synthetic.icl_tasks.offset_tokenizer`): ``model.bridge`` is a complete language
   model of the prompt format.
 * Continuous tasks: a learned linear read-in ``R^{d_in} -> R^{d_model}`` replaces the embedding, the
   blocks run through ``adapter.run_blocks(resid, 0, n_layers)``, and a linear read-out head maps the final
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.io import atomic_write_bytes, write_json
 from tvmech.interventions.engine import Intervention, run_blocks
-from tvmech.synthetic.tasks import SyntheticTask, offset_tokenizer
+from tvmech.synthetic.icl_tasks import SyntheticTask, offset_tokenizer
 
 OPTIM = "optimizer/"  # prefix of the Adam state's tensors in model.safetensors
 
@@ -126,7 +126,7 @@ class SyntheticModel(nn.Module):
     def head(self, resid: Float[Tensor, "... d_model"]) -> Tensor:
         """Predictions from final residuals: logits over the value tokens (``[..., V]``), or a scalar."""
         if self.task.discrete:
-            from tvmech.synthetic.tasks import VALUE0
+            from tvmech.synthetic.icl_tasks import VALUE0
 
             return self.adapter.unembed(resid)[..., VALUE0:]
         return self.read_out(self.adapter.final_norm(resid)).squeeze(-1)

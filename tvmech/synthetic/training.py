@@ -35,8 +35,8 @@ from tvmech.interventions.capture import Capture
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import MODES, Mode
 from tvmech.methods.training import check_every
+from tvmech.synthetic.icl_tasks import SyntheticBatch, SyntheticTask, check_n_demos
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
-from tvmech.synthetic.tasks import SyntheticBatch, SyntheticTask, check_n_demos
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.geometry import add_task_vectors, cosine_matrix
+from tvmech.analysis.vector_geometry import add_task_vectors, cosine_matrix
 from tvmech.experiments.composition import COMPOSITIONS, composition_experiment, composition_task, headroom
 from tvmech.experiments.geometry import transfer_matrix
 from tvmech.interventions.task_vector import TaskVector

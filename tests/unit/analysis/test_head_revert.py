@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.heads import (
+from tvmech.analysis.head_attribution import (
     ESTIMATES,
     ablation,
     ablation_effects,
@@ -21,7 +21,7 @@ from tvmech.analysis.heads import (
 from tvmech.data.prompts import make_prompts
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import residual
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 TASK = tv.builtin_task("capitalize")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.heads import (
+from tvmech.analysis.head_attribution import (
     HeadScores,
     check_score,
     heads_from_layer,

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.heads import (
+from tvmech.analysis.attention_stats import attention_stats
+from tvmech.analysis.head_attribution import (
     HeadScores,
     ablated_accuracy,
     ablation,
@@ -19,11 +20,10 @@ from tvmech.analysis.heads import (
     spearman,
     taylor_scores,
 )
-from tvmech.analysis.sinks import attention_stats
 from tvmech.data.prompts import encode, make_prompts
 from tvmech.experiments.key_heads import key_vs_random
 from tvmech.experiments.sinks import compare_sets
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import mean_head_z
 
@@ -174,7 +174,7 @@ def test_key_vs_random_rows(tiny):
 def test_stacked_ablations_equal_each_ablation_in_its_own_hooked_pass(tiny):
     """Several ablations stacked along the batch axis (chunked by max_rows) give, row by row, each ablation's
     own predictions from a pass with only its hooks (the reference path)."""
-    from tvmech.analysis.heads import ablated_accuracies_many, ablation
+    from tvmech.analysis.head_attribution import ablated_accuracies_many, ablation
 
     ad = tv.adapt(tiny)
     vec, queries = _vec(tiny), TASK.splits(0).test[:7]

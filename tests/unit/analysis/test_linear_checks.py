@@ -7,7 +7,8 @@ import torch
 from test_linear_map import THETA, make_toy, toy_batch
 
 import tvmech as tv
-from tvmech.analysis.linear_map import (
+from tvmech.analysis.polar import haar_orthogonal, polar_decomposition, rotation_null
+from tvmech.analysis.tv_map import (
     MapConfig,
     fit_linear_map,
     fit_prompts,
@@ -16,7 +17,6 @@ from tvmech.analysis.linear_map import (
     r_squared,
     ray_test,
 )
-from tvmech.analysis.polar import haar_orthogonal, polar_decomposition, rotation_null
 from tvmech.experiments import linear_map
 
 

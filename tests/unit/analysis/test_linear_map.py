@@ -19,7 +19,8 @@ import torch
 
 import tvmech as tv
 from tvmech.analysis.evaluation import query_logits
-from tvmech.analysis.linear_map import (
+from tvmech.analysis.polar import polar_decomposition, rotation_scaling
+from tvmech.analysis.tv_map import (
     MapConfig,
     compare_maps,
     exact_jacobian,
@@ -29,7 +30,6 @@ from tvmech.analysis.linear_map import (
     fit_tv_map,
     solve,
 )
-from tvmech.analysis.polar import polar_decomposition, rotation_scaling
 from tvmech.core.adapter import Adapter
 from tvmech.data.prompts import Batch
 from tvmech.experiments.linear_map import reconstruction_report
@@ -271,7 +271,7 @@ def test_reconstruction_report_is_consistent(tiny):
     # capitalize is scored by the first-token argmax, which is what the lens of h_L + Wθ reads
     assert rep["lens_acc_map"] == rep["acc_reconstructed"]
     # one pass per condition from layer l (W θ added to the clean final stream) = the hooked full passes
-    from tvmech.analysis.linear_map import final_injection
+    from tvmech.analysis.tv_map import final_injection
     from tvmech.interventions.injection import Injection
 
     hooked = {c: tv.evaluate(tiny, TASK, TASK.examples[:10], 0, intervention=iv) for c, iv in (

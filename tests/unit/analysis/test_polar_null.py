@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.analysis.linear_map import fit_prompts, fit_tv_map, jacobians
 from tvmech.analysis.polar_null import (
     matched_random_vectors,
     null_verdict,
@@ -17,6 +16,7 @@ from tvmech.analysis.polar_null import (
     row_verdicts,
     verdict_fields,
 )
+from tvmech.analysis.tv_map import fit_prompts, fit_tv_map, jacobians
 from tvmech.core.models import wrap
 from tvmech.experiments import linear_map
 

@@ -14,9 +14,9 @@ from tvmech.analysis.evaluation import (
     score_batch,
     score_batch_multi,
 )
-from tvmech.analysis.heads import taylor_scores
-from tvmech.analysis.linear_map import MapConfig, fit_prompts, fit_tv_map
+from tvmech.analysis.head_attribution import taylor_scores
 from tvmech.analysis.ov import Reconstruction
+from tvmech.analysis.tv_map import MapConfig, fit_prompts, fit_tv_map
 from tvmech.data.prompts import batches, label_set_ids, make_prompts
 from tvmech.data.tasks import Example, Task, Template
 from tvmech.experiments import key_heads, linear_map, ov_reconstruction, sinks

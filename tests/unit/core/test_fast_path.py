@@ -17,7 +17,7 @@ from tvmech.interventions.sites import Context
 from tvmech.methods import training
 from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vector, ltv_objective
 from tvmech.methods.lora import lora_objective
-from tvmech.methods.peft import METHODS, train_peft
+from tvmech.methods.peft_training import METHODS, train_peft
 from tvmech.methods.prompt_tuning import prefix_objective
 from tvmech.methods.training import LabelLoss, TrainingDiverged, prepare_data
 

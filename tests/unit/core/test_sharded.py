@@ -53,7 +53,7 @@ def assert_same_numbers(single, split) -> None:
     ta = tv.taylor_scores(single, a, SMALL, prompts)
     tb = tv.taylor_scores(split, a, SMALL, prompts)
     torch.testing.assert_close(tb.taylor, ta.taylor, atol=1e-5, rtol=1e-4)
-    batch = tv.analysis.linear_map.fit_prompts(single, SMALL, sp.test[:2])
+    batch = tv.analysis.tv_map.fit_prompts(single, SMALL, sp.test[:2])
     mc = tv.MapConfig(n_samples=150, n_heldout=8)
     wa = tv.fit_tv_map(single, batch, a.vectors.reshape(-1), 1, mc)
     wb = tv.fit_tv_map(split, batch, a.vectors.reshape(-1), 1, mc)

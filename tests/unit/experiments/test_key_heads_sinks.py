@@ -4,7 +4,7 @@ heads at or above the injection layer, layer-matched random sets are used (issue
 import pytest
 import torch
 
-from tvmech.analysis.heads import layer_histogram
+from tvmech.analysis.head_attribution import layer_histogram
 from tvmech.core.adapter import adapt
 from tvmech.experiments import key_heads, sinks
 

@@ -8,7 +8,7 @@ import torch
 import tvmech as tv
 from tvmech.analysis.evaluation import final_residual
 from tvmech.data.prompts import encode
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import Context, resolve_positions
 

@@ -80,7 +80,7 @@ def test_bad_factors(tiny):
 
 
 def test_every_architecture_trains_lora_and_prompt_tuning_and_caches_lora(make_arch, arch):
-    from tvmech.methods.peft import train_peft
+    from tvmech.methods.peft_training import train_peft
 
     model, _ = make_arch(arch)
     ad = tv.adapt(model)

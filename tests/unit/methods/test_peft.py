@@ -7,7 +7,7 @@ from tvmech.experiments.peft import compare_peft
 from tvmech.interventions.lowrank import LowRankAttnOut
 from tvmech.methods.learned import LTVConfig, learn_task_vector
 from tvmech.methods.lora import lora_delta
-from tvmech.methods.peft import METHODS, SavedTensorBytes, train_peft
+from tvmech.methods.peft_training import METHODS, SavedTensorBytes, train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix, prefix_init_token, prefix_query_logits, shift_batch
 
 TASK = tv.builtin_task("capitalize")

@@ -9,7 +9,7 @@ import torch
 import tvmech as tv
 from tvmech.data.prompts import Batch
 from tvmech.methods.learned import LTVConfig, learn_task_vector
-from tvmech.methods.peft import METHODS, train_peft
+from tvmech.methods.peft_training import METHODS, train_peft
 from tvmech.methods.training import BatchOrder, Objective, TrainData, TrainingDiverged, fit
 
 TASK = tv.builtin_task("capitalize")

@@ -18,7 +18,7 @@ from tvmech.synthetic import (
     tv_prompting,
 )
 from tvmech.synthetic.analysis import mean_error, robustness, vector_geometry
-from tvmech.synthetic.tasks import ARROW, VALUE0
+from tvmech.synthetic.icl_tasks import ARROW, VALUE0
 from tvmech.synthetic.training import captured, read_query, step_batches, write_query
 
 TINY = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, seed=0)

@@ -26,7 +26,7 @@ from torch import Tensor
 from tvmech.core.adapter import Adapter
 from tvmech.core.layers import PrefixKV
 from tvmech.data.prompts import Batch
-from tvmech.interventions.engine import Intervention, attached
+from tvmech.interventions.engine import Intervention, run_blocks
 from tvmech.interventions.sites import Context, Position, distinct_per_row, resolve_positions
 from tvmech.methods.training.train_data import TrainData, take_rows
 
@@ -53,8 +53,8 @@ class Rows:
             ) -> Float[Tensor, "rows pos d_model"]:
         """The final residual stream (before the final norm) of blocks ``start..`` run on ``resid`` (default: the rows'
         own) after the frozen prefix, with ``intervention`` attached (the fast path where it can be taken)."""
-        with attached(self.model, intervention, self.ctx):
-            return self.model.run_blocks(self.resid if resid is None else resid, self.start, prefix=self.prefix)
+        return run_blocks(self.model, self.resid if resid is None else resid, self.start, intervention=intervention,
+                          ctx=self.ctx, prefix=self.prefix)
 
 
 Forward = Callable[[Rows], Float[Tensor, "rows pos d_model"]]

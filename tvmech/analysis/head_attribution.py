@@ -74,7 +74,7 @@ from tvmech.data.prompts import Batch, Prompt, batches, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Intervention, compose, residual, run_blocks
-from tvmech.interventions.heads import HeadPatch
+from tvmech.interventions.head_patch import HeadPatch
 from tvmech.interventions.task_vector import TaskVector
 
 AblationKind = Literal["zero", "mean", "revert"]
@@ -204,7 +204,7 @@ def ablation(model, heads: Sequence[Head], *, kind: AblationKind = "zero",
              means: Float[Tensor, "n_layers n_heads d_head"] | None = None,
              clean: Float[Tensor, "n_layers batch n_heads d_head"] | None = None,
              rows: tuple[int, int] | None = None) -> Intervention:
-    """One :class:`~tvmech.interventions.heads.HeadPatch` per layer, together setting ``z[q]`` of each head in
+    """One :class:`~tvmech.interventions.head_patch.HeadPatch` per layer, together setting ``z[q]`` of each head in
     ``heads`` to 0 (``"zero"``), to ``means[l, h]`` (``"mean"``) or, row by row, to ``clean[l, b, h]``
     (``"revert"``).
 

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.heads import Head, prompt_batch
+from tvmech.analysis.head_attribution import Head, prompt_batch
 from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt
