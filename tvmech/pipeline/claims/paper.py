@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# the modules that register the claims this table reads
+from tvmech.pipeline.claims import behaviour, emergence, linear, mechanism, robustness  # noqa: F401
 from tvmech.pipeline.claims.core import CLAIMS, Metas, Tables, all_of
 from tvmech.pipeline.readme_tables import register, table
 
