@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tvmech.plots.spread import over_runs
+from tvmech.plots.spread import Spread, over_runs
 
 Rows = list[dict]
 Builder = Callable[[dict[str, Rows], dict[str, dict]], str]
@@ -42,25 +42,12 @@ def register(name: str, *files: str) -> Callable[[Builder], Builder]:
     return deco
 
 
-@dataclass(frozen=True)
-class Stat:
-    """A cell: mean over run seeds, sd over run seeds (``None`` for a single run)."""
-
-    mean: float
-    sd: float | None = None
-
-    def fmt(self, digits: int = 2, signed: bool = False) -> str:
-        """``0.70`` or ``0.70 ± 0.03`` (``+0.70`` when ``signed``)."""
-        text = f"{self.mean:+.{digits}f}" if signed else f"{self.mean:.{digits}f}"
-        return text if self.sd is None else f"{text} ± {self.sd:.{digits}f}"
-
-
 def run_seeds(rows: Rows) -> list:
     """The distinct ``run_seed`` values of ``rows`` (sorted; empty when no row has one)."""
     return sorted({r["run_seed"] for r in rows if r.get("run_seed") is not None})
 
 
-def aggregate(rows: Rows, by: Sequence[str], value: str) -> dict[tuple, Stat]:
+def aggregate(rows: Rows, by: Sequence[str], value: str) -> dict[tuple, Spread]:
     """Group ``rows`` by the fields ``by`` and summarise ``value``.
 
     Args:
@@ -69,19 +56,17 @@ def aggregate(rows: Rows, by: Sequence[str], value: str) -> dict[tuple, Stat]:
         value: the field to summarise.
 
     Returns:
-        ``{tuple(row[k] for k in by): Stat}``; the sd is over run seeds, present only when ``rows`` hold more
-        than one distinct ``run_seed`` and the cell has values from at least two of them.
+        ``{tuple(row[k] for k in by): Spread}`` (:class:`tvmech.plots.spread.Spread`); the sd is over run seeds,
+        shown only when the cell has values from at least two of them.
     """
     def finite(r: dict) -> float | None:
         v = r.get(value)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
-    multi = len(run_seeds(rows)) > 1
-    spreads = over_runs(rows, lambda r: tuple(r.get(k) for k in by), finite)
-    return {key: Stat(s.mean, s.sd if multi and s.n > 1 else None) for key, s in spreads.items()}
+    return over_runs(rows, lambda r: tuple(r.get(k) for k in by), finite)
 
 
-def cell(stats: dict[tuple, Stat], key: tuple, digits: int = 2, bold: bool = False, signed: bool = False) -> str:
+def cell(stats: dict[tuple, Spread], key: tuple, digits: int = 2, bold: bool = False, signed: bool = False) -> str:
     """A formatted cell of :func:`aggregate`'s result, ``—`` where the data has none."""
     if key not in stats:
         return "—"
@@ -166,7 +151,7 @@ def icl(tables: dict[str, Rows], metas: dict[str, dict]) -> str:
     rows = tables["icl_accuracy"]
     ks = sorted(ordered(rows, "k"))
     per_task = aggregate(rows, ("task", "scoring", "k"), "accuracy")
-    n = {key: Stat(s.mean) for key, s in aggregate(rows, ("task", "scoring"), "n").items()}  # a count, no sd
+    n = {key: Spread(s.mean, 0.0, 1) for key, s in aggregate(rows, ("task", "scoring"), "n").items()}  # a count
     body = [[t, cell(n, (t, s), 0), s or "", *(cell(per_task, (t, s, k)) for k in ks)] for t, s in _task_keys(rows)]
     for scoring, view in scoring_views(rows):
         mean = aggregate(view, ("k",), "accuracy")

@@ -21,9 +21,10 @@ class Spread:
     sd: float
     n: int
 
-    def fmt(self, digits: int = 2) -> str:
-        """``0.72`` for one run, ``0.72 ± 0.01`` for several."""
-        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}" if self.n > 1 else f"{self.mean:.{digits}f}"
+    def fmt(self, digits: int = 2, signed: bool = False) -> str:
+        """``0.72`` for one run, ``0.72 ± 0.01`` for several (``+0.72`` when ``signed``)."""
+        text = f"{self.mean:+.{digits}f}" if signed else f"{self.mean:.{digits}f}"
+        return f"{text} ± {self.sd:.{digits}f}" if self.n > 1 else text
 
 
 def run_seeds(rows: Sequence[dict]) -> list:
