@@ -1,6 +1,6 @@
 """Figures of the synthetic-ICL experiments (:mod:`tvmech.synthetic`): data in, ``go.Figure`` out.
 
-No computation happens here: rows come from :mod:`tvmech.synthetic.training` (loss curves) and
+No computation happens here: rows come from :mod:`tvmech.synthetic.pretraining` (loss curves) and
 :mod:`tvmech.synthetic.analysis`. Every builder takes rows with a ``model`` key (``vanilla``, ``tvp``).
 """
 

@@ -21,7 +21,7 @@ from tvmech.synthetic.analysis import (
 )
 from tvmech.synthetic.icl_tasks import TASKS, SyntheticBatch, SyntheticTask, offset_text_task, offset_tokenizer
 from tvmech.synthetic.model import ModelConfig, SyntheticModel
-from tvmech.synthetic.training import (
+from tvmech.synthetic.pretraining import (
     TrainConfig,
     TrainResult,
     captured,

@@ -33,7 +33,7 @@ from tvmech.interventions.capture import Capture
 from tvmech.interventions.sites import Mode
 from tvmech.synthetic.icl_tasks import SyntheticBatch, SyntheticTask, offset_text_task
 from tvmech.synthetic.model import SyntheticModel
-from tvmech.synthetic.training import captured, write_query
+from tvmech.synthetic.pretraining import captured, write_query
 
 Y_VAR = {"linear": 1.0, "sinusoid": 0.875}
 

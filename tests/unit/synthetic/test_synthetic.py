@@ -19,7 +19,7 @@ from tvmech.synthetic import (
 )
 from tvmech.synthetic.analysis import mean_error, robustness, vector_geometry
 from tvmech.synthetic.icl_tasks import ARROW, VALUE0
-from tvmech.synthetic.training import captured, read_query, step_batches, write_query
+from tvmech.synthetic.pretraining import captured, read_query, step_batches, write_query
 
 TINY = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, seed=0)
 
@@ -144,7 +144,7 @@ def test_training_on_the_fast_path_equals_the_hooked_path_bit_for_bit(name, monk
 def test_a_non_finite_loss_stops_training_naming_its_step(monkeypatch, tmp_path, every_step):
     """Read back every step (CPU) or only at the logs and saves (a read interval longer than the run): either way
     the error names the step whose loss was not finite, and no checkpoint holds an update made from it."""
-    from tvmech.synthetic import training
+    from tvmech.synthetic import pretraining as training
 
     real, calls = training.losses, []
 
