@@ -155,7 +155,7 @@ def jacobian_agreement(model, rows: QueryRows, layer: int, theta: Float[Tensor, 
     batch = rows.batch(pad)
     t0 = time.perf_counter()
     J_one = exact_jacobian(ad, rows.take([0]).batch(pad), zero, layer)
-    J_mean = exact_jacobian(ad, batch, zero, layer)
+    J_mean = J_one if len(batch) == 1 else exact_jacobian(ad, batch, zero, layer)
     out = {"layer": layer, "n_prompts": len(batch), "jac_one_rel": _rel(J_one, J_tl[0]),
            "jac_mean_rel": _rel(J_mean, J_bar), "seconds_jlens": t_tl, "seconds_exact": time.perf_counter() - t0}
     if theta is not None:

@@ -11,8 +11,9 @@ their numbers and draws every figure with the pure builders of :mod:`tvmech.plot
 * :mod:`~tvmech.pipeline.cli`: the command line, generated from the steps' configs;
   :mod:`~tvmech.pipeline.presets`: ``quick`` and ``paper``.
 * :mod:`~tvmech.pipeline.gallery`: ``index.html``; :mod:`~tvmech.pipeline.readme` (with
-  :mod:`~tvmech.pipeline.readme_tables`, :mod:`~tvmech.pipeline.readme_mechanism` and
-  :mod:`~tvmech.pipeline.claims`): README's tables and verdict sentences from the JSON.
+  :mod:`~tvmech.pipeline.readme_tables`, :mod:`~tvmech.pipeline.readme_mechanism`,
+  :mod:`~tvmech.pipeline.readme_agreement` and :mod:`~tvmech.pipeline.claims`): README's tables and verdict
+  sentences from the JSON.
 
 :func:`tvmech.pipeline.registry.draw` gives the figures of an experiment's result as the pipeline draws them.
 """

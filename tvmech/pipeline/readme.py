@@ -2,7 +2,8 @@
 
 README regions ``<!-- table: NAME -->`` ... ``<!-- /table -->`` are regenerated from ``figures/<file>.json`` by
 the builders registered in :data:`tvmech.pipeline.readme_tables.REGIONS` (the tables themselves live in
-:mod:`~tvmech.pipeline.readme_tables`, :mod:`~tvmech.pipeline.readme_mechanism` and
+:mod:`~tvmech.pipeline.readme_tables`, :mod:`~tvmech.pipeline.readme_mechanism`,
+:mod:`~tvmech.pipeline.readme_agreement` and
 :mod:`tvmech.pipeline.claims.paper`). Regions ``<!-- claim: NAME -->`` ... ``<!-- /claim -->`` hold one sentence,
 inline: the claim ``NAME`` of :data:`tvmech.pipeline.claims.CLAIMS` (its statement, verdict and evidence, computed
 from the JSON). ``NAME@SUB`` reads ``figures/SUB/`` instead. Everything outside the regions is kept byte for byte.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmech.core.io import atomic_write_text
-from tvmech.pipeline import readme_mechanism  # noqa: F401  (registers the mechanism tables)
+from tvmech.pipeline import readme_agreement, readme_mechanism  # noqa: F401  (register their tables)
 from tvmech.pipeline.claims import CLAIMS
 from tvmech.pipeline.readme_tables import REGIONS
 from tvmech.pipeline.store import ResultStore

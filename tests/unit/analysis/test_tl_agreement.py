@@ -73,7 +73,7 @@ def test_logit_lens_is_transformerlens_logit_lens(make_arch, arch):
 @pytest.mark.slow
 def test_agreement_on_the_default_model(default_model):
     rows = ta.query_rows(default_model, TASK, PROMPTS[:1])
-    assert ta.jacobian_agreement(default_model, rows, 15)["jac_one_rel"] < 1e-4
+    assert ta.jacobian_agreement(default_model, rows, 28)["jac_one_rel"] < 1e-4  # a late layer: few blocks to run
     swap = default_model.tokenizer.encode(" z", add_special_tokens=False)[-1]
     assert ta.attribution_agreement(default_model, TASK, PROMPTS[:1], swap)["ap_rel"] < 1e-3
     assert ta.lens_agreement(default_model, rows, n_vectors=4, repeats=1)["lens_rel"] < 1e-5
