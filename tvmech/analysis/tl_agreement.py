@@ -140,7 +140,8 @@ def jacobian_agreement(model, rows: QueryRows, layer: int, theta: Float[Tensor, 
         config: the ``W_TV`` fit's settings (default :class:`MapConfig`).
 
     Returns:
-        ``layer, n_prompts, jac_one_rel, jac_mean_rel`` and, with θ, ``jac_theta_rel, wtv_rel, wtv_cos``.
+        ``layer, n_prompts, jac_one_rel, jac_mean_rel``, the seconds of the J-lens fits and of tvmech's exact
+        Jacobians (``seconds_jlens``, ``seconds_exact``) and, with θ, ``jac_theta_rel, wtv_rel, wtv_cos``.
     """
     ad = adapt(model)
     if not 1 <= layer <= ad.n_layers - 1:
