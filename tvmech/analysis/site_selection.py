@@ -105,6 +105,60 @@ def dev_accuracies(model, task: Task, dev: Sequence[Example], candidates: Mappin
     return out
 
 
+def _one_vector(layer: int, v: Tensor | TaskVector) -> Tensor:
+    if isinstance(v, TaskVector):
+        if v.layers != (layer,) or v.vectors.shape[:2] != (1, 1):
+            raise ValueError(f"the vector given for layer {layer} sits at layers {v.layers} with "
+                             f"{tuple(v.vectors.shape[:2])} sites; select_site takes one vector per layer")
+        v = v.vectors[0, 0]
+    return v.detach().float().cpu()
+
+
+def select_sites(model, task: Task, vectors: Mapping[str, Mapping[int, Tensor | TaskVector]],
+                 dev: Sequence[Example], *, alphas: Mapping[str, Sequence[float]] | Sequence[float] = (1.0,),
+                 scoring: str | None = None, disjoint_from: Sequence[Example] = (), max_rows: int = 512
+                 ) -> dict[str, SiteChoice]:
+    """:func:`select_site` for several methods at once (every candidate of a layer in the same batched passes).
+
+    Args:
+        vectors: method -> layer -> its vector.
+        alphas: the strengths of every method, or method -> its strengths.
+        (the rest as for :func:`select_site`)
+
+    Returns:
+        Method -> its :class:`SiteChoice`.
+    """
+    per = {m: tuple(alphas[m] if isinstance(alphas, Mapping) else alphas) for m in vectors}
+    for m, layers in vectors.items():
+        if not layers or not per[m]:
+            raise ValueError(f"select_site needs at least one layer and one alpha; method {m!r} has layers "
+                             f"{list(layers)} and alphas {list(per[m])}")
+        per[m] = tuple(check_float(a, "alpha", minimum=0.0, inclusive=False) for a in per[m])
+    shared = sorted({e.input for e in dev} & {e.input for e in disjoint_from})
+    if shared:
+        raise ValueError(f"task {task.name!r}: {len(shared)} dev input(s) also occur in the examples the dev split "
+                         f"must be disjoint from (source or test), e.g. {shared[0]!r}")
+    scoring = resolve_scoring(task, scoring)
+    units = {m: {int(layer): _one_vector(int(layer), v) for layer, v in layers.items()}
+             for m, layers in vectors.items()}
+    slots: dict[int, list[tuple[str, float]]] = {}  # layer -> (method, alpha) of each candidate there
+    cands: dict[int, list[Tensor]] = {}
+    for m, layers in units.items():
+        for layer, v in layers.items():
+            for a in per[m]:
+                slots.setdefault(layer, []).append((m, a))
+                cands.setdefault(layer, []).append(a * v)
+    accs = dev_accuracies(model, task, dev, {layer: torch.stack(vs) for layer, vs in cands.items()},
+                          scoring=scoring, max_rows=max_rows)
+    found = {(m, layer, a): acc for layer in slots for (m, a), acc in zip(slots[layer], accs[layer])}
+    out = {}
+    for m, layers in units.items():
+        table = [{"layer": layer, "alpha": a, "accuracy": found[m, layer, a]} for layer in layers for a in per[m]]
+        best = max(table, key=lambda r: r["accuracy"])  # the first of the best (max keeps the first)
+        out[m] = SiteChoice(best["layer"], best["alpha"], best["accuracy"], len(dev), scoring, table)
+    return out
+
+
 def select_site(model, task: Task, vectors: Mapping[int, Tensor | TaskVector], dev: Sequence[Example], *,
                 alphas: Sequence[float] = (1.0,), scoring: str | None = None,
                 disjoint_from: Sequence[Example] = (), max_rows: int = 512) -> SiteChoice:
@@ -127,28 +181,8 @@ def select_site(model, task: Task, vectors: Mapping[int, Tensor | TaskVector], d
     Raises:
         ValueError: no layers or alphas, a bad alpha, or a dev input also in ``disjoint_from``.
     """
-    if not vectors or not alphas:
-        raise ValueError(f"select_site needs at least one layer and one alpha, got layers {list(vectors)} and "
-                         f"alphas {list(alphas)}")
-    alphas = [check_float(a, "alpha", minimum=0.0, inclusive=False) for a in alphas]
-    shared = sorted({e.input for e in dev} & {e.input for e in disjoint_from})
-    if shared:
-        raise ValueError(f"task {task.name!r}: {len(shared)} dev input(s) also occur in the examples the dev split "
-                         f"must be disjoint from (source or test), e.g. {shared[0]!r}")
-    unit = {}
-    for layer, v in vectors.items():
-        if isinstance(v, TaskVector):
-            if v.layers != (layer,) or v.vectors.shape[:2] != (1, 1):
-                raise ValueError(f"the vector given for layer {layer} sits at layers {v.layers} with "
-                                 f"{tuple(v.vectors.shape[:2])} sites; select_site takes one vector per layer")
-            v = v.vectors[0, 0]
-        unit[int(layer)] = v.detach().float().cpu()
-    scoring = resolve_scoring(task, scoring)
-    cands = {layer: torch.stack([a * v for a in alphas]) for layer, v in unit.items()}
-    accs = dev_accuracies(model, task, dev, cands, scoring=scoring, max_rows=max_rows)
-    table = [{"layer": layer, "alpha": a, "accuracy": acc} for layer in unit for a, acc in zip(alphas, accs[layer])]
-    best = max(table, key=lambda r: r["accuracy"])  # the first of the best (max keeps the first)
-    return SiteChoice(best["layer"], best["alpha"], best["accuracy"], len(dev), scoring, table)
+    return select_sites(model, task, {"": vectors}, dev, alphas=alphas, scoring=scoring, disjoint_from=disjoint_from,
+                        max_rows=max_rows)[""]
 
 
-__all__ = ["ALPHAS", "SiteChoice", "dev_accuracies", "select_site"]
+__all__ = ["ALPHAS", "SiteChoice", "dev_accuracies", "select_site", "select_sites"]
