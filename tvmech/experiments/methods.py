@@ -10,11 +10,13 @@ Methods (each a vector added at the query's ``resid_pre`` of one layer of a zero
 * ``ltv``: the learned task vector (Yang et al. 2026), one per layer trained together
   (:func:`~tvmech.methods.learned.learn_layer_sweep`).
 
-Matched budget. With ``budget`` = ``B`` (default: the whole train split), every method sees the same ``B`` training
-examples: the extracted vectors use them as queries (ICL prompts of ``k`` demonstrations drawn from the same ``B``)
-and the LTV trains on them; the function vector takes its ``B`` queries from the train split as well, its
-demonstrations from the whole train split (:func:`~tvmech.methods.function_vectors.function_vector_heads` draws
-them so). Every row carries ``budget``.
+Matched budget. With ``budget`` = ``B`` (default: the whole train split), the mean-difference and PCA vectors and the
+LTV see the same ``B`` training examples: the extracted vectors use them as queries (ICL prompts of ``k``
+demonstrations drawn from the same ``B``) and the LTV trains on them. The function vector is the exception: its mean
+head outputs and indirect effects take ``fv_prompts`` (default 16, at most ``B``) of those queries, with
+demonstrations from the whole train split (:func:`~tvmech.methods.function_vectors.function_vector_heads` draws them
+so), because the indirect effects cost ``n_layers × n_heads`` patched passes per prompt. Every row carries
+``budget`` (``B``) and ``source`` (the examples the method itself used).
 
 Site and strength. For every method the layer (of ``layers``) and, for the extracted vectors, the strength α (of
 ``alphas``; α = 1 is the vector as extracted, the PCA vectors have the mean difference's norm) are chosen on the dev
@@ -76,8 +78,8 @@ class Config(ExperimentConfig):
                                       "vectors' source queries (None: the whole train split)")
     k: int = option(5, "demonstrations of the extraction prompts and of the ICL reference")
     ltv_steps: int = option(150, "training steps of the learned task vectors")
-    fv_prompts: int | None = option(None, "prompts of the function vector's mean head outputs and indirect effects "
-                                          "(None: the budget)")
+    fv_prompts: int | None = option(None, "prompts of the function vector's mean head outputs and indirect effects, "
+                                          "at most the budget (None: 16)")
     n_dev: int | None = option(None, "cap on dev queries per task (None: the whole validation split)")
     n_test: int | None = option(None, "cap on test queries per task (None: the whole test split)")
     seed: int = option(0, "seed of the splits, the demonstrations and the LTV training")
@@ -105,7 +107,8 @@ class Config(ExperimentConfig):
 class Result:
     """``methods``: one row per (task, method, scoring): ``task, method, scoring, accuracy, n`` (test), ``layer``,
     ``alpha`` and ``dev_accuracy`` (the dev choice; ``None`` for the references ``zero_shot`` and ``icl_{k}shot``),
-    ``budget``, ``n_dev``, ``norm`` (of the injected vector). ``methods_dev``: the dev tables, one row per (task,
+    ``budget``, ``source`` (the examples the method used: the budget, ``fv_prompts`` for ``fv``), ``n_dev``, ``norm``
+    (of the injected vector). ``methods_dev``: the dev tables, one row per (task,
     method, layer, alpha): ``accuracy`` (dev), ``chosen``."""
 
     TABLES: ClassVar[tuple[str, ...]] = ("methods", "methods_dev")
@@ -157,10 +160,12 @@ def compare_methods(model, task: Task, config: Config, progress: bool = True) ->
         res = evaluate_multi(ad, task, test, kk, source, scorings=scored, seed=config.seed)
         rows += [{**base, "method": method, "scoring": s, "accuracy": r.accuracy, "n": r.n, "layer": None,
                   "alpha": None, "dev_accuracy": None} for s, r in res.items()]
+    n_fv = None
     vectors = extracted_vectors(ad, task, layers, source, k=config.k, seed=config.seed,
                                 kinds=[m for m in EXTRACTED if m in config.methods])
     if "fv" in config.methods:
-        heads = function_vector_heads(ad, task, k=config.k, n_prompts=min(config.fv_prompts or B, B), seed=config.seed)
+        n_fv = min(config.fv_prompts or 16, B)
+        heads = function_vector_heads(ad, task, k=config.k, n_prompts=n_fv, seed=config.seed)
         fv = function_vector(ad, task, layers[0], heads, k=config.k, seed=config.seed).vectors[0, 0]
         vectors["fv"] = {layer: fv for layer in layers}
     if "ltv" in config.methods:
@@ -178,7 +183,8 @@ def compare_methods(model, task: Task, config: Config, progress: bool = True) ->
         vec = TaskVector.for_model(ad, v[None, None], (choice.layer,), task=task.name, method=m)
         res = evaluate_multi(ad, task, test, 0, scorings=scored, intervention=vec)
         rows += [{**base, "method": m, "scoring": s, "accuracy": r.accuracy, "n": r.n, "layer": choice.layer,
-                  "alpha": choice.alpha, "dev_accuracy": choice.accuracy, "norm": float(v.norm())}
+                  "alpha": choice.alpha, "dev_accuracy": choice.accuracy, "norm": float(v.norm()),
+                  "source": n_fv if m == "fv" else B}
                  for s, r in res.items()]
     return rows, dev_rows
 

@@ -103,7 +103,11 @@ def difference_vector(icl: Float[Tensor, "n d"], zs: Float[Tensor, "n d"], kind:
         kind: ``mean_diff``, ``pca_diff`` or ``pca_center``.
 
     Returns:
-        ``d̄`` for ``mean_diff``, else ``‖d̄‖ · u`` with ``u`` the sign-aligned first principal direction.
+        ``d̄`` for ``mean_diff``, else ``‖d̄‖ · u`` with ``u`` the sign-aligned first principal direction (the zero
+        vector where every difference is zero).
+
+    Raises:
+        ValueError: ``pca_diff`` of equal, non-zero differences (no variance left after centring).
     """
     check_choice(kind, "kind", KINDS)
     if icl.shape != zs.shape or icl.ndim != 2:
@@ -113,6 +117,8 @@ def difference_vector(icl: Float[Tensor, "n d"], zs: Float[Tensor, "n d"], kind:
     mean = d.mean(0)
     if kind == "mean_diff":
         return mean.float()
+    if not bool(d.abs().max() > 0):  # no difference at all (block 0 reads the query token's embedding: the same
+        return torch.zeros_like(icl, dtype=torch.float32)[0]  # token in both prompts): the zero vector, as d̄
     if kind == "pca_diff":
         u = first_component(d, center=True)
     else:  # pairs centred at their midpoints: rows ±d_i/2, mean zero

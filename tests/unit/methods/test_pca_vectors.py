@@ -53,6 +53,8 @@ def test_degenerate_differences_are_refused():
     icl, zs = _pairs(torch.ones(6, 4))  # every difference equal: nothing left after centring
     with pytest.raises(ValueError, match="no principal direction"):
         difference_vector(icl, zs, "pca_diff")
+    same = torch.randn(6, 4)  # no difference at all (block 0): the zero vector, whatever the method
+    assert all(not difference_vector(same, same, k).any() for k in ("mean_diff", "pca_diff", "pca_center"))
     with pytest.raises(ValueError, match="kind 'pca' is not valid"):
         difference_vector(icl, zs, "pca")
 
