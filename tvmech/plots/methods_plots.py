@@ -1,5 +1,6 @@
-"""Figure of :mod:`tvmech.experiments.methods`: accuracy per method and task, each method at its dev-chosen site
-and strength (shown on hover with the budget), zero-shot and ICL as references. Rows in, ``go.Figure`` out."""
+"""Figures of :mod:`tvmech.experiments.method_comparison` (accuracy per method and task, each method at its dev-chosen
+site and strength, shown on hover with the budget; zero-shot and ICL as references) and of
+:mod:`tvmech.experiments.ltv_recipes`. Rows in, ``go.Figure`` out."""
 
 from __future__ import annotations
 

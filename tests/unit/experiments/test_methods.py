@@ -4,7 +4,8 @@ tables."""
 import pytest
 
 import tvmech as tv
-from tvmech.experiments import ltv_recipes, methods
+from tvmech.experiments import ltv_recipes
+from tvmech.experiments import method_comparison as methods
 from tvmech.pipeline import readme_methods
 from tvmech.pipeline.steps import STEPS
 from tvmech.plots.methods_plots import methods_figure, recipes_figure

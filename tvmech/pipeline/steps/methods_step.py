@@ -1,7 +1,7 @@
 """The ``methods`` step: every task-vector method (mean difference, two PCA variants, function vector, LTV) at its
-dev-chosen site and strength, at a matched budget (:mod:`tvmech.experiments.methods`)."""
+dev-chosen site and strength, at a matched budget (:mod:`tvmech.experiments.method_comparison`)."""
 
-from tvmech.experiments import methods
+from tvmech.experiments import method_comparison
 from tvmech.pipeline.registry import Figure, Step, register
 from tvmech.plots import methods_plots
 from tvmech.plots.mechanism_plots import by_scoring
@@ -16,7 +16,7 @@ def key_number(rows: list[dict]) -> str:
 
 
 STEP = register(Step(
-    "methods", methods, order=25,
+    "methods", method_comparison, order=25,
     figures=(Figure("methods", lambda d: methods_plots.methods_figure(d.rows, d.model_name), "methods",
                     "Every task-vector method at its dev-chosen layer and strength, matched budget: test accuracy "
                     "per task (hover: the site, α and budget).", key_number),),
