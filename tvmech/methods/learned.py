@@ -160,7 +160,7 @@ class LTVConfig:
         ``lr_schedule="linear"`` (over the 1,000 planned steps, also when stopped early), ``init="uniform"``,
         ``init_scale=0.1``, ``first_token_only=True``, ``k=0``, ``pool=1000``, ``pool_train_share=0.6``. The
         built-in tasks hold 144 to 329 examples, so the pool is their train and validation splits together (65%:
-        about 94 to 214 examples), min(1,000, available), split 60/40: smaller than the recipe's.
+        94 to 213 examples), min(1,000, available), split 60/40: smaller than the recipe's.
         """
         return cls(**{"lr": 5e-3, "lr_unit": "absolute", "weight_decay": 0.01, "steps": 1000, "batch_size": 1,
                       "eval_every": 100, "patience": 2, "select_on": "accuracy", "lr_schedule": "linear",

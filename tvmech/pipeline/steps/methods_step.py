@@ -23,5 +23,5 @@ STEP = register(Step(
     quick={"tasks": ("antonym",), "layer_count": 2, "alphas": (1.0, 4.0), "budget": 16, "fv_prompts": 4,
            "n_dev": 16},
     seeds={"paper": (0, 1, 2)},
-    cost={"quick": "not measured", "paper": "not measured"},
+    cost={"quick": "631 s on the CPU shared by ~8 jobs (load 16-20; 117 s CPU time)", "paper": "not measured"},
 ))
