@@ -39,10 +39,12 @@ def test_pooled_splits_take_what_exists_and_leave_the_test_out():
     assert (len(small_train), len(small_val)) == (6, 4)
 
 
-def test_graph_adamw_schedule_equals_adamw_with_lambdalr():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_graph_adamw_schedule_equals_adamw_with_lambdalr(device):
     g = torch.Generator().manual_seed(0)
-    init = torch.randn(5, generator=g)
-    grads = [torch.randn(5, generator=g) for _ in range(6)]
+    init = torch.randn(5, generator=g).to(device)
+    grads = [torch.randn(5, generator=g).to(device) for _ in range(6)]
     schedule = lambda t: 1 - t / 6  # noqa: E731
     out = []
     for graph in (False, True):
