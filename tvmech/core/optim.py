@@ -59,28 +59,38 @@ class GraphAdamW(torch.optim.Optimizer):
         max_steps: the most steps this optimizer will take (the length of the bias-correction tables; a later
             step reuses the last entry, where both corrections are 1 to float32 precision for the usual betas
             after a few thousand steps).
+        lr_lambda: a schedule: step ``t`` (from 0) uses ``lr · lr_lambda(t)`` in both the step size and the weight
+            decay, as ``torch.optim.lr_scheduler.LambdaLR`` stepped after every step does (the decay factors
+            ``1 − lr_t·λ`` are then a third table); ``None``: constant ``lr``.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, *, max_steps: int = 10_000):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, max_steps: int = 10_000,
+                 lr_lambda: Callable[[int], float] | None = None):
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.max_steps = max_steps
+        self.lr_lambda = lr_lambda
         self._tables: list[tuple[Tensor, Tensor]] = []
+        self._decays: list[Tensor | None] = []
         for group in self.param_groups:
             device = group["params"][0].device
             lr_, (b1, b2) = group["lr"], group["betas"]
             ts = range(1, max_steps + 1)
-            self._tables.append((torch.tensor([(lr_ / (1 - b1**t)) * -1 for t in ts], device=device),
+            f = [1.0] * max_steps if lr_lambda is None else [float(lr_lambda(t - 1)) for t in ts]
+            self._tables.append((torch.tensor([(lr_ * f[t - 1] / (1 - b1**t)) * -1 for t in ts], device=device),
                                  torch.tensor([(1 - b2**t) ** 0.5 for t in ts], device=device)))
+            wd = group["weight_decay"]
+            self._decays.append(None if lr_lambda is None else
+                                torch.tensor([1 - lr_ * f[t - 1] * wd for t in ts], device=device))
 
     @torch.no_grad()
     def step(self, closure=None) -> None:  # noqa: D401 - the Optimizer API
         """One AdamW update of every parameter that has a gradient (no host reads, no host-side state)."""
         if closure is not None:
             raise ValueError("GraphAdamW.step takes no closure")
-        for group, (sizes, sqrts) in zip(self.param_groups, self._tables):
+        for group, (sizes, sqrts), decays in zip(self.param_groups, self._tables, self._decays):
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
@@ -95,7 +105,10 @@ class GraphAdamW(torch.optim.Optimizer):
                 s, c = sizes.index_select(0, at), sqrts.index_select(0, at)
                 state["step"].add_(1)
                 # the default AdamW's foreach kernels, with the two per-step scalars read from the tables
-                torch._foreach_mul_([p], 1 - lr * wd)
+                if decays is None:
+                    torch._foreach_mul_([p], 1 - lr * wd)
+                else:
+                    p.mul_(decays.index_select(0, at).to(p.dtype))
                 torch._foreach_lerp_([m], [p.grad], 1 - b1)
                 torch._foreach_mul_([v], b2)
                 torch._foreach_addcmul_([v], [p.grad], [p.grad], 1 - b2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tvmech.data.tasks import builtin_task
@@ -34,7 +34,7 @@ class VectorStore:
 
     def saved(self, task: str, layer: int, config: LTVConfig) -> TaskVector | None:
         """The saved vector when it exists and was trained with ``config``; ``None`` otherwise."""
-        key = (task, layer, json.dumps(asdict(config), sort_keys=True))
+        key = (task, layer, json.dumps(config.record(), sort_keys=True))
         if key in self._memory:
             return self._memory[key]
         path = self.path(task, layer)
@@ -44,7 +44,7 @@ class VectorStore:
             warnings.warn(f"{path}: a vector of an older tvmech file format; it is trained again", stacklevel=2)
             return None
         vec = TaskVector.load(path)
-        return vec if vec.config == json.loads(json.dumps(asdict(config))) else None
+        return vec if vec.config == json.loads(json.dumps(config.record())) else None
 
     def get(self, model, tasks: Sequence[str], layer: int, config: LTVConfig) -> dict[str, TaskVector]:
         """LTVs at ``layer`` for the built-in ``tasks``: saved ones reused, missing ones trained and saved.
@@ -66,7 +66,7 @@ class VectorStore:
                 path = self.path(name, layer)
                 if path is not None:
                     vec.save(path, overwrite=True)
-            self._memory[(name, layer, json.dumps(asdict(config), sort_keys=True))] = vec
+            self._memory[(name, layer, json.dumps(config.record(), sort_keys=True))] = vec
             out[name] = vec
         return out
 

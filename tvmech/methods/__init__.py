@@ -1,6 +1,8 @@
 """Ways to make a task vector, and the parameter-efficient methods they are compared with.
 
 * :mod:`.vanilla`: extracted task vectors (mean ICL minus zero-shot query state);
+* :mod:`.pca_vectors`: the mean difference and the first principal component of the per-example differences
+  (repeng's ``pca_diff`` and ``pca_center``), from one pass over every layer;
 * :mod:`.function_vectors`: Todd et al.'s function vectors (mean head outputs, causal indirect effects);
 * :mod:`.training`: the one training loop (data prep, seeded batches, AdamW, divergence, early stopping);
 * :mod:`.learned`: Learned Task Vectors (one run, or a batched layer sweep) on that loop;

@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tvmech.analysis.evaluation import check_context
+from tvmech.analysis.evaluation import check_context, evaluate_prompts_multi
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
 from tvmech.data.prompts import make_prompts
@@ -58,6 +58,8 @@ from tvmech.methods.training import (
 
 LrUnit = Literal["resid_norm", "absolute"]
 Init = Literal["zeros", "uniform"]
+Schedule = Literal["constant", "linear"]
+StopOn = Literal["loss", "accuracy"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class LTVConfig:
     (``"resid_norm"`` or ``"absolute"``), ``weight_decay`` (finite, >= 0), ``steps``, ``batch_size`` and
     ``eval_every`` (integers >= 1), ``init`` (``"zeros"`` or ``"uniform"``), ``init_scale`` (finite, >= 0),
     ``first_token_only`` (bool), ``patience`` (``None`` or an integer >= 1), ``seed`` and ``k`` (integers
-    >= 0). Integers refuse ``bool`` and non-integral numbers.
+    >= 0), ``lr_schedule`` (``"constant"`` or ``"linear"``), ``select_on`` (``"loss"`` or ``"accuracy"``),
+    ``pool`` (``None`` or an integer >= 2) and ``pool_train_share`` (in (0, 1)). Integers refuse ``bool`` and
+    non-integral numbers.
     """
 
     lr: float = 3e-4
@@ -84,6 +88,17 @@ class LTVConfig:
     patience: int | None = None  # evaluations without validation improvement before stopping (>= 1)
     seed: int = 0
     k: int = 0  # demonstrations in the training prompts (0: zero-shot, the paper's setting)
+    # "linear": the lr decays linearly to zero over ``steps`` (step t uses lr·(1 − t/steps); with batch_size 1,
+    # stepped once per sample); "constant": no schedule
+    lr_schedule: Schedule = "constant"
+    # what validation keeps the best vector by and early stopping waits on: "loss" (mean label NLL) or "accuracy"
+    # (zero-shot first-token accuracy over the full vocabulary, argmax at the query, with the vector injected)
+    select_on: StopOn = "loss"
+    # None: train on the task's train split, validate on its val split; an integer: those two splits pooled (train
+    # then val, both seeded shuffles; at most ``pool`` examples) and cut into train (``pool_train_share`` of them)
+    # and validation (the rest), the test split untouched
+    pool: int | None = None
+    pool_train_share: float = 0.6
 
     def __post_init__(self) -> None:
         def name(f: str) -> str:
@@ -103,14 +118,58 @@ class LTVConfig:
             "patience": None if self.patience is None else check_int(self.patience, name("patience"), minimum=1),
             "seed": check_int(self.seed, name("seed"), minimum=0),
             "k": check_int(self.k, name("k"), minimum=0),
+            "lr_schedule": check_choice(self.lr_schedule, name("lr_schedule"), get_args(Schedule)),
+            "select_on": check_choice(self.select_on, name("select_on"), get_args(StopOn)),
+            "pool": None if self.pool is None else check_int(self.pool, name("pool"), minimum=2),
+            "pool_train_share": check_float(self.pool_train_share, name("pool_train_share"), minimum=0.0,
+                                            inclusive=False),
         }
+        if not checked["pool_train_share"] < 1:
+            raise ValueError(f"LTVConfig.pool_train_share {self.pool_train_share!r} is not valid: it must be in (0, 1)")
         for f, value in checked.items():
             object.__setattr__(self, f, value)
+
+    def record(self) -> dict:
+        """The fields as a dict (what a trained vector's ``config`` holds and a saved vector is matched by), less
+        :data:`LATER_FIELDS` while at their defaults, so that vectors saved before those fields existed still
+        match."""
+        out = asdict(self)
+        for f, default in LATER_FIELDS.items():
+            if out[f] == default:
+                del out[f]
+        return out
 
     @classmethod
     def paper(cls, **changes) -> LTVConfig:
         """The paper's settings: absolute lr 1e-3, weight decay 0.01."""
         return cls(**{"lr": 1e-3, "lr_unit": "absolute", "weight_decay": 0.01, **changes})
+
+    @classmethod
+    def released(cls, **changes) -> LTVConfig:
+        """The authors' released training recipe, *as reported* by a public reproduction that compared the paper
+        with the released code (not checked against that code here).
+
+        As reported: one vector at the input of the middle layer, last token (the caller's sites: ``layers=
+        (n_layers // 2,)``, ``positions=(-1,)``); init uniform in (−0.1, 0.1) (absolute); AdamW, weight decay 0.01,
+        lr 5e-3 (the paper's text says 1e-3, :meth:`paper`) decayed linearly to zero, stepped once per sample;
+        batch size 1; at most 10 epochs of 100 samples (1,000 steps, an evaluation after each epoch); early
+        stopping with patience 2 on full-vocabulary validation accuracy; cross-entropy on the gold label's first
+        token; zero-shot prompts; a pool of 1,000 examples split 600 train / 400 validation.
+
+        Here: ``steps=1000, batch_size=1, eval_every=100, patience=2, select_on="accuracy", lr=5e-3`` absolute,
+        ``lr_schedule="linear"`` (over the 1,000 planned steps, also when stopped early), ``init="uniform"``,
+        ``init_scale=0.1``, ``first_token_only=True``, ``k=0``, ``pool=1000``, ``pool_train_share=0.6``. The
+        built-in tasks hold 144 to 329 examples, so the pool is their train and validation splits together (65%:
+        94 to 213 examples), min(1,000, available), split 60/40: smaller than the recipe's.
+        """
+        return cls(**{"lr": 5e-3, "lr_unit": "absolute", "weight_decay": 0.01, "steps": 1000, "batch_size": 1,
+                      "eval_every": 100, "patience": 2, "select_on": "accuracy", "lr_schedule": "linear",
+                      "init": "uniform", "init_scale": 0.1, "first_token_only": True, "k": 0, "pool": 1000,
+                      "pool_train_share": 0.6, **changes})
+
+
+# fields added after vectors were first saved, with their defaults (left out of LTVConfig.record while at them)
+LATER_FIELDS = {"lr_schedule": "constant", "select_on": "loss", "pool": None, "pool_train_share": 0.6}
 
 
 def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int, ...]],
@@ -209,27 +268,63 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     gen = torch.Generator().manual_seed(cfg.seed)
     obj, scales = ltv_objective(ad, data, layer_groups, positions, shared=shared, point=point, config=cfg,
                                 generator=gen)
+    val_score = None
+    if cfg.select_on == "accuracy" and val:
+        val_prompts = make_prompts(task, val, cfg.k, train, seed=cfg.seed)
+
+        def val_score() -> list[float]:  # minus each group's full-vocabulary validation accuracy
+            return [-evaluate_prompts_multi(ad, task, val_prompts, ("first_token",), intervention=Injection(
+                v, ls, positions, point))["first_token"].accuracy for v, ls in zip(obj.values(), layer_groups)]
 
     def snapshot(tensors: list[Tensor]) -> list[TaskVector]:
         return [TaskVector.for_model(ad, v, ls, positions, point=point, task=task.name, method="ltv",
-                                     config=asdict(cfg)) for v, ls in zip(tensors, layer_groups)]
+                                     config=cfg.record()) for v, ls in zip(tensors, layer_groups)]
 
     G = len(layer_groups)
     run = fit(obj, data, steps=cfg.steps, batch_size=cfg.batch_size, generator=gen, val=vdata,
               eval_every=cfg.eval_every, patience=cfg.patience, progress=progress, on_diverge=snapshot,
-              desc=f"LTV {task.name} layers {layer_groups if G > 1 else layer_groups[0]}")
+              desc=f"LTV {task.name} layers {layer_groups if G > 1 else layer_groups[0]}", val_score=val_score,
+              schedule=(lambda t: 1 - t / cfg.steps) if cfg.lr_schedule == "linear" else None)
     out = snapshot(run.best)
     for g, tv in enumerate(out):
         tv.curve = [dict(r) for r in run.curve]
         step_sizes = [cfg.lr * float(x) for x in scales[g].flatten()]
-        tv.metrics = {"best_val_loss": run.best_val[g], "steps_run": run.steps_run, "lr_effective": step_sizes[0],
-                      "lr_per_layer": step_sizes, "norm": float(tv.vectors.norm())}
+        best = {"best_val_loss": run.best_val[g]} if val_score is None else {"best_val_accuracy": -run.best_val[g]}
+        tv.metrics = {**best, "steps_run": run.steps_run, "stopped_early": run.stopped_early,
+                      "lr_effective": step_sizes[0], "lr_per_layer": step_sizes, "norm": float(tv.vectors.norm()),
+                      "n_train": len(train), "n_val": len(val)}
     return out
 
 
-def _splits(task: Task, train, val, seed: int) -> tuple[Sequence[Example], Sequence[Example]]:
-    sp = task.splits(seed)
+def _splits(task: Task, train, val, config: LTVConfig) -> tuple[Sequence[Example], Sequence[Example]]:
+    """``train``/``val`` where given, else the task's splits (seed ``config.seed``), pooled when ``config.pool``
+    is set (:func:`pooled_splits`)."""
+    if config.pool is not None and train is None and val is None:
+        return pooled_splits(task, config.seed, config.pool, config.pool_train_share)
+    sp = task.splits(config.seed)
     return (sp.train if train is None else train), (sp.val if val is None else val)
+
+
+def pooled_splits(task: Task, seed: int, pool: int, train_share: float) -> tuple[list[Example], list[Example]]:
+    """The task's train and validation splits pooled (train first; at most ``pool`` examples, min(pool, available))
+    and cut into a train part (``round(train_share · n)``, at least one) and a validation part (the rest); the test
+    split is left out, so test accuracy stays held out.
+
+    Args:
+        task: the task.
+        seed: the seed of its splits.
+        pool: the most examples pooled.
+        train_share: the share of the pool trained on.
+
+    Returns:
+        ``(train, val)``.
+    """
+    sp = task.splits(seed)
+    both = [*sp.train, *sp.val][:pool]
+    n = min(len(both) - 1, max(1, round(train_share * len(both))))
+    if n < 1:
+        raise ValueError(f"task {task.name!r}: {len(both)} example(s) to pool; at least 2 are needed")
+    return both[:n], both[n:]
 
 
 def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None, val: Sequence[Example] | None = None,
@@ -253,7 +348,7 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         the last), or the final one without validation; ``curve`` and ``metrics`` filled in. Raises
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
-    train, val = _splits(task, train, val, config.seed)
+    train, val = _splits(task, train, val, config)
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 
@@ -280,10 +375,10 @@ def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[
     Returns:
         One :class:`TaskVector` per layer, in the order of ``layers``.
     """
-    train, val = _splits(task, train, val, config.seed)
+    train, val = _splits(task, train, val, config)
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [(layer,) for layer in layers], positions, False, point, config, progress)
 
 
-__all__ = ["LTVConfig", "LrUnit", "Init", "TrainingDiverged", "ltv_objective", "learn_task_vector",
-           "learn_layer_sweep"]
+__all__ = ["LTVConfig", "LrUnit", "Init", "Schedule", "StopOn", "TrainingDiverged", "ltv_objective",
+           "learn_task_vector", "learn_layer_sweep", "pooled_splits"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tvmech.core.io import atomic_write_text
-from tvmech.pipeline import readme_agreement, readme_mechanism  # noqa: F401  (register their tables)
+from tvmech.pipeline import readme_agreement, readme_mechanism, readme_methods  # noqa: F401  (register their tables)
 from tvmech.pipeline.claims import CLAIMS
 from tvmech.pipeline.readme_tables import REGIONS
 from tvmech.pipeline.store import ResultStore

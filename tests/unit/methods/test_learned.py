@@ -80,7 +80,8 @@ def test_curve_and_metrics(tiny):
     assert [r["step"] for r in vec.curve] == list(range(8))
     assert [r["step"] for r in vec.curve if "val_loss" in r] == [2, 5, 7]
     assert vec.metrics["best_val_loss"] == min(r["val_loss"] for r in vec.curve if "val_loss" in r)
-    assert set(vec.metrics) == {"best_val_loss", "steps_run", "lr_effective", "lr_per_layer", "norm"}
+    assert set(vec.metrics) == {"best_val_loss", "steps_run", "stopped_early", "lr_effective", "lr_per_layer", "norm",
+                                "n_train", "n_val"}
 
 
 def test_bad_sites(tiny):

@@ -11,6 +11,7 @@ import pytest
 
 from tvmech.experiments import geometry, layer_sweep, synthetic
 from tvmech.pipeline import cli
+from tvmech.pipeline.registry import TASK
 from tvmech.pipeline.steps import STEPS
 
 CONFIGS = {name: step.config for name, step in STEPS.items()}
@@ -179,7 +180,10 @@ def test_every_committed_figure_redraws_without_a_model_and_keeps_its_numbers(tm
     monkeypatch.setattr(cli, "load_model", no_model)
     monkeypatch.setattr(synthetic, "train", no_model)
     before = {Path(p).name: json.loads(Path(p).read_text()) for p in saved}
-    steps = [n for n in STEPS if n not in stale]
+    # steps added since the last GPU recompute (no committed table yet) are left out until it writes them
+    uncomputed = {n for n, st in STEPS.items() if TASK not in st.tables[0]
+                  and not any((FIGURES / f"{t}.json").is_file() for t in st.tables)}
+    steps = [n for n in STEPS if n not in stale | uncomputed]
     assert cli.main([*PAPER, "--out", str(tmp_path), "--no-png", "--only", *steps]) == 0
     for name, data in before.items():
         assert json.loads((tmp_path / name).read_text()) == data, name

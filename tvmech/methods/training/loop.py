@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,7 +94,8 @@ class Fit:
 def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, generator: torch.Generator,
         val: TrainData | None = None, eval_every: int | None = None, patience: int | None = None,
         eval_batch_size: int | None = None, desc: str = "training", progress: bool = False,
-        on_diverge: Callable[[list[Any]], list[Any]] | None = None) -> Fit:
+        on_diverge: Callable[[list[Any]], list[Any]] | None = None, schedule: Callable[[int], float] | None = None,
+        val_score: Callable[[], Sequence[float]] | None = None) -> Fit:
     """Train ``objective`` on ``data`` with AdamW (see the module docstring).
 
     Args:
@@ -107,6 +108,12 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
         eval_batch_size: rows per validation pass (``None``: all at once).
         desc, progress: the progress bar.
         on_diverge: turns the last good values into what :class:`TrainingDiverged` carries.
+        schedule: step ``t`` (from 0) uses each group's lr times ``schedule(t)`` (e.g. a linear decay to zero,
+            ``lambda t: 1 - t / steps``; eagerly ``torch.optim.lr_scheduler.LambdaLR``, in a CUDA graph
+            :class:`~tvmech.core.optim.GraphAdamW`'s tables); ``None``: constant.
+        val_score: each group's validation score, lower is better (e.g. minus its validation accuracy), computed at
+            each evaluation in place of the validation loss (what ``best``, ``best_val``, ``patience`` and the
+            curve's ``val_loss`` then follow); ``None``: the mean label NLL on ``val``.
 
     Returns:
         The :class:`Fit`.
@@ -127,7 +134,8 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
     groups = [{"params": list(ps), "lr": lr, "weight_decay": wd}
               for ps, lr, wd in zip(objective.groups, objective.lrs, objective.weight_decays)]
     # a graphed step needs an optimizer without host-side state; GraphAdamW's arithmetic is the default AdamW's
-    opt = GraphAdamW(groups, max_steps=steps) if graph else torch.optim.AdamW(groups)
+    opt = GraphAdamW(groups, max_steps=steps, lr_lambda=schedule) if graph else torch.optim.AdamW(groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule is not None and not graph else None
     order = BatchOrder(len(data.batch), batch_size, generator)
     static = replace(data, static=True) if graph else data
     stepper = Stepper(lambda idx: loss(static, idx).mean(1), leaves, opt, device, graph=graph)
@@ -146,13 +154,16 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
         timer.start()
         losses[step] = stepper(idx)
         timer.stop()
+        if scheduler is not None:
+            scheduler.step()
         run = step + 1
         evaluate = val is not None and ((eval_every is not None and run % eval_every == 0) or run == steps)
         if evaluate or run % every == 0 or run == steps:
             _raise_if_diverged(stepper, losses, objective, desc, on_diverge, initial)
             bar.set_postfix(loss=f"{float(losses[step].mean()):.3f}")
         if evaluate:
-            vl = objective.mean_loss(val, eval_batch_size)
+            vl = objective.mean_loss(val, eval_batch_size) if val_score is None else \
+                torch.tensor([float(x) for x in val_score()])
             val_at[step] = float(vl.mean())
             now = objective.values()
             for g in range(G):
@@ -166,7 +177,7 @@ def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, g
     final = objective.values()
     curve = [{"step": i, "loss": loss} for i, loss in enumerate(losses[:run].mean(1).tolist())]
     for i, v in val_at.items():
-        curve[i]["val_loss"] = v
+        curve[i]["val_loss" if val_score is None else "val_score"] = v
     return Fit(final if val is None else best, final, best_val, curve, timer.times(), stopped, stepper.capture_s)
 
 
