@@ -328,8 +328,9 @@ def _cached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int], 
                 break
             ctx.offset = width + step  # the cache slot of the token fed now; every prompt site lies before it
             mask = torch.cat([mask, mask.new_ones(n, 1)], 1)
-            out = hf(input_ids=nxt[:, None], attention_mask=mask, position_ids=torch.minimum(lens + step, last)[:, None],
-                     use_cache=True, **{name: getattr(out, name)})
+            pos = torch.minimum(lens + step, last)[:, None]
+            out = hf(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                     **{name: getattr(out, name)})
             logits = out.logits[:, -1]
     return news
 
