@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from tvmech.analysis.evaluation import EvalResult
 from tvmech.core.adapter import adapt
-from tvmech.data.prompts import label_ids, make_prompts
+from tvmech.data.prompts import label_ids, make_prompts, prompt_roles
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import Intervention
 from tvmech.interventions.generation import generate
@@ -44,8 +44,8 @@ def generation_accuracy(model, task: Task, queries: Sequence[Example], k: int = 
         k: demonstrations per prompt, drawn (seeded) from ``demos`` as in :func:`~tvmech.analysis.evaluation.evaluate`.
         demos: where the demonstrations come from.
         seed: seed of the demonstrations.
-        intervention: what every pass carries (e.g. a task vector), at each prompt's query; or one per query
-            (:func:`~tvmech.interventions.generation.generate`).
+        intervention: what every pass carries (e.g. a task vector), at each prompt's query and role positions (as
+            in evaluation); or one per query (:func:`~tvmech.interventions.generation.generate`).
         max_new_tokens: tokens to generate per prompt; default the longest label's token count plus one (room for
             a leading whitespace token).
         batch_size: prompts per forward pass.
@@ -63,7 +63,10 @@ def generation_accuracy(model, task: Task, queries: Sequence[Example], k: int = 
     prompts = make_prompts(task, queries, k, demos, seed=seed)
     if max_new_tokens is None:
         max_new_tokens = 1 + max(len(label_ids(ad.tokenizer, task, p.label)) for p in prompts)
-    gens = generate(ad, [p.text for p in prompts], max_new_tokens, intervention=intervention, batch_size=batch_size)
+    texts = [p.text for p in prompts]
+    roles = [prompt_roles(ad.tokenizer, p, ad.tokenizer(p.text, add_special_tokens=False)["input_ids"])
+             for p in prompts]
+    gens = generate(ad, texts, max_new_tokens, intervention=intervention, batch_size=batch_size, roles=roles)
     correct = [starts_with_label(g.text, p.label) for g, p in zip(gens, prompts)]
     return EvalResult(task.name, k, SCORING, sum(correct) / len(correct), len(correct), correct,
                       [g.text for g in gens])

@@ -66,7 +66,8 @@ class Generation:
 
 def generate(model, prompts: str | Sequence[str], max_new_tokens: int = 20, *,
              intervention: Intervention | Sequence[Intervention | None] | None = None, use_cache: bool = True,
-             stop_at_eos: bool = False, batch_size: int = 32, truncate: bool = False) -> list[Generation]:
+             stop_at_eos: bool = False, batch_size: int = 32, truncate: bool = False,
+             roles: Sequence[dict[str, int]] | None = None) -> list[Generation]:
     """Greedy continuation of each prompt, ``batch_size`` prompts per forward pass (see the module docstring).
 
     Args:
@@ -84,6 +85,8 @@ def generate(model, prompts: str | Sequence[str], max_new_tokens: int = 20, *,
         batch_size: prompts per forward pass (1: one prompt at a time; the tokens are the same).
         truncate: where a prompt plus ``max_new_tokens`` exceeds the model's context, stop that prompt at the
             context's end instead of raising.
+        roles: each prompt's token index of each role (:func:`tvmech.data.prompts.prompt_roles`), for interventions
+            at role positions (``"input_first"`` ...); ``None``: integer positions only.
 
     Returns:
         One :class:`Generation` per prompt, in the order given.
@@ -107,12 +110,16 @@ def generate(model, prompts: str | Sequence[str], max_new_tokens: int = 20, *,
         raise ValueError(f"prompt {empty} ({prompts[empty]!r}) has no tokens")
     budgets = context_budgets([len(x) for x in ids], max_new_tokens, ad.n_ctx, truncate=truncate, texts=prompts)
     per_prompt = per_prompt_interventions(ad, intervention, len(prompts))
+    if roles is not None and len(roles) != len(prompts):
+        raise ValueError(f"{len(roles)} role records for {len(prompts)} prompts: give one per prompt")
     eos = ad.tokenizer.eos_token_id if stop_at_eos else None
     run = _cached if use_cache else _uncached
     out: list[Generation | None] = [None] * len(prompts)
     for group in batch_groups([len(x) for x in ids], budgets, batch_size, sliding_window(ad)):
+        ctx = Context(torch.tensor([len(ids[i]) - 1 for i in group], device=ad.device), roles=None if roles is None
+                      else {k: torch.tensor([roles[i][k] for i in group], device=ad.device) for k in roles[0]})
         news = run(ad, [ids[i] for i in group], [budgets[i] for i in group],
-                   stack_interventions(ad, [per_prompt[i] for i in group]), eos)
+                   stack_interventions(ad, [per_prompt[i] for i in group]), eos, ctx)
         for i, new in zip(group, news):
             stop = "eos" if eos is not None and new[-1] == eos else \
                 "context" if len(new) < max_new_tokens else "max_new_tokens"
@@ -287,9 +294,8 @@ def _advance(news: list[list[int]], done: list[bool], nxt: list[int], budgets: S
     return all(done)
 
 
-def _uncached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int], intervention, eos
+def _uncached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int], intervention, eos, ctx: Context
               ) -> list[list[int]]:
-    ctx = Context(query_pos=torch.tensor([len(r) - 1 for r in rows], device=ad.device))
     seqs = [list(r) for r in rows]
     news: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
@@ -306,11 +312,10 @@ def _uncached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int]
                     seqs[b].append(t)
 
 
-def _cached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int], intervention, eos
+def _cached(ad: Adapter, rows: Sequence[Sequence[int]], budgets: Sequence[int], intervention, eos, ctx: Context
             ) -> list[list[int]]:
     ids, lens = _padded(ad, rows)
     n, width = ids.shape
-    ctx = Context(query_pos=lens - 1, offset=0)
     mask = (torch.arange(width, device=ids.device) < lens[:, None]).long()
     # a finished row is fed on at its last position (within the context): its tokens are no longer read
     last = lens + torch.tensor(budgets, device=lens.device) - 1

@@ -71,3 +71,21 @@ def test_default_length_and_checks(tiny, monkeypatch):
         generation_accuracy(tiny, task, [])
     with pytest.raises(ValueError, match="beyond the model's context of 512 tokens"):
         generation_accuracy(tiny, task, task.examples[:1], max_new_tokens=600)
+
+
+def test_role_positions_are_placed_per_prompt(tiny):
+    """A vector at each prompt's ``input_first`` token (as evaluate places it): batched, equal to one at a time."""
+    from tvmech.data.prompts import prompt_roles
+
+    ad = tv.adapt(tiny)
+    inj = tv.Injection(torch.randn(1, 1, ad.d_model, generator=torch.Generator().manual_seed(3)) * 30, (0,),
+                       ("input_first",))
+    task = Task("t", tuple(Example(q, q.upper()) for q in QUERIES))
+    prompts = tv.make_prompts(task, task.examples, 2, task.examples, seed=1)
+    roles = [prompt_roles(ad.tokenizer, p, ad.tokenizer(p.text)["input_ids"]) for p in prompts]
+    alone = [tv.generate(tiny, p.text, 3, intervention=inj, roles=[r])[0].text for p, r in zip(prompts, roles)]
+    res = generation_accuracy(tiny, task, task.examples, 2, task.examples, seed=1, intervention=inj, max_new_tokens=3)
+    assert res.predictions == alone
+    assert alone != [g.text for g in tv.generate(tiny, [p.text for p in prompts], 3)]
+    with pytest.raises(ValueError, match="has no role positions"):
+        tv.generate(tiny, prompts[0].text, 3, intervention=inj)
