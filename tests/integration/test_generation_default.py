@@ -28,8 +28,7 @@ def test_batched_generation_equals_one_prompt_at_a_time(default_model):
     alone = [tv.generate(default_model, p, 8, intervention=tv.Injection.single(v[i], 15))[0]
              for i, p in enumerate(PROMPTS)]
     assert [g.new_ids for g in batched] == [g.new_ids for g in alone]
-    assert [g.new_ids for g in plain] == [tv.generate(default_model, p, 8)[0].new_ids for p in PROMPTS]
-    assert [g.new_ids for g in plain] != [g.new_ids for g in batched]
+    assert [g.new_ids for g in plain] != [g.new_ids for g in batched]  # the vectors change the tokens
 
 
 def test_issue_28_cases_are_refused_before_any_pass(default_model):
@@ -37,16 +36,18 @@ def test_issue_28_cases_are_refused_before_any_pass(default_model):
     assert ad.n_ctx == 8192
     calls = []
     handle = ad.model.original_model.register_forward_pre_hook(lambda *a: calls.append(1))
-    long = " ".join(["word"] * 9000)
+    long = " ".join(["word"] * 8194)
     n_long = len(ad.tokenizer(long, add_special_tokens=False)["input_ids"])
+    assert n_long == 8194  # the issue's prompt
     t = time.perf_counter()
     try:
         with pytest.raises(ValueError, match="with max_new_tokens=8193 that is 8198 tokens, beyond the model's "
                                              "context of 8192 tokens"):
             tv.generate(default_model, "The capital of France is", max_new_tokens=8193)
-        with pytest.raises(ValueError, match=f"is {n_long} tokens long, which leaves no room"):
+        with pytest.raises(ValueError, match="is 8194 tokens long, which leaves no room"):
             tv.generate(default_model, long, 40, truncate=True)
-        with pytest.raises(ValueError, match=f"is {n_long} tokens long; with max_new_tokens=40"):
+        with pytest.raises(ValueError, match=r"is 8194 tokens long; with max_new_tokens=40 that is 8234 tokens, beyond "
+                                             r"the model's context of 8192 tokens: shorten the prompt"):
             tv.generate(default_model, long, 40)
         with pytest.raises(ValueError, match="max_new_tokens=1000000"):
             tv.generate(default_model, "The capital of France is", 10**6)

@@ -152,12 +152,13 @@ def context_budgets(lengths: Sequence[int], max_new_tokens: int, n_ctx: int | No
             continue
         text = "" if texts is None else texts[i] if len(texts[i]) <= 60 else texts[i][:60] + "..."
         name = f"prompt {i}" + (f" ({text!r})" if texts is not None else "")
-        if n >= n_ctx:
+        if truncate:
             raise ValueError(f"{name} is {n} tokens long, which leaves no room in the model's context of {n_ctx} "
                              "tokens for a new token: shorten it")
+        fix = (f"ask for at most {n_ctx - n} new tokens, or pass truncate=True to stop at the context's end"
+               if n < n_ctx else "shorten the prompt (it leaves no room for a new token)")
         raise ValueError(f"{name} is {n} tokens long; with max_new_tokens={max_new_tokens} that is "
-                         f"{n + max_new_tokens} tokens, beyond the model's context of {n_ctx} tokens: ask for at most "
-                         f"{n_ctx - n} new tokens, or pass truncate=True to stop at the context's end")
+                         f"{n + max_new_tokens} tokens, beyond the model's context of {n_ctx} tokens: {fix}")
     return [min(max_new_tokens, n_ctx - n) for n in lengths]
 
 

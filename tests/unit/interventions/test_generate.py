@@ -214,3 +214,8 @@ def test_context_budgets():
     assert context_budgets([3, 7], 4, 9, truncate=True) == [4, 2]
     with pytest.raises(ValueError, match="prompt 1 is 7 tokens long; with max_new_tokens=4 that is 11 tokens"):
         context_budgets([3, 7], 4, 9)
+    with pytest.raises(ValueError, match="is 10 tokens long; with max_new_tokens=4 that is 14 tokens, beyond the "
+                                         "model's context of 9 tokens: shorten the prompt"):
+        context_budgets([10], 4, 9)
+    with pytest.raises(ValueError, match="prompt 0 is 9 tokens long, which leaves no room"):
+        context_budgets([9], 4, 9, truncate=True)
