@@ -10,8 +10,9 @@ query at ``q_b = L_b - 1`` (the :class:`~tvmech.interventions.sites.Context` hol
 on each row's own positions). Row ``b``'s ``t``-th new token has position ``L_b + t`` (``position_ids``, so rotary
 and learned position embeddings see the positions of the prompt alone) and occupies cache slot ``L_max + t``; the
 attention mask hides the padding slots ``L_b .. L_max - 1``. Causal attention never reads padding, so every row
-computes what it computes alone, and the tokens are equal to one prompt at a time (tested on every architecture of
-the test matrix and on the default model). Rows stop at their own end-of-sequence token (``stop_at_eos``) or
+computes what it computes alone, and the tokens are equal to one prompt at a time (tested in float32 on the CPU, on
+every architecture of the test matrix and on the default model; GPU kernels picked by batch shape may round
+differently). Rows stop at their own end-of-sequence token (``stop_at_eos``) or
 context limit; the batch stops when every row has.
 
 Sliding windows. A sliding-window layer (Gemma-2/3, Mistral) counts its window ``W`` in cache slots, which include
