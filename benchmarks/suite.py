@@ -442,7 +442,9 @@ def bench_synthetic(ctx: Context) -> list:
     return out
 
 
+from bench_generate import bench_generate_batched  # noqa: E402
+
 BENCHMARKS = {"ltv_step": bench_ltv_step, "sweep": bench_sweep, "evaluation": bench_evaluation,
               "taylor_vs_ablation": bench_taylor_vs_ablation, "linear_fit": bench_linear_fit, "load": bench_load,
-              "step_8b": bench_step_8b}
+              "step_8b": bench_step_8b, "generate_batched": bench_generate_batched}
 OPTIONAL = {"synthetic": bench_synthetic}  # run only when named with --only

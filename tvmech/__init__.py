@@ -9,6 +9,7 @@ The names below are the primitives, grouped as in ``__all__``.
 """
 
 from tvmech.analysis.attention_stats import AttentionStats, attention_stats
+from tvmech.analysis.continuation import generation_accuracy
 from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs, score_batch
 from tvmech.analysis.head_attribution import (
                                   HeadScores,
@@ -70,4 +71,5 @@ __all__ = [
     "LabelDirections", "decode", "label_directions", "lens_metrics", "query_states", "Reconstruction", "ov_circuits",
     "packaged_ov_effect", "reinjection", "MapConfig", "LinearMap", "fit_tv_map", "exact_jacobian",
     "polar_decomposition", "rotation_scaling",
+    "generation_accuracy",
 ]

@@ -7,6 +7,7 @@ Every function here reads a model through the adapter and writes into it only th
 """
 
 from tvmech.analysis.attention_stats import AttentionStats, attention_stats
+from tvmech.analysis.continuation import generation_accuracy
 from tvmech.analysis.evaluation import EvalResult, evaluate, evaluate_prompts, last_logprobs, score_batch
 from tvmech.analysis.head_attribution import (
     HeadScores,
@@ -34,7 +35,7 @@ from tvmech.analysis.vector_geometry import add_task_vectors, cosine_matrix
 
 __all__ = [
     # evaluation
-    "EvalResult", "evaluate", "evaluate_prompts", "score_batch", "last_logprobs",
+    "EvalResult", "evaluate", "evaluate_prompts", "score_batch", "last_logprobs", "generation_accuracy",
     # heads: scores, ablations, key heads and the random sets they are compared with
     "HeadScores", "taylor_scores", "key_heads", "ablation", "ablation_effects", "ablated_accuracy",
     "ablated_accuracies", "random_head_sets", "layer_matched_sets", "layer_histogram", "spearman", "mean_std",
