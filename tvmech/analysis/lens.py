@@ -47,7 +47,7 @@ from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Intervention, compose, residual
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions.task_vector import TaskVector, vector_and_layer
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def alignment(vectors: Float[Tensor, "... d_model"], direction: Float[Tensor, " 
 
 
 def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
-                 vector: Float[Tensor, " d_model"] | None = None, layer: int | None = None
+                 vector: Float[Tensor, " d_model"] | TaskVector | None = None, layer: int | None = None
                  ) -> Float[Tensor, "n_layers_plus_1 batch d_model"]:
     """Residual stream at each row's query position entering blocks 0..L−1, then the final stream.
 
@@ -154,15 +154,19 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
         model: a TransformerLens model or its adapter.
         tokens: right-padded prompts.
         query_pos: each row's query index.
-        vector: an optional vector to add at the query of ``layer``.
+        vector: an optional vector to add at the query of ``layer``: a tensor, or a one-site
+            :class:`~tvmech.interventions.task_vector.TaskVector` (its own layer; ``layer`` may be omitted
+            and must agree when given).
         layer: the block whose input receives ``vector``.
 
     Returns:
         ``[n_layers + 1, batch, d_model]`` float32 states on the CPU.
     """
     ad = adapt(model)
-    if (vector is None) != (layer is None):
+    if vector is None and layer is not None:
         raise ValueError("give both vector and layer (an injection) or neither")
+    if vector is not None:
+        vector, layer = vector_and_layer(vector, layer, "vector")
     if layer is not None:
         ad.check_layer(layer)
     rows = torch.arange(tokens.shape[0], device=ad.device)

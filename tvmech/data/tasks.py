@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from tvmech.core.checks import as_items
 
 ScoringMode = Literal["first_token", "label_set", "exact_match"]
 SCORING_MODES: tuple[str, ...] = ("first_token", "label_set", "exact_match")
@@ -23,8 +25,33 @@ SCORING_MODES: tuple[str, ...] = ("first_token", "label_set", "exact_match")
 
 @dataclass(frozen=True)
 class Example:
+    """One (input, output) pair of a task, e.g. ``Example("France", "Paris")``."""
+
     input: str
+    """The task input, put in the prompt through ``Template.query`` (e.g. ``"France"``)."""
     output: str
+    """The expected output, the continuation ``Template.answer`` formats (e.g. ``"Paris"``)."""
+
+
+HOW_EXAMPLES = ("build them with Example(input, output) (tvmech.Example), or take them from a task: task.examples, "
+                "task.splits(seed).train / .test (tvmech.load_task reads a task from a file)")
+
+
+def as_examples(value: Any, what: str = "examples") -> Sequence[Example]:
+    """``value`` checked to be a sequence of :class:`Example` (see :func:`~tvmech.core.checks.as_items`).
+
+    Args:
+        value: the candidate.
+        what: the argument's name in the message (``"queries"``, ``"demos"``, ``"train"``).
+
+    Returns:
+        The examples (``value`` itself when it is a list or a tuple).
+
+    Raises:
+        ArgumentTypeError: a string, a single example, or an item that is not an :class:`Example`; the message
+            says how to build examples.
+    """
+    return as_items(value, Example, what, HOW_EXAMPLES)
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,7 @@ class Task:
     description: str = ""
 
     def __post_init__(self) -> None:
+        as_examples(self.examples, f"task {self.name!r}: examples")
         if not self.examples:
             raise ValueError(f"task {self.name!r} has no examples")
         object.__setattr__(self, "examples", drop_duplicates(tuple(self.examples), f"task {self.name!r}"))
@@ -198,6 +226,9 @@ def _show(value: object) -> str:
         return repr(value)[:80]
 
 
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def parse_records(records: object, origin: str, *, coerce: bool = False,
                   lines: Sequence[int] | None = None) -> tuple[Example, ...]:
     """Examples from decoded ``{"input": ..., "output": ...}`` records.
@@ -213,6 +244,9 @@ def parse_records(records: object, origin: str, *, coerce: bool = False,
             lists within an output list are refused all the same.
         lines: the file line of each record (JSONL), added to error messages.
 
+    Errors name a record by its 1-based number in the file (``record 8``), plus its line for JSONL, and a
+    missing key by name (``has no 'output' key``).
+
     Returns:
         The examples, in file order, without exact duplicates.
     """
@@ -220,9 +254,14 @@ def parse_records(records: object, origin: str, *, coerce: bool = False,
         raise ValueError(f"{origin}: expected a non-empty list of {{'input': ..., 'output': ...}} records")
     out = []
     for i, r in enumerate(records):
-        where = f"{origin}: record {i}" + (f" (line {lines[i]})" if lines is not None else "")
-        if not isinstance(r, dict) or "input" not in r or "output" not in r:
-            raise ValueError(f"{where} has no 'input'/'output' keys: {str(r)[:80]}")
+        where = f"{origin}: record {i + 1}" + (f" (line {lines[i]})" if lines is not None else "")
+        if not isinstance(r, dict):
+            raise ValueError(f"{where} is a JSON {_JSON_TYPES.get(type(r), type(r).__name__)} ({_show(r)}), "
+                             "not an object with 'input' and 'output' keys")
+        missing = [k for k in ("input", "output") if k not in r]
+        if missing:
+            keys = ", ".join(map(repr, r)) or "none"
+            raise ValueError(f"{where} has no {' or '.join(map(repr, missing))} key (its keys: {keys}): {_show(r)}")
         x, y = _text(r["input"], "input", where, coerce), _text(r["output"], "output", where, coerce)
         if not x.strip() or not y.strip():
             raise ValueError(f"{where} has an empty input or output: {str(r)[:80]}")
@@ -232,6 +271,9 @@ def parse_records(records: object, origin: str, *, coerce: bool = False,
 
 def read_records(path: str | Path, *, coerce: bool = False) -> tuple[Example, ...]:
     """Read a JSON list (any suffix but ``.jsonl``) or JSONL file of ``{"input", "output"}`` records.
+
+    The file is UTF-8, with or without a byte-order mark, with ``\\n`` or ``\\r\\n`` line ends (what
+    spreadsheet exports and Windows editors write).
 
     Args:
         path: the file; ``.jsonl`` is read as one record per non-blank line.
@@ -246,7 +288,7 @@ def read_records(path: str | Path, *, coerce: bool = False) -> tuple[Example, ..
             column), or a record is malformed (the message names the record and field).
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark (spreadsheet exports) is skipped
     if not text.strip():
         raise ValueError(f"{path}: the task file is empty")
     lines = None

@@ -192,6 +192,36 @@ class TaskVector(Intervention):
         return tv
 
 
+def vector_and_layer(value: TaskVector | torch.Tensor, layer: Any, what: str = "theta") -> tuple[torch.Tensor, Any]:
+    """The one vector and its layer, for the functions that take a vector and a layer: a :class:`TaskVector`
+    carries its layer, so ``layer`` may be omitted (``None``) and, when given, must agree with it.
+
+    Args:
+        value: a one-site :class:`TaskVector` (one layer, one position), or a tensor of ``d_model`` numbers.
+        layer: the layer the caller was given (``None``: the vector's; required with a tensor).
+        what: the vector argument's name in messages.
+
+    Returns:
+        ``(vector, layer)``: the flattened vector and the layer (the caller checks it against the model).
+
+    Raises:
+        ValueError: a vector of several sites, a layer that disagrees with the vector's, or a tensor without
+            a layer.
+    """
+    if isinstance(value, TaskVector):
+        if len(value.layers) != 1 or len(value.positions) != 1:
+            raise ValueError(f"{what} is a task vector of layers {value.layers} and positions {value.positions}; "
+                             "expected one layer and one position (pass vec.vectors[i, j] and its layer)")
+        own = value.layers[0]
+        if layer is not None and layer != own:
+            raise ValueError(f"{what} is a task vector of layer {own} but layer={layer!r} was given: omit layer (the "
+                             f"vector's is used) or pass a vector made at layer {layer}")
+        return value.vectors.reshape(-1), own
+    if layer is None:
+        raise ValueError(f"{what} is a tensor, which does not say where it goes: pass layer=..., or a TaskVector")
+    return value, layer
+
+
 def _read_json(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text())
