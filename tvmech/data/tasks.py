@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -80,9 +80,19 @@ class Template:
 
 @dataclass(frozen=True)
 class Splits:
+    """A task's train / validation / test examples (:meth:`Task.splits`); unpacks as
+    ``train, val, test = task.splits(seed)``."""
+
     train: tuple[Example, ...]
+    """Examples to train vectors on and to draw demonstrations from."""
     val: tuple[Example, ...]
+    """Examples for early stopping (validation loss during training)."""
     test: tuple[Example, ...]
+    """Held-out examples every accuracy is measured on."""
+
+    def __iter__(self) -> Iterator[tuple[Example, ...]]:
+        """``train``, ``val``, ``test``, in that order."""
+        return iter((self.train, self.val, self.test))
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,10 @@ class Task:
             fractions: train / validation / test shares of the distinct inputs.
 
         Returns:
-            The three splits, each in shuffled order.
+            The three splits, each in shuffled order. A split left empty (too few examples) gives one
+            :class:`UserWarning` naming the counts; what needs that split refuses it (training without a
+            train split, evaluation without a test split), and training without a validation split reports
+            ``best_val_loss: inf``.
         """
         if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
             raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -143,10 +156,87 @@ class Task:
         def flat(part: list[list[Example]]) -> tuple[Example, ...]:
             return tuple(e for g in part for e in g)
 
-        return Splits(flat(order[:n_train]), flat(order[n_train : n_train + n_val]), flat(order[n_train + n_val :]))
+        out = Splits(flat(order[:n_train]), flat(order[n_train : n_train + n_val]), flat(order[n_train + n_val :]))
+        empty = [name for name, part, f in zip(("train", "val", "test"), out, fractions) if not part and f > 0]
+        if empty:
+            counts = f"train {len(out.train)}, val {len(out.val)}, test {len(out.test)}"
+            warnings.warn(f"task {self.name!r}: its {len(order)} distinct inputs split into {counts} (fractions "
+                          f"{tuple(fractions)}): {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty"
+                          f"{_too_few(fractions)}", UserWarning, stacklevel=2)
+        return out
 
     def with_template(self, **changes: str) -> Task:
+        """The task with its template's fields replaced (``query``, ``answer``, ``separator``, ``instruction``)."""
         return replace(self, template=replace(self.template, **changes))
+
+
+MAX_LABELS = 10  # a file with at most this many distinct outputs, each used twice on average, looks like labels
+
+
+def label_set_of(examples: Sequence[Example]) -> tuple[str, ...] | None:
+    """The distinct outputs, in order of first use, when they look like a closed label set: from 2 to
+    :data:`MAX_LABELS` of them, with at least twice as many examples (so outputs repeat); else ``None``.
+
+    Args:
+        examples: a task's examples.
+
+    Returns:
+        The labels, or ``None`` (e.g. a word task, whose outputs are mostly distinct).
+    """
+    labels = tuple(dict.fromkeys(e.output for e in examples))
+    return labels if 2 <= len(labels) <= MAX_LABELS and len(examples) >= 2 * len(labels) else None
+
+
+def suggest_label_set(task: Task, source: str) -> None:
+    """One :class:`UserWarning` when a first-token task's outputs look like a closed label set
+    (:func:`label_set_of`), suggesting label-set scoring; nothing otherwise.
+
+    Args:
+        task: the task as loaded.
+        source: how the user named it (shown in the suggested call).
+    """
+    labels = label_set_of(task.examples) if task.scoring == "first_token" and not task.labels else None
+    if labels:
+        warnings.warn(f"task {task.name!r}: its {len(task.examples)} examples have only {len(labels)} distinct "
+                      f"outputs {list(labels)}; if these are class labels, score by label set: "
+                      f"load_task({source!r}, scoring='label_set') (first-token scoring, the default, compares "
+                      "first tokens over the whole vocabulary, so zero-shot accuracy can read 0); pass "
+                      "scoring='first_token' to keep it without this warning", UserWarning, stacklevel=3)
+
+
+def train_val(task: Task, train: Sequence[Example] | None, val: Sequence[Example] | None, seed: int
+              ) -> tuple[Sequence[Example], Sequence[Example]]:
+    """The examples a training run uses: ``train`` and ``val`` as given, else the task's splits with ``seed``.
+
+    Args:
+        task: the task.
+        train, val: the caller's examples (``None``: the split's).
+        seed: the seed of :meth:`Task.splits`.
+
+    Returns:
+        ``(train, val)``; ``val`` may be empty (then no early stopping: ``best_val_loss`` is ``inf``).
+
+    Raises:
+        ArgumentTypeError: ``train`` or ``val`` is not a sequence of :class:`Example`.
+        ValueError: no training examples (the message names the task's number of examples).
+    """
+    sp = task.splits(seed) if train is None or val is None else None
+    train = as_examples(sp.train if train is None else train, "train")
+    val = as_examples(sp.val if val is None else val, "val")
+    if not train:
+        raise ValueError(f"task {task.name!r}: no training examples (the task has {len(task.examples)}); pass "
+                         "train=[Example(...), ...] or use a task with more examples")
+    return train, val
+
+
+def _too_few(fractions: Sequence[float]) -> str:
+    """``"; N distinct inputs give non-empty splits"`` for the smallest such N (up to 1000), else ``""``."""
+    for n in range(1, 1001):
+        sizes = (round(fractions[0] * n), round(fractions[1] * n))
+        sizes += (n - sum(sizes),)
+        if all(size > 0 for size, f in zip(sizes, fractions) if f > 0):
+            return f"; at least {n} distinct inputs are needed for every split to hold one"
+    return ""
 
 
 _CLS = dict(separator="\n\n")

@@ -39,7 +39,7 @@ from tvmech.analysis.evaluation import check_context
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
 from tvmech.data.prompts import make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, train_val
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, Position, as_positions, check_point, resolve_positions
@@ -227,11 +227,6 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     return out
 
 
-def _splits(task: Task, train, val, seed: int) -> tuple[Sequence[Example], Sequence[Example]]:
-    sp = task.splits(seed)
-    return (sp.train if train is None else train), (sp.val if val is None else val)
-
-
 def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None, val: Sequence[Example] | None = None,
                       *, layers: Sequence[int] = (15,), positions: Sequence[Position] = (-1,), shared: bool = False,
                       point: Point = "resid_pre", config: LTVConfig = LTVConfig(), progress: bool = True) -> TaskVector:
@@ -253,7 +248,7 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         the last), or the final one without validation; ``curve`` and ``metrics`` filled in. Raises
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
-    train, val = _splits(task, train, val, config.seed)
+    train, val = train_val(task, train, val, config.seed)
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 
@@ -280,7 +275,7 @@ def learn_layer_sweep(model, task: Task, layers: Sequence[int], train: Sequence[
     Returns:
         One :class:`TaskVector` per layer, in the order of ``layers``.
     """
-    train, val = _splits(task, train, val, config.seed)
+    train, val = train_val(task, train, val, config.seed)
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [(layer,) for layer in layers], positions, False, point, config, progress)
 
