@@ -39,13 +39,22 @@ from tvmech.interventions.sites import Context
 
 @dataclass
 class EvalResult:
+    """The accuracy of one scoring over a list of prompts, with each prompt's verdict and prediction."""
+
     task: str
+    """The task's name."""
     k: int
+    """Demonstrations per prompt."""
     scoring: str
+    """The scoring mode (``first_token``, ``label_set`` or ``exact_match``)."""
     accuracy: float
+    """The fraction of prompts scored correct."""
     n: int
+    """The number of prompts."""
     correct: list[bool] = field(repr=False)
+    """Each prompt's verdict, in the order of the prompts."""
     predictions: list[str] = field(repr=False)
+    """Each prompt's predicted text (a decoded token, a label, or the greedy continuation)."""
 
 
 def resolve_scoring(task: Task, scoring: str | None = None) -> str:

@@ -55,8 +55,11 @@ class Decoded:
     """Top-k tokens of one decoded vector, most probable first."""
 
     ids: tuple[int, ...]
+    """The token ids."""
     tokens: tuple[str, ...]
+    """The decoded tokens."""
     probs: tuple[float, ...]
+    """Their probabilities under the logit lens."""
 
     def text(self, n: int | None = None) -> str:
         """``'tok' 0.41, 'tok2' 0.12, ...`` (the first ``n``)."""
@@ -108,10 +111,14 @@ class LabelDirections:
     """The label directions ``u_t`` (rows) of a task's label first tokens and its mean direction ``ū``."""
 
     tokens: tuple[int, ...]
+    """The label first tokens, one per row of ``u``."""
     u: Float[Tensor, "n d_model"]
+    """``u_t = E[:, t] − mean_v E[:, v]`` for each token."""
     mean: Float[Tensor, " d_model"]
+    """``ū``, the mean of the normalised ``u_t``, normalised."""
 
     def of(self, token_ids: Sequence[int]) -> Float[Tensor, "batch d_model"]:
+        """The rows of ``u`` of ``token_ids`` (each a label first token)."""
         index = {t: i for i, t in enumerate(self.tokens)}
         missing = [t for t in token_ids if int(t) not in index]
         if missing:

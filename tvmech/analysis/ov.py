@@ -152,6 +152,7 @@ class Reconstruction:
     weighted: bool = True
     norm_aware: bool = True
     reinject: Reinject = "final"
+    """``"final"`` (once, to the final residual stream) or ``"layerwise"`` (see the module docstring)."""
     point: Point | None = None
     from_next: bool = False
     alpha: float = 1.0

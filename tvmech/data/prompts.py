@@ -210,18 +210,27 @@ class Batch:
     """A right-padded batch. ``label_mask[b, p]`` marks positions whose logits predict a label token."""
 
     tokens: Int[Tensor, "batch seq"]
+    """Token ids, each row ``prompt + label (when included) + padding``."""
     query_pos: Int[Tensor, " batch"]
+    """Each row's query position: the index of its last prompt token (its logits predict the first label
+    token)."""
     label_first: Int[Tensor, " batch"]
-    targets: Int[Tensor, "batch seq"]  # label token predicted at each position, -100 elsewhere
-    lengths: Int[Tensor, " batch"]  # prompt length + label length (when included)
-    # role name -> each row's absolute token index (-1: undefined), see prompt_roles; None: not recorded
+    """Each row's first label token."""
+    targets: Int[Tensor, "batch seq"]
+    """The label token predicted at each position, -100 elsewhere."""
+    lengths: Int[Tensor, " batch"]
+    """Each row's length without padding: prompt length + label length (when included)."""
     roles: dict[str, Int[Tensor, " batch"]] | None = None
+    """Role name -> each row's absolute token index (-1: undefined), see :func:`prompt_roles`; ``None``: not
+    recorded."""
 
     @property
     def label_mask(self) -> Tensor:
+        """``[batch, seq]`` booleans: the positions whose logits predict a label token."""
         return self.targets != -100
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on ``device``."""
         parts = (self.tokens, self.query_pos, self.label_first, self.targets, self.lengths)
         roles = None if self.roles is None else {k: v.to(device) for k, v in self.roles.items()}
         return Batch(*(t.to(device) for t in parts), roles)

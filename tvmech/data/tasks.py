@@ -63,18 +63,26 @@ class Template:
     """
 
     query: str = "Q: {input}\nA:"
+    """How an input is asked, with an ``{input}`` placeholder."""
     answer: str = " {output}"
+    """How an output follows its query, with an ``{output}`` placeholder (its leading space included)."""
     separator: str = "\n\n"
+    """What separates demonstrations and the final query."""
     instruction: str = ""
+    """Text put before everything else (empty by default)."""
 
     def demo(self, ex: Example) -> str:
+        """One demonstration: the query of ``ex.input`` followed by the answer ``ex.output``."""
         return self.query.format(input=ex.input) + self.answer.format(output=ex.output)
 
     def prompt(self, demos: list[Example], query: str) -> str:
+        """The prompt text: ``instruction``, the demonstrations and the query of ``query``, joined by
+        ``separator``."""
         parts = [self.demo(d) for d in demos] + [self.query.format(input=query)]
         return self.instruction + self.separator.join(parts)
 
     def label(self, output: str) -> str:
+        """The continuation a prompt asks for: ``answer`` formatted with ``output``."""
         return self.answer.format(output=output)
 
 
@@ -105,11 +113,19 @@ class Task:
     """
 
     name: str
+    """The task's name (a built-in name, a file's stem)."""
     examples: tuple[Example, ...]
+    """Its examples, exact duplicates dropped."""
     template: Template = field(default_factory=Template)
+    """How its examples become prompt text."""
     labels: tuple[str, ...] | None = None
+    """The closed label set of a classification task (every output is one of them), or ``None``."""
     scoring: ScoringMode = "first_token"
+    """How accuracy is scored by default: ``"first_token"`` (the label's first token is the argmax over the
+    vocabulary), ``"label_set"`` (the best-scoring label among ``labels``) or ``"exact_match"`` (greedy
+    continuation equals the label)."""
     description: str = ""
+    """One line on what the task maps to what."""
 
     def __post_init__(self) -> None:
         as_examples(self.examples, f"task {self.name!r}: examples")
