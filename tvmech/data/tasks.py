@@ -240,8 +240,9 @@ def train_val(task: Task, train: Sequence[Example] | None, val: Sequence[Example
     train = as_examples(sp.train if train is None else train, "train")
     val = as_examples(sp.val if val is None else val, "val")
     if not train:
-        raise ValueError(f"task {task.name!r}: no training examples (the task has {len(task.examples)}); pass "
-                         "train=[Example(...), ...] or use a task with more examples")
+        n = len(task.examples)
+        raise ValueError(f"task {task.name!r}: the training split is empty (the task has {n} example{'s' * (n != 1)}); "
+                         "pass train=[Example(...), ...] or use a task with more examples")
     return train, val
 
 

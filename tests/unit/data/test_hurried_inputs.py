@@ -85,7 +85,7 @@ def test_too_few_examples_warn_with_the_counts_and_training_without_train_is_ref
         assert len(three.splits(0, (0.7, 0.0, 0.3)).val) == 0  # an empty split asked for is no surprise
     one = tv.Task("one", (tv.Example("a", "b"),))
     with pytest.warns(UserWarning, match="train 0, val 0, test 1"), \
-            pytest.raises(ValueError, match=r"task 'one': no training examples \(the task has 1\)"):
+            pytest.raises(ValueError, match=r"task 'one': the training split is empty \(the task has 1 example\)"):
         tv.learn_task_vector(tiny, one, layers=(1,), config=tv.LTVConfig(steps=1), progress=False)
 
 
