@@ -234,7 +234,8 @@ def as_items(value: Any, kind: type, what: str, how: str) -> Sequence[Any]:
     items = value if isinstance(value, (list, tuple)) else tuple(value)
     for i, item in enumerate(items):
         if not isinstance(item, kind):
-            raise ArgumentTypeError(f"{what}[{i}] is {_describe(item)}, not a {name}: {how}")
+            article = "an" if name[0] in "AEIOU" else "a"
+            raise ArgumentTypeError(f"{what}[{i}] is {_describe(item)}, not {article} {name}: {how}")
     return items
 
 

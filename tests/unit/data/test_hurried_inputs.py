@@ -95,7 +95,7 @@ def test_too_few_examples_warn_with_the_counts_and_training_without_train_is_ref
      "output) (tvmech.Example), or take them from a task: task.examples, task.splits(seed).train / .test "
      "(tvmech.load_task reads a task from a file)"),
     (lambda m: tv.evaluate(m, WORDS, ["Lionel Messi"], 0),
-     "queries[0] is 'Lionel Messi' (str), not a Example: build them with Example(input, output)"),
+     "queries[0] is 'Lionel Messi' (str), not an Example: build them with Example(input, output)"),
     (lambda m: tv.evaluate(m, WORDS, WORDS.examples[0], 0),
      "queries must be a list of Example objects, got a single Example: wrap it in a list, "
      "[Example(input='w0', output='o0')]"),
@@ -107,7 +107,7 @@ def test_too_few_examples_warn_with_the_counts_and_training_without_train_is_ref
     (lambda m: tv.taylor_scores(m, tv.vanilla_task_vector(m, WORDS, layer=1, n=2), WORDS, "Q: w1\nA:"),
      "prompts must be a list of Prompt objects, got the string"),
     (lambda m: tv.learn_task_vector(m, WORDS, train="w1", layers=(1,)), "train must be a list of Example objects"),
-    (lambda m: tv.Task("t", ("a", "b")), "task 't': examples[0] is 'a' (str), not a Example"),
+    (lambda m: tv.Task("t", ("a", "b")), "task 't': examples[0] is 'a' (str), not an Example"),
 ])
 def test_strings_where_examples_or_prompts_are_expected_say_how_to_build_them(tiny, call, message):
     with pytest.raises(ArgumentTypeError) as info:
