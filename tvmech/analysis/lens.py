@@ -42,7 +42,7 @@ from torch import Tensor
 
 from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
-from tvmech.data.prompts import Prompt, batches, label_ids
+from tvmech.data.prompts import Prompt, as_prompts, batches, label_ids
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Intervention, compose, residual
@@ -196,6 +196,7 @@ def lens_metrics(model, task: Task, prompts: Sequence[Prompt], vector: TaskVecto
     ``vector``: a single-layer, single-position (``-1``, the query) task vector, added at its layer.
     """
     ad = adapt(model)
+    prompts = as_prompts(prompts)
     if not prompts:
         raise ValueError("lens_metrics needs at least one prompt")
     inj: tuple[Tensor, int] | tuple[None, None] = (None, None)

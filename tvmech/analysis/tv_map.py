@@ -63,7 +63,7 @@ from torch import Tensor
 from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, as_examples
 from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.task_vector import TaskVector, vector_and_layer
@@ -319,7 +319,7 @@ def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) ->
 
 def fit_prompts(model, task: Task, queries: Sequence[Example]) -> Batch:
     """Zero-shot prompts of ``queries`` as one right-padded batch (the prompts a map is fitted on)."""
-    if not queries:
+    if not as_examples(queries, "queries"):
         raise ValueError("at least one fit prompt is needed")
     return encode(adapt(model).tokenizer, task, make_prompts(task, queries, 0))
 

@@ -142,3 +142,31 @@ def test_a_task_vector_with_a_disagreeing_layer_is_refused(tiny):
     two = tv.TaskVector(torch.zeros(2, 1, ad.d_model), (0, 1))
     with pytest.raises(ValueError, match=r"layers \(0, 1\) and positions \(-1,\); expected one layer"):
         tv.fit_tv_map(tiny, batch, two, config=config)
+
+
+def _sweep_cases():
+    from tvmech.analysis.attention_stats import attention_stats
+    from tvmech.analysis.head_attribution import ablated_accuracy, ablation_effects
+    from tvmech.analysis.lens import lens_metrics
+    from tvmech.analysis.tv_map import fit_prompts
+    from tvmech.methods.function_vectors import mean_head_z
+    from tvmech.methods.vanilla import mean_query_state
+
+    vec = lambda m: tv.vanilla_task_vector(m, WORDS, layer=1, n=2)  # noqa: E731
+    s = "Q: w1\nA:"
+    return [
+        ("prompts", lambda m: attention_stats(m, WORDS, s, vec(m))), ("prompts", lambda m: lens_metrics(m, WORDS, s)),
+        ("prompts", lambda m: mean_query_state(m, WORDS, s, 1)), ("prompts", lambda m: mean_head_z(m, WORDS, s)),
+        ("prompts", lambda m: ablation_effects(m, vec(m), WORDS, s, [(1, 0)])),
+        ("queries", lambda m: ablated_accuracy(m, vec(m), WORDS, "w1", [(1, 0)])),
+        ("queries", lambda m: tv.vanilla_task_vector(m, WORDS, layer=1, queries="w1")),
+        ("train", lambda m: tv.train_peft(m, WORDS, "lora_rank1", layer=1, train="w1", steps=1)),
+        ("queries", lambda m: fit_prompts(m, WORDS, "w1")), ("prompts", lambda m: tv.encode(m.tokenizer, WORDS, s)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(10))
+def test_every_function_taking_examples_or_prompts_names_the_argument(tiny, i):
+    what, call = _sweep_cases()[i]
+    with pytest.raises(ArgumentTypeError, match=f"^{what} must be a list of (Example|Prompt) objects, got the string"):
+        call(tiny)
