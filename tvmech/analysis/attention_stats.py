@@ -40,14 +40,22 @@ class AttentionStats:
     """Per-head means over ``n`` prompts (each ``[n_layers, n_heads]``) and the sink rate."""
 
     first: Float[Tensor, "n_layers n_heads"]
+    """Mean attention from the query to the first token."""
     self_: Float[Tensor, "n_layers n_heads"]
+    """Mean attention from the query to itself (metric ``"self"``)."""
     injected: Float[Tensor, "n_layers n_heads"]
+    """Mean attention from the query to the injected position."""
     rest: Float[Tensor, "n_layers n_heads"]
+    """Mean attention to every other token."""
     sink_rate: Float[Tensor, "n_layers n_heads"]
+    """The share of prompts whose ``first`` exceeds ``threshold``."""
     threshold: float
+    """The sink threshold on ``first``."""
     n: int
+    """The number of prompts."""
 
     def metric(self, name: str) -> Tensor:
+        """The ``[n_layers, n_heads]`` means of metric ``name`` (one of ``METRICS``)."""
         if name not in METRICS:
             raise ValueError(f"metric {name!r} is not known; valid: {', '.join(METRICS)}")
         return self.self_ if name == "self" else getattr(self, name)

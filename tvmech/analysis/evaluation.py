@@ -21,7 +21,17 @@ from torch import Tensor
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import check_fits_context, check_int
 from tvmech.core.progress import tqdm
-from tvmech.data.prompts import Batch, Prompt, batches, encode, encode_text, label_ids, label_set_ids, make_prompts
+from tvmech.data.prompts import (
+    Batch,
+    Prompt,
+    as_prompts,
+    batches,
+    encode,
+    encode_text,
+    label_ids,
+    label_set_ids,
+    make_prompts,
+)
 from tvmech.data.tasks import SCORING_MODES, Example, Task
 from tvmech.interventions.engine import Intervention, residual
 from tvmech.interventions.sites import Context
@@ -29,13 +39,22 @@ from tvmech.interventions.sites import Context
 
 @dataclass
 class EvalResult:
+    """The accuracy of one scoring over a list of prompts, with each prompt's verdict and prediction."""
+
     task: str
+    """The task's name."""
     k: int
+    """Demonstrations per prompt."""
     scoring: str
+    """The scoring mode (``first_token``, ``label_set`` or ``exact_match``)."""
     accuracy: float
+    """The fraction of prompts scored correct."""
     n: int
+    """The number of prompts."""
     correct: list[bool] = field(repr=False)
+    """Each prompt's verdict, in the order of the prompts."""
     predictions: list[str] = field(repr=False)
+    """Each prompt's predicted text (a decoded token, a label, or the greedy continuation)."""
 
 
 def resolve_scoring(task: Task, scoring: str | None = None) -> str:
@@ -119,6 +138,7 @@ def check_context(model, task: Task, prompts: Sequence[Prompt], *, with_labels: 
         ValueError: naming the first prompt that is too long (its index and the start of its text), its
             token length and the context length.
     """
+    prompts = as_prompts(prompts)
     ad = adapt(model)
     if ad.n_ctx is None:
         return
@@ -129,7 +149,7 @@ def check_context(model, task: Task, prompts: Sequence[Prompt], *, with_labels: 
 
 def _check_prompts(task: Task, prompts: Sequence[Prompt], batch_size: int) -> int:
     """``batch_size`` as an int, after checking it and that there is something to score."""
-    if not prompts:
+    if not as_prompts(prompts):
         raise ValueError(f"task {task.name!r}: nothing to score: the list of queries (prompts) is empty")
     return check_int(batch_size, "batch_size", minimum=1)
 

@@ -93,7 +93,8 @@ class HeadScores:
 
     taylor: Float[Tensor, "n_layers n_heads"]  # mean |(a_θ − a_clean) · ∂p/∂a| or mean |a_θ · ∂p/∂a|
     signed: Float[Tensor, "n_layers n_heads"]  # the same without the absolute value
-    p: float  # mean probability of the correct first token with θ
+    p: float
+    """The mean probability of the correct first token with θ."""
     n: int
     score: Score = "tv_reliance"
 

@@ -42,12 +42,12 @@ from torch import Tensor
 
 from tvmech.analysis.ov import single_site
 from tvmech.core.adapter import adapt
-from tvmech.data.prompts import Prompt, batches, label_ids
+from tvmech.data.prompts import Prompt, as_prompts, batches, label_ids
 from tvmech.data.tasks import Task
 from tvmech.interventions.capture import Capture
 from tvmech.interventions.engine import Intervention, compose, residual
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions.task_vector import TaskVector, vector_and_layer
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,11 @@ class Decoded:
     """Top-k tokens of one decoded vector, most probable first."""
 
     ids: tuple[int, ...]
+    """The token ids."""
     tokens: tuple[str, ...]
+    """The decoded tokens."""
     probs: tuple[float, ...]
+    """Their probabilities under the logit lens."""
 
     def text(self, n: int | None = None) -> str:
         """``'tok' 0.41, 'tok2' 0.12, ...`` (the first ``n``)."""
@@ -108,10 +111,14 @@ class LabelDirections:
     """The label directions ``u_t`` (rows) of a task's label first tokens and its mean direction ``ū``."""
 
     tokens: tuple[int, ...]
+    """The label first tokens, one per row of ``u``."""
     u: Float[Tensor, "n d_model"]
+    """``u_t = E[:, t] − mean_v E[:, v]`` for each token."""
     mean: Float[Tensor, " d_model"]
+    """``ū``, the mean of the normalised ``u_t``, normalised."""
 
     def of(self, token_ids: Sequence[int]) -> Float[Tensor, "batch d_model"]:
+        """The rows of ``u`` of ``token_ids`` (each a label first token)."""
         index = {t: i for i, t in enumerate(self.tokens)}
         missing = [t for t in token_ids if int(t) not in index]
         if missing:
@@ -141,7 +148,7 @@ def alignment(vectors: Float[Tensor, "... d_model"], direction: Float[Tensor, " 
 
 
 def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
-                 vector: Float[Tensor, " d_model"] | None = None, layer: int | None = None
+                 vector: Float[Tensor, " d_model"] | TaskVector | None = None, layer: int | None = None
                  ) -> Float[Tensor, "n_layers_plus_1 batch d_model"]:
     """Residual stream at each row's query position entering blocks 0..L−1, then the final stream.
 
@@ -154,15 +161,19 @@ def query_states(model, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor,
         model: a TransformerLens model or its adapter.
         tokens: right-padded prompts.
         query_pos: each row's query index.
-        vector: an optional vector to add at the query of ``layer``.
+        vector: an optional vector to add at the query of ``layer``: a tensor, or a one-site
+            :class:`~tvmech.interventions.task_vector.TaskVector` (its own layer; ``layer`` may be omitted
+            and must agree when given).
         layer: the block whose input receives ``vector``.
 
     Returns:
         ``[n_layers + 1, batch, d_model]`` float32 states on the CPU.
     """
     ad = adapt(model)
-    if (vector is None) != (layer is None):
+    if vector is None and layer is not None:
         raise ValueError("give both vector and layer (an injection) or neither")
+    if vector is not None:
+        vector, layer = vector_and_layer(vector, layer, "vector")
     if layer is not None:
         ad.check_layer(layer)
     rows = torch.arange(tokens.shape[0], device=ad.device)
@@ -185,6 +196,7 @@ def lens_metrics(model, task: Task, prompts: Sequence[Prompt], vector: TaskVecto
     ``vector``: a single-layer, single-position (``-1``, the query) task vector, added at its layer.
     """
     ad = adapt(model)
+    prompts = as_prompts(prompts)
     if not prompts:
         raise ValueError("lens_metrics needs at least one prompt")
     inj: tuple[Tensor, int] | tuple[None, None] = (None, None)

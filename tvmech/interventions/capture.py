@@ -27,9 +27,13 @@ class Capture(Intervention):
     """
 
     sites: Sequence[tuple[int, str]]
+    """The ``(layer, point)`` sites to record."""
     positions: tuple[int, ...] | None = None
+    """Token positions to keep (negative: relative to each row's query; ``None``: every position)."""
     detach: bool = True
+    """Store detached tensors (``False``: keep the graph, for gradients through the recording)."""
     values: dict[tuple[int, str], Tensor] = field(default_factory=dict)
+    """``(layer, point)`` -> the recorded tensor, filled by the pass."""
 
     def writes(self, model) -> list[Write]:
         return [Write(layer, point, self._edit(layer, point)) for layer, point in self.sites]

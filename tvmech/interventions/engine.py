@@ -124,6 +124,7 @@ class Compose(Intervention):
     """Several interventions at once, applied in the order given."""
 
     parts: tuple[Intervention, ...]
+    """The interventions, in the order their writes are applied."""
 
     def writes(self, model: Adapter) -> list[Write]:
         return [w for part in self.parts for w in part.writes(model)]

@@ -40,9 +40,13 @@ class HeadPatch(Intervention):
     layer: int
     heads: Sequence[int] | Tensor
     values: Float[Tensor, "n_heads d_head"] | Float[Tensor, "rows n_heads d_head"] | None = None
+    """The ``z`` written for each head (per row with ``per_row``); ``None``: zero."""
     positions: tuple[int, ...] = (-1,)
+    """Token positions (negative: relative to each row's query)."""
     per_row: bool = False
+    """``values`` (and ``heads`` when 2-d) hold one entry per batch row."""
     rows: tuple[int, int] | None = None
+    """``(start, stop)``: the batch rows patched (``None``: every row)."""
 
     def __post_init__(self) -> None:
         self.layer = as_int(self.layer, "layer")

@@ -66,13 +66,20 @@ class Injection(Intervention):
     """
 
     vectors: Float[Tensor, "... d_model"]
+    """The vectors (shapes above; stored as ``[n_layers, n_positions, d_model]`` or per row)."""
     layers: tuple[int, ...]
+    """The blocks whose ``point`` receives them."""
     positions: tuple[Position, ...] = (-1,)
+    """Token positions (negative: relative to each row's query) or role names."""
     point: Point = "resid_pre"
+    """Where in the block: ``resid_pre``, ``resid_post``, ``attn_out`` or ``mlp_out``."""
     mode: Mode = "add"
+    """``"add"`` the vectors to the stream, or ``"replace"`` the stream with them."""
     rows: tuple[int, int] | None = None
-    # False: skip the NaN/inf check (training loops, which check their loss instead, and must not sync per step)
+    """``(start, stop)``: the batch rows the injection covers (``None``: every row)."""
     check_finite: bool = field(default=True, repr=False)
+    """``False`` skips the NaN/inf check (training loops, which check their loss instead, and must not sync per
+    step)."""
 
     def __post_init__(self) -> None:
         self.layers, self.positions = as_ints(self.layers, "layer"), as_positions(self.positions, "position")
@@ -118,10 +125,12 @@ class Injection(Intervention):
 
     @property
     def per_row(self) -> bool:
+        """Whether each batch row has its own vectors (``vectors`` is 4-d)."""
         return self.vectors.ndim == 4
 
     @property
     def shared(self) -> bool:
+        """Whether one vector goes to several sites (``vectors`` is ``[1, 1, d_model]``)."""
         return not self.per_row and self.vectors.shape[:2] == (1, 1) and len(self.layers) * len(self.positions) > 1
 
     def vector_at(self, i: int) -> Float[Tensor, "n_positions d_model"]:
@@ -130,6 +139,7 @@ class Injection(Intervention):
         return v.expand(len(self.positions), -1)
 
     def check(self, model) -> Adapter:
+        """Check the vectors' width and the layers against ``model``; returns its adapter."""
         ad = adapt(model)
         if self.vectors.shape[-1] != ad.d_model:
             raise ValueError(f"vector size {self.vectors.shape[-1]} does not match the model's d_model {ad.d_model}")

@@ -47,8 +47,10 @@ class LowRankAttnOut(Intervention):
     """``W_O`` of block ``layer`` becomes ``W_O + a b`` (rank 1: ``a bᵀ``); see the module docstring."""
 
     layer: int
-    a: Float[Tensor, " fan_in"] | Float[Tensor, "fan_in r"]  # fan_in = n_heads * d_head
+    a: Float[Tensor, " fan_in"] | Float[Tensor, "fan_in r"]
+    """The left factor, ``fan_in = n_heads * d_head`` rows."""
     b: Float[Tensor, " d_model"] | Float[Tensor, "r d_model"]
+    """The right factor, ``d_model`` columns."""
 
     def writes(self, model) -> list[Write]:
         ad = adapt(model)

@@ -57,6 +57,7 @@ class PathRestricted(Intervention):
 
     theta: Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"]
     layer: int
+    """The first block θ is seen by."""
     paths: tuple[str, ...] = PATHS
     position: int = -1
 

@@ -102,10 +102,10 @@ class Context:
 
     query_pos: Tensor | int | None = None
     offset: int = 0
-    # True: every position is known to lie inside its prompt (checked once, before a training loop) and at or
-    # after the offset, so writes skip the range check and the filtering, which read values (device syncs)
-    # and make shapes data-dependent (no CUDA graph)
     checked: bool = False
+    """``True``: every position is known to lie inside its prompt (checked once, before a training loop) and at
+    or after the offset, so writes skip the range check and the filtering, which read values (device syncs) and
+    make shapes data-dependent (no CUDA graph)."""
     roles: dict[str, Tensor] | None = None
 
     @classmethod
@@ -131,6 +131,7 @@ class Context:
         self.offset = as_int(self.offset, "offset")
 
     def queries(self, batch: int, seq: int, device: torch.device) -> Int[Tensor, " batch"]:
+        """Each row's query index in a tensor of ``seq`` positions (``query_pos``, or the last token)."""
         if self.query_pos is None:
             return torch.full((batch,), self.offset + seq - 1, device=device)
         if isinstance(self.query_pos, int):

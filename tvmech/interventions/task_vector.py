@@ -62,19 +62,33 @@ class TaskVector(Intervention):
     """
 
     vectors: torch.Tensor
+    """``[n_layers, n_positions, d_model]`` (``[1, 1, d_model]`` when shared by every site), float32."""
     layers: tuple[int, ...]
+    """The blocks the vectors go to (``vectors[i]`` to ``layers[i]``)."""
     positions: tuple[int, ...] = (-1,)
+    """The token positions (negative: relative to the query; or role names)."""
     point: str = "resid_pre"
+    """Where in the block: ``resid_pre``, ``resid_post``, ``attn_out`` or ``mlp_out``."""
     mode: str = "add"
+    """``"add"`` to the stream or ``"replace"`` it."""
     model_name: str = ""
+    """The name of the model it was made on (display only; ``fingerprint`` is what is checked)."""
     fingerprint: str = ""
+    """The model's architecture numbers and weight hash (:meth:`~tvmech.core.adapter.Adapter.fingerprint`)."""
     d_model: int = 0
+    """The model's width (0: unknown)."""
     task: str = ""
+    """The task it was made for."""
     method: str = ""
+    """How it was made (``"ltv"``, ``"vanilla"``, ``"function_vector"``, ...)."""
     basis: str = "raw"
+    """``"raw"``: the unprocessed residual basis of the Hugging Face weights."""
     config: dict[str, Any] = field(default_factory=dict)
+    """The settings it was made with (JSON-serialisable)."""
     metrics: dict[str, Any] = field(default_factory=dict)
+    """What making it measured (``best_val_loss``, ``steps_run``, ``norm``, ...)."""
     curve: list[dict[str, float]] = field(default_factory=list)
+    """The training curve, one dict per evaluation (learned vectors)."""
 
     def __post_init__(self):
         check_vectors(self.vectors.detach(), "task vectors")
@@ -85,6 +99,16 @@ class TaskVector(Intervention):
 
     @classmethod
     def for_model(cls, model, vectors: torch.Tensor, layers, positions=(-1,), **meta) -> TaskVector:
+        """A task vector stamped with ``model``'s name, fingerprint and width, checked against it.
+
+        Args:
+            model: a TransformerLens model or its adapter.
+            vectors, layers, positions: as the fields (``vectors`` is detached and copied to the CPU in float32).
+            **meta: other fields (``task``, ``method``, ``config``, ...).
+
+        Returns:
+            The task vector.
+        """
         ad = adapt(model)
         tv = cls(vectors.detach().float().cpu(), tuple(layers), tuple(positions), model_name=ad.name,
                  fingerprint=ad.fingerprint(), d_model=ad.d_model, **meta)
@@ -93,6 +117,9 @@ class TaskVector(Intervention):
 
     @property
     def injection(self) -> Injection:
+        """The :class:`~tvmech.interventions.injection.Injection` these vectors make (layers, positions, point,
+        mode), without the model check of :meth:`writes`; building it checks the tensor's shape against the
+        sites."""
         return Injection(self.vectors, self.layers, self.positions, self.point, self.mode)
 
     def writes(self, model) -> list[Write]:
@@ -102,6 +129,7 @@ class TaskVector(Intervention):
         return self.injection.writes(model)
 
     def check_model(self, model) -> None:
+        """Refuse a ``model`` of another width or fingerprint than the one the vector was made on."""
         ad = adapt(model)
         if self.d_model and self.d_model != ad.d_model:
             raise ValueError(f"this task vector has d_model {self.d_model}; the model has {ad.d_model}")
@@ -190,6 +218,36 @@ class TaskVector(Intervention):
         if model is not None:
             tv.check_model(model)
         return tv
+
+
+def vector_and_layer(value: TaskVector | torch.Tensor, layer: Any, what: str = "theta") -> tuple[torch.Tensor, Any]:
+    """The one vector and its layer, for the functions that take a vector and a layer: a :class:`TaskVector`
+    carries its layer, so ``layer`` may be omitted (``None``) and, when given, must agree with it.
+
+    Args:
+        value: a one-site :class:`TaskVector` (one layer, one position), or a tensor of ``d_model`` numbers.
+        layer: the layer the caller was given (``None``: the vector's; required with a tensor).
+        what: the vector argument's name in messages.
+
+    Returns:
+        ``(vector, layer)``: the flattened vector and the layer (the caller checks it against the model).
+
+    Raises:
+        ValueError: a vector of several sites, a layer that disagrees with the vector's, or a tensor without
+            a layer.
+    """
+    if isinstance(value, TaskVector):
+        if len(value.layers) != 1 or len(value.positions) != 1:
+            raise ValueError(f"{what} is a task vector of layers {value.layers} and positions {value.positions}; "
+                             "expected one layer and one position (pass vec.vectors[i, j] and its layer)")
+        own = value.layers[0]
+        if layer is not None and layer != own:
+            raise ValueError(f"{what} is a task vector of layer {own} but layer={layer!r} was given: omit layer (the "
+                             f"vector's is used) or pass a vector made at layer {layer}")
+        return value.vectors.reshape(-1), own
+    if layer is None:
+        raise ValueError(f"{what} is a tensor, which does not say where it goes: pass layer=..., or a TaskVector")
+    return value, layer
 
 
 def _read_json(path: Path) -> dict:

@@ -111,11 +111,17 @@ def indirect_effects(model, task: Task, prompts: Sequence[Prompt], z_mean: Float
 
 @dataclass
 class FunctionVectorHeads:
-    effects: Tensor  # [n_layers, n_heads] causal indirect effects
-    outputs: Tensor  # [n_layers, n_heads, d_model] mean head outputs
-    seconds: float  # time taken by the indirect-effect pass
+    """Every head's causal indirect effect and mean output (Todd et al. 2024's function-vector heads)."""
+
+    effects: Tensor
+    """``[n_layers, n_heads]`` causal indirect effects on label-shuffled prompts."""
+    outputs: Tensor
+    """``[n_layers, n_heads, d_model]`` mean head outputs at the query of k-shot prompts."""
+    seconds: float
+    """The time taken by the indirect-effect pass."""
 
     def top(self, n: int) -> list[tuple[int, int]]:
+        """The ``n`` heads of largest effect, as ``(layer, head)``, largest first."""
         flat = self.effects.flatten().topk(n).indices
         return [(int(i) // self.effects.shape[1], int(i) % self.effects.shape[1]) for i in flat]
 

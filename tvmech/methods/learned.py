@@ -39,7 +39,7 @@ from tvmech.analysis.evaluation import check_context, evaluate_prompts_multi
 from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.checks import as_ints, check_bool, check_choice, check_float, check_int
 from tvmech.data.prompts import make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, train_val
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import RESIDUAL_POINTS, Point, Position, as_positions, check_point, resolve_positions
@@ -301,8 +301,7 @@ def _splits(task: Task, train, val, config: LTVConfig) -> tuple[Sequence[Example
     is set (:func:`pooled_splits`)."""
     if config.pool is not None and train is None and val is None:
         return pooled_splits(task, config.seed, config.pool, config.pool_train_share)
-    sp = task.splits(config.seed)
-    return (sp.train if train is None else train), (sp.val if val is None else val)
+    return train_val(task, train, val, config.seed)
 
 
 def pooled_splits(task: Task, seed: int, pool: int, train_share: float) -> tuple[list[Example], list[Example]]:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from tvmech.core.adapter import Adapter, adapt
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, train_val
 from tvmech.methods.learned import LTVConfig, ltv_objective
 from tvmech.methods.lora import lora_objective
 from tvmech.methods.prompt_tuning import prefix_objective
@@ -135,9 +135,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
         raise ValueError(f"lr must be positive, got {lr}")
     if patience is not None and eval_every is None:
         raise ValueError("patience needs eval_every (validation during training)")
-    sp = task.splits(seed)
-    train = sp.train if train is None else train
-    val = sp.val if val is None else val
+    train, val = train_val(task, train, val, seed)
     start = 0 if method == "prefix" else layer
     data = prepare_data(ad, task, train, start)
     obj, leaves, lr_eff = _objective(ad, data, method, layer, lr, seed)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt, batches, make_prompts
-from tvmech.data.tasks import Example, Task
+from tvmech.data.tasks import Example, Task, as_examples
 from tvmech.interventions.sites import Mode, check_mode
 from tvmech.interventions.task_vector import TaskVector
 
@@ -68,8 +68,8 @@ def vanilla_task_vector(model, task: Task, layer: int, queries: Sequence[Example
     ad.hook_name(layer)
     check_mode(mode)
     sp = task.splits(seed)
-    queries = list(sp.train if queries is None else queries)[:n]
-    demos = sp.train if demos is None else demos
+    queries = list(as_examples(sp.train if queries is None else queries, "queries"))[:n]
+    demos = as_examples(sp.train if demos is None else demos, "demos")
     if not queries:
         raise ValueError(f"task {task.name!r}: no queries to extract a vector from")
     icl = mean_query_state(ad, task, make_prompts(task, queries, k, demos, seed=seed), layer, batch_size)

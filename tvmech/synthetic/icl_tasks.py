@@ -63,9 +63,11 @@ class SyntheticBatch:
 
     @property
     def n_demos(self) -> int:
+        """Demonstrations per row (the last position is the query)."""
         return self.xs.shape[1] - 1
 
     def to(self, device) -> SyntheticBatch:
+        """The batch with every tensor on ``device``."""
         return SyntheticBatch(*(t.to(device) for t in (self.xs, self.ys, self.params, self.clean_ys)))
 
 
@@ -74,10 +76,15 @@ class SyntheticTask:
     """One synthetic task family; see the module docstring for the tasks and their prompt format."""
 
     name: str = "offset"
-    n_values: int = 16  # offset: V, the number of values
-    n_offsets: int = 8  # offset: k is drawn from 0..n_offsets-1
-    dim: int = 4  # linear: input dimension
-    x_range: float = 5.0  # sinusoid: x ~ U(-x_range, x_range)
+    """The family: ``"offset"`` (discrete), ``"linear"`` or ``"sinusoid"``."""
+    n_values: int = 16
+    """offset: V, the number of values."""
+    n_offsets: int = 8
+    """offset: the offset k is drawn from ``0..n_offsets-1``."""
+    dim: int = 4
+    """linear: the input dimension."""
+    x_range: float = 5.0
+    """sinusoid: x ~ U(-x_range, x_range)."""
 
     def __post_init__(self) -> None:
         if self.name not in TASKS:
@@ -91,10 +98,12 @@ class SyntheticTask:
     # ----------------------------------------------------------------- shapes
     @property
     def discrete(self) -> bool:
+        """Whether inputs and outputs are tokens (the offset task)."""
         return self.name == "offset"
 
     @property
     def x_dim(self) -> int:
+        """The width of one input ``x``."""
         return {"offset": 1, "linear": self.dim, "sinusoid": 1}[self.name]
 
     @property
@@ -104,10 +113,12 @@ class SyntheticTask:
 
     @property
     def vocab_size(self) -> int:
+        """Tokens of the discrete task: the special tokens then the ``n_values`` values."""
         return VALUE0 + self.n_values
 
     @property
     def param_names(self) -> tuple[str, ...]:
+        """The names of a row's task parameters (``params`` columns)."""
         names = {"offset": ("k",), "linear": tuple(f"w{i}" for i in range(self.dim)), "sinusoid": ("a", "b", "c")}
         return names[self.name]
 
@@ -214,6 +225,7 @@ class SyntheticTask:
         return torch.arange(n_examples) * step + (1 if self.discrete else 0)
 
     def token_text(self, token: int) -> str:
+        """A token of the discrete task as text: ``<pad>``, ``→``, ``,`` or the value it stands for."""
         return {PAD: "<pad>", ARROW: "→", SEP: ","}.get(token, str(token - VALUE0))
 
 

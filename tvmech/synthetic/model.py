@@ -44,12 +44,20 @@ FORMAT = "tvmech.SyntheticCheckpoint/1"
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The shape of a synthetic transformer and the seed of its initialisation."""
+
     n_layers: int = 4
+    """Blocks."""
     d_model: int = 64
+    """The residual stream's width."""
     n_heads: int = 4
+    """Attention heads per block."""
     d_mlp: int = 128
+    """The MLP's hidden width."""
     max_len: int = 512
+    """The longest sequence (positions)."""
     seed: int = 0
+    """The seed of the initial weights."""
 
     def __post_init__(self) -> None:
         if min(self.n_layers, self.d_model, self.n_heads, self.d_mlp, self.max_len) < 1:
@@ -87,10 +95,12 @@ class SyntheticModel(nn.Module):
     # ----------------------------------------------------------------- views
     @property
     def adapter(self) -> Adapter:
+        """The :class:`~tvmech.core.adapter.Adapter` of the wrapped blocks."""
         return adapt(self.bridge)
 
     @property
     def n_layers(self) -> int:
+        """Blocks."""
         return self.config.n_layers
 
     def named_tensors(self) -> dict[str, Tensor]:
@@ -102,12 +112,14 @@ class SyntheticModel(nn.Module):
         return out
 
     def trainable(self, flag: bool = True) -> SyntheticModel:
+        """Set ``requires_grad`` of every weight to ``flag``; returns the model."""
         for p in self.named_tensors().values():
             p.requires_grad_(flag)
         return self
 
     @property
     def device(self) -> torch.device:
+        """Where the weights live."""
         return self.adapter.device
 
     def to(self, *args, **kwargs) -> SyntheticModel:  # type: ignore[override]

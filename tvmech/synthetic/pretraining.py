@@ -41,16 +41,28 @@ from tvmech.synthetic.model import ModelConfig, SyntheticModel
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Pretraining settings of a synthetic model (the TVP loss: see the module docstring)."""
+
     steps: int = 1000
+    """Optimizer steps."""
     batch_size: int = 64
+    """Prompts per step."""
     lr: float = 1e-3
-    tvp_weight: float = 0.0  # λ
-    tvp_layer: int = 2  # the prescribed layer: blocks.{l}.hook_resid_pre
+    """Learning rate."""
+    tvp_weight: float = 0.0
+    """λ, the weight of the TVP loss (0: plain ICL pretraining)."""
+    tvp_layer: int = 2
+    """The prescribed layer: ``blocks.{l}.hook_resid_pre``."""
     tvp_mode: Mode = "replace"
+    """How the TVP loss's vector enters the stream: ``"replace"`` or ``"add"``."""
     n_demos: int = 6
+    """Demonstrations per prompt."""
     grad_clip: float = 1.0
+    """Gradient-norm clip."""
     seed: int = 0
+    """The seed of the data and the initialisation."""
     log_every: int = 25
+    """Steps between two points of the curve."""
 
     def __post_init__(self) -> None:
         if not (self.tvp_weight >= 0 and math.isfinite(self.tvp_weight)):
@@ -62,6 +74,7 @@ class TrainConfig:
         check_n_demos(self.n_demos)
 
     def check_layer(self, model: SyntheticModel) -> None:
+        """Refuse a ``tvp_layer`` outside ``model``'s blocks."""
         if not isinstance(self.tvp_layer, int) or not 0 <= self.tvp_layer < model.n_layers:
             raise ValueError(f"tvp_layer {self.tvp_layer!r} is out of range for a {model.n_layers}-layer model: "
                              f"valid layers are 0..{model.n_layers - 1}")
@@ -69,9 +82,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A pretrained synthetic model with its curve and settings."""
+
     model: SyntheticModel
+    """The trained model."""
     curve: list[dict] = field(default_factory=list)
+    """The losses every ``log_every`` steps."""
     config: TrainConfig = field(default_factory=TrainConfig)
+    """The settings it was trained with."""
 
 
 # ----------------------------------------------------------------- interventions

@@ -82,7 +82,7 @@ def test_query_states_match_the_adapter_and_the_injection_hooks(tiny):
         final = ad.residual(batch.tokens, ad.n_layers)[rows, batch.query_pos]
     assert torch.allclose(injected[-1], final, atol=1e-4)
     assert not torch.allclose(injected[-1], states[-1], atol=1e-3)
-    with pytest.raises(ValueError, match="both vector and layer"):
+    with pytest.raises(ValueError, match="vector is a tensor, which does not say where it goes: pass layer"):
         query_states(tiny, batch.tokens, batch.query_pos, v)
     with pytest.raises(ValueError, match="out of range"):
         query_states(tiny, batch.tokens, batch.query_pos, v, 7)

@@ -136,8 +136,9 @@ def test_gemma3_aliases_and_env_override(monkeypatch, tmp_path):
         tv.load_model("gemma3-270m")
     seen = {}
 
-    def fake_load(path, cache_dir, sha256=None, placement=None):
+    def fake_load(path, cache_dir, sha256=None, placement=None, remedy=""):
         seen.update(path=path, sha256=sha256)
+        assert "TVMECH_GEMMA3_GGUF" in remedy
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(models, "_load_gguf", fake_load)

@@ -31,7 +31,7 @@ def test_non_string_values_are_an_error_naming_the_record(tmp_path, suffix, fiel
     path = write(tmp_path, "t" + suffix, [{"input": "a", "output": "x"}, bad])
     line = " (line 2)" if suffix == ".jsonl" else ""
     name = "output[0]" if value == [[1, 2]] else field
-    with pytest.raises(ValueError, match=re.escape(f"{path}: record 1{line}: field {name!r} is {shown}")) as info:
+    with pytest.raises(ValueError, match=re.escape(f"{path}: record 2{line}: field {name!r} is {shown}")) as info:
         tv.load_task(path)
     assert "expected a string" in str(info.value)
     assert ("coerce=True to convert" in str(info.value)) == isinstance(value, (int, float))
@@ -54,7 +54,7 @@ def test_coerce_converts_numbers_and_booleans_with_str(tmp_path):
 ])
 def test_coerce_still_refuses_null_objects_and_nested_lists(tmp_path, record, message):
     path = write(tmp_path, "t.jsonl", [record])
-    with pytest.raises(ValueError, match=r"record 0 \(line 1\): " + message) as info:
+    with pytest.raises(ValueError, match=r"record 1 \(line 1\): " + message) as info:
         tv.load_task(path, coerce=True)
     assert "coerce=True to convert" not in str(info.value)
 
@@ -135,7 +135,7 @@ def test_malformed_jsonl_reports_the_right_line(tmp_path):
 def test_jsonl_records_report_their_file_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"input": "a", "output": "b"}\n\n\n{"input": "c", "output": 5}\n')
-    with pytest.raises(ValueError, match=r"record 1 \(line 4\): field 'output' is 5"):
+    with pytest.raises(ValueError, match=r"record 2 \(line 4\): field 'output' is 5"):
         tv.load_task(path)
 
 

@@ -36,7 +36,7 @@ def test_load_json_and_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("", "empty"), ("[]", "non-empty list"), ('[{"input": "x"}]', "'input'/'output'"),
+    ("", "empty"), ("[]", "non-empty list"), ('[{"input": "x"}]', "record 1 has no 'output' key"),
     ('[{"input": "x", "output": " "}]', "empty input or output"),
 ])
 def test_bad_task_files(tmp_path, content, message):
