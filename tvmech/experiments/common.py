@@ -67,7 +67,7 @@ def with_flags(cls: type, message: str, given: Mapping[str, str] | None = None) 
     Returns:
         The message with flags in place of the fields it names (unchanged when it names none).
     """
-    label = cls.LABEL or cls.PREFIX
+    label = getattr(cls, "LABEL", None) or cls.PREFIX  # (the synthetic config is no ExperimentConfig)
     for f in sorted(fields(cls), key=lambda f: -len(f.name)):
         flag = (given or {}).get(f.name) or flag_of(cls, f)
         message = re.sub(rf"\b{re.escape(label)} {re.escape(f.name)}\b", flag, message)

@@ -142,3 +142,14 @@ def test_a_real_full_tmpfs_gives_one_line_and_the_rerun_resumes(tmp_path, monkey
         _rerun_resumes(out, kept, monkeypatch, capsys)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_model_error_with_the_synthetic_step_selected_gives_one_line(tmp_path, monkeypatch, capsys):
+    """(The error path named each config's fields by their flags, and the synthetic config has no LABEL.)"""
+    def unknown(*a, **k):
+        raise ValueError("unknown model 'nope'")
+
+    monkeypatch.setattr(cli, "load_model", unknown)
+    argv = ["--out", str(tmp_path), "--only", "icl", "synthetic", "--no-png", "--model", "nope", "--device", "cpu"]
+    assert cli.main(argv) == 2
+    assert _error(capsys) == f"{cli.PROG}: error: unknown model 'nope'"
