@@ -270,7 +270,7 @@ def score_batch(model, task: Task, batch: Batch, scoring: str,
 
 def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scorings: Sequence[str], *,
                            batch_size: int = 16, intervention: Intervention | None = None,
-                           progress: bool = False) -> dict[str, EvalResult]:
+                           progress: bool = True) -> dict[str, EvalResult]:
     """Accuracy of ``model`` on ready-made prompts under each of ``scorings``, one forward pass per batch.
 
     Args:
@@ -308,7 +308,7 @@ def evaluate_prompts_multi(model, task: Task, prompts: Sequence[Prompt], scoring
 
 
 def evaluate_prompts(model, task: Task, prompts: Sequence[Prompt], *, scoring: str | None = None,
-                     batch_size: int = 16, intervention: Intervention | None = None, progress: bool = False
+                     batch_size: int = 16, intervention: Intervention | None = None, progress: bool = True
                      ) -> EvalResult:
     """Accuracy of ``model`` on ready-made prompts (``scoring``: default the task's)."""
     scoring = resolve_scoring(task, scoring)
@@ -318,7 +318,7 @@ def evaluate_prompts(model, task: Task, prompts: Sequence[Prompt], *, scoring: s
 
 def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
              seed: int = 0, scoring: str | None = None, batch_size: int = 16,
-             intervention: Intervention | None = None, progress: bool = False) -> EvalResult:
+             intervention: Intervention | None = None, progress: bool = True) -> EvalResult:
     """Zero-shot (``k=0``) or ``k``-shot accuracy on ``queries``, demonstrations drawn from ``demos``, with
     ``intervention`` (e.g. ``intervention=task_vector``) in every pass at each prompt's query."""
     prompts = make_prompts(task, queries, k, demos, seed=seed)
@@ -328,7 +328,7 @@ def evaluate(model, task: Task, queries: Sequence[Example], k: int = 0, demos: S
 
 def evaluate_multi(model, task: Task, queries: Sequence[Example], k: int = 0, demos: Sequence[Example] = (), *,
                    scorings: Sequence[str], seed: int = 0, batch_size: int = 16,
-                   intervention: Intervention | None = None, progress: bool = False) -> dict[str, EvalResult]:
+                   intervention: Intervention | None = None, progress: bool = True) -> dict[str, EvalResult]:
     """:func:`evaluate` under each of ``scorings``, from the same forward passes.
 
     Args:

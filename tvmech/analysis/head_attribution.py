@@ -248,7 +248,7 @@ def check_ablation(model, kind: str, means: Tensor | None, clean: Tensor | None 
 
 def ablation_effects(model, vec: TaskVector, task: Task, prompts: Sequence[Prompt], heads: Sequence[Head], *,
                      kind: AblationKind = "zero", means: Tensor | None = None, clean: Tensor | None = None,
-                     progress: bool = False) -> Float[Tensor, "n_sel n_prompts"]:
+                     progress: bool = True) -> Float[Tensor, "n_sel n_prompts"]:
     """``Δp = p − p_patched`` for each head of ``heads`` patched alone (``kind``: zero, mean or revert), per
     prompt (θ injected throughout).
 
@@ -296,7 +296,7 @@ def key_heads(scores: HeadScores, frac: float = 0.1) -> list[Head]:
 
 def ablated_accuracies(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
                        scorings: Sequence[str], kind: AblationKind = "zero", means: Tensor | None = None,
-                       batch_size: int = 16) -> dict[str, EvalResult]:
+                       batch_size: int = 16, progress: bool = True) -> dict[str, EvalResult]:
     """Zero-shot + θ accuracy with ``heads`` ablated at the query position, under each of ``scorings`` from
     the same forward passes (:func:`ablated_accuracies_many` with one ablation).
 
@@ -310,18 +310,19 @@ def ablated_accuracies(model, vec: TaskVector, task: Task, queries: Sequence[Exa
         kind: ``"zero"`` or ``"mean"``.
         means: mean ``z`` for mean ablation.
         batch_size: prompts per forward pass.
+        progress: show a bar over the batches.
 
     Returns:
         Scoring -> its :class:`~tvmech.analysis.evaluation.EvalResult`.
     """
     return ablated_accuracies_many(model, vec, task, queries, [(heads, kind)], scorings=scorings, means=means,
-                                   batch_size=batch_size)[0]
+                                   batch_size=batch_size, progress=progress)[0]
 
 
 def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequence[Example],
                             ablations: Sequence[tuple[Sequence[Head], AblationKind]], *, scorings: Sequence[str],
                             means: Tensor | None = None, batch_size: int = 16, max_rows: int = 512,
-                            progress: bool = False) -> list[dict[str, EvalResult]]:
+                            progress: bool = True) -> list[dict[str, EvalResult]]:
     """:func:`ablated_accuracies` of several ablations ``(heads, kind)``, stacked: each batch of queries is
     repeated once per ablation along the batch axis, each ablation's head patches restricted to its rows
     (``HeadPatch(rows=...)``), θ injected in every row, up to ``max_rows`` rows per forward pass.
@@ -362,10 +363,11 @@ def ablated_accuracies_many(model, vec: TaskVector, task: Task, queries: Sequenc
 
 
 def ablated_accuracy(model, vec: TaskVector, task: Task, queries: Sequence[Example], heads: Sequence[Head], *,
-                     kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16) -> EvalResult:
+                     kind: AblationKind = "zero", means: Tensor | None = None, batch_size: int = 16,
+                     progress: bool = True) -> EvalResult:
     """:func:`ablated_accuracies` under the task's own scoring."""
     return ablated_accuracies(model, vec, task, queries, heads, scorings=(task.scoring,), kind=kind, means=means,
-                              batch_size=batch_size)[task.scoring]
+                              batch_size=batch_size, progress=progress)[task.scoring]
 
 
 __all__ = ["Head", "HeadScores", "KINDS", "EXACT_KINDS", "ESTIMATES", "AblationKind", "clean_query_z",

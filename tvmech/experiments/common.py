@@ -67,7 +67,7 @@ def with_flags(cls: type, message: str, given: Mapping[str, str] | None = None) 
     Returns:
         The message with flags in place of the fields it names (unchanged when it names none).
     """
-    label = cls.LABEL or cls.PREFIX
+    label = getattr(cls, "LABEL", None) or cls.PREFIX  # (the synthetic config is no ExperimentConfig)
     for f in sorted(fields(cls), key=lambda f: -len(f.name)):
         flag = (given or {}).get(f.name) or flag_of(cls, f)
         message = re.sub(rf"\b{re.escape(label)} {re.escape(f.name)}\b", flag, message)
@@ -285,7 +285,7 @@ class RecordsResult(Generic[C]):
 
 
 def learned_vectors(model, config: ExperimentConfig, layer: int, vectors: VectorStore | None = None,
-                    tasks: Sequence[str] | None = None) -> dict[str, TaskVector]:
+                    tasks: Sequence[str] | None = None, *, progress: bool = True) -> dict[str, TaskVector]:
     """The LTVs of ``tasks`` (default ``config.tasks``) at ``layer``, trained with ``config.ltv_steps`` and
     ``config.seed`` unless ``vectors`` holds them.
 
@@ -295,9 +295,11 @@ def learned_vectors(model, config: ExperimentConfig, layer: int, vectors: Vector
         layer: the injection layer.
         vectors: where the LTVs are kept (in memory when ``None``).
         tasks: built-in task names.
+        progress: show the training bar of each vector trained.
 
     Returns:
         Task name -> its learned task vector.
     """
     names = config.tasks if tasks is None else tasks
-    return (vectors or VectorStore()).get(model, names, layer, LTVConfig(steps=config.ltv_steps, seed=config.seed))
+    return (vectors or VectorStore()).get(model, names, layer, LTVConfig(steps=config.ltv_steps, seed=config.seed),
+                                          progress=progress)

@@ -121,7 +121,7 @@ def composition_experiment(model, vec_a: TaskVector, vec_b: TaskVector, task: Ta
                            n_test: int | None = None, k: int = 5, seed: int = 0,
                            fractions: tuple[float, float, float] = COMPOSITION_FRACTIONS,
                            weights: tuple[float, float] = (1.0, 1.0), demos: Sequence[Example] | None = None,
-                           scoring: str | None = None, batch_size: int = 16, progress: bool = False) -> list[dict]:
+                           scoring: str | None = None, batch_size: int = 16, progress: bool = True) -> list[dict]:
     """Accuracy on the composed task's test split for five methods, and each part task's references.
 
     On the composed task (``role = "composed"``): ``zero_shot`` (no vector), ``<part> LTV`` for each part (θ_1,
@@ -226,20 +226,22 @@ def headroom(rows: Sequence[dict], scoring: str | None = None, min_gain: float =
             "parts": parts, "icl_headroom": None if room is None else room >= min_gain}
 
 
-def run(model, config: Config = Config(), *, vectors: VectorStore | None = None) -> Result:
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
     """Zero-shot, each LTV, their sum and k-shot ICL on the composed task, and each part's references.
 
     Args:
         model: a loaded model.
         config: the settings.
         vectors: where the two LTVs are kept (in memory when ``None``).
+        progress: show progress bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
     parts = config.parts
-    vecs = learned_vectors(model, config, config.layer, vectors, parts)
+    vecs = learned_vectors(model, config, config.layer, vectors, parts, progress=progress)
     rows = composition_experiment(model, vecs[parts[0]], vecs[parts[1]], composition_task(config.task), parts=parts,
-                                  n_test=config.n_test, k=config.k, seed=config.seed, scoring=config.scoring)
+                                  n_test=config.n_test, k=config.k, seed=config.seed, scoring=config.scoring,
+                                  progress=progress)
     return Result(config, rows)

@@ -59,7 +59,7 @@ class Result:
 
 
 def transfer_matrix(model, vectors: Mapping[str, TaskVector], tasks: Mapping[str, Task], n_test: int | None = None,
-                    seed: int = 0, *, batch_size: int = 16, progress: bool = False) -> list[dict]:
+                    seed: int = 0, *, batch_size: int = 16, progress: bool = True) -> list[dict]:
     """Zero-shot accuracy of every test task with every task's vector injected.
 
     For train task A (a key of ``vectors``) and test task B (a key of ``tasks``), the record is
@@ -90,7 +90,7 @@ def transfer_matrix(model, vectors: Mapping[str, TaskVector], tasks: Mapping[str
     return rows
 
 
-def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = False) -> Result:
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
     """LTVs of every task at ``config.layer`` (from ``vectors`` when saved there), their cosines and transfer.
 
     Args:
@@ -103,7 +103,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
-    vecs = learned_vectors(model, config, config.layer, vectors)
+    vecs = learned_vectors(model, config, config.layer, vectors, progress=progress)
     names, cos = cosine_matrix(vecs)
     tasks = {t.name: t for t in builtin_tasks(config.tasks)}
     rows = transfer_matrix(model, vecs, tasks, n_test=config.n_test, seed=config.seed, progress=progress)

@@ -50,7 +50,7 @@ def icl_accuracy(model, tasks: Sequence[Task], ks: Sequence[int] = (0, 1, 2, 5, 
         test = heldout_queries(task, seed, n_test)
         for k in ks:
             bar.set_postfix_str(f"{task.name} k={k}")
-            res = evaluate(model, task, test, k, split.train, seed=seed, batch_size=batch_size)
+            res = evaluate(model, task, test, k, split.train, seed=seed, batch_size=batch_size, progress=False)
             rows.append({"task": task.name, "k": k, "accuracy": res.accuracy, "n": res.n, "scoring": res.scoring})
             bar.update()
     bar.close()

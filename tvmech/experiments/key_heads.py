@@ -184,7 +184,7 @@ def data(config: Config, name: str) -> tuple[Task, list, list]:
 def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example], scores: HeadScores, *,
                   frac: float = 0.1, n_random: int = 5, seed: int = 0, kinds: Sequence[str] = KINDS,
                   random_sets: Sequence[str] = ("all_layers",), means: Tensor | None = None,
-                  scorings: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False) -> list[dict]:
+                  scorings: Sequence[str] | None = None, batch_size: int = 16, progress: bool = True) -> list[dict]:
     """LTV accuracy without ablation, with the key heads ablated, and with each of ``n_random`` random sets
     of the same size ablated (zero and/or mean).
 
@@ -216,7 +216,8 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
     key = key_heads(scores, frac)
     sets = [("key", None, key)] + comparison_sets(key, ad.n_layers, ad.n_heads, n_random, seed, random_sets)
     scorings = resolve_scorings(task, scorings)
-    base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, intervention=vec)
+    base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, intervention=vec,
+                          progress=progress)
     rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,
              "scoring": sc, "accuracy": r.accuracy, "n": r.n} for sc, r in base.items()]
     jobs = [(k, s) for k in kinds for s in sets]
@@ -245,7 +246,7 @@ def exact_subset(model, vec: TaskVector, ranking: Sequence[Head], every: int = 1
 
 def taylor_vs_exact(model, vec: TaskVector, task: Task, prompts: Sequence, scores: dict[str, HeadScores],
                     subset: Sequence[Head], *, frac: float = 0.1, kinds: Sequence[str] = EXACT,
-                    progress: bool = False) -> tuple[list[dict], dict[str, dict[Head, float]]]:
+                    progress: bool = True) -> tuple[list[dict], dict[str, dict[Head, float]]]:
     """Exact effects ``mean |Δp|`` of each intervention of ``kinds`` (revert, zero) on each head of ``subset``
     alone, and each comparison of :data:`COMPARISONS` with one of them (Spearman ρ, precision@k of the top
     ``frac``).
@@ -315,7 +316,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
-    vecs = learned_vectors(model, config, config.layer, vectors)
+    vecs = learned_vectors(model, config, config.layer, vectors, progress=progress)
     scores, taylor, ablation = [], [], []
     for name in config.tasks:
         s, t, a = _task_rows(model, config, name, vecs[name], progress)

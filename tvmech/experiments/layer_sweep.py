@@ -103,7 +103,7 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
         test = heldout_queries(task, seed, n_test)
         scored = headline_scorings(task, scorings)
         for method, kk in (("zero_shot", 0), (f"icl_{k}shot", k)):
-            res = evaluate_multi(model, task, test, kk, sp.train, scorings=scored, seed=seed)
+            res = evaluate_multi(model, task, test, kk, sp.train, scorings=scored, seed=seed, progress=False)
             rows += [{"task": task.name, "method": method, "layer": None, "scoring": sc, "accuracy": r.accuracy,
                       "n": r.n} for sc, r in res.items()]
         ltvs = learn_layer_sweep(model, task, layers, sp.train, sp.val, config=config, progress=progress)
@@ -111,7 +111,7 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
         for layer, vec in zip(layers, ltvs):
             for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed)),
                               ("fv", function_vector(model, task, layer, heads, k=k, n_prompts=fv_prompts, seed=seed))):
-                res = evaluate_multi(model, task, test, 0, scorings=scored, intervention=v)
+                res = evaluate_multi(model, task, test, 0, scorings=scored, intervention=v, progress=False)
                 rows += [{"task": task.name, "method": method, "layer": layer, "scoring": sc, "accuracy": r.accuracy,
                           "n": r.n, "norm": float(v.vectors.norm()), "cie_seconds": v.metrics.get("cie_seconds")}
                          for sc, r in res.items()]

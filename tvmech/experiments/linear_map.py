@@ -339,7 +339,7 @@ def null_report(model, config: Config, task: Task, batch, theta: Float[Tensor, "
     return row
 
 
-def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[dict]:
+def _task_rows(model, config: Config, name: str, vectors: VectorStore, progress: bool) -> list[dict]:
     task = builtin_task(name)
     sp = task.splits(config.seed)
     test = heldout_queries(task, config.seed, config.n_test)
@@ -347,8 +347,8 @@ def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[d
     batch = fit_prompts(model, task, shortest)
     rows = []
     for layer in config.layers:
-        theta = learned_vectors(model, config, layer, vectors, [name])[name].vectors.reshape(-1)
-        fit = fit_tv_map(model, batch, theta, layer, config.map_config(), progress=True)
+        theta = learned_vectors(model, config, layer, vectors, [name], progress=progress)[name].vectors.reshape(-1)
+        fit = fit_tv_map(model, batch, theta, layer, config.map_config(), progress=progress)
         row = {"task": name, **fit.summary(), "theta_norm": float(theta.norm()),
                **null_report(model, config, task, batch, theta, layer, fit.W),
                **reconstruction_report(model, task, test, fit, scorings=config.scorings),
@@ -367,17 +367,18 @@ def _task_rows(model, config: Config, name: str, vectors: VectorStore) -> list[d
     return rows
 
 
-def run(model, config: Config = Config(), *, vectors: VectorStore | None = None) -> Result:
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
     """Fit, compare and decompose W_TV(l) for every task and layer of ``config``.
 
     Args:
         model: a loaded model.
         config: the settings.
         vectors: where the LTVs are kept (in memory when ``None``; missing ones are trained).
+        progress: show progress bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
     vectors = vectors or VectorStore()
-    return Result(config, [r for name in config.tasks for r in _task_rows(model, config, name, vectors)])
+    return Result(config, [r for name in config.tasks for r in _task_rows(model, config, name, vectors, progress)])

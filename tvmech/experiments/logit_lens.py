@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tvmech.analysis.lens import lens_metrics
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import Prompt, make_prompts
 from tvmech.data.tasks import Example, Task, builtin_task
 from tvmech.experiments.common import (
@@ -80,21 +81,22 @@ def lens_conditions(model, task: Task, queries: Sequence[Example], vector: TaskV
     return rows
 
 
-def run(model, config: Config = Config(), *, vectors: VectorStore | None = None) -> Result:
+def run(model, config: Config = Config(), *, vectors: VectorStore | None = None, progress: bool = True) -> Result:
     """The lens of every task in the three conditions (:func:`lens_conditions`).
 
     Args:
         model: a loaded model.
         config: the settings.
         vectors: where the LTVs are kept (in memory when ``None``).
+        progress: show progress bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
-    vecs = learned_vectors(model, config, config.tv_layer, vectors)
+    vecs = learned_vectors(model, config, config.tv_layer, vectors, progress=progress)
     rows = []
-    for name in config.tasks:
+    for name in tqdm(config.tasks, desc="logit lens", disable=not progress):
         task = builtin_task(name)
         rows += lens_conditions(model, task, heldout_queries(task, config.seed, config.n_test), vecs[name], k=config.k,
                                 demos=task.splits(config.seed).train, seed=config.seed)

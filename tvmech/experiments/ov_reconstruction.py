@@ -151,7 +151,7 @@ def reconstruction_accuracy(model, vec: TaskVector, task: Task, queries: Sequenc
                             reconstructions: dict[str, Reconstruction] | None = None, *,
                             scorings: Sequence[str] | None = None,
                             alphas: Sequence[float] = (1.0,), paths: Sequence[str] = DEFAULT_PATHS,
-                            batch_size: int = 16, progress: bool = False) -> list[dict]:
+                            batch_size: int = 16, progress: bool = True) -> list[dict]:
     """Accuracy on zero-shot prompts of ``queries``: without anything (``zero_shot``), with θ (``ltv``),
     with each reconstruction (times each α) instead of θ, and with θ restricted to each path.
 
@@ -241,7 +241,7 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
-    vecs = learned_vectors(model, config, config.layer, vectors)
+    vecs = learned_vectors(model, config, config.layer, vectors, progress=progress)
     alphas = config.alphas if config.alphas is not None else (1.0,)
     paths = config.paths if config.paths is not None else DEFAULT_PATHS
     rows = []

@@ -31,17 +31,17 @@ def _accuracies(ad: Adapter, task: Task, test: Sequence[Example], run: dict, lay
         intervention = Injection.single(p["vector"][0, 0], layer)
     else:
         intervention = LowRankAttnOut(layer, p["a"], p["b"])
-    res = evaluate_multi(ad, task, test, scorings=scorings, intervention=intervention)
+    res = evaluate_multi(ad, task, test, scorings=scorings, intervention=intervention, progress=False)
     return {s: r.accuracy for s, r in res.items()}
 
 
 def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_size: int = 16, seed: int = 0, *,
                  methods: Sequence[Method] = METHODS, lrs: dict[str, float] | None = None,
-                 scorings: Sequence[str] | None = None) -> list[dict]:
+                 scorings: Sequence[str] | None = None, progress: bool = True) -> list[dict]:
     """LTV vs one-virtual-token prefix tuning vs rank-1 LoRA on ``W_O`` of ``layer``, on one task.
 
     Trains each method for ``steps`` steps on the task's seeded training split (no early stopping:
-    the final parameters are evaluated).
+    the final parameters are evaluated); ``progress``: each method's training bar.
 
     Returns:
         One record per method with ``method``, ``task``, ``layer``, ``scoring`` (the headline, the first of
@@ -54,11 +54,11 @@ def compare_peft(model, task: Task, layer: int = 15, steps: int = 100, batch_siz
     ad = check_methods(model, methods, layer, steps, batch_size)
     scorings = headline_scorings(task, scorings)
     test = task.splits(seed).test
-    base = {s: r.accuracy for s, r in evaluate_multi(ad, task, test, scorings=scorings).items()}
+    base = {s: r.accuracy for s, r in evaluate_multi(ad, task, test, scorings=scorings, progress=False).items()}
     rows = []
     for m in methods:
         run = train_peft(ad, task, m, layer=layer, steps=steps, batch_size=batch_size, seed=seed,
-                         lr=(lrs or {}).get(m))
+                         lr=(lrs or {}).get(m), progress=progress)
         acc = _accuracies(ad, task, test, run, layer, scorings)
         rows.append({"method": m, "task": task.name, "layer": layer, "scoring": scorings[0],
                      "accuracy": acc[scorings[0]], "zero_shot_accuracy": base[scorings[0]], "acc_by_scoring": acc,
@@ -100,17 +100,18 @@ class Result(RecordsResult[Config]):
     TABLE = "peft"
 
 
-def run(model, config: Config = Config()) -> Result:
+def run(model, config: Config = Config(), *, progress: bool = True) -> Result:
     """Train and evaluate the three methods (see :func:`compare_peft`).
 
     Args:
         model: a loaded model.
         config: the settings.
+        progress: show the training bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
     rows = compare_peft(model, builtin_task(config.task), layer=config.layer, steps=config.steps, seed=config.seed,
-                        scorings=config.scorings)
+                        scorings=config.scorings, progress=progress)
     return Result(config, rows)

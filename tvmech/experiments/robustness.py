@@ -270,7 +270,7 @@ def robustness_table(model, tasks: Sequence[Task], *, mid: int | None = None, k:
                 else:
                     vec, prompts = fv, 2 * fv_prompts
                 inj = Injection(vec, c.layers, c.positions)
-                r = evaluate(model, task, test, c.k, sp.train, seed=seed, intervention=inj)
+                r = evaluate(model, task, test, c.k, sp.train, seed=seed, intervention=inj, progress=False)
                 rows.append({**row, "accuracy": r.accuracy, "n": r.n, "norm": float(vec.norm()), "prompts": prompts})
             bar.update()
     bar.close()

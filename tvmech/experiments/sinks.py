@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from tvmech.analysis.attention_stats import METRICS, AttentionStats, attention_stats, check_threshold
 from tvmech.analysis.head_attribution import Head, check_heads, key_heads, mean_std, taylor_scores
+from tvmech.core.progress import tqdm
 from tvmech.data.prompts import make_prompts
 from tvmech.experiments import key_heads as kh
 from tvmech.experiments.common import learned_vectors, option
@@ -111,7 +112,7 @@ def compare_sets(stats: AttentionStats, key: Sequence[Head], random_sets: Sequen
 
 
 def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
-        key_sets: dict[str, list[tuple[int, int]]] | None = None) -> Result:
+        key_sets: dict[str, list[tuple[int, int]]] | None = None, progress: bool = True) -> Result:
     """Attention statistics of every task's key heads and of random head sets of the same size.
 
     Args:
@@ -120,14 +121,15 @@ def run(model, config: Config = Config(), *, vectors: VectorStore | None = None,
         vectors: where the LTVs are kept (in memory when ``None``).
         key_sets: task -> key heads, e.g. from a key-head run with ``config.key_heads_config()``; computed
             from Taylor scores for the tasks missing there.
+        progress: show progress bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result` (its config resolved).
     """
     config = config.for_model(model)
-    vecs = learned_vectors(model, config, config.layer, vectors)
+    vecs = learned_vectors(model, config, config.layer, vectors, progress=progress)
     rows, heads = [], []
-    for name in config.tasks:
+    for name in tqdm(config.tasks, desc="attention sinks", disable=not progress):
         task, test, score_prompts = kh.data(config, name)
         key = (key_sets or {}).get(name)
         if key is None:

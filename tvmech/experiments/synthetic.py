@@ -107,7 +107,7 @@ class Result:
 
 
 def trained_model(config: Config, task: SyntheticTask, which: str, directory: Path, device: str = "cpu",
-                  force: bool = False) -> SyntheticModel:
+                  force: bool = False, *, progress: bool = True) -> SyntheticModel:
     """The vanilla (λ = 0) or TVP model: loaded from ``directory`` if its settings match, else trained.
 
     Args:
@@ -117,6 +117,7 @@ def trained_model(config: Config, task: SyntheticTask, which: str, directory: Pa
         directory: where trained models are kept.
         device: torch device.
         force: retrain even where a saved model matches.
+        progress: show the training bar.
 
     Returns:
         The trained model.
@@ -140,14 +141,14 @@ def trained_model(config: Config, task: SyntheticTask, which: str, directory: Pa
     elif work.exists():
         shutil.rmtree(work)
     model = SyntheticModel(task, mcfg).to(device)
-    res = train(model, tcfg, checkpoint=work, save_every=max(tcfg.steps // 10, 1), resume=resume)
+    res = train(model, tcfg, checkpoint=work, save_every=max(tcfg.steps // 10, 1), resume=resume, progress=progress)
     model.save(final, state={"train": asdict(tcfg), "step": tcfg.steps, "curve": res.curve})  # weights only
     return model
 
 
 def run_task(config: Config, name: str, directory: Path, device: str = "cpu", force: bool = False,
-             figures: tuple[str, ...] = FIGURES) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Train (or load) both models of one task and compute ``figures``.
+             figures: tuple[str, ...] = FIGURES, *, progress: bool = True) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Train (or load) both models of one task (``progress``: their training bars) and compute ``figures``.
 
     Returns:
         Figure -> rows, and the sharpness rows (empty unless ``"pca"`` is computed).
@@ -155,7 +156,7 @@ def run_task(config: Config, name: str, directory: Path, device: str = "cpu", fo
     task = config.task(name)
     p = PRESETS[config.preset]
     layer, n, n_demos = p["train"]["tvp_layer"], p["n_eval"], p["train"]["n_demos"]
-    models = {w: trained_model(config, task, w, directory, device, force) for w in MODELS}
+    models = {w: trained_model(config, task, w, directory, device, force, progress=progress) for w in MODELS}
     out: dict[str, list[dict]] = {}
     scores: list[dict] = []
     for fig in figures:
@@ -176,11 +177,12 @@ def run_task(config: Config, name: str, directory: Path, device: str = "cpu", fo
         elif fig == "ltv" and task.discrete:
             out[fig] = [{"model": w, **r} for w, m in models.items()
                         for r in learned_vs_extracted(m, layer, list(range(task.n_offsets)), n_demos=n_demos,
-                                                      seed=config.seed, ltv_steps=p["ltv_steps"])]
+                                                      seed=config.seed, ltv_steps=p["ltv_steps"], progress=progress)]
     return out, scores
 
 
-def run(config: Config = Config(), *, directory: Path, device: str = "cpu", force: bool = False) -> Result:
+def run(config: Config = Config(), *, directory: Path, device: str = "cpu", force: bool = False,
+        progress: bool = True) -> Result:
     """Every task of the preset (see :func:`run_task`).
 
     Args:
@@ -188,11 +190,13 @@ def run(config: Config = Config(), *, directory: Path, device: str = "cpu", forc
         directory: where trained models are kept.
         device: torch device.
         force: retrain even where saved models match.
+        progress: show the training bars (also off under ``TQDM_DISABLE=1``).
 
     Returns:
         The :class:`Result`.
     """
     result = Result(config)
     for name in config.task_names():
-        result.figures[name], result.sharpness[name] = run_task(config, name, directory, device, force)
+        result.figures[name], result.sharpness[name] = run_task(config, name, directory, device, force,
+                                                                         progress=progress)
     return result

@@ -46,7 +46,8 @@ class VectorStore:
         vec = TaskVector.load(path)
         return vec if vec.config == json.loads(json.dumps(config.record())) else None
 
-    def get(self, model, tasks: Sequence[str], layer: int, config: LTVConfig) -> dict[str, TaskVector]:
+    def get(self, model, tasks: Sequence[str], layer: int, config: LTVConfig, *, progress: bool = True
+            ) -> dict[str, TaskVector]:
         """LTVs at ``layer`` for the built-in ``tasks``: saved ones reused, missing ones trained and saved.
 
         Args:
@@ -54,6 +55,7 @@ class VectorStore:
             tasks: built-in task names.
             layer: the injection layer.
             config: the training config.
+            progress: show the training bar of each vector trained.
 
         Returns:
             Task name -> vector, in the order of ``tasks``.
@@ -62,7 +64,7 @@ class VectorStore:
         for name in tasks:
             vec = self.saved(name, layer, config)
             if vec is None:
-                vec = learn_task_vector(model, builtin_task(name), layers=(layer,), config=config)
+                vec = learn_task_vector(model, builtin_task(name), layers=(layer,), config=config, progress=progress)
                 path = self.path(name, layer)
                 if path is not None:
                     vec.save(path, overwrite=True)
@@ -71,7 +73,7 @@ class VectorStore:
         return out
 
 
-def layer_vectors(model, tasks: Sequence[str], layer: int, config: LTVConfig, store: VectorStore | None = None
-                  ) -> dict[str, TaskVector]:
+def layer_vectors(model, tasks: Sequence[str], layer: int, config: LTVConfig, store: VectorStore | None = None, *,
+                  progress: bool = True) -> dict[str, TaskVector]:
     """LTVs at ``layer`` for ``tasks`` through ``store`` (in memory when ``None``); see :meth:`VectorStore.get`."""
-    return (store or VectorStore()).get(model, tasks, layer, config)
+    return (store or VectorStore()).get(model, tasks, layer, config, progress=progress)

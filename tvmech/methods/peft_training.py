@@ -106,7 +106,7 @@ def check_methods(model, methods: Sequence[str], layer: int, steps: int, batch_s
 def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int = 100, batch_size: int = 16,
                lr: float | None = None, seed: int = 0, train: Sequence[Example] | None = None,
                val: Sequence[Example] | None = None, eval_every: int | None = None,
-               patience: int | None = None) -> dict:
+               patience: int | None = None, progress: bool = True) -> dict:
     """Train one method (see the module docstring); returns its parameters, losses and costs.
 
     Args:
@@ -119,6 +119,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
         eval_every: validate every this many steps, keep the best parameters (``None``: no validation
             during training; the final parameters are returned).
         patience: stop once that many validations went without improvement (needs ``eval_every``).
+        progress: show the training bar.
 
     Returns:
         ``method``, ``params`` (by name), ``lr`` (effective), ``trainable_params``, ``curve`` (loss per
@@ -144,7 +145,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
     loss_start = float(obj.mean_loss(data, B)[0])
     run = fit(obj, data, steps=steps, batch_size=B, generator=torch.Generator().manual_seed(seed),
               val=vdata if eval_every is not None else None, eval_every=eval_every, patience=patience,
-              eval_batch_size=B, desc=method)
+              eval_batch_size=B, desc=method, progress=progress)
     with torch.no_grad():  # the returned parameters (best by validation, or final) are the ones measured
         for name, value in run.best[0].items() if method != "ltv" else [("vector", run.best[0])]:
             leaves[name].copy_(value)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
+import shutil
 import sys
 import typing
 from pathlib import Path
@@ -249,11 +251,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(step_list())
         return 0
-    with ranks(args.device) as device:  # under torchrun: this rank's device
-        args.device = device
-        if not leads():
-            logging.getLogger("tvmech").setLevel(logging.WARNING)
-        return _main(args)
+    try:
+        with ranks(args.device) as device:  # under torchrun: this rank's device
+            args.device = device
+            if not leads():
+                logging.getLogger("tvmech").setLevel(logging.WARNING)
+            return _main(args)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; {RESUMES.format(out=args.out, todo='rerun')}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"{PROG}: error: {disk_full(err, args.out)}", file=sys.stderr)
+        return 1
+
+
+# what an interrupted or failed run leaves: its finished steps and tasks, each file whole (atomic writes)
+RESUMES = "nothing half-written is left in {out}: {todo} the same command to resume at the first step (and task) " \
+          "without numbers"
+
+
+def disk_full(err: OSError, out: Path) -> str:
+    """The one-line message of a write that found the disk full (``ENOSPC``) or the quota spent (``EDQUOT``):
+    the folder written to, its free space, and how to resume.
+
+    Args:
+        err: the error (its ``filename`` is the file being written, when known).
+        out: the output folder (named when the error names no file).
+    """
+    folder = Path(err.filename).parent if err.filename else Path(out)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    what = "no space left" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    then = RESUMES.format(out=out, todo="free some space and rerun")
+    return f"{what} writing to {folder} ({_size(free)} free there); {then}"
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in B, KiB, MiB, GiB or TiB, e.g. ``'1016 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.0f} TiB"
 
 
 def _main(args: argparse.Namespace) -> int:

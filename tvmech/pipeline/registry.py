@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from tvmech.experiments.vectors import VectorStore
 from tvmech.pipeline.store import Metas, ResultStore, Tables
+from tvmech.plots.style import readable
 
 TASK = "{task}"  # in a figure's or table's name: one per task of the step's config (Step.tasks)
 
@@ -171,7 +172,8 @@ class Step:
             reads: the saved tables of :attr:`reads` (those absent are left out).
 
         Returns:
-            ``(figure, drawn)`` in the order of :attr:`figures`.
+            ``(figure, drawn)`` in the order of :attr:`figures`, each fitted to a 1200×800 window
+            (:func:`tvmech.plots.style.readable`).
         """
         out = []
         for fig, task in self.figures_for(outcome.config):
@@ -180,7 +182,7 @@ class Step:
                                   task)
                 drawn = fig.builder(drawing)
                 if drawn is not None:
-                    out.append((fig, drawn))
+                    out.append((fig, readable(drawn)))
         return out
 
 

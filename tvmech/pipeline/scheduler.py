@@ -289,17 +289,14 @@ def run_step(step: Step, cfg, session: Session, seeds: Sequence[int] | None = No
 
 
 def write_outputs(step: Step, outcome: Outcome, session: Session) -> list[Path]:
-    """Draw the step's figures and save them, each with its table's rows where it is named after it, then every
-    other table as ``<table>.json``/``.csv``."""
+    """Save every table of the step as ``<table>.json``/``.csv`` first (the numbers are what a rerun after a
+    failure, e.g. a full disk, reuses), then draw its figures and save them."""
     store, written = session.store, []
+    for table, rows in outcome.tables.items():
+        written += list(store.save_table(table, rows, outcome.metas[table]).values())
     reads = {t: saved.rows for t in step.reads if (saved := store.load(t)) is not None}
     for fig, drawn in step.draw(outcome, session.model_name, reads):
-        own = fig.name == fig.table
-        rows, meta = (outcome.tables[fig.table], outcome.metas[fig.table]) if own else (None, None)
-        written += [p for p in store.save_figure(drawn, fig.name, rows, meta, png=session.png).values() if p]
-    for table, rows in outcome.tables.items():
-        if store.table_file(table) not in written:
-            written += list(store.save_table(table, rows, outcome.metas[table]).values())
+        written += [p for p in store.save_figure(drawn, fig.name, png=session.png).values() if p]
     return written
 
 

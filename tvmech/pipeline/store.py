@@ -159,10 +159,12 @@ class ResultStore:
             log.info("%s.png removed: it showed another figure than the new HTML (--no-png)", name)
         if png and (changed or not image.is_file()):
             try:
-                atomic_write_bytes(image, figure_png(fig))
-                written["png"] = image
+                data = figure_png(fig)
             except Exception as err:  # kaleido raises several types when no browser is found
                 log.warning("%s.png not written (%s). %s", name, type(err).__name__, PNG_HINT)
+            else:
+                atomic_write_bytes(image, data)  # (a full disk is an error, not a missing browser)
+                written["png"] = image
         elif image.is_file():
             written["png"] = image  # the figure's own, unchanged
         return written

@@ -19,8 +19,11 @@ PNG_HINT = "PNG export needs Chrome or Chromium for kaleido: `apt-get install ch
 
 
 def figure_html(fig: go.Figure, name: str) -> str:
-    """The figure as a full HTML page whose plot has the element id ``name`` and loads :data:`PLOTLY_JS`."""
-    return fig.to_html(include_plotlyjs=PLOTLY_JS, full_html=True, div_id=name)
+    """The figure as a full HTML page whose plot has the element id ``name`` and loads :data:`PLOTLY_JS`; the plot
+    takes the window's width (its layout's width is the PNG's), so that no window scrolls sideways."""
+    page = go.Figure(fig)
+    page.layout.width = None
+    return page.to_html(include_plotlyjs=PLOTLY_JS, full_html=True, div_id=name, config={"responsive": True})
 
 
 def figure_png(fig: go.Figure) -> bytes:

@@ -300,30 +300,40 @@ def key_layers_figure(rows: Sequence[dict], n_layers: int, injection_layer: int 
 
 def sinks_figure(rows: Sequence[dict], model_name: str = "", threshold: float | None = None) -> go.Figure:
     """Attention from the query position (mean over tasks): key heads vs random heads (± sd over seeds), the
-    layer-matched sets beside the all-layer ones where the rows have them."""
+    layer-matched sets beside the all-layer ones where the rows have them. Every bar averages the same tasks: those
+    every set has (a layer-matched set cannot be drawn for some tasks), the title says how many."""
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     labels = {"first": "to first token", "self": "to itself", "injected": "to injected position", "rest": "to the rest",
               "sink_rate": f"sink rate (first > {threshold})" if threshold is not None else "sink rate"}
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     runs = len(run_seeds(rows))
     xs = [labels.get(m, m) for m in metrics]
+    names = [n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)]
+    sels = [lambda r: r["set"] == "key"] + [lambda r, n=n: r["set"] == n for n in names]
+    common = mean_groups(rows, sels)[-1][1]  # the (run seed, task) pairs every set has
+    shared = list(dict.fromkeys(t for t in tasks if any(t == task for _, task in common)))
 
-    def bars(sel):  # per metric: the mean over tasks, and its sd over run seeds (one run: over the random sets)
-        got = [_set_bars(rows, lambda r, m=m: sel(r) and r["metric"] == m, []) for m in metrics]
+    def bars(sel):  # per metric: the mean over the shared tasks, its sd over run seeds (one run: over random sets)
+        got = [_set_bars(rows, lambda r, m=m: sel(r) and r["metric"] == m, [], [common]) for m in metrics]
         return [g[0][-1] for g in got], [g[1][-1] for g in got], max((g[2] for g in got), default=0)
 
-    key, key_err, n_key = bars(lambda r: r["set"] == "key")
+    def text(ys):
+        return ["" if v is None else f"{v:.2f}" for v in ys]
+
+    key, key_err, n_key = bars(sels[0])
     fig = go.Figure([go.Bar(x=xs, y=key, name="key heads" + (f" (± sd over {n_key} run seeds)" if runs > 1 else ""),
-                            marker_color=PALETTE[1], text=[f"{v:.2f}" for v in key], textposition="outside",
+                            marker_color=PALETTE[1], text=text(key), textposition="outside",
                             error_y=dict(type="data", array=key_err) if runs > 1 else None)])
-    for i, name in enumerate(n for n in RANDOM_LABELS if any(r["set"] == n for r in rows)):
-        y, err, n = bars(lambda r, name=name: r["set"] == name)
+    for i, (name, sel) in enumerate(zip(names, sels[1:])):
+        y, err, n = bars(sel)
         over = "run seeds" if runs > 1 else "sets"
         fig.add_trace(go.Bar(x=xs, y=y, name=f"{RANDOM_LABELS[name]} (± sd over {n} {over})",
                              error_y=dict(type="data", array=err), marker_color=PALETTE[2 + i],
-                             text=[f"{v:.2f}" for v in y], textposition="inside"))
+                             text=text(y), textposition="inside"))
+    over_tasks = f"{len(tasks)} tasks" if len(shared) == len(tasks) else \
+        f"the {len(shared)} of {len(tasks)} tasks every set has"
     fig.update_layout(barmode="group", template="plotly_white", width=1000, height=520,
                       title=f"Attention sinks: key heads ({_score_label(rows)}) vs random heads, mean over "
-                            f"{len(tasks)} tasks{runs_note(rows)}{_suffix(model_name)}",
+                            f"{over_tasks}{runs_note(rows)}{_suffix(model_name)}",
                       yaxis=dict(title="mean attention from the query position / share of prompts", range=[0, 1.05]))
     return fig

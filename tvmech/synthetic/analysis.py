@@ -159,7 +159,7 @@ def robustness(models: dict[str, SyntheticModel], layer: int, *, n: int = 256, n
 
 
 def learned_vs_extracted(model: SyntheticModel, layer: int, ks: Sequence[int], *, n_demos: int = 6, seed: int = 0,
-                         ltv_steps: int = 200, ltv_lr: float = 1e-2, progress: bool = False) -> list[dict]:
+                         ltv_steps: int = 200, ltv_lr: float = 1e-2, progress: bool = True) -> list[dict]:
     """Discrete task only. For each offset ``k``: zero-shot accuracy on held-out queries with a Learned
     Task Vector (``tvmech.methods.learned``, added at ``layer``, trained on the other half of the inputs), with
     Hendel's mean extracted vector (``tvmech.methods.vanilla``, replace), with per-prompt extracted vectors, and
@@ -189,10 +189,11 @@ def learned_vs_extracted(model: SyntheticModel, layer: int, ks: Sequence[int], *
                                   mode="replace")
         add = vanilla_task_vector(bridge, text, layer, train, train, k=min(n_demos, half - 1), n=half, seed=seed)
         cos = float(torch.nn.functional.cosine_similarity(ltv.vectors.flatten(), add.vectors.flatten(), dim=0))
-        accs = {"zero_shot": evaluate(bridge, text, test).accuracy,
-                "ltv": evaluate(bridge, text, test, intervention=ltv).accuracy,
-                "extracted_mean": evaluate(bridge, text, test, intervention=ext).accuracy,
-                "icl": evaluate(bridge, text, test, k=min(n_demos, half - 1), demos=train, seed=seed).accuracy}
+        accs = {"zero_shot": evaluate(bridge, text, test, progress=False).accuracy,
+                "ltv": evaluate(bridge, text, test, intervention=ltv, progress=False).accuracy,
+                "extracted_mean": evaluate(bridge, text, test, intervention=ext, progress=False).accuracy,
+                "icl": evaluate(bridge, text, test, k=min(n_demos, half - 1), demos=train, seed=seed,
+                                progress=False).accuracy}
         g = torch.Generator().manual_seed(seed + k)
         batch = task.sample(4 * len(test), n_demos, g, params=task.fixed_params(k, 4 * len(test)))
         query = fresh_queries(task, batch, g)

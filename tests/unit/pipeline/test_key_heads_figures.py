@@ -103,6 +103,22 @@ def test_taylor_figure_shows_precision_and_sinks_figure_both_sets():
     assert [tr.y[0] for tr in fig.data] == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.7)]
 
 
+def test_sinks_figure_averages_every_set_over_the_same_tasks():
+    """Layer-matched sets for task a only: every bar (key heads included) is the mean over task a, and the
+    title says so."""
+    sinks = [{"task": t, "score": "paper", "set": s, "seed": i, "metric": "first", "value": v + (t == "b"),
+              "std": 0.0} for t in "ab" for s, i, v in (("key", None, 0.2), ("random", 0, 0.6), ("random", 1, 0.8),
+                                                         ("random_layer_matched", 0, 0.3),
+                                                         ("random_layer_matched", 1, 0.5))
+             if t == "a" or s != "random_layer_matched"]
+    fig = mp.sinks_figure(sinks)
+    assert [tr.y[0] for tr in fig.data] == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.7)]
+    assert "mean over the 1 of 2 tasks every set has" in fig.layout.title.text
+    both = mp.sinks_figure([r for r in sinks if r["set"] != "random_layer_matched"])
+    assert [tr.y[0] for tr in both.data] == [pytest.approx(0.7), pytest.approx(1.2)]  # (0.2 + 1.2) / 2, ...
+    assert "mean over 2 tasks" in both.layout.title.text
+
+
 def test_committed_key_head_rows_draw():
     """The committed figures/key_heads_*.json (rows saved before issue 24 until they are recomputed) draw."""
     import json

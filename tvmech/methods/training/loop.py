@@ -93,7 +93,7 @@ class Fit:
 
 def fit(objective: Objective, data: TrainData, *, steps: int, batch_size: int, generator: torch.Generator,
         val: TrainData | None = None, eval_every: int | None = None, patience: int | None = None,
-        eval_batch_size: int | None = None, desc: str = "training", progress: bool = False,
+        eval_batch_size: int | None = None, desc: str = "training", progress: bool = True,
         on_diverge: Callable[[list[Any]], list[Any]] | None = None, schedule: Callable[[int], float] | None = None,
         val_score: Callable[[], Sequence[float]] | None = None) -> Fit:
     """Train ``objective`` on ``data`` with AdamW (see the module docstring).
