@@ -209,7 +209,7 @@ repeats; the range in brackets is min–max over the repeats. Warm-up runs are n
 regions are synchronised. These are benchmarks, not tests: nothing here asserts a speed. A `--quick` run
 (the environment table says which) takes few steps and repeats: its numbers show the order of magnitude.
 
-The benchmarks: `ltv_step`, `sweep`, `evaluation`, `taylor_vs_ablation`, `linear_fit`, `load`, `step_8b`;
+The benchmarks: `ltv_step`, `sweep`, `evaluation`, `taylor_vs_ablation`, `linear_fit`, `load`, `step_8b`, `fv_cie`;
 `--only synthetic` (not in the default set) times the synthetic-ICL training of `bench_synthetic.py`. The
 single-purpose scripts `bench_ltv.py`, `bench_load.py` and `bench_synthetic.py` still run on their own.
 """

@@ -4,7 +4,7 @@
 
 Writes ``benchmarks/results/<cpu|cuda>.json`` (atomically) and rewrites the device's section of RESULTS.md,
 keeping the other device's section as its JSON has it. Benchmarks: ltv_step, sweep, evaluation,
-taylor_vs_ablation, linear_fit, load, step_8b (all by default) and synthetic (only with ``--only``).
+taylor_vs_ablation, linear_fit, load, step_8b, fv_cie (all by default) and synthetic (only with ``--only``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+from bench_fv import bench_fv_cie
 from common import bf16_peak, device_name, multiple, rate_ratio, single, speedup, sync, timed
 
 TASK = "antonym"
@@ -444,5 +445,5 @@ def bench_synthetic(ctx: Context) -> list:
 
 BENCHMARKS = {"ltv_step": bench_ltv_step, "sweep": bench_sweep, "evaluation": bench_evaluation,
               "taylor_vs_ablation": bench_taylor_vs_ablation, "linear_fit": bench_linear_fit, "load": bench_load,
-              "step_8b": bench_step_8b}
+              "step_8b": bench_step_8b, "fv_cie": bench_fv_cie}
 OPTIONAL = {"synthetic": bench_synthetic}  # run only when named with --only
