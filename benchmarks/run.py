@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the tvmech of this checkout, not an installed one
 
 import torch  # noqa: E402
 from common import KINDS, Row, environment, save_results, write_results_md  # noqa: E402

@@ -9,8 +9,13 @@
 2. Causal indirect effect. On ICL prompts whose demonstration labels are shuffled among themselves
    (so the prompt no longer shows the task), patch head (l, h)'s query-token ``z`` with ``ā_{l,h}``
    and measure the gain in the probability of the correct label's first token:
-   ``CIE_{l,h} = mean_i [p(y_i | patched) − p(y_i | clean)]``. All heads of a layer are patched in
-   one batched pass (one batch replica per head), and only the blocks from l upward are run.
+   ``CIE_{l,h} = mean_i [p(y_i | patched) − p(y_i | clean)]``. The patch changes no position before the
+   query (causal attention), so the patched passes run the query token alone, reading the clean run's keys and
+   values of the positions before it (a frozen prefix); the prompts whose query sits at one position run
+   together, and one pass covers many heads: entering block ``l`` each head ``(l, h)`` forks a copy of the clean
+   query stream, patched there, that runs on through the later blocks with the other copies. ``L(L+1)/2 · H``
+   row-blocks of one token per prompt, against as many of the whole prompt in the full-width loop (the reference,
+   ``query_only=False``: per layer, the batch replicated once per head, every position run from that layer).
 3. ``FV = Σ_{(l,h) ∈ top-n by CIE} o_{l,h}``, added at the query of zero-shot prompts at a chosen layer.
 """
 
