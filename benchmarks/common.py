@@ -210,6 +210,7 @@ regions are synchronised. These are benchmarks, not tests: nothing here asserts 
 (the environment table says which) takes few steps and repeats: its numbers show the order of magnitude.
 
 The benchmarks: `ltv_step`, `sweep`, `evaluation`, `taylor_vs_ablation`, `linear_fit`, `load`, `step_8b`,
+`fv_cie` (function-vector indirect effects, `bench_fv.py`),
 `generate_batched` (32 steered prompts in one batch vs one at a time, `bench_generate.py`);
 `--only synthetic` (not in the default set) times the synthetic-ICL training of `bench_synthetic.py`. The
 single-purpose scripts `bench_ltv.py`, `bench_load.py` and `bench_synthetic.py` still run on their own.

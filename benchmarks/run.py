@@ -4,7 +4,8 @@
 
 Writes ``benchmarks/results/<cpu|cuda>.json`` (atomically) and rewrites the device's section of RESULTS.md,
 keeping the other device's section as its JSON has it. Benchmarks: ltv_step, sweep, evaluation,
-taylor_vs_ablation, linear_fit, load, step_8b, generate_batched (all by default) and synthetic (only with ``--only``).
+taylor_vs_ablation, linear_fit, load, step_8b, fv_cie, generate_batched (all by default) and synthetic (only with
+``--only``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the tvmech of this checkout, not an installed one
 
 import torch  # noqa: E402
 from common import KINDS, Row, environment, save_results, write_results_md  # noqa: E402

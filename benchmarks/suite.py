@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+from bench_fv import bench_fv_cie
 from common import bf16_peak, device_name, multiple, rate_ratio, single, speedup, sync, timed
 
 TASK = "antonym"
@@ -446,5 +447,6 @@ from bench_generate import bench_generate_batched  # noqa: E402
 
 BENCHMARKS = {"ltv_step": bench_ltv_step, "sweep": bench_sweep, "evaluation": bench_evaluation,
               "taylor_vs_ablation": bench_taylor_vs_ablation, "linear_fit": bench_linear_fit, "load": bench_load,
-              "step_8b": bench_step_8b, "generate_batched": bench_generate_batched}
+              "step_8b": bench_step_8b, "generate_batched": bench_generate_batched,
+              "fv_cie": bench_fv_cie}
 OPTIONAL = {"synthetic": bench_synthetic}  # run only when named with --only

@@ -27,7 +27,7 @@ from tvmech.core.adapter import Adapter, adapt
 from tvmech.core.fast import fast_path, set_fast_path
 from tvmech.core.models import DEFAULT_MODEL, GEMMA3_MODEL, ModelNotAvailable, default_gguf_path, load_model, wrap
 from tvmech.data.prompts import Batch, Prompt, encode, make_prompts
-from tvmech.data.sources import load_task
+from tvmech.data.sources import load_task, load_tasks
 from tvmech.data.tasks import BUILTIN, Example, Splits, Task, Template, builtin_task, builtin_tasks
 from tvmech.interventions import (
                                   Capture,
@@ -57,8 +57,8 @@ __all__ = [
     "load_model", "wrap", "DEFAULT_MODEL", "GEMMA3_MODEL", "ModelNotAvailable", "default_gguf_path", "Adapter",
     "adapt", "fast_path", "set_fast_path",
     # data: tasks and prompts
-    "Task", "Template", "Example", "Splits", "BUILTIN", "builtin_task", "builtin_tasks", "load_task", "Prompt",
-    "Batch", "make_prompts", "encode",
+    "Task", "Template", "Example", "Splits", "BUILTIN", "builtin_task", "builtin_tasks", "load_task", "load_tasks",
+    "Prompt", "Batch", "make_prompts", "encode",
     # interventions: writes into the forward pass, vectors, generation
     "Intervention", "Compose", "compose", "Context", "Point", "Mode", "Injection", "HeadPatch", "Capture",
     "LowRankAttnOut", "TaskVector", "generate", "Generation",

@@ -14,7 +14,9 @@ SNIPPET = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 # the test's smaller sizes (each must occur in README as written, so a changed snippet fails here, not silently)
 SMALL = {"LTVConfig(steps=40)": "LTVConfig(steps=8)", "n_prompts=4)": "n_prompts=2)",
          "config=MapConfig())": "config=MapConfig(n_samples=576, n_heldout=8, noise_scales=(0.1,)))",
-         "steps=1500,": "steps=40,", "n=512,": "n=32,", "split.test[:8]": "split.test[:4]"}
+         "steps=1500,": "steps=40,", "n=512,": "n=32,", "split.test[:8]": "split.test[:4]",
+         # a clone of the function_vectors repository: the test folder in its layout
+         '"~/function_vectors/dataset_files"': repr(str(README.parent / "tests" / "data" / "task_folder"))}
 
 
 def snippets(small: bool = False) -> list[str]:

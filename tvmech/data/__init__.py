@@ -7,7 +7,7 @@ train / val / test splits; zero-shot and k-shot prompts in right-padded batches 
 
 from tvmech.data.hf import HF_TASKS, load_hf_task
 from tvmech.data.prompts import Batch, Prompt, batches, encode, make_prompts
-from tvmech.data.sources import load_task
+from tvmech.data.sources import load_task, load_tasks
 from tvmech.data.tasks import (
     BUILTIN,
     SCORING_MODES,
@@ -22,5 +22,5 @@ from tvmech.data.tasks import (
 )
 
 __all__ = ["Task", "Template", "Example", "Splits", "BUILTIN", "SCORING_MODES", "builtin_task", "builtin_tasks",
-           "load_task", "read_records", "parse_records", "HF_TASKS", "load_hf_task", "Prompt", "Batch",
+           "load_task", "load_tasks", "read_records", "parse_records", "HF_TASKS", "load_hf_task", "Prompt", "Batch",
            "make_prompts", "encode", "batches"]

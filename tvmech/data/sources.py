@@ -1,4 +1,5 @@
-"""Where a task comes from: :func:`load_task` reads a built-in name, a JSON/JSONL file or ``"hf:<name>"``.
+"""Where a task comes from: :func:`load_task` reads a built-in name, a JSON/JSONL file or ``"hf:<name>"``;
+:func:`load_tasks` reads every task file of a folder (the layout of function_vectors' ``dataset_files/``).
 
 It sits above the two readers it dispatches to, :mod:`tvmech.data.tasks` (the :class:`~tvmech.data.tasks.Task`
 type, built-in and file tasks) and :mod:`tvmech.data.hf` (Hugging Face datasets, which imports ``tasks``), so no
@@ -7,6 +8,7 @@ import runs back between them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,4 +62,60 @@ def load_task(source: str | Path, *, coerce: bool = False, **overrides) -> Task:
     return replace(task, **overrides) if overrides else task
 
 
-__all__ = ["load_task"]
+def load_tasks(path: str | Path, *, coerce: bool = False, **overrides) -> dict[str, Task]:
+    """Every task file of a folder: the ``.json`` / ``.jsonl`` files in ``path`` and its subfolders, each read by
+    :func:`load_task` (the same validation), in place (nothing is copied).
+
+    This is the layout of the function_vectors repository's ``dataset_files/`` (Todd et al. 2024): one JSON list of
+    ``{"input", "output"}`` records per task, in ``abstractive/`` and ``extractive/``. A ``.json`` file whose top
+    level is a JSON object is not a task file (their ``generate/categories.json``): it is skipped, and one warning
+    names every file skipped. Hidden folders (``.git``) are not read.
+
+    Args:
+        path: the folder (``~`` is expanded).
+        coerce: convert number and boolean inputs/outputs with ``str()`` (see :func:`load_task`).
+        **overrides: ``template``, ``labels``, ``scoring``, ``description``: replace the defaults of every task.
+
+    Returns:
+        ``{name: task}`` in path order; the name is the file's stem, and the task's ``description`` is the file's
+        path relative to ``path`` (``"abstractive/antonym.json"``: the subfolder it came from) unless overridden.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a folder, or holds no task file.
+        ValueError: a file is not a valid task file (the message names the file), or two files share a name.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        hint = " (a single task file loads with load_task)" if root.is_file() else ""
+        raise FileNotFoundError(f"task folder {str(path)!r} is not a folder{hint}")
+    if "name" in overrides:
+        raise ValueError("load_tasks names each task after its file; 'name' cannot be overridden")
+    files = sorted(f for f in root.rglob("*") if f.suffix in (".json", ".jsonl") and f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(root).parts))
+    tasks: dict[str, Task] = {}
+    where: dict[str, Path] = {}
+    skipped = []
+    for f in files:
+        if f.suffix == ".json" and f.read_text(encoding="utf-8-sig", errors="replace").lstrip().startswith("{"):
+            skipped.append(f.relative_to(root).as_posix())
+            continue
+        if f.stem in tasks:
+            raise ValueError(f"two task files are named {f.stem!r}: {where[f.stem]} and {f}; load the subfolders "
+                             "one at a time")
+        try:
+            task = load_task(f, coerce=coerce, **{"description": f.relative_to(root).as_posix(), **overrides})
+        except ValueError as e:
+            if str(f) in str(e):
+                raise
+            raise ValueError(f"{f}: {e}") from e
+        tasks[f.stem], where[f.stem] = task, f
+    if skipped:
+        warnings.warn(f"{root}: skipped {len(skipped)} JSON file(s) holding an object, not a list of records: "
+                      f"{', '.join(skipped)}", UserWarning, stacklevel=2)
+    if not tasks:
+        raise FileNotFoundError(f"task folder {str(root)!r} holds no task file (.json list or .jsonl of "
+                                "{'input': ..., 'output': ...} records)")
+    return tasks
+
+
+__all__ = ["load_task", "load_tasks"]

@@ -107,7 +107,7 @@ def layer_sweep(model, tasks: Sequence[Task], layers: Sequence[int], *, config: 
             rows += [{"task": task.name, "method": method, "layer": None, "scoring": sc, "accuracy": r.accuracy,
                       "n": r.n} for sc, r in res.items()]
         ltvs = learn_layer_sweep(model, task, layers, sp.train, sp.val, config=config, progress=progress)
-        heads = function_vector_heads(model, task, k=k, n_prompts=fv_prompts, seed=seed)
+        heads = function_vector_heads(model, task, k=k, n_prompts=fv_prompts, seed=seed, progress=progress)
         for layer, vec in zip(layers, ltvs):
             for method, v in (("ltv", vec), ("vanilla", vanilla_task_vector(model, task, layer, k=k, seed=seed)),
                               ("fv", function_vector(model, task, layer, heads, k=k, n_prompts=fv_prompts, seed=seed))):

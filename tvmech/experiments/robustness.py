@@ -245,7 +245,7 @@ def robustness_table(model, tasks: Sequence[Task], *, mid: int | None = None, k:
         vanilla_queries = list(sp.train)[:VANILLA_PROMPTS]
         fv = None
         if "fv" in methods and any(c.k == 0 for c in confs.values()):
-            heads = function_vector_heads(model, task, k=k, n_prompts=fv_prompts, seed=seed)
+            heads = function_vector_heads(model, task, k=k, n_prompts=fv_prompts, seed=seed, progress=progress)
             fv = function_vector(model, task, mid, heads, k=k, n_prompts=fv_prompts, seed=seed).vectors
             fv = fv.reshape(1, 1, -1)  # one vector, shared by every site
         for c in confs.values():

@@ -1,6 +1,7 @@
 """Function vectors on the engine: the Capture of z and the per-row HeadPatch give what the
 hand-written hooks gave, with the clean prompts run once."""
 
+import pytest
 import torch
 
 import tvmech as tv
@@ -60,3 +61,29 @@ def test_indirect_effects_equal_the_old_double_pass(tiny):
     got = indirect_effects(tiny, SMALL, prompts, z_mean)
     assert torch.allclose(got, want, atol=1e-6)
     assert got.abs().max() > 1e-4
+
+
+def test_query_only_effects_equal_the_full_width_ones_on_every_architecture(make_arch, arch):
+    """The query token alone after a frozen prefix, many heads forked in one pass (prompts of several lengths, so
+    several groups; ``max_rows`` small enough to split a group's heads over passes) gives the full-width CIE."""
+    model, _ = make_arch(arch)
+    ad = tv.adapt(model)
+    z_mean = mean_head_z(model, SMALL, _prompts())
+    prompts = _prompts(shuffle=True)
+    q = encode(ad.tokenizer, SMALL, prompts).query_pos
+    assert len(set(q.tolist())) > 1 and ad.fast()
+    want = indirect_effects(model, SMALL, prompts, z_mean, query_only=False)
+    for max_rows in (None, 5):
+        got = indirect_effects(model, SMALL, prompts, z_mean, max_rows=max_rows)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert want.abs().max() > 1e-4
+
+
+def test_query_only_effects_are_taken_off_the_fast_path_too(tiny):
+    z_mean = mean_head_z(tiny, SMALL, _prompts())
+    prompts = _prompts(shuffle=True)
+    with tv.fast_path(False):
+        ref = indirect_effects(tiny, SMALL, prompts, z_mean)  # the full-width reference: no frozen prefix there
+    torch.testing.assert_close(indirect_effects(tiny, SMALL, prompts, z_mean), ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        indirect_effects(tiny, SMALL, prompts, z_mean, max_rows=0)
