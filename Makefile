@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # OpenMP threads that spin while waiting slow torch down badly on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup browser figures figures-paper readme notebooks docs test test-fast lint clean-venv
+.PHONY: setup browser figures figures-paper readme notebooks docs test test-fast test-interop lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ docs: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the llama.cpp cross-check: installs the [interop] extra (llama-cpp-python builds from source, minutes; pip keeps
+# the built wheel), then runs the tests marked interop (they skip, with the reason, where llama_cpp is missing)
+test-interop: setup
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-$$(nproc)} $(PIP) install -q -e ".[interop]"
+	$(PY) -m pytest -q -m interop
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

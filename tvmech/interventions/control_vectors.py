@@ -247,6 +247,45 @@ def from_control_vector(source: Any, model, *, strict: bool = True, task: str = 
     return tv
 
 
+def llama_cpp_buffer(path: str | Path, n_layers: int, strength: float = 1.0) -> np.ndarray:
+    """The float32 buffer llama.cpp's C API takes (``llama_apply_adapter_cvec``/``llama_set_adapter_cvec``): the
+    directions of blocks ``1..n_layers-1`` back to back, block 1 first, zeros where the file has none, each times
+    ``strength`` (what ``common_control_vector_load`` builds from a file; llama-cpp-python has no loader)."""
+    directions, _, _ = read_gguf(Path(path))
+    if not directions:
+        raise ValueError(f"{path} holds no direction tensors")
+    if min(directions) < 1 or max(directions) >= n_layers:
+        raise ValueError(f"{path} steers blocks {sorted(directions)}; llama.cpp steers blocks 1..{n_layers - 1}")
+    d = next(iter(directions.values())).numel()
+    buf = np.zeros((n_layers - 1, d), dtype=np.float32)
+    for k, v in directions.items():
+        buf[k - 1] = v.numpy() * np.float32(strength)
+    return buf.reshape(-1)
+
+
+def apply_to_llama(llm, path: str | Path | None, strength: float = 1.0) -> None:
+    """Set the control vector of a llama-cpp-python ``Llama`` to the file at ``path`` (``None``: clear it), on every
+    block it steers; the equivalent of ``llama-cli --control-vector-scaled path strength``.
+
+    Raises:
+        RuntimeError: llama.cpp refused it (e.g. a width other than the model's).
+    """
+    import ctypes
+
+    import llama_cpp
+
+    fn = getattr(llama_cpp, "llama_set_adapter_cvec", None) or llama_cpp.llama_apply_adapter_cvec
+    ctx, n_layers, n_embd = llm._ctx.ctx, llama_cpp.llama_model_n_layer(llm._model.model), llm.n_embd()
+    if path is None:
+        rc = fn(ctx, None, 0, n_embd, -1, -1)
+    else:
+        buf = llama_cpp_buffer(path, n_layers, strength)
+        llm._cvec = buf  # llama.cpp copies it, but keep it alive for the call's duration in any case
+        rc = fn(ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), buf.size, n_embd, 1, n_layers)
+    if rc != 0:
+        raise RuntimeError(f"llama.cpp refused the control vector {path} (code {rc}); the model has n_embd {n_embd}")
+
+
 def _restore(directions: dict[int, Tensor], meta: dict, source: Any, cls, sha):
     """The TaskVector a tvmech-written GGUF came from, checked against its recorded checksum."""
     meta = dict(meta)
@@ -266,4 +305,4 @@ def _restore(directions: dict[int, Tensor], meta: dict, source: Any, cls, sha):
 
 
 __all__ = ["ARCH", "cvec_layer", "control_directions", "to_control_vector", "read_gguf", "read_source",
-           "from_control_vector"]
+           "from_control_vector", "llama_cpp_buffer", "apply_to_llama"]
