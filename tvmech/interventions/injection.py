@@ -7,7 +7,8 @@ one vector per batch row and site, and acts at ``blocks.{l}.hook_resid_pre`` (de
 (one row group of a batched sweep, where each group carries its own vector).
 
 Positions follow :mod:`tvmech.interventions.sites` (negative: relative to each row's query token; a string:
-the token of that role in each row, e.g. ``"input_first"``, resolved from the batch's role positions).
+the token of that role in each row, e.g. ``"input_first"``, resolved from the batch's role positions;
+``"all"``: every token, as llama.cpp's control vectors are added).
 """
 
 from __future__ import annotations

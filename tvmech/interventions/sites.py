@@ -22,6 +22,11 @@ undefined, stored as -1, when the input starts the prompt). The batch records ea
 each role (:class:`tvmech.data.prompts.Batch` ``roles``) and :meth:`Context.of` carries them to the writes;
 like an absolute index, a role's index does not move with right padding.
 
+Every position. ``"all"`` (:data:`ALL`, alone) names every token of each row, prompt and generated tokens alike
+(in KV-cache decoding, each new token): what llama.cpp's control vectors and repeng do. Padding tokens are
+written too (harmless after the query under right padding). It has no single index per row, so
+:func:`resolve_positions` refuses it.
+
 Offsets. During KV-cache decoding a forward pass sees only the new tokens; the :class:`Context` says which
 absolute position the first of them has, and a write whose target lies outside the tensor is skipped.
 """
@@ -41,6 +46,7 @@ from tvmech.core.checks import as_int
 Point = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "z"]
 Position = int | str  # a token index (negative: from the query) or a role name (ROLES)
 ROLES: tuple[str, ...] = ("query", "input_first", "before_input")
+ALL = "all"  # every position (alone)
 POINTS: tuple[str, ...] = get_args(Point)
 RESIDUAL_POINTS: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 Mode = Literal["add", "replace"]
@@ -72,16 +78,24 @@ def as_positions(positions: Any, what: str = "position") -> tuple[Position, ...]
 
     Raises:
         ArgumentTypeError: an item that is neither an integer nor a string.
-        ValueError: a string that is not a role, naming the valid ones.
+        ValueError: a string that is not a role (nor ``"all"``), naming the valid ones; ``"all"`` with others.
     """
     items = [positions] if isinstance(positions, str) else positions
     if getattr(items, "ndim", None) == 0 or not isinstance(items, Iterable):
         items = [items]
     out = tuple(p if isinstance(p, str) else as_int(p, what) for p in items)
-    bad = [p for p in out if isinstance(p, str) and p not in ROLES]
+    bad = [p for p in out if isinstance(p, str) and p not in (*ROLES, ALL)]
     if bad:
-        raise ValueError(f"{what} {bad[0]!r} is not a role: valid roles are {', '.join(ROLES)} (or an integer index)")
+        raise ValueError(f"{what} {bad[0]!r} is not a role: valid roles are {', '.join(ROLES)} (or an integer index, "
+                         f"or {ALL!r} alone for every position)")
+    if ALL in out and len(out) > 1:
+        raise ValueError(f"{what}s {out}: {ALL!r} (every position) already covers the others; give it alone")
     return out
+
+
+def every_position(positions: Sequence[Position]) -> bool:
+    """Whether ``positions`` is ``("all",)``: every token of each row."""
+    return tuple(positions) == (ALL,)
 
 
 def site_key(position: Position) -> Position:
@@ -158,6 +172,9 @@ def resolve_positions(positions: Sequence[Position] | Position, query_pos: Int[T
         role is undefined for a row (e.g. ``"before_input"`` where the input starts the prompt).
     """
     positions = as_positions(positions)
+    if every_position(positions):
+        raise ValueError(f"position {ALL!r} names every token of a row, not one index per row; it is only valid for "
+                         "writes (injections)")
     idx = _absolute(positions, query_pos, _roles(positions, roles, len(query_pos), query_pos.device))
     bad = (idx < 0) | (idx > query_pos[:, None])
     if bad.any():
@@ -219,6 +236,10 @@ def local_targets(positions: Sequence[Position], ctx: Context, rows: Int[Tensor,
         ``(rows, columns, flat grid indices)`` of the targets inside the tensor.
     """
     positions = as_positions(positions)
+    if every_position(positions):  # each row's every token in the tensor; grid value: the row's own
+        n = len(rows)
+        return (rows.repeat_interleave(seq), torch.arange(seq, device=device).repeat(n),
+                torch.arange(n, device=device).repeat_interleave(seq))
     q = ctx.queries(batch, seq, device)[rows]
     roles = {p: ctx.role(p, batch, device)[rows] for p in positions if isinstance(p, str) and p != "query"}
     if ctx.checked:  # static shapes, no value read (see Context.checked)
@@ -231,5 +252,6 @@ def local_targets(positions: Sequence[Position], ctx: Context, rows: Int[Tensor,
     return r[keep], idx[keep], flat[keep]
 
 
-__all__ = ["Point", "POINTS", "RESIDUAL_POINTS", "Mode", "MODES", "Position", "ROLES", "Context", "check_point",
-           "check_mode", "as_positions", "site_key", "resolve_positions", "distinct_per_row", "local_targets"]
+__all__ = ["Point", "POINTS", "RESIDUAL_POINTS", "Mode", "MODES", "Position", "ROLES", "ALL", "Context", "check_point",
+           "check_mode", "as_positions", "site_key", "every_position", "resolve_positions", "distinct_per_row",
+           "local_targets"]

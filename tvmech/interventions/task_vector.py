@@ -163,6 +163,22 @@ class TaskVector(Intervention):
         atomic_write_text(js, json.dumps(meta, indent=2) + "\n")
         return st.with_suffix("")
 
+    def to_control_vector(self, path: str | Path, *, hint: str = "", overwrite: bool = False) -> Path:
+        """Write llama.cpp's control-vector GGUF (``direction.{k}``: the output of block ``k``, every token); see
+        :func:`tvmech.interventions.control_vectors.to_control_vector` for the vectors that can be written."""
+        from tvmech.interventions.control_vectors import to_control_vector
+
+        return to_control_vector(self, path, hint=hint, overwrite=overwrite)
+
+    @classmethod
+    def from_control_vector(cls, source, model, *, strict: bool = True, **meta) -> TaskVector:
+        """Read a control vector (llama.cpp/repeng ``.gguf``, steering-vectors' ``{layer: vector}`` as
+        ``.safetensors``/``.pt``, or a repeng/steering-vectors object) for ``model``; see
+        :func:`tvmech.interventions.control_vectors.from_control_vector` (``meta``: ``task``, ``method``)."""
+        from tvmech.interventions.control_vectors import from_control_vector
+
+        return from_control_vector(source, model, strict=strict, **meta)
+
     @classmethod
     def load(cls, path: str | Path, model=None, *, strict: bool = True) -> TaskVector:
         """Read a saved vector and check that its two files agree; with ``model``, that it fits that model.

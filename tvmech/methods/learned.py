@@ -23,6 +23,10 @@ training prompts; each step runs only the remaining blocks, only the positions f
 positions. :func:`learn_layer_sweep` trains one vector per layer in a single batched forward/backward:
 the batch is replicated once per layer (a row group) and each group gets its own vector at its own
 layer: one :class:`~tvmech.interventions.injection.Injection` with ``rows=(g·B, (g+1)·B)`` per group.
+
+llama.cpp's semantics. ``positions="all", point="resid_post"`` trains θ added to block ``l``'s output at every
+token (no frozen prefix then), which is exactly a llama.cpp control vector ``direction.{l}``
+(:meth:`TaskVector.to_control_vector`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task, train_val
 from tvmech.interventions.engine import compose
 from tvmech.interventions.injection import Injection
-from tvmech.interventions.sites import RESIDUAL_POINTS, Point, Position, as_positions, check_point, resolve_positions
+from tvmech.interventions.sites import (
+    RESIDUAL_POINTS,
+    Point,
+    Position,
+    as_positions,
+    check_point,
+    every_position,
+    resolve_positions,
+)
 from tvmech.interventions.sweep import forked_run
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.training import (
@@ -233,7 +245,7 @@ def ltv_objective(ad: Adapter, data: TrainData, layer_groups: Sequence[tuple[int
                                  for g, (v, ls) in enumerate(zip(vectors(), layer_groups))]))
 
     # the training loop's fast lane freezes the positions before the first written one (per split)
-    loss = LabelLoss(ad, forward, copies=1 if forked else G, positions=positions)
+    loss = LabelLoss(ad, forward, copies=1 if forked else G, positions=None if every_position(positions) else positions)
     loss.lane(data)  # the positions resolved on the training rows now: a bad one fails before any step
     obj = Objective([[p] for p in params], [config.lr] * len(params),
                     [config.weight_decay * float(sc.mean()) for sc in scales], loss,
@@ -263,7 +275,8 @@ def _train(model, task: Task, train: Sequence[Example], val: Sequence[Example], 
     prep = dict(first_token_only=cfg.first_token_only, k=cfg.k, demos=train, seed=cfg.seed)
     data = prepare_data(ad, task, train, start, **prep)
     vdata = prepare_data(ad, task, val, start, **prep) if val else None
-    for d in (data, vdata) if vdata is not None else (data,):  # fail early on bad positions, on every split
+    splits = () if every_position(positions) else (data,) if vdata is None else (data, vdata)
+    for d in splits:  # fail early on bad positions, on every split ("all" has none to resolve)
         resolve_positions(positions, d.batch.query_pos, d.batch.tokens.shape[1], d.batch.roles)
     gen = torch.Generator().manual_seed(cfg.seed)
     obj, scales = ltv_objective(ad, data, layer_groups, positions, shared=shared, point=point, config=cfg,
@@ -335,7 +348,8 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         model: a TransformerLens model or its adapter.
         task: the task; ``train``/``val`` default to its splits with ``config.seed``.
         layers, positions: the sites (positions negative: relative to the query; a string: a role of the prompt,
-            :data:`~tvmech.interventions.sites.ROLES`, resolved per row); each one or a sequence of them (Python,
+            :data:`~tvmech.interventions.sites.ROLES`, resolved per row, or ``"all"``: every token, which with
+            ``point="resid_post"`` is llama.cpp's control-vector semantics); each one or a sequence of them (Python,
             numpy or 0-d tensor integers).
         shared: one vector for every site.
         point: ``resid_pre`` (default), ``resid_post``, ``attn_out`` or ``mlp_out``.
