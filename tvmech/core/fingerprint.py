@@ -114,27 +114,30 @@ def legacy_weights_sha256(module: torch.nn.Module) -> str:
 
 
 def onloaded(root: torch.nn.Module, name: str) -> Tensor:
-    """The value of the offloaded tensor ``name`` of ``root``, materialised through its module's accelerate hook."""
+    """The value of the offloaded tensor ``name`` of ``root``, materialised through its module's accelerate hook
+    (on the hook's execution device: the sketch is the same on every device)."""
     from accelerate.utils import align_module_device
 
     owner_name, _, leaf = name.rpartition(".")
     owner = root.get_submodule(owner_name) if owner_name else root
     with align_module_device(owner):
-        return getattr(owner, leaf).detach().to("cpu").clone()
+        return getattr(owner, leaf).detach().clone()
 
 
 def weights_version(module: torch.nn.Module) -> tuple:
     """What the cached digest is keyed by: each tensor's identity, storage and version counter (bumped by
     every in-place change through torch, optimiser steps and ``load_state_dict`` included; writes through
-    ``.data`` or NumPy views are not seen). ``None`` entries where a tensor has no counter (inference mode)."""
-    key = []
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+    ``.data`` or NumPy views are not seen), whatever names the module tree gives them (the bridge's components
+    wrap the Hugging Face modules; :meth:`~tvmech.core.native.NativeView.native` takes them out). ``None`` where a
+    tensor has no counter (inference mode)."""
+    key = {}
+    for t in list(module.parameters()) + list(module.buffers()):
         try:
             version = t._version
         except RuntimeError:  # inference tensors keep no version counter
             version = None
-        key.append((name, id(t), t.data_ptr() if t.device.type != "meta" else 0, version))
-    return tuple(key)
+        key[id(t)] = (id(t), t.data_ptr() if t.device.type != "meta" else 0, version)
+    return tuple(sorted(key.values()))
 
 
 __all__ = ["K", "COLS", "sketch_matrix", "exact_rows_times", "tensor_sketch", "weights_digest",

@@ -92,3 +92,13 @@ def test_a_loader_file_digest_stands_for_the_weights_until_they_change(make_tiny
 def test_a_deep_copy_has_the_same_digest(make_tiny_hf):
     hf = make_tiny_hf()
     assert fp.weights_digest(hf) == fp.weights_digest(copy.deepcopy(hf))
+
+
+def test_the_digest_is_the_same_inside_native_where_the_bridge_components_are_taken_out(make_tiny_hf,
+                                                                                         make_tokenizer):
+    tok = make_tokenizer()
+    outside = adapt(wrap(make_tiny_hf(vocab=len(tok)), tok, "a")).fingerprint()
+    fresh = adapt(wrap(make_tiny_hf(vocab=len(tok)), tok, "b"))
+    with fresh.native():  # first computed here (as when generate is the first call with a loaded vector)
+        inside = fresh.fingerprint()
+    assert inside == outside == fresh.fingerprint()
