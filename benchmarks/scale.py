@@ -117,6 +117,8 @@ def pipeline(model, task, small: bool, split: bool = False) -> list[tuple[str, C
         ("lens: lens_metrics (16 prompts)", lambda: tv.lens_metrics(model, task, prompts, vec())),
         ("fit_tv_map (4 prompts, defaults)", lambda: tv.fit_tv_map(model, fit4, vec().vectors.reshape(-1), layer)),
         ("exact_jacobian (1 prompt)", lambda: tv.exact_jacobian(model, fit1, vec().vectors.reshape(-1), layer)),
+        ("fit_tv_map (4 prompts, solver='jacobian')",
+         lambda: tv.fit_tv_map(model, fit4, vec().vectors.reshape(-1), layer, tv.MapConfig(solver="jacobian"))),
         (f"{len(sweep_layers)}-layer LTV sweep" + (f" ({steps} steps)" if steps else " (100 steps)"),
          lambda: tv.learn_layer_sweep(model, task, sweep_layers, config=tv.LTVConfig(steps=steps or 100),
                                       progress=False)),

@@ -19,12 +19,14 @@ SOLVERS = ("lstsq", "ridge")
 # rows Δ(x_i) (``[b, d]``), or each prompt's Δ_p(x_i) (``[b, n_prompts, d]``; the fit uses their mean)
 Response = Callable[[Float[Tensor, "b d"]], Float[Tensor, "b ..."]]
 RAY_ALPHAS: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
+MAP_SOLVERS = (*SOLVERS, "jacobian")  # "jacobian": W is the exact Jacobian at θ (no training samples)
 ROWS_PER_PASS = 1024  # rows (perturbed vectors × fit prompts) per forward pass by default
 
 
 @dataclass(frozen=True)
 class MapConfig:
-    """Settings of the noise fit. ``n_samples=None`` means ``2 × d_model``."""
+    """Settings of the noise fit. ``n_samples=None`` means ``2 × d_model``. ``solver="jacobian"`` takes the exact
+    Jacobian at θ for ``W`` (no training samples: ``r2_train`` is NaN; held-out R² and ray test as for a fit)."""
 
     n_samples: int | None = None
     n_heldout: int = 128
@@ -36,8 +38,8 @@ class MapConfig:
     ray_alphas: tuple[float, ...] = RAY_ALPHAS  # the ray test's scales α of θ
 
     def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver {self.solver!r} is not valid; choose one of {SOLVERS}")
+        if self.solver not in MAP_SOLVERS:
+            raise ValueError(f"solver {self.solver!r} is not valid; choose one of {MAP_SOLVERS}")
         if not self.noise_scales or any(not (s > 0) for s in self.noise_scales):
             raise ValueError(f"noise scales must be positive (λ > 0), got {self.noise_scales}")
         if self.n_samples is not None and self.n_samples < 1:
@@ -50,6 +52,8 @@ class MapConfig:
             raise ValueError(f"ray scales must be non-zero, got {self.ray_alphas}")
 
     def samples_for(self, d: int) -> int:
+        if self.solver == "jacobian":
+            return 0
         n = 2 * d if self.n_samples is None else self.n_samples
         if self.solver == "lstsq" and n < d:
             raise ValueError(f"solver 'lstsq' needs n_samples >= d_model = {d} to determine a {d}x{d} map, got {n}; "
@@ -195,11 +199,12 @@ def ray_test(response: Response, W: Float[Tensor, "d d"], theta: Float[Tensor, "
 
 def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapConfig = MapConfig(), *,
                    layer: int = -1, n_prompts: int = 1, progress: bool = False,
-                   device: torch.device | str | None = None) -> LinearMap:
+                   device: torch.device | str | None = None, W: Tensor | None = None) -> LinearMap:
     """Fit ``W`` to any batched response ``response(X) -> Y`` (rows ``Δ(x_i)``).
 
     Used by :func:`fit_tv_map` with the model's response (``device``: the model's, where the least squares and
-    the training R² run; ``None``: the CPU); tests pass a known linear function.
+    the training R² run; ``None``: the CPU); tests pass a known linear function. ``W`` given (solver
+    ``"jacobian"``): no fit, the same held-out R², per-prompt R² and ray test of that map.
     """
     t0 = time.perf_counter()
     d = theta.shape[-1]
@@ -221,11 +226,14 @@ def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapCo
 
     X = perturbations(theta, n, config.noise_scales, gen)
     Y, _ = run(X, f"fit W (layer {layer})")
-    Xd = X.to(device or "cpu")
-    W = solve(Xd, Y, config.solver, config.ridge)
-    r2_train = r_squared(W, Xd, Y)
-    W = W.cpu()
-    del Xd
+    if W is None:
+        Xd = X.to(device or "cpu")
+        W = solve(Xd, Y, config.solver, config.ridge)
+        r2_train = r_squared(W, Xd, Y)
+        W = W.cpu()
+        del Xd
+    else:
+        W, r2_train = W.detach().double().cpu(), float("nan")
     Xh = perturbations(theta, config.n_heldout, config.noise_scales, held_gen) if config.n_heldout else X[:0]
     Yh, Yh_p = run(Xh, "held-out", keep_prompts=True) if config.n_heldout else (Y[:0], None)
     th = theta.detach().double().cpu()
@@ -241,5 +249,5 @@ def fit_linear_map(response: Response, theta: Float[Tensor, " d"], config: MapCo
                      ray_test(response, W, th, config.ray_alphas), per_c)
 
 
-__all__ = ["MapConfig", "LinearMap", "SOLVERS", "RAY_ALPHAS", "ROWS_PER_PASS", "Response", "perturbations", "solve",
-           "r_squared", "per_prompt_r2", "ray_test", "fit_linear_map"]
+__all__ = ["MapConfig", "LinearMap", "SOLVERS", "MAP_SOLVERS", "RAY_ALPHAS", "ROWS_PER_PASS", "Response",
+           "perturbations", "solve", "r_squared", "per_prompt_r2", "ray_test", "fit_linear_map"]

@@ -58,3 +58,18 @@ def test_qr_solve_equals_the_svd_and_falls_back_on_a_singular_design():
     Xs = X.clone()
     Xs[:, 5] = Xs[:, 4]  # rank-deficient: the minimum-norm solution, as before
     assert torch.allclose(solve(Xs, Y), torch.linalg.lstsq(Xs, Y, driver="gelsd").solution.T, atol=1e-8)
+
+
+def test_the_jacobian_solver_is_the_exact_jacobian_with_the_same_quality_fields(tiny):
+    task = tv.builtin_task("capitalize")
+    batch = fit_prompts(tiny, task, task.examples[:3])
+    theta = torch.randn(64, generator=torch.Generator().manual_seed(4))
+    fit = fit_tv_map(tiny, batch, theta, 1, MapConfig(solver="jacobian", n_heldout=16))
+    J = tv.exact_jacobian(tiny, batch, theta, 1)
+    assert torch.allclose(fit.W, J) and fit.n_samples == 0 and fit.r2_train != fit.r2_train  # NaN
+    Xh = perturbations(theta, 16, (0.05, 0.1, 0.2), torch.Generator().manual_seed(1_000_003))
+    Yh = tv_response(tiny, batch, 1)(Xh)
+    assert fit.r2_heldout == pytest.approx(r_squared(J, Xh, Yh), abs=1e-6)
+    assert len(fit.r2_per_prompt_centred) == 3 and len(fit.ray) == 4
+    noise = fit_tv_map(tiny, batch, theta, 1, MapConfig(n_heldout=16))
+    assert float((noise.W - J).norm() / J.norm()) < 0.2  # the noise fit is near the local Jacobian
