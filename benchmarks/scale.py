@@ -130,9 +130,12 @@ PIPELINE_STEPS = ("learn_task_vector", "vanilla", "function_vector", "OV", "key 
 
 
 def _digest(model) -> str:
+    """What :meth:`Adapter.fingerprint` computes when its cache misses (the sketch of every weight)."""
+    import tvmech as tv
     from tvmech.core.fingerprint import weights_digest
 
-    return weights_digest(model.original_model)
+    with tv.adapt(model).native() as hf:
+        return weights_digest(hf)
 
 
 def run_steps(steps, device: str, deadline: float, repeats: int = 2) -> list[dict]:
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ad = tv.adapt(model)
     task = tv.builtin_task(args.task)
     result: dict = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
         "torch": torch.__version__, "model": {"n_layers": ad.n_layers, "d_model": ad.d_model, "n_heads": ad.n_heads,
