@@ -126,7 +126,8 @@ def pipeline(model, task, small: bool, split: bool = False) -> list[tuple[str, C
     ]
 
 
-PIPELINE_STEPS = ("learn_task_vector", "vanilla", "function_vector", "OV", "key heads", "sinks", "lens", "fit_tv_map")
+PIPELINE_STEPS = ("learn_task_vector", "vanilla", "function_vector", "OV", "key heads", "sinks", "lens",
+                  "fit_tv_map (4 prompts, defaults)")  # the per-task pipeline of issue 29 (prefixes of step names)
 
 
 def _digest(model) -> str:
