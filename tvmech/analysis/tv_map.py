@@ -84,6 +84,7 @@ from tvmech.data.prompts import Batch, encode, make_prompts
 from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
+from tvmech.interventions.sites import Context
 
 
 # ----------------------------------------------------------------------------------- the model's response
@@ -98,25 +99,34 @@ def _prefix(ad, batch: Batch, layer: int) -> tuple[Tensor, Tensor, Tensor]:
     return resid, q, base
 
 
-def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False) -> Response:
+def tv_response(model, batch: Batch, layer: int, *, per_prompt: bool = False, frozen: bool = True) -> Response:
     """``X -> Δ(X)``: each row of ``X`` added at ``layer`` to every prompt's query; the mean final-stream change
     (``[b, d]``), or with ``per_prompt`` each prompt's own ``Δ_p`` (``[b, n_prompts, d]``).
 
     The prefix (blocks ``0..layer−1``) runs once here; each call runs blocks ``layer..L−1`` on
-    ``len(X) × len(batch)`` rows.
+    ``len(X) × len(batch)`` rows. With ``frozen`` (where the fast path is taken), the positions before the
+    earliest query, which θ cannot reach under the causal mask, are run once too: their keys and values at blocks
+    ``layer..`` (:meth:`~tvmech.core.running.BlockRunner.prefix_kv`) serve every call, which then runs only the
+    positions from that query on.
     """
     ad = adapt(model)
     ad.check_layer(layer)
     resid, q, base = _prefix(ad, batch, layer)
     P = len(batch)
+    cut = int(q.min())
+    prefix = ad.prefix_kv(resid, layer, cut) if frozen and cut > 0 and ad.fast() else None
+    if prefix is None:
+        cut = 0
 
     def response(X: Tensor) -> Tensor:
         b = X.shape[0]
         qq = q.repeat(b)  # row i * P + p: vector i on prompt p
         rows = torch.arange(b * P, device=ad.device)
         injection = Injection(X.repeat_interleave(P, 0)[:, None, None], (layer,))  # per row: [b * P, 1, 1, d]
+        kv = None if prefix is None else prefix.rows(torch.arange(P, device=ad.device).repeat(b))
         with torch.no_grad():
-            out = run_blocks(ad, resid.repeat(b, 1, 1), layer, intervention=injection, ctx=qq)[rows, qq].view(b, P, -1)
+            out = run_blocks(ad, resid[:, cut:].repeat(b, 1, 1), layer, intervention=injection,
+                             ctx=Context(qq, offset=cut), prefix=kv)[rows, qq - cut].view(b, P, -1)
         delta = (out - base[None]).double().cpu()
         return delta if per_prompt else delta.mean(1)
 

@@ -1,5 +1,6 @@
-"""W_TV(l) at scale (issue 29): the fit runs in large passes and solves by QR on the model's device; on every
-architecture of the matrix it equals the fit as it was (passes of 32 vectors, the host's SVD least squares)."""
+"""W_TV(l) at scale (issue 29): the fit runs only the positions from the earliest query on (the prefix's keys and
+values frozen), in large passes, and solves by QR on the model's device; on every architecture of the matrix it
+equals the fit as it was (every position, passes of 32 vectors, the host's SVD least squares)."""
 
 import pytest
 import torch
@@ -18,8 +19,8 @@ from tvmech.analysis.tv_map import (
 
 
 def reference_fit(model, batch, theta, layer, config):
-    """The fit before issue 29: responses in passes of 32 vectors, ``gelsd`` on the CPU, R² on the CPU."""
-    response = tv_response(model, batch, layer, per_prompt=True)
+    """The fit before issue 29: every position run, in passes of 32 vectors, ``gelsd`` on the CPU, R² on the CPU."""
+    response = tv_response(model, batch, layer, per_prompt=True, frozen=False)
     n = config.samples_for(theta.numel())
 
     def run(X):
