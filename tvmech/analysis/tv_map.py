@@ -38,8 +38,10 @@ outside the fit's noise ball), ``rel_error(α) = ‖Δ(αθ) − α W θ‖ / �
 
 Efficiency. The residual entering block ``l`` is computed once per fit prompt (truncated after its
 query token); each batch of ``batch_size`` perturbed vectors × ``P`` prompts (default: about
-``ROWS_PER_PASS`` rows) runs only blocks ``l..L−1`` (``Adapter.run_blocks``). Cost: ``(n_samples + n_heldout +
-1) × P`` rows through ``L − l`` blocks. The least squares (float64, by QR: ``X = QR``, ``Wᵀ = R⁻¹ QᵀY``; SVD only
+``ROWS_PER_PASS`` rows) runs only blocks ``l..L−1`` (``Adapter.run_blocks``), and on the fast path only the
+positions from the earliest query on: the keys and values of the positions before it, which θ cannot reach
+under the causal mask, are computed once (a frozen prefix). Cost: ``(n_samples + n_heldout + 1) × P`` rows of
+``width − min_p q_p`` positions through ``L − l`` blocks. The least squares (float64, by QR: ``X = QR``, ``Wᵀ = R⁻¹ QᵀY``; SVD only
 where ``R`` is numerically singular) and the R² run on the model's device: on a GPU the host's float64 SVD of an
 ``2d × d`` matrix, minutes at ``d = 4096``, was most of the fit.
 
