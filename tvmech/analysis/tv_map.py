@@ -41,9 +41,9 @@ query token); each batch of ``batch_size`` perturbed vectors × ``P`` prompts (d
 ``ROWS_PER_PASS`` rows) runs only blocks ``l..L−1`` (``Adapter.run_blocks``), and on the fast path only the
 positions from the earliest query on: the keys and values of the positions before it, which θ cannot reach
 under the causal mask, are computed once (a frozen prefix). Cost: ``(n_samples + n_heldout + 1) × P`` rows of
-``width − min_p q_p`` positions through ``L − l`` blocks. The least squares (float64, by QR: ``X = QR``, ``Wᵀ = R⁻¹ QᵀY``; SVD only
-where ``R`` is numerically singular) and the R² run on the model's device: on a GPU the host's float64 SVD of an
-``2d × d`` matrix, minutes at ``d = 4096``, was most of the fit.
+``width − min_p q_p`` positions through ``L − l`` blocks. The least squares (float64, by QR: ``X = QR``,
+``Wᵀ = R⁻¹ QᵀY``; SVD only where ``R`` is numerically singular) and the R² run on the model's device: the host's
+float64 SVD of the ``2d × d`` design grows as ``d³`` (31 s at ``d = 1024`` on a 2-core CPU).
 
 Reconstructed TV. ``W θ`` is added to the final residual stream (``blocks.{L−1}.hook_resid_post``) at the
 query instead of θ at layer ``l`` (:func:`final_injection`). The logit lens of that final stream is the
