@@ -35,6 +35,7 @@ from torch import Tensor
 
 from tvmech.core.anatomy import BlockAnatomy, NormParams, frozen_norm, norm_params, wide
 from tvmech.core.checks import as_int
+from tvmech.core.fingerprint import legacy_weights_sha256, weights_digest, weights_version
 from tvmech.core.native import NativeView, hf_module
 from tvmech.core.running import BlockRunner
 from tvmech.core.transformerlens import factored_matrix  # noqa: F401 - re-exported (analysis.ov imports it here)
@@ -52,29 +53,9 @@ ACTIVATIONS = {
 }
 
 
-WEIGHTS_HASH_ATTR = "tvmech_weights_sha256"  # where a model's weight hash is memoised
-
-
-def weights_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 of ``module``'s state dict: names, shapes and float32 bytes, in key order."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        if t.device.type == "meta":  # offloaded by accelerate (device_map with "disk" / "cpu"): read it back
-            t = _onloaded(module, name)
-        t = t.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy())  # (a contiguous buffer: no copy)
-    return h.hexdigest()
-
-
-def _onloaded(root: torch.nn.Module, name: str) -> Tensor:
-    """The value of the offloaded tensor ``name`` of ``root``, materialised through its module's accelerate hook."""
-    from accelerate.utils import align_module_device
-
-    owner_name, _, leaf = name.rpartition(".")
-    owner = root.get_submodule(owner_name) if owner_name else root
-    with align_module_device(owner):
-        return getattr(owner, leaf).detach().to("cpu").clone()
+WEIGHTS_HASH_ATTR = "tvmech_weights_sha256"  # a file digest set by the loader (GGUF), trusted while unchanged
+FINGERPRINT_KEYS = ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_key_value_heads")
+FINGERPRINT_PREFIX = "fp2-"  # fingerprints of the sketch digest; those without it (16 hex digits) are legacy
 
 
 @dataclass(frozen=True)
@@ -155,24 +136,55 @@ class Adapter(BlockRunner, NativeView):
         """The model's display name."""
         return str(getattr(self.model, "tvmech_name", None) or getattr(self.cfg, "model_name", "model"))
 
-    def weights_sha256(self) -> str:
-        """SHA-256 of the model's weights (the Hugging Face state dict as loaded, each tensor as float32 on the
-        CPU, in key order), computed once per model; for a model loaded from a GGUF file, the file's SHA-256
-        (``"gguf:<hex>"``, set by :func:`tvmech.core.models.load_model`)."""
-        module = self.model.original_model if self.is_bridge else self.model
-        digest = getattr(module, WEIGHTS_HASH_ATTR, None)
-        if digest is None:
-            digest = weights_sha256(module)
-            setattr(module, WEIGHTS_HASH_ATTR, digest)
-        return digest
+    def _weights_module(self) -> torch.nn.Module:
+        return self.model.original_model if self.is_bridge else self.model
+
+    def _cached(self, what: str, compute: Callable[[torch.nn.Module], str]) -> str:
+        """``compute(module)`` memoised on the module for as long as its tensors are unchanged
+        (:func:`~tvmech.core.fingerprint.weights_version`); a loader's file digest (``WEIGHTS_HASH_ATTR``, the
+        GGUF file's SHA-256) stands for both digests while the tensors are those it loaded."""
+        module = self._weights_module()
+        version = weights_version(module)
+        memo = module.__dict__.setdefault("_tvmech_digests", {})
+        file_digest = getattr(module, WEIGHTS_HASH_ATTR, None)
+        if file_digest is not None:
+            memo.setdefault("file", (version, file_digest))  # the version the loader's digest stands for
+            if memo["file"] == (version, file_digest):
+                return file_digest
+        if what not in memo or memo[what][0] != version:
+            # the sketch names tensors as Hugging Face does (the bridge's components taken out), whichever
+            # TransformerLens version wraps them; the legacy hash as it always did (what the bridge shows)
+            plain = self.native() if self.is_bridge and what == "sketch" else contextlib.nullcontext()
+            with plain:
+                memo[what] = (version, compute(module))
+        return memo[what][1]
+
+    def weights_digest(self) -> str:
+        """Digest of the model's weights (the Hugging Face state dict as loaded), computed on the weights' own
+        devices (:mod:`tvmech.core.fingerprint`) and cached while they are unchanged; for a model loaded from
+        a GGUF file, the file's SHA-256 (``"gguf:<hex>"``, set by :func:`tvmech.core.models.load_model`)."""
+        return self._cached("sketch", weights_digest)
+
+    def _spec_hash(self, weights: str) -> str:
+        spec = {k: getattr(self.cfg, k, None) for k in FINGERPRINT_KEYS}
+        spec["weights"] = weights
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
-        """What a saved vector depends on: the architecture numbers and the hash of the weights (not the
-        model's name or path, so the same weights loaded another way match)."""
-        keys = ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_key_value_heads")
-        spec = {k: getattr(self.cfg, k, None) for k in keys}
-        spec["weights"] = self.weights_sha256()
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """What a saved vector depends on: the architecture numbers and the weights' digest (not the model's
+        name or path, so the same weights loaded another way match): ``"fp2-"`` and 16 hex digits."""
+        return FINGERPRINT_PREFIX + self._spec_hash(self.weights_digest())
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint before ``fp2-`` (host SHA-256 of every weight: slow on large models; cached)."""
+        return self._spec_hash(self._cached("legacy", legacy_weights_sha256))
+
+    def matches_fingerprint(self, fingerprint: str) -> bool:
+        """Whether a saved vector's ``fingerprint`` is this model's: the current form, or a legacy one (16 hex
+        digits, vectors saved before ``fp2-``), checked against :meth:`legacy_fingerprint` only then."""
+        if fingerprint == self.fingerprint():
+            return True
+        return not fingerprint.startswith(FINGERPRINT_PREFIX) and fingerprint == self.legacy_fingerprint()
 
     # ----------------------------------------------------------------- hooks
     def hook_name(self, layer: int, point: str = "resid_pre") -> str:

@@ -199,7 +199,8 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
         seed: first seed of the random sets.
         kinds: ablation kinds (``zero``, ``mean``).
         random_sets: kinds of random sets (:func:`comparison_sets`): ``layer_matched``, ``all_layers``.
-        means: per-head mean ``z`` for mean ablation.
+        means: per-head mean ``z`` for mean ablation (``None``: :func:`mean_head_z` of the zero-shot prompts of
+            ``queries``, computed only when ``kinds`` has ``"mean"``).
         scorings: scoring modes of every accuracy, from the same forward passes (``None``:
             :func:`~tvmech.analysis.evaluation.default_scorings`).
         batch_size: prompts per forward pass.
@@ -216,6 +217,8 @@ def key_vs_random(model, vec: TaskVector, task: Task, queries: Sequence[Example]
     key = key_heads(scores, frac)
     sets = [("key", None, key)] + comparison_sets(key, ad.n_layers, ad.n_heads, n_random, seed, random_sets)
     scorings = resolve_scorings(task, scorings)
+    if means is None and "mean" in kinds:
+        means = mean_head_z(ad, task, make_prompts(task, queries, 0))
     base = evaluate_multi(ad, task, queries, 0, scorings=scorings, batch_size=batch_size, intervention=vec,
                           progress=progress)
     rows = [{"task": task.name, "score": scores.score, "set": "none", "seed": None, "kind": "none", "size": 0,

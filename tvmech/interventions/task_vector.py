@@ -10,6 +10,7 @@ A saved vector cannot say something other than what it holds:
 * the fingerprint is the architecture's numbers and a hash of the weights
   (:meth:`tvmech.core.adapter.Adapter.fingerprint`), so the same weights loaded by another name or path are
   accepted and other weights of the same shape are not; a file without one loads only with ``strict=False``;
+  a legacy fingerprint (saved before ``fp2-``) is checked against the legacy hash, computed only then (slow);
 * vectors are finite floating-point tensors, checked when made and when saved.
 """
 
@@ -133,7 +134,7 @@ class TaskVector(Intervention):
         ad = adapt(model)
         if self.d_model and self.d_model != ad.d_model:
             raise ValueError(f"this task vector has d_model {self.d_model}; the model has {ad.d_model}")
-        if self.fingerprint and self.fingerprint != ad.fingerprint():
+        if self.fingerprint and not ad.matches_fingerprint(self.fingerprint):
             raise ValueError(
                 f"this task vector was made on {self.model_name!r} (fingerprint {self.fingerprint}); the model "
                 f"is {ad.name!r} (fingerprint {ad.fingerprint()}): other weights or another architecture"

@@ -340,8 +340,9 @@ def pooled_splits(task: Task, seed: int, pool: int, train_share: float) -> tuple
 
 
 def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None, val: Sequence[Example] | None = None,
-                      *, layers: Sequence[int] = (15,), positions: Sequence[Position] = (-1,), shared: bool = False,
-                      point: Point = "resid_pre", config: LTVConfig = LTVConfig(), progress: bool = True) -> TaskVector:
+                      *, layers: Sequence[int] | None = None, positions: Sequence[Position] = (-1,),
+                      shared: bool = False, point: Point = "resid_pre", config: LTVConfig = LTVConfig(),
+                      progress: bool = True) -> TaskVector:
     """Train one Learned Task Vector (one vector per layer/position site, or one shared vector).
 
     Args:
@@ -350,7 +351,8 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         layers, positions: the sites (positions negative: relative to the query; a string: a role of the prompt,
             :data:`~tvmech.interventions.sites.ROLES`, resolved per row, or ``"all"``: every token, which with
             ``point="resid_post"`` is llama.cpp's control-vector semantics); each one or a sequence of them (Python,
-            numpy or 0-d tensor integers).
+            numpy or 0-d tensor integers); ``layers=None``: the middle layer ``n_layers // 2`` (15 on the 30-layer
+            default model).
         shared: one vector for every site.
         point: ``resid_pre`` (default), ``resid_post``, ``attn_out`` or ``mlp_out``.
         config: the training settings.
@@ -362,6 +364,7 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
     train, val = _splits(task, train, val, config)
+    layers = (adapt(model).n_layers // 2,) if layers is None else layers
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 

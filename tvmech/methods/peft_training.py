@@ -103,7 +103,7 @@ def check_methods(model, methods: Sequence[str], layer: int, steps: int, batch_s
     return ad
 
 
-def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int = 100, batch_size: int = 16,
+def train_peft(model, task: Task, method: Method, *, layer: int | None = None, steps: int = 100, batch_size: int = 16,
                lr: float | None = None, seed: int = 0, train: Sequence[Example] | None = None,
                val: Sequence[Example] | None = None, eval_every: int | None = None,
                patience: int | None = None, progress: bool = True) -> dict:
@@ -113,7 +113,8 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
         model: a TransformerLens model or its adapter.
         task: the task; ``train``/``val`` default to its splits with ``seed``.
         method: ``"ltv"``, ``"prefix"`` or ``"lora_rank1"``.
-        layer: the layer of ``ltv`` and ``lora_rank1``.
+        layer: the layer of ``ltv`` and ``lora_rank1`` (``None``: the middle layer ``n_layers // 2``, 15 on the
+            30-layer default model).
         steps, batch_size: the most steps and the rows per step.
         lr: defaults to ``DEFAULT_LR[method]``; LoRA's ``a`` is drawn with seed ``seed + 1``.
         eval_every: validate every this many steps, keep the best parameters (``None``: no validation
@@ -130,6 +131,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int = 15, steps: int
         ``learn_task_vector(..., val=())`` (up to Adam's eps). Raises
         :class:`~tvmech.methods.training.TrainingDiverged` on a NaN/inf loss.
     """
+    layer = adapt(model).n_layers // 2 if layer is None else layer
     ad = check_methods(model, [method], layer, steps, batch_size)
     lr = DEFAULT_LR[method] if lr is None else lr
     if not lr > 0:
