@@ -4,7 +4,7 @@
 #   benchmarks/run.py --device cuda --only fv_cie generate_batched (ratios against the old code in the same run).
 # Results under $OUT: scale.json, cuda.json, RESULTS.md, log.txt.  Usage: bash tools/device/issue29_bench.sh [--before]
 set -u
-export TQDM_DISABLE=1 PYTHONUNBUFFERED=1 PYTHONPATH=.
+export TQDM_DISABLE=1 PYTHONUNBUFFERED=1 PYTHONPATH=.:${PYTHONPATH:-}
 start=$(date +%s)
 stamp() { while IFS= read -r l; do echo "$(( $(date +%s) - start )) $l"; done | tee -a "$OUT/log.txt"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | stamp
