@@ -29,13 +29,21 @@ class MapConfig:
     Jacobian at θ for ``W`` (no training samples: ``r2_train`` is NaN; held-out R² and ray test as for a fit)."""
 
     n_samples: int | None = None
+    """Noisy training samples around θ (``None``: ``2 × d_model``)."""
     n_heldout: int = 128
+    """Held-out samples for the held-out R² and the per-prompt R²."""
     noise_scales: tuple[float, ...] = (0.05, 0.1, 0.2)
+    """Perturbation sizes λ, relative to ‖θ‖ (samples are spread evenly over them)."""
     solver: str = "lstsq"
+    """``lstsq`` (least squares), ``ridge`` or ``jacobian`` (the exact Jacobian at θ)."""
     ridge: float = 1e-3
+    """The ridge penalty (``solver="ridge"``)."""
     batch_size: int | None = None  # perturbed vectors per pass, each on every fit prompt (None: ~ROWS_PER_PASS rows)
+    """Perturbed vectors per forward pass, each on every fit prompt (``None``: about ``ROWS_PER_PASS`` rows)."""
     seed: int = 0
+    """Seed of the perturbations."""
     ray_alphas: tuple[float, ...] = RAY_ALPHAS  # the ray test's scales α of θ
+    """The ray test's scales α of θ."""
 
     def __post_init__(self) -> None:
         if self.solver not in MAP_SOLVERS:
@@ -52,6 +60,7 @@ class MapConfig:
             raise ValueError(f"ray scales must be non-zero, got {self.ray_alphas}")
 
     def samples_for(self, d: int) -> int:
+        """The training samples for width ``d`` (0 for ``solver="jacobian"``); refuses too few for ``lstsq``."""
         if self.solver == "jacobian":
             return 0
         n = 2 * d if self.n_samples is None else self.n_samples
@@ -66,20 +75,35 @@ class LinearMap:
     """A fitted ``W_TV(l)`` with its fit quality. ``W`` and ``theta`` are float32 on the CPU."""
 
     W: Float[Tensor, "d d"]
+    """The fitted map ``W_TV(l)``."""
     theta: Float[Tensor, " d"]
+    """The vector θ the map was fitted around."""
     layer: int
+    """The layer θ is added at (``resid_pre``)."""
     r2_train: float
+    """R² of the fit on its training samples (NaN for ``solver="jacobian"``)."""
     r2_heldout: float
+    """R² on the held-out samples (mean response over the fit prompts)."""
     theta_rel_error: float
+    """``‖Wθ − Δ(θ)‖ / ‖Δ(θ)‖``."""
     theta_cos: float
+    """``cos(Wθ, Δ(θ))``."""
     response_theta: Float[Tensor, " d"] = field(repr=False)
+    """``Δ(θ)``: the measured change of the final residual stream with θ added."""
     n_samples: int = 0
+    """Training samples used."""
     n_prompts: int = 0
+    """Fit prompts."""
     config: dict = field(default_factory=dict)
+    """The :class:`MapConfig` as a dict."""
     seconds: float = 0.0
+    """Wall seconds of the fit."""
     r2_per_prompt: list[float] = field(default_factory=list)  # uncentred held-out R² of each fit prompt's Δ_p vs W
+    """Uncentred held-out R² of each fit prompt's ``Δ_p`` against ``W``."""
     ray: list[dict] = field(default_factory=list)  # {alpha, rel_error, cosine} per α (:func:`ray_test`)
+    """``{alpha, rel_error, cosine}`` per α (:func:`ray_test`)."""
     r2_per_prompt_centred: list[float] = field(default_factory=list)  # the headline: residuals centred per prompt
+    """Held-out R² of each fit prompt with residuals centred per prompt (the headline)."""
 
     @property
     def reconstructed(self) -> Float[Tensor, " d"]:

@@ -123,7 +123,7 @@ def select_sites(model, task: Task, vectors: Mapping[str, Mapping[int, Tensor | 
     Args:
         vectors: method -> layer -> its vector.
         alphas: the strengths of every method, or method -> its strengths.
-        (the rest as for :func:`select_site`)
+        model, task, dev, scoring, disjoint_from, max_rows: as for :func:`select_site`.
 
     Returns:
         Method -> its :class:`SiteChoice`.

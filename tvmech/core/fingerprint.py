@@ -136,7 +136,11 @@ def weights_version(module: torch.nn.Module) -> tuple:
             version = t._version
         except RuntimeError:  # inference tensors keep no version counter
             version = None
-        key[id(t)] = (id(t), t.data_ptr() if t.device.type != "meta" else 0, version)
+        try:
+            ptr = t.data_ptr() if t.device.type != "meta" else 0
+        except RuntimeError:  # offloaded by accelerate: a tensor without storage (its weights live elsewhere)
+            ptr = 0
+        key[id(t)] = (id(t), ptr, version)
     return tuple(sorted(key.values()))
 
 

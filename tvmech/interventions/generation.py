@@ -60,9 +60,13 @@ class Generation:
     ``max_new_tokens`` reached, the end-of-sequence token (``stop_at_eos``), or the model's context (``truncate``)."""
 
     prompt_ids: tuple[int, ...]
+    """The prompt's token ids."""
     new_ids: tuple[int, ...]
+    """The generated token ids."""
     text: str
+    """The generated text (the new tokens decoded)."""
     stop: str = "max_new_tokens"
+    """Why generation ended (:data:`STOPS`)."""
 
 
 def generate(model, prompts: str | Sequence[str], max_new_tokens: int = 20, *,

@@ -46,6 +46,10 @@ CFG = LTVConfig(steps=2, batch_size=4, eval_every=1, lr=1e-2)
     ("k", False, TypeError, r"LTVConfig\.k must be an integer, got False \(bool\)"),
     ("lr_unit", "bogus", ValueError, r"LTVConfig\.lr_unit 'bogus' is not valid; choose one of \('resid_norm', "),
     ("init", "normal", ValueError, r"LTVConfig\.init 'normal' is not valid; choose one of \('zeros', 'uniform'\)"),
+    ("lr_schedule", "cosine", ValueError, r"LTVConfig\.lr_schedule 'cosine' is not valid; choose one of \('constant'"),
+    ("select_on", "f1", ValueError, r"LTVConfig\.select_on 'f1' is not valid; choose one of \('loss', 'accuracy'\)"),
+    ("pool", 1, ValueError, r"LTVConfig\.pool must be >= 2 \(an integer\), got 1"),
+    ("pool_train_share", 1.5, ValueError, r"LTVConfig\.pool_train_share 1\.5 is not valid: it must be in \(0, 1\)"),
 ])
 def test_every_field_is_validated(field, value, error, message):
     with pytest.raises(error, match=message):
