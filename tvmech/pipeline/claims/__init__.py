@@ -6,7 +6,15 @@ Importing the package registers every claim in :data:`CLAIMS` (:mod:`~tvmech.pip
 paper (:mod:`~tvmech.pipeline.claims.paper`, a README table region).
 """
 
-from tvmech.pipeline.claims import behaviour, emergence, linear, mechanism, paper, robustness  # noqa: F401  (registers)
+from tvmech.pipeline.claims import (  # noqa: F401  (registers)
+    behaviour,
+    emergence,
+    linear,
+    mechanism,
+    methods,
+    paper,
+    robustness,
+)
 from tvmech.pipeline.claims.core import CLAIMS, Claim, ClaimResult, Est, Finding, estimate, exceeds, outside_null
 
 __all__ = ["CLAIMS", "Claim", "ClaimResult", "Est", "Finding", "estimate", "exceeds", "outside_null"]
