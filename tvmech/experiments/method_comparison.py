@@ -51,7 +51,8 @@ from tvmech.experiments.layer_sweep import headline_scorings
 from tvmech.interventions.task_vector import TaskVector
 from tvmech.methods.function_vectors import function_vector, function_vector_heads
 from tvmech.methods.learned import LTVConfig, learn_layer_sweep
-from tvmech.methods.pca_vectors import difference_vector, query_states
+from tvmech.methods.pca_vectors import difference_vector
+from tvmech.methods.vanilla import query_states_at
 
 METHODS: tuple[str, ...] = ("mean_diff", "pca_diff", "pca_center", "fv", "ltv")
 EXTRACTED = ("mean_diff", "pca_diff", "pca_center")
@@ -139,8 +140,8 @@ def extracted_vectors(model, task: Task, layers: Sequence[int], source, *, k: in
     Returns:
         Kind -> layer -> ``[d_model]``.
     """
-    icl = query_states(model, task, make_prompts(task, source, k, source, seed=seed), layers)
-    zs = query_states(model, task, make_prompts(task, source, 0), layers)
+    icl = query_states_at(model, task, make_prompts(task, source, k, source, seed=seed), layers)
+    zs = query_states_at(model, task, make_prompts(task, source, 0), layers)
     return {kind: {layer: difference_vector(icl[:, j], zs[:, j], kind) for j, layer in enumerate(layers)}
             for kind in kinds}
 

@@ -15,8 +15,9 @@ from tvmech.methods.learned import LTVConfig, learn_layer_sweep, learn_task_vect
 from tvmech.methods.peft_training import train_peft
 from tvmech.methods.prompt_tuning import evaluate_prefix
 from tvmech.methods.training import TrainingDiverged
-from tvmech.methods.vanilla import mean_query_state, vanilla_task_vector
+from tvmech.methods.vanilla import mean_query_state, query_states_at, vanilla_task_vector
 
 __all__ = ["LTVConfig", "TrainingDiverged", "learn_task_vector", "learn_layer_sweep", "vanilla_task_vector",
-           "mean_query_state", "function_vector", "function_vector_heads", "FunctionVectorHeads", "mean_head_z",
+           "mean_query_state", "query_states_at", "function_vector", "function_vector_heads", "FunctionVectorHeads",
+           "mean_head_z",
            "train_peft", "evaluate_prefix"]

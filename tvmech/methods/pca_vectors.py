@@ -31,43 +31,13 @@ from torch import Tensor
 
 from tvmech.core.adapter import adapt
 from tvmech.core.checks import check_choice
-from tvmech.data.prompts import Prompt, batches, make_prompts
+from tvmech.data.prompts import make_prompts
 from tvmech.data.tasks import Example, Task
-from tvmech.interventions.capture import Capture
-from tvmech.interventions.engine import residual
 from tvmech.interventions.task_vector import TaskVector
+from tvmech.methods.vanilla import query_states_at
 
 Kind = Literal["mean_diff", "pca_diff", "pca_center"]
 KINDS: tuple[str, ...] = get_args(Kind)
-
-
-def query_states(model, task: Task, prompts: Sequence[Prompt], layers: Sequence[int], batch_size: int = 16
-                 ) -> Float[Tensor, "n n_layers d_model"]:
-    """Each prompt's residual stream entering each of ``layers`` at its query token, from one pass per batch.
-
-    Args:
-        model: a TransformerLens model or its adapter.
-        task: the prompts' task.
-        prompts: the prompts.
-        layers: the blocks whose input is read.
-        batch_size: prompts per pass.
-
-    Returns:
-        ``[n, len(layers), d_model]`` (float32, CPU), in the order of ``prompts``.
-    """
-    ad = adapt(model)
-    layers = [int(layer) for layer in layers]
-    for layer in layers:
-        ad.check_layer(layer)
-    out = torch.zeros(len(prompts), len(layers), ad.d_model)
-    stop = min(max(layers) + 1, ad.n_layers)
-    with torch.no_grad():
-        for idx, b in batches(ad.tokenizer, task, prompts, batch_size):
-            b = b.to(ad.device)
-            capture = Capture([(layer, "resid_pre") for layer in layers], positions=(-1,))
-            residual(ad, b.tokens, stop, intervention=capture, ctx=b.query_pos)
-            out[idx] = torch.stack([capture[layer, "resid_pre"][:, 0] for layer in layers], 1).float().cpu()
-    return out
 
 
 def first_component(x: Float[Tensor, "n d"], center: bool = True) -> Float[Tensor, " d"]:
@@ -149,8 +119,8 @@ def extracted_vector(model, task: Task, layer: int, kind: Kind = "pca_diff", que
     demos = sp.train if demos is None else demos
     if not queries:
         raise ValueError(f"task {task.name!r}: no queries to extract a vector from")
-    icl = query_states(ad, task, make_prompts(task, queries, k, demos, seed=seed), (layer,), batch_size)[:, 0]
-    zs = query_states(ad, task, make_prompts(task, queries, 0), (layer,), batch_size)[:, 0]
+    icl = query_states_at(ad, task, make_prompts(task, queries, k, demos, seed=seed), (layer,), batch_size)[:, 0]
+    zs = query_states_at(ad, task, make_prompts(task, queries, 0), (layer,), batch_size)[:, 0]
     v = difference_vector(icl, zs, kind)
     mean = (icl - zs).mean(0)
     cos = float(v @ mean / (v.norm() * mean.norm()).clamp_min(1e-12))
@@ -158,4 +128,4 @@ def extracted_vector(model, task: Task, layer: int, kind: Kind = "pca_diff", que
                                 config={"k": k, "n": len(queries), "seed": seed}, metrics={"cos_mean": cos})
 
 
-__all__ = ["Kind", "KINDS", "query_states", "first_component", "aligned", "difference_vector", "extracted_vector"]
+__all__ = ["Kind", "KINDS", "first_component", "aligned", "difference_vector", "extracted_vector"]

@@ -22,8 +22,39 @@ from torch import Tensor
 from tvmech.core.adapter import adapt
 from tvmech.data.prompts import Prompt, batches, make_prompts
 from tvmech.data.tasks import Example, Task, as_examples
+from tvmech.interventions.capture import Capture
+from tvmech.interventions.engine import residual
 from tvmech.interventions.sites import Mode, check_mode
 from tvmech.interventions.task_vector import TaskVector
+
+
+def query_states_at(model, task: Task, prompts: Sequence[Prompt], layers: Sequence[int], batch_size: int = 16
+                    ) -> Float[Tensor, "n n_layers d_model"]:
+    """Each prompt's residual stream entering each of ``layers`` at its query token, from one pass per batch.
+
+    Args:
+        model: a TransformerLens model or its adapter.
+        task: the prompts' task.
+        prompts: the prompts.
+        layers: the blocks whose input is read.
+        batch_size: prompts per pass.
+
+    Returns:
+        ``[n, len(layers), d_model]`` (float32, CPU), in the order of ``prompts``.
+    """
+    ad = adapt(model)
+    layers = [int(layer) for layer in layers]
+    for layer in layers:
+        ad.check_layer(layer)
+    out = torch.zeros(len(prompts), len(layers), ad.d_model)
+    stop = min(max(layers) + 1, ad.n_layers)
+    with torch.no_grad():
+        for idx, b in batches(ad.tokenizer, task, prompts, batch_size):
+            b = b.to(ad.device)
+            capture = Capture([(layer, "resid_pre") for layer in layers], positions=(-1,))
+            residual(ad, b.tokens, stop, intervention=capture, ctx=b.query_pos)
+            out[idx] = torch.stack([capture[layer, "resid_pre"][:, 0] for layer in layers], 1).float().cpu()
+    return out
 
 
 def mean_query_state(model, task: Task, prompts: Sequence[Prompt], layer: int,
@@ -37,16 +68,9 @@ def mean_query_state(model, task: Task, prompts: Sequence[Prompt], layer: int,
         layer: the block whose input is read.
 
     Returns:
-        ``mean_i h_layer(P_i)[q_i]`` (float64 accumulation, returned as float32 on the CPU).
+        ``mean_i h_layer(P_i)[q_i]`` (float64 accumulation of :func:`query_states_at`, returned as float32 on the CPU).
     """
-    ad = adapt(model)
-    total = torch.zeros(ad.d_model, dtype=torch.float64)
-    with torch.no_grad():
-        for _, b in batches(ad.tokenizer, task, prompts, batch_size):
-            b = b.to(ad.device)
-            h = ad.residual(b.tokens, layer)
-            total += h[torch.arange(len(b), device=h.device), b.query_pos].double().sum(0).cpu()
-    return (total / len(prompts)).float()
+    return query_states_at(model, task, prompts, (layer,), batch_size)[:, 0].double().mean(0).float()
 
 
 def vanilla_task_vector(model, task: Task, layer: int, queries: Sequence[Example] | None = None,

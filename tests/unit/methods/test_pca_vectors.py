@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import tvmech as tv
-from tvmech.methods.pca_vectors import difference_vector, extracted_vector, first_component, query_states
-from tvmech.methods.vanilla import vanilla_task_vector
+from tvmech.methods.pca_vectors import difference_vector, extracted_vector, first_component
+from tvmech.methods.vanilla import query_states_at, vanilla_task_vector
 
 TASK = tv.builtin_task("capitalize")
 
@@ -70,7 +70,7 @@ def test_mean_diff_equals_the_vanilla_task_vector(tiny):
 
 def test_query_states_read_every_layer_in_one_pass(tiny):
     prompts = tv.make_prompts(TASK, TASK.examples[:5], 1, TASK.examples[5:20])
-    both = query_states(tiny, TASK, prompts, (0, 2), batch_size=2)
+    both = query_states_at(tiny, TASK, prompts, (0, 2), batch_size=2)
     ad = tv.adapt(tiny)
     for j, layer in enumerate((0, 2)):
         b = tv.encode(ad.tokenizer, TASK, prompts[:1])
