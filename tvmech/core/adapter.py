@@ -84,6 +84,11 @@ class Adapter(BlockRunner, NativeView):
         return int(self.cfg.n_layers)
 
     @property
+    def middle_layer(self) -> int:
+        """The default injection layer: :func:`middle_layer` of :attr:`n_layers` (15 of 30)."""
+        return middle_layer(self.n_layers)
+
+    @property
     def d_model(self) -> int:
         """The residual stream's width."""
         return int(self.cfg.d_model)
@@ -340,6 +345,11 @@ def _part(block: torch.nn.Module, name: str, x: Tensor) -> Tensor:
     """The Hugging Face module behind ``block.<name>`` applied to ``x`` (``x`` when the block has none)."""
     m = block._modules.get(name)
     return x if m is None else hf_module(m)(x)
+
+
+def middle_layer(n_layers: int) -> int:
+    """The default injection layer of a model with ``n_layers`` blocks: ``n_layers // 2`` (15 of 30)."""
+    return n_layers // 2
 
 
 def adapt(model: Any) -> Adapter:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
-from tvmech.core.adapter import adapt
+from tvmech.core.adapter import adapt, middle_layer  # noqa: F401  (middle_layer: the steps' DERIVED rule)
 from tvmech.core.checks import as_ints
 from tvmech.data.tasks import BUILTIN, Example, Task
 from tvmech.experiments.vectors import VectorStore
@@ -72,11 +72,6 @@ def with_flags(cls: type, message: str, given: Mapping[str, str] | None = None) 
         flag = (given or {}).get(f.name) or flag_of(cls, f)
         message = re.sub(rf"\b{re.escape(label)} {re.escape(f.name)}\b", flag, message)
     return message
-
-
-def middle_layer(n_layers: int) -> int:
-    """The layer of the mechanism and geometry experiments: ``n_layers // 2`` (15 of 30)."""
-    return n_layers // 2
 
 
 def every_nth_layer(n_layers: int, step: int, start: int = 0) -> tuple[int, ...]:

@@ -364,7 +364,7 @@ def learn_task_vector(model, task: Task, train: Sequence[Example] | None = None,
         :class:`TrainingDiverged` (with ``.last_good``) on a NaN/inf loss.
     """
     train, val = _splits(task, train, val, config)
-    layers = (adapt(model).n_layers // 2,) if layers is None else layers
+    layers = (adapt(model).middle_layer,) if layers is None else layers
     layers, positions = as_ints(layers, "layer"), as_positions(positions, "position")
     return _train(model, task, train, val, [layers], positions, shared, point, config, progress)[0]
 

@@ -131,7 +131,7 @@ def train_peft(model, task: Task, method: Method, *, layer: int | None = None, s
         ``learn_task_vector(..., val=())`` (up to Adam's eps). Raises
         :class:`~tvmech.methods.training.TrainingDiverged` on a NaN/inf loss.
     """
-    layer = adapt(model).n_layers // 2 if layer is None else layer
+    layer = adapt(model).middle_layer if layer is None else layer
     ad = check_methods(model, [method], layer, steps, batch_size)
     lr = DEFAULT_LR[method] if lr is None else lr
     if not lr > 0:
