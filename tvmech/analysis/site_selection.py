@@ -32,7 +32,7 @@ from tvmech.data.tasks import Example, Task
 from tvmech.interventions.engine import run_blocks
 from tvmech.interventions.injection import Injection
 from tvmech.interventions.sites import Context
-from tvmech.interventions.task_vector import TaskVector
+from tvmech.interventions.task_vector import TaskVector, vector_and_layer
 
 ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -105,15 +105,6 @@ def dev_accuracies(model, task: Task, dev: Sequence[Example], candidates: Mappin
     return out
 
 
-def _one_vector(layer: int, v: Tensor | TaskVector) -> Tensor:
-    if isinstance(v, TaskVector):
-        if v.layers != (layer,) or v.vectors.shape[:2] != (1, 1):
-            raise ValueError(f"the vector given for layer {layer} sits at layers {v.layers} with "
-                             f"{tuple(v.vectors.shape[:2])} sites; select_site takes one vector per layer")
-        v = v.vectors[0, 0]
-    return v.detach().float().cpu()
-
-
 def select_sites(model, task: Task, vectors: Mapping[str, Mapping[int, Tensor | TaskVector]],
                  dev: Sequence[Example], *, alphas: Mapping[str, Sequence[float]] | Sequence[float] = (1.0,),
                  scoring: str | None = None, disjoint_from: Sequence[Example] = (), max_rows: int = 512
@@ -139,8 +130,8 @@ def select_sites(model, task: Task, vectors: Mapping[str, Mapping[int, Tensor | 
         raise ValueError(f"task {task.name!r}: {len(shared)} dev input(s) also occur in the examples the dev split "
                          f"must be disjoint from (source or test), e.g. {shared[0]!r}")
     scoring = resolve_scoring(task, scoring)
-    units = {m: {int(layer): _one_vector(int(layer), v) for layer, v in layers.items()}
-             for m, layers in vectors.items()}
+    units = {m: {int(la): vector_and_layer(v, int(la), f"the {m} vector for layer {la}")[0].detach().float().cpu()
+                 for la, v in layers.items()} for m, layers in vectors.items()}
     slots: dict[int, list[tuple[str, float]]] = {}  # layer -> (method, alpha) of each candidate there
     cands: dict[int, list[Tensor]] = {}
     for m, layers in units.items():
